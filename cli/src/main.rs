@@ -1,0 +1,41 @@
+//! `leadfactory` — the operator CLI: the local database, migrations, and (as later issues land)
+//! the local pipeline run, the simulator, DLQ redrive and exports.
+
+mod db;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "leadfactory",
+    version,
+    about = "Operate LeadFactory: local database, migrations, pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The throwaway local PostgreSQL cluster under .leadfactory/
+    Db {
+        #[command(subcommand)]
+        action: db::DbAction,
+    },
+    /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
+    Migrate {
+        /// Owner (not application-role) URL of the database to migrate
+        #[arg(long, env = "DATABASE_OWNER_URL")]
+        url: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Db { action } => db::run(action).await,
+        Command::Migrate { url } => db::migrate(url).await,
+    }
+}

@@ -1,0 +1,150 @@
+//! The queue hop between stages, behind one trait: SQS in AWS (moto in tests), an in-process
+//! queue with the same semantics (visibility timeout, receive count, dead-letter queue) for the
+//! local run. Messages are [`Envelope`]s serialised as JSON.
+
+mod envelope;
+mod memory;
+mod sqs;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use envelope::{ENVELOPE_VERSION, Envelope, EnvelopeError};
+pub use memory::{MemoryBus, QueueSpec};
+pub use sqs::SqsBus;
+
+/// The logical queue names of the pipeline's hops; each has a `<name>-dlq` dead-letter queue.
+pub mod queues {
+    pub const SOURCING: &str = "sourcing";
+    pub const ENRICHMENT: &str = "enrichment";
+    pub const ASSESSMENT: &str = "assessment";
+    pub const SCORING: &str = "scoring";
+    pub const REPORTS: &str = "reports";
+    pub const PERSONALIZATION: &str = "personalization";
+    pub const DELIVERY: &str = "delivery";
+    pub const FULFILMENT: &str = "fulfilment";
+
+    pub const ALL: &[&str] = &[
+        SOURCING,
+        ENRICHMENT,
+        ASSESSMENT,
+        SCORING,
+        REPORTS,
+        PERSONALIZATION,
+        DELIVERY,
+        FULFILMENT,
+    ];
+
+    /// The dead-letter queue of `queue`.
+    pub fn dlq(queue: &str) -> String {
+        format!("{queue}-dlq")
+    }
+}
+
+/// SQS's limits, which the in-process bus enforces too so the local run cannot pass what AWS refuses.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+pub const MAX_BATCH_BYTES: usize = 262_144;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+    #[error("message of {size} bytes exceeds the {MAX_BATCH_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("queue {queue} rejected a message: {detail}")]
+    Rejected { queue: String, detail: String },
+    #[error("receipt {0:?} is not valid (already deleted or expired)")]
+    BadReceipt(String),
+    #[error("queue service error on {queue}: {detail}")]
+    Service { queue: String, detail: String },
+    #[error("could not serialise message: {0}")]
+    Serialise(String),
+}
+
+/// One received message. It stays invisible to other receivers until its visibility timeout ends
+/// or it is deleted with `receipt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub receipt: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    pub body: String,
+}
+
+/// Approximate message counts, as SQS reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Sends bodies in as few batches as the limits allow; every body is accepted or this errs.
+    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError>;
+    /// Receives up to `max` visible messages (at most 10), without waiting.
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError>;
+    /// Deletes a received message: the acknowledgement that it was processed.
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError>;
+    /// Changes a received message's remaining invisibility (zero makes it visible at once).
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), BusError>;
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, BusError>;
+}
+
+/// Splits bodies into batches within SQS's entry-count and total-size limits.
+pub fn plan_batches(bodies: &[String]) -> Result<Vec<&[String]>, BusError> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        if body.len() > MAX_BATCH_BYTES {
+            return Err(BusError::TooLarge { size: body.len() });
+        }
+        if i - start == MAX_BATCH_ENTRIES || bytes + body.len() > MAX_BATCH_BYTES {
+            batches.push(&bodies[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        batches.push(&bodies[start..]);
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_count_and_size() {
+        let small: Vec<String> = (0..23).map(|i| format!("m{i}")).collect();
+        let b = plan_batches(&small).unwrap();
+        assert_eq!(
+            b.iter().map(|x| x.len()).collect::<Vec<_>>(),
+            vec![10, 10, 3]
+        );
+
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(100_000)).collect();
+        let b = plan_batches(&big).unwrap();
+        assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
+        assert!(
+            b.iter()
+                .all(|x| x.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES)
+        );
+
+        assert!(matches!(
+            plan_batches(&["y".repeat(MAX_BATCH_BYTES + 1)]),
+            Err(BusError::TooLarge { .. })
+        ));
+        assert!(plan_batches(&[]).unwrap().is_empty());
+    }
+}

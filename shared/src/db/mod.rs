@@ -1,0 +1,38 @@
+//! PostgreSQL: the pool every function builds once, the embedded migrations, tenant-scoped
+//! transactions (the row-level-security contract), and a throwaway local cluster for the CLI and
+//! tests.
+
+pub mod cluster;
+mod migrate;
+mod pool;
+mod tenant;
+
+pub use migrate::{MIGRATIONS_APPLIED_TABLE, migrate};
+pub use pool::{Pool, connect, pg_config, tls_connector};
+pub use tenant::{begin_tenant, with_tenant_setting};
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL is not valid: {0}")]
+    BadUrl(String),
+    #[error("could not get a database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+}
+
+impl DbError {
+    /// The SQLSTATE of a server-side error, for callers that map constraint violations.
+    pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            DbError::Postgres(e) => e.code(),
+            DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Normalised names and addresses: the fuzzy half of de-duplication ("Joe's Pizza, LLC" at
+//! "12 Main St." is "joes pizza" at "12 main street").
+
+const LEGAL_SUFFIXES: &[&str] = &[
+    "llc",
+    "inc",
+    "corp",
+    "ltd",
+    "co",
+    "company",
+    "corporation",
+    "incorporated",
+    "pllc",
+    "lp",
+    "llp",
+];
+
+const ADDRESS_ABBREVIATIONS: &[(&str, &str)] = &[
+    ("st", "street"),
+    ("ave", "avenue"),
+    ("av", "avenue"),
+    ("blvd", "boulevard"),
+    ("rd", "road"),
+    ("dr", "drive"),
+    ("ln", "lane"),
+    ("ct", "court"),
+    ("pl", "place"),
+    ("sq", "square"),
+    ("hwy", "highway"),
+    ("pkwy", "parkway"),
+    ("ste", "suite"),
+    ("apt", "apartment"),
+    ("fl", "floor"),
+    ("n", "north"),
+    ("s", "south"),
+    ("e", "east"),
+    ("w", "west"),
+    ("ne", "northeast"),
+    ("nw", "northwest"),
+    ("se", "southeast"),
+    ("sw", "southwest"),
+];
+
+fn words(raw: &str) -> impl Iterator<Item = String> + '_ {
+    raw.split(|c: char| c.is_whitespace() || c == ',' || c == '-' || c == '/')
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '#')
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+}
+
+/// Lower-cased, punctuation stripped, `&` read as `and`, legal suffixes and a leading `the` removed.
+pub fn normalize_name(raw: &str) -> String {
+    let replaced = raw.replace('&', " and ").replace('\'', "");
+    let mut ws: Vec<String> = words(&replaced).collect();
+    while ws.len() > 1
+        && ws
+            .last()
+            .is_some_and(|w| LEGAL_SUFFIXES.contains(&w.as_str()))
+    {
+        ws.pop();
+    }
+    if ws.len() > 1 && ws[0] == "the" {
+        ws.remove(0);
+    }
+    ws.join(" ")
+}
+
+/// Lower-cased, punctuation stripped, street-type and direction abbreviations expanded.
+pub fn normalize_address(raw: &str) -> String {
+    words(raw)
+        .map(|w| {
+            ADDRESS_ABBREVIATIONS
+                .iter()
+                .find(|(abbr, _)| *abbr == w)
+                .map(|(_, full)| (*full).to_owned())
+                .unwrap_or(w)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for (raw, want) in [
+            ("Joe's Pizza, LLC", "joes pizza"),
+            ("JOE'S PIZZA", "joes pizza"),
+            ("The Giving Pies Inc.", "giving pies"),
+            ("Smith & Sons Co", "smith and sons"),
+            ("Co", "co"),
+            ("  Café   Luna ", "café luna"),
+        ] {
+            assert_eq!(normalize_name(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for (raw, want) in [
+            ("12 Main St.", "12 main street"),
+            ("12 MAIN STREET", "12 main street"),
+            ("400 N. Elm Ave, Ste 5", "400 north elm avenue suite 5"),
+            ("1 Park Blvd #3", "1 park boulevard #3"),
+        ] {
+            assert_eq!(normalize_address(raw), want, "{raw}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Object storage behind one small trait: S3 in AWS (and against moto in tests), the local
+//! filesystem for the local run. Raw homepage HTML, PDF reports and exports live here.
+
+mod key;
+mod local;
+mod s3;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use key::ObjectKey;
+pub use local::LocalStore;
+pub use s3::S3Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("invalid object key {key:?}: {reason}")]
+    BadKey { key: String, reason: &'static str },
+    #[error("object store I/O on {key}: {detail}")]
+    Io { key: String, detail: String },
+    #[error("object store service error on {key}: {detail}")]
+    Service { key: String, detail: String },
+}
+
+/// The object store every function shares.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Writes (or overwrites) an object.
+    async fn put(&self, key: &ObjectKey, body: Bytes, content_type: &str)
+    -> Result<(), StoreError>;
+    /// Reads an object; [`StoreError::NotFound`] when it does not exist.
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError>;
+    /// Deletes an object; deleting a missing object succeeds (retries are harmless).
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
+    /// Every key under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, StoreError>;
+    /// A URL that lets its holder GET the object until `ttl` passes.
+    async fn presign_get(&self, key: &ObjectKey, ttl: Duration) -> Result<String, StoreError>;
+}

@@ -1,0 +1,248 @@
+//! The test harness: real services for integration tests.
+//!
+//! * PostgreSQL — `LF_TEST_PG_ADMIN_URL` (set by `scripts/test`) names a running server's
+//!   superuser URL; without it the harness starts its own throwaway cluster. Each test gets its
+//!   own database, copied from a migrated template (fast), and dropped afterwards.
+//! * moto — `LF_TEST_MOTO_URL` (set by `scripts/test`) names a running moto server; without it
+//!   the harness starts `moto_server` itself (from `PATH` or the project's tool venv).
+//!
+//! Services the harness starts are stopped by a watchdog when the test process exits. Nothing
+//! is ever skipped for want of a service: failing to start one fails the test, with the reason.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::db::cluster::{self, LocalCluster};
+
+/// Runs an async set-up step on a runtime of its own, so what it leaves behind (a name, a URL)
+/// is not tied to the runtime of whichever test happened to call first.
+fn block_on_own_runtime<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(f)
+    })
+    .join()
+    .expect("set-up thread")
+}
+
+/// Stops `what` when this test process exits, by a small shell watchdog.
+fn stop_on_exit(stop_command: &str) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {{ {stop_command}; }} >/dev/null 2>&1",
+        pid = std::process::id()
+    );
+    let _ = Command::new("sh").arg("-c").arg(script).spawn();
+}
+
+// ------------------------------------------------------------------ PostgreSQL
+
+struct PgServer {
+    /// Superuser URL of the maintenance database (`postgres`).
+    admin_url: String,
+    port: u16,
+}
+
+fn pg_server() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("LF_TEST_PG_ADMIN_URL") {
+            let cfg: tokio_postgres::Config = url
+                .parse()
+                .expect("LF_TEST_PG_ADMIN_URL is not a PostgreSQL URL");
+            let port = cfg.get_ports().first().copied().unwrap_or(5432);
+            return PgServer {
+                admin_url: url,
+                port,
+            };
+        }
+        let dir = std::env::temp_dir().join(format!("lf-test-pg-{}", std::process::id()));
+        let c = block_on_own_runtime({
+            let dir = dir.clone();
+            async move { LocalCluster::start(&dir, false).await }
+        })
+        .unwrap_or_else(|e| panic!("could not start a PostgreSQL server for the tests: {e}"));
+        let bin = cluster::find_bin_dir().expect("pg binaries");
+        let runuser = if cluster::running_as_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        stop_on_exit(&format!(
+            "{runuser}{} -D {} -m immediate stop; rm -rf {}",
+            bin.join("pg_ctl").display(),
+            dir.join("data").display(),
+            dir.display()
+        ));
+        PgServer {
+            admin_url: c.admin_url("postgres"),
+            port: c.port,
+        }
+    })
+}
+
+fn url_for(user: &str, port: u16, db: &str) -> String {
+    format!("postgres://{user}@127.0.0.1:{port}/{db}")
+}
+
+/// A migrated template database for this test process.
+fn template() -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let server = pg_server();
+        let name = format!("lf_tpl_{}_{}", std::process::id(), rand::random::<u32>());
+        let admin = server.admin_url.clone();
+        let n = name.clone();
+        block_on_own_runtime(async move { cluster::prepare_database(&admin, &n).await })
+            .unwrap_or_else(|e| panic!("could not migrate the template database: {e}"));
+        name
+    })
+}
+
+/// A fresh, migrated database for one test; dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    port: u16,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let server = pg_server();
+        let tpl = template();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(&server.admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}"))
+            .await
+            .expect("create test database");
+        drop(client);
+        let _ = task.await;
+        TestDb {
+            name,
+            port: server.port,
+        }
+    }
+
+    /// Superuser URL: owns everything, bypasses RLS. For set-up and inspection only.
+    pub fn admin_url(&self) -> String {
+        url_for(cluster::SUPERUSER, self.port, &self.name)
+    }
+
+    /// Application-role URL: what functions use; RLS applies.
+    pub fn app_url(&self) -> SecretString {
+        SecretString::from(url_for(cluster::APP_LOGIN, self.port, &self.name))
+    }
+
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect as admin");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A pool as the application role, built the way functions build theirs.
+    pub fn app_pool(&self) -> shared::db::Pool {
+        shared::db::connect(&self.app_url(), 4).expect("app pool")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = pg_server().admin_url.clone();
+        let name = self.name.clone();
+        block_on_own_runtime(async move {
+            if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        });
+    }
+}
+
+// ------------------------------------------------------------------ moto (AWS emulator)
+
+fn moto_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LF_MOTO_BIN") {
+        return p.into();
+    }
+    let venv = std::env::var("LF_TOOLS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/leadfactory-venv")
+        });
+    let candidate = venv.join("bin/moto_server");
+    if candidate.is_file() {
+        candidate
+    } else {
+        "moto_server".into()
+    }
+}
+
+/// The moto server's endpoint URL.
+pub fn moto_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("LF_TEST_MOTO_URL") {
+            return url;
+        }
+        let port = cluster::free_port().expect("free port");
+        let bin = moto_bin();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start moto_server ({}): {e}; run scripts/test, which installs it",
+                    bin.display()
+                )
+            });
+        stop_on_exit(&format!("kill {}", child.id()));
+        // Kept for the life of the process; the watchdog above ends it.
+        static CHILD: std::sync::Mutex<Option<std::process::Child>> = std::sync::Mutex::new(None);
+        *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not start listening on {url} within 15 s");
+    })
+}
+
+/// SDK configuration pointed at moto with static test credentials.
+pub async fn moto_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test uses, for buckets and queues on the shared moto server.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}

@@ -1,0 +1,370 @@
+//! The schema against a real PostgreSQL server: migrations, row-level security, constraints.
+
+use shared::db::{self, begin_tenant};
+use shared::domain::TenantId;
+use testkit::TestDb;
+use tokio_postgres::error::SqlState;
+
+async fn seed_tenant(admin: &tokio_postgres::Client, name: &str) -> TenantId {
+    let t = TenantId::new();
+    admin
+        .execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2)",
+            &[&t.as_uuid(), &name],
+        )
+        .await
+        .unwrap();
+    t
+}
+
+async fn seed_campaign_and_business(
+    admin: &tokio_postgres::Client,
+    t: TenantId,
+) -> (uuid::Uuid, uuid::Uuid) {
+    let c = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    admin
+        .execute(
+            "INSERT INTO campaigns (id, tenant_id, name, vertical, zip_codes, daily_quota, sender_email, sender_name, postal_address)
+             VALUES ($1, $2, 'spring', 'restaurants', '{95113}', 50, 'a@agency.example', 'Ann', '1 Main St, San Jose, CA')",
+            &[&c, &t.as_uuid()],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'Joe''s Pizza', 'joes pizza')",
+            &[&b, &t.as_uuid()],
+        )
+        .await
+        .unwrap();
+    (c, b)
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
+    let test = TestDb::new().await; // already migrated from the template
+    let mut admin = test.admin().await;
+    let applied_again = db::migrate(&mut admin).await.unwrap();
+    assert!(
+        applied_again.is_empty(),
+        "second run applied {applied_again:?}"
+    );
+
+    // A truly empty database: every migration applies, then a re-run applies nothing.
+    admin
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .unwrap();
+    let first = db::migrate(&mut admin).await.unwrap();
+    assert_eq!(first, vec![1]);
+    assert!(db::migrate(&mut admin).await.unwrap().is_empty());
+
+    let tables: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1)",
+            &[&vec![
+                "tenants",
+                "api_keys",
+                "campaigns",
+                "businesses",
+                "enrichments",
+                "assessments",
+                "llm_logs",
+                "scores",
+                "reports",
+                "experiments",
+                "experiment_variants",
+                "experiment_assignments",
+                "emails",
+                "email_events",
+                "suppressions",
+                "purchases",
+                "stripe_events",
+                "processed_messages",
+                "cost_ledger",
+                "budgets",
+                "runs",
+                "run_stage_stats",
+                "run_vendor_usage",
+                "run_event_logs",
+                "qa_samples",
+                "sent_alerts",
+            ]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 26);
+}
+
+#[tokio::test]
+async fn every_tenant_owned_table_has_forced_rls_with_a_policy() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let rows = admin
+        .query(
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                    EXISTS (SELECT 1 FROM pg_policies p WHERE p.tablename = c.relname)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN information_schema.columns col ON col.table_name = c.relname AND col.column_name = 'tenant_id'
+             WHERE n.nspname = 'public' AND c.relkind = 'r'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 25, "only {} tenant-owned tables", rows.len());
+    for r in rows {
+        let (name, enabled, forced, policy): (String, bool, bool, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert!(
+            enabled && forced && policy,
+            "{name}: rls={enabled} forced={forced} policy={policy}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rls_isolates_tenants_for_the_application_role() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let a = seed_tenant(&admin, "Agency A").await;
+    let b = seed_tenant(&admin, "Agency B").await;
+    let (_, business_a) = seed_campaign_and_business(&admin, a).await;
+    let (_, business_b) = seed_campaign_and_business(&admin, b).await;
+
+    let pool = test.app_pool();
+    let mut client = pool.get().await.unwrap();
+
+    // Tenant A sees exactly its own business.
+    let tx = begin_tenant(&mut client, a).await.unwrap();
+    let seen: Vec<uuid::Uuid> = tx
+        .query("SELECT id FROM businesses", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, vec![business_a]);
+
+    // ...cannot update B's row (0 rows affected)...
+    let updated = tx
+        .execute(
+            "UPDATE businesses SET name = 'pwned' WHERE id = $1",
+            &[&business_b],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 0);
+    // ...nor delete it...
+    assert_eq!(
+        tx.execute("DELETE FROM businesses WHERE id = $1", &[&business_b])
+            .await
+            .unwrap(),
+        0
+    );
+    // ...nor insert a row for B.
+    let err = tx
+        .execute(
+            "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'x', 'x')",
+            &[&uuid::Uuid::new_v4(), &b.as_uuid()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+    tx.rollback().await.unwrap();
+
+    // Without a tenant set, nothing is visible, and a pooled connection carries no tenant over.
+    let tx = client.transaction().await.unwrap();
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM businesses", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    tx.commit().await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM campaigns", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+
+    // B's row is untouched.
+    let name: String = admin
+        .query_one("SELECT name FROM businesses WHERE id = $1", &[&business_b])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "Joe's Pizza");
+}
+
+#[tokio::test]
+async fn the_application_role_neither_owns_tables_nor_bypasses_rls() {
+    let test = TestDb::new().await;
+    let pool = test.app_pool();
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0) && !row.get::<_, bool>(1));
+    let owned: i64 = client
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owned, 0);
+}
+
+#[tokio::test]
+async fn api_key_lookup_works_before_a_tenant_is_known() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let t = seed_tenant(&admin, "A").await;
+    admin
+        .execute(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) VALUES ($1, $2, 'ops', 'lf_abc', $3)",
+            &[&uuid::Uuid::new_v4(), &t.as_uuid(), &vec![7u8; 32]],
+        )
+        .await
+        .unwrap();
+    let pool = test.app_pool();
+    let client = pool.get().await.unwrap();
+    let direct: i64 = client
+        .query_one("SELECT count(*) FROM api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(direct, 0, "RLS hides keys from the app role");
+    let row = client
+        .query_one("SELECT tenant_id FROM api_key_lookup('lf_abc')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, uuid::Uuid>(0), t.as_uuid());
+    assert!(
+        client
+            .query_opt("SELECT tenant_id FROM api_key_lookup('nope')", &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn constraints_reject_bad_rows() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let t = seed_tenant(&admin, "A").await;
+    let (campaign, business) = seed_campaign_and_business(&admin, t).await;
+    let insert_email =
+        "INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject)
+                        VALUES ($1, $2, $3, $4, 'owner@joes.example', 'Your website')";
+    admin
+        .execute(
+            insert_email,
+            &[&uuid::Uuid::new_v4(), &t.as_uuid(), &campaign, &business],
+        )
+        .await
+        .unwrap();
+    let dup = admin
+        .execute(
+            insert_email,
+            &[&uuid::Uuid::new_v4(), &t.as_uuid(), &campaign, &business],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&SqlState::UNIQUE_VIOLATION),
+        "second email to one business in one campaign"
+    );
+
+    let insert_event = "INSERT INTO email_events (tenant_id, sg_event_id, event, occurred_at, raw)
+                        VALUES ($1, 'evt-1', 'delivered', now(), '{}')";
+    admin.execute(insert_event, &[&t.as_uuid()]).await.unwrap();
+    let dup = admin
+        .execute(insert_event, &[&t.as_uuid()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&SqlState::UNIQUE_VIOLATION),
+        "duplicate sg_event_id"
+    );
+
+    let report = uuid::Uuid::new_v4();
+    admin
+        .execute(
+            "INSERT INTO reports (id, tenant_id, business_id, token, preview_key, full_key, pages, bytes, price_cents)
+             VALUES ($1, $2, $3, repeat('t', 40), 'p', 'f', 6, 1000, 4900)",
+            &[&report, &t.as_uuid(), &business],
+        )
+        .await
+        .unwrap();
+    let negative = admin
+        .execute(
+            "INSERT INTO purchases (id, tenant_id, report_id, business_id, stripe_session_id, amount_cents)
+             VALUES ($1, $2, $3, $4, 'cs_test_1', -100)",
+            &[&uuid::Uuid::new_v4(), &t.as_uuid(), &report, &business],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        negative.code(),
+        Some(&SqlState::CHECK_VIOLATION),
+        "negative money"
+    );
+
+    for (sql, what) in [
+        (
+            "INSERT INTO scores (id, tenant_id, business_id, score, tier, rules_version, breakdown, qualified) VALUES (gen_random_uuid(), $1, $2, 101, 'A', 'v1', '{}', true)",
+            "score over 100",
+        ),
+        (
+            "INSERT INTO scores (id, tenant_id, business_id, score, tier, rules_version, breakdown, qualified) VALUES (gen_random_uuid(), $1, $2, 50, 'E', 'v1', '{}', true)",
+            "tier E",
+        ),
+        (
+            "INSERT INTO suppressions (tenant_id, kind, value, reason) VALUES ($1, 'email', 'Upper@Case.com', 'manual') RETURNING $2::uuid",
+            "unnormalised suppression",
+        ),
+        (
+            "UPDATE businesses SET phone_e164 = '408-298-4008' WHERE tenant_id = $1 AND id = $2",
+            "phone not E.164",
+        ),
+    ] {
+        let err = admin
+            .execute(sql, &[&t.as_uuid(), &business])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::CHECK_VIOLATION),
+            "{what}: {err}"
+        );
+    }
+
+    // The budget gate's invariant lives in the database too.
+    admin
+        .execute("INSERT INTO budgets (tenant_id, vendor_class, day, limit_micros) VALUES ($1, 'llm', current_date, 1000)", &[&t.as_uuid()])
+        .await
+        .unwrap();
+    let over = admin
+        .execute(
+            "UPDATE budgets SET reserved_micros = 1001 WHERE tenant_id = $1",
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Some(&SqlState::CHECK_VIOLATION));
+}
