@@ -2,6 +2,7 @@
 //! the local pipeline run, the simulator, DLQ redrive and exports.
 
 mod db;
+mod simulator;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
         #[command(subcommand)]
         action: db::DbAction,
     },
+    /// Run the vendor simulator standalone until Ctrl-C
+    Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
     Migrate {
         /// Owner (not application-role) URL of the database to migrate
@@ -37,5 +40,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Db { action } => db::run(action).await,
         Command::Migrate { url } => db::migrate(url).await,
+        Command::Sim(args) => simulator::run(args).await,
     }
 }

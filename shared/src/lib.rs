@@ -13,3 +13,5 @@ pub mod domain;
 pub mod lambda;
 pub mod obs;
 pub mod store;
+pub mod vendors;
+pub mod webhook;

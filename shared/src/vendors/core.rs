@@ -1,0 +1,416 @@
+//! The one HTTP path every vendor call takes: circuit breaker → rate limiter → request (with
+//! timeouts) → classify → retry or return, recording each attempt.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::{excerpt, is_quota_code, vendor_message};
+use super::{
+    CallRecord, CallSink, CircuitBreaker, HttpPolicy, Pause, Price, Vendor, VendorError,
+    retry_delay,
+};
+use crate::domain::{BusinessId, RunId, TenantId};
+
+/// Who a call is made for: lands in the call record (cost ledger, run usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallContext {
+    pub tenant: Option<TenantId>,
+    pub run: Option<RunId>,
+    pub business: Option<BusinessId>,
+}
+
+impl CallContext {
+    pub fn new(tenant: TenantId, run: Option<RunId>, business: Option<BusinessId>) -> Self {
+        Self {
+            tenant: Some(tenant),
+            run,
+            business,
+        }
+    }
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Token usage reported by a response, for pricing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+}
+
+/// One vendor's HTTP client with its policy, limiter, breaker, prices and sink. Build once per
+/// container; cheap to share behind an `Arc`.
+pub struct VendorHttp {
+    vendor: Vendor,
+    base_url: String,
+    http: reqwest::Client,
+    policy: HttpPolicy,
+    limiter: DefaultDirectRateLimiter,
+    breaker: CircuitBreaker,
+    price: Price,
+    sink: Arc<dyn CallSink>,
+    pause: Pause,
+}
+
+impl std::fmt::Debug for VendorHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VendorHttp")
+            .field("vendor", &self.vendor)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    Done(Response),
+    Retry {
+        err: VendorError,
+        server_delay: Option<std::time::Duration>,
+    },
+    Fail(VendorError),
+}
+
+impl VendorHttp {
+    pub fn new(
+        vendor: Vendor,
+        base_url: &str,
+        policy: HttpPolicy,
+        price: Price,
+        sink: Arc<dyn CallSink>,
+    ) -> Result<Self, VendorError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.request_timeout)
+            .user_agent(concat!("leadfactory/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| VendorError::InvalidInput {
+                vendor,
+                detail: format!("HTTP client: {e}"),
+            })?;
+        let rps = NonZeroU32::new(policy.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(policy.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Ok(Self {
+            vendor,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+            limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)),
+            breaker: CircuitBreaker::new(policy.breaker),
+            policy,
+            price,
+            sink,
+            pause: Pause::Real,
+        })
+    }
+
+    /// Replaces how retries wait (tests record the delays instead of sleeping).
+    pub fn with_pause(mut self, pause: Pause) -> Self {
+        self.pause = pause;
+        self
+    }
+
+    pub fn vendor(&self) -> Vendor {
+        self.vendor
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        status: Option<u16>,
+        started: Instant,
+        ok: bool,
+        usage: Usage,
+        rate_limited: bool,
+        quota: bool,
+    ) {
+        let units = u32::from(ok);
+        self.sink.record(CallRecord {
+            vendor: self.vendor,
+            endpoint,
+            tenant: ctx.tenant,
+            run: ctx.run,
+            business: ctx.business,
+            status,
+            latency_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
+            ok,
+            rate_limited,
+            quota_exhausted: quota,
+            units,
+            tokens_in: usage.tokens_in,
+            tokens_out: usage.tokens_out,
+            cost_micros: if ok {
+                self.price.cost(units, usage.tokens_in, usage.tokens_out)
+            } else {
+                0
+            },
+            at: chrono::Utc::now(),
+        });
+    }
+
+    /// The vendor did not answer usefully: counts against the breaker and may be retried.
+    fn unavailable(&self, attempt: u32, detail: String) -> Attempt {
+        self.breaker.on_failure();
+        Attempt::Retry {
+            err: VendorError::Unavailable {
+                vendor: self.vendor,
+                attempts: attempt,
+                detail,
+            },
+            server_delay: None,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        req: reqwest::RequestBuilder,
+        attempt: u32,
+    ) -> Attempt {
+        let vendor = self.vendor;
+        let started = Instant::now();
+        let sent = req.send().await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.record(
+                    ctx,
+                    endpoint,
+                    None,
+                    started,
+                    false,
+                    Usage::default(),
+                    false,
+                    false,
+                );
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                return self.unavailable(attempt, format!("{kind}: {e}"));
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = match read_capped(resp, self.policy.max_body_bytes).await {
+            Ok(b) => b,
+            Err(detail) => {
+                self.record(
+                    ctx,
+                    endpoint,
+                    Some(status.as_u16()),
+                    started,
+                    false,
+                    Usage::default(),
+                    false,
+                    false,
+                );
+                return self.unavailable(attempt, detail);
+            }
+        };
+        let code = status.as_u16();
+        if status.is_success() {
+            self.breaker.on_success();
+            // Recorded by the caller once usage is known (see `finish`).
+            return Attempt::Done(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+        let (message, vcode) = vendor_message(&body);
+        if code == 429 {
+            // Throttling says nothing about the service's health: the breaker is not touched.
+            let quota = is_quota_code(vcode.as_deref(), &message);
+            self.record(
+                ctx,
+                endpoint,
+                Some(code),
+                started,
+                false,
+                Usage::default(),
+                !quota,
+                quota,
+            );
+            if quota {
+                return Attempt::Fail(VendorError::QuotaExhausted { vendor, message });
+            }
+            let server_delay = super::policy::retry_after(&headers);
+            return Attempt::Retry {
+                err: VendorError::RateLimited {
+                    vendor,
+                    attempts: attempt,
+                    retry_after: server_delay,
+                },
+                server_delay,
+            };
+        }
+        self.record(
+            ctx,
+            endpoint,
+            Some(code),
+            started,
+            false,
+            Usage::default(),
+            false,
+            false,
+        );
+        if status.is_server_error() || code == 408 {
+            return self.unavailable(attempt, format!("HTTP {code}: {message}"));
+        }
+        // A 4xx is our request's fault, not the vendor's health: the breaker counts it as a reply.
+        self.breaker.on_success();
+        if code == 401 || code == 403 {
+            return Attempt::Fail(VendorError::Unauthorized {
+                vendor,
+                status: code,
+                message,
+            });
+        }
+        Attempt::Fail(VendorError::BadRequest {
+            vendor,
+            status: code,
+            message,
+        })
+    }
+
+    /// Sends the request `build` makes (called once per attempt), retrying per the policy.
+    /// On success the caller must `finish` with the usage, which records the billed call.
+    pub async fn send(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<(Response, Instant), VendorError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Err(retry_in) = self.breaker.allow() {
+                return Err(VendorError::CircuitOpen {
+                    vendor: self.vendor,
+                    retry_in,
+                });
+            }
+            self.limiter.until_ready().await;
+            let started = Instant::now();
+            match self
+                .attempt(ctx, endpoint, build(&self.http), attempt)
+                .await
+            {
+                Attempt::Done(r) => return Ok((r, started)),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry { err, server_delay } => {
+                    if attempt >= self.policy.max_attempts {
+                        return Err(err);
+                    }
+                    if let Some(d) = server_delay
+                        && d > self.policy.max_retry_after
+                    {
+                        return Err(err);
+                    }
+                    let delay =
+                        retry_delay(&self.policy, attempt, server_delay, rand::random::<f64>());
+                    tracing::debug!(vendor = %self.vendor, endpoint, attempt, ?delay, error = %err, "retrying vendor call");
+                    self.pause.wait(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Records a successful call with its usage (the billed record).
+    pub fn finish(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        resp: &Response,
+        started: Instant,
+        usage: Usage,
+    ) {
+        self.record(
+            ctx,
+            endpoint,
+            Some(resp.status.as_u16()),
+            started,
+            true,
+            usage,
+            false,
+            false,
+        );
+    }
+
+    /// Sends, parses the JSON body as `T`, records with the usage `T` reports.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        usage: impl Fn(&T) -> Usage,
+    ) -> Result<(T, Response), VendorError> {
+        let (resp, started) = self.send(ctx, endpoint, build).await?;
+        match serde_json::from_slice::<T>(&resp.body) {
+            Ok(v) => {
+                self.finish(ctx, endpoint, &resp, started, usage(&v));
+                Ok((v, resp))
+            }
+            Err(e) => {
+                // The vendor answered and was billed for it, even if we cannot read the answer.
+                self.finish(ctx, endpoint, &resp, started, Usage::default());
+                Err(self.malformed(&e.to_string(), &resp.body))
+            }
+        }
+    }
+
+    pub fn malformed(&self, detail: &str, body: &[u8]) -> VendorError {
+        VendorError::Malformed {
+            vendor: self.vendor,
+            detail: detail.to_owned(),
+            excerpt: excerpt(body, 120),
+        }
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, String> {
+    if resp.content_length().is_some_and(|n| n as usize > max) {
+        return Err(format!("response larger than {max} bytes"));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading body: {e}"))?
+    {
+        if buf.len() + chunk.len() > max {
+            return Err(format!("response larger than {max} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

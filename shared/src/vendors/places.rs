@@ -1,0 +1,100 @@
+//! Google Places API (New) text search (`POST /v1/places:searchText`). The field mask is
+//! mandatory; we ask only for the fields enrichment stores.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::core::Usage;
+use super::{CallContext, VendorError, VendorHttp};
+
+pub const SEARCH_FIELD_MASK: &str = "places.id,places.displayName,places.formattedAddress,places.nationalPhoneNumber,places.internationalPhoneNumber,places.websiteUri,places.rating,places.userRatingCount,places.businessStatus,places.regularOpeningHours,places.location,places.types,nextPageToken";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TextSearchRequest {
+    pub text_query: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TextSearchResponse {
+    pub places: Vec<Place>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Place {
+    pub name: Option<String>,
+    pub id: String,
+    pub display_name: Option<LocalizedText>,
+    pub formatted_address: Option<String>,
+    pub national_phone_number: Option<String>,
+    pub international_phone_number: Option<String>,
+    pub website_uri: Option<String>,
+    pub google_maps_uri: Option<String>,
+    pub rating: Option<f64>,
+    pub user_rating_count: Option<u32>,
+    /// `OPERATIONAL`, `CLOSED_TEMPORARILY`, `CLOSED_PERMANENTLY`.
+    pub business_status: Option<String>,
+    pub types: Vec<String>,
+    pub regular_opening_hours: Option<serde_json::Value>,
+    pub location: Option<LatLng>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocalizedText {
+    pub text: String,
+    pub language_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LatLng {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug)]
+pub struct PlacesClient {
+    http: VendorHttp,
+    key: SecretString,
+}
+
+impl PlacesClient {
+    pub fn new(http: VendorHttp, key: SecretString) -> Self {
+        Self { http, key }
+    }
+
+    pub fn http(&self) -> &VendorHttp {
+        &self.http
+    }
+
+    pub async fn search_text(
+        &self,
+        ctx: &CallContext,
+        req: &TextSearchRequest,
+    ) -> Result<TextSearchResponse, VendorError> {
+        let url = self.http.url("/v1/places:searchText");
+        let (resp, _) = self
+            .http
+            .json(
+                ctx,
+                "places:searchText",
+                |c| {
+                    c.post(&url)
+                        .header("X-Goog-Api-Key", self.key.expose_secret())
+                        .header("X-Goog-FieldMask", SEARCH_FIELD_MASK)
+                        .json(req)
+                },
+                |_: &TextSearchResponse| Usage::default(),
+            )
+            .await?;
+        Ok(resp)
+    }
+}

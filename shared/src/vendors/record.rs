@@ -1,0 +1,198 @@
+//! Every vendor call becomes a [`CallRecord`] with its cost. Clients push records into a
+//! [`CallSink`] synchronously (no I/O on the call path); a stage flushes the buffered records to
+//! the cost ledger in one statement per tenant ([`write_cost_ledger`]), and run tracking sums the
+//! same records into vendor usage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::Vendor;
+use crate::db::DbError;
+use crate::domain::{BusinessId, RunId, TenantId};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    pub vendor: Vendor,
+    pub endpoint: &'static str,
+    pub tenant: Option<TenantId>,
+    pub run: Option<RunId>,
+    pub business: Option<BusinessId>,
+    /// HTTP status, or `None` when no response arrived (timeout, connection error).
+    pub status: Option<u16>,
+    pub latency_ms: u32,
+    pub ok: bool,
+    pub rate_limited: bool,
+    pub quota_exhausted: bool,
+    pub units: u32,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub cost_micros: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+pub trait CallSink: Send + Sync {
+    fn record(&self, record: CallRecord);
+}
+
+/// An in-memory buffer of records, drained by whoever persists them.
+#[derive(Debug, Default)]
+pub struct BufferSink {
+    records: Mutex<Vec<CallRecord>>,
+}
+
+impl BufferSink {
+    pub fn drain(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn snapshot(&self) -> Vec<CallRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl CallSink for BufferSink {
+    fn record(&self, record: CallRecord) {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+}
+
+/// What one vendor charges, in micro-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    #[serde(default)]
+    pub per_request_micros: i64,
+    #[serde(default)]
+    pub per_million_input_tokens_micros: i64,
+    #[serde(default)]
+    pub per_million_output_tokens_micros: i64,
+}
+
+impl Price {
+    pub fn cost(&self, units: u32, tokens_in: u32, tokens_out: u32) -> i64 {
+        self.per_request_micros * i64::from(units)
+            + (self.per_million_input_tokens_micros * i64::from(tokens_in)).div_euclid(1_000_000)
+            + (self.per_million_output_tokens_micros * i64::from(tokens_out)).div_euclid(1_000_000)
+    }
+}
+
+/// Prices per vendor; configurable (`LF_PRICES` JSON), defaults from public list prices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceTable(pub BTreeMap<Vendor, Price>);
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        let p = |req, tin, tout| Price {
+            per_request_micros: req,
+            per_million_input_tokens_micros: tin,
+            per_million_output_tokens_micros: tout,
+        };
+        Self(BTreeMap::from([
+            // Yelp Places API starter plan: about $8 per 1,000 calls.
+            (Vendor::Yelp, p(8_000, 0, 0)),
+            // Places Text Search (New), Pro SKU: $32 per 1,000.
+            (Vendor::Places, p(32_000, 0, 0)),
+            (Vendor::PageSpeed, p(0, 0, 0)),
+            // gpt-4o-mini class: $0.15 / M input, $0.60 / M output tokens.
+            (Vendor::OpenAi, p(0, 150_000, 600_000)),
+            // SendGrid Essentials: about $0.0004 per email.
+            (Vendor::SendGrid, p(400, 0, 0)),
+            (Vendor::Stripe, p(0, 0, 0)),
+            (Vendor::Slack, p(0, 0, 0)),
+        ]))
+    }
+}
+
+impl PriceTable {
+    pub fn price(&self, vendor: Vendor) -> Price {
+        self.0.get(&vendor).copied().unwrap_or_default()
+    }
+
+    /// Defaults overlaid with a JSON object such as `{"openai":{"per_million_input_tokens_micros":150000}}`.
+    pub fn with_overrides(json: &str) -> Result<Self, String> {
+        let overrides: HashMap<Vendor, Price> =
+            serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let mut t = Self::default();
+        t.0.extend(overrides);
+        Ok(t)
+    }
+}
+
+const INSERT_LEDGER: &str = "
+INSERT INTO cost_ledger (tenant_id, run_id, business_id, vendor, endpoint, status, latency_ms, units, tokens_in, tokens_out, cost_micros, occurred_at)
+SELECT $1, r, b, v, e, s, l, u, ti, tto, c, t
+FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int2[], $7::int4[], $8::int4[], $9::int4[], $10::int4[], $11::int8[], $12::timestamptz[])
+     AS x(r, b, v, e, s, l, u, ti, tto, c, t)";
+
+/// Writes records to the cost ledger: one transaction and one statement per tenant. Records
+/// without a tenant (e.g. simulator admin calls) are not ledger entries and are skipped.
+pub async fn write_cost_ledger(
+    client: &mut deadpool_postgres::Client,
+    records: &[CallRecord],
+) -> Result<u64, DbError> {
+    let mut by_tenant: BTreeMap<TenantId, Vec<&CallRecord>> = BTreeMap::new();
+    for r in records {
+        if let Some(t) = r.tenant {
+            by_tenant.entry(t).or_default().push(r);
+        }
+    }
+    let mut written = 0;
+    for (tenant, recs) in by_tenant {
+        let tx = crate::db::begin_tenant(client, tenant).await?;
+        let col = |f: &dyn Fn(&CallRecord) -> i32| recs.iter().map(|r| f(r)).collect::<Vec<i32>>();
+        written += tx
+            .execute(
+                INSERT_LEDGER,
+                &[
+                    &tenant.as_uuid(),
+                    &recs
+                        .iter()
+                        .map(|r| r.run.map(|x| x.as_uuid()))
+                        .collect::<Vec<_>>(),
+                    &recs
+                        .iter()
+                        .map(|r| r.business.map(|x| x.as_uuid()))
+                        .collect::<Vec<_>>(),
+                    &recs.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>(),
+                    &recs.iter().map(|r| r.endpoint).collect::<Vec<_>>(),
+                    &recs
+                        .iter()
+                        .map(|r| r.status.map(|s| s as i16))
+                        .collect::<Vec<_>>(),
+                    &col(&|r| r.latency_ms.min(i32::MAX as u32) as i32),
+                    &col(&|r| r.units as i32),
+                    &col(&|r| r.tokens_in as i32),
+                    &col(&|r| r.tokens_out as i32),
+                    &recs.iter().map(|r| r.cost_micros).collect::<Vec<_>>(),
+                    &recs.iter().map(|r| r.at).collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_tokens_and_requests() {
+        let t = PriceTable::default();
+        // 1,000 input + 500 output tokens of gpt-4o-mini = $0.00015 + $0.0003 = 450 micros.
+        assert_eq!(t.price(Vendor::OpenAi).cost(1, 1_000, 500), 450);
+        assert_eq!(t.price(Vendor::Places).cost(2, 0, 0), 64_000);
+        let o = PriceTable::with_overrides(r#"{"pagespeed":{"per_request_micros":5}}"#).unwrap();
+        assert_eq!(o.price(Vendor::PageSpeed).cost(3, 0, 0), 15);
+        assert_eq!(o.price(Vendor::Places), t.price(Vendor::Places));
+        assert!(PriceTable::with_overrides(r#"{"nope":{}}"#).is_err());
+    }
+}

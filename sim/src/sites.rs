@@ -1,0 +1,126 @@
+//! The simulated businesses' own websites, served by `Host: www.<slug>.test`, with the quality
+//! their profile says: good, no viewport, missing title/meta/h1, outdated stack, slow, huge,
+//! redirect chain, 404, 500.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::data::{self, SimBusiness, SiteProfile};
+use crate::state::SimState;
+
+fn page(b: &SimBusiness, profile: SiteProfile, slug: &str) -> String {
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let email = format!("info@{slug}.test");
+    let (head, body_extra, copyright) = match profile {
+        SiteProfile::Good => (
+            format!(
+                r#"<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{name} | {city}</title><meta name="description" content="{name} in {city}: menus, hours and bookings.">
+<link rel="canonical" href="https://www.{slug}.test/"><meta property="og:title" content="{name}">
+<script async src="https://www.googletagmanager.com/gtag/js?id=G-SIM123"></script>"#,
+                name = b.name, city = b.city
+            ),
+            String::new(),
+            year.clone(),
+        ),
+        SiteProfile::NoViewport => (
+            format!(r#"<meta charset="utf-8"><title>{}</title><meta name="description" content="Welcome to {}"><script src="/js/jquery-1.12.4.min.js"></script>"#, b.name, b.name),
+            String::new(),
+            "2019".into(),
+        ),
+        SiteProfile::NoHttpsRedirect => (
+            format!(r#"<meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{}</title><meta name="description" content="{}"><link rel="canonical" href="http://www.{slug}.test/">"#, b.name, b.name),
+            String::new(),
+            "2021".into(),
+        ),
+        SiteProfile::MissingMeta => (r#"<meta charset="utf-8"><meta name="viewport" content="width=device-width">"#.into(), String::new(), "2020".into()),
+        SiteProfile::Outdated => (
+            format!(r#"<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"><meta name="generator" content="WordPress 4.2.1"><title>{} - Home</title><script type="text/javascript" src="/wp-includes/js/jquery/jquery-1.8.3.min.js"></script>"#, b.name),
+            r#"<table width="800"><tr><td><img src="/images/banner.gif" width="800"></td></tr></table>"#.into(),
+            "2014".into(),
+        ),
+        SiteProfile::Huge => (
+            format!(r#"<meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{}</title>"#, b.name),
+            format!("<!-- {} -->", "x".repeat(6 * 1024 * 1024)),
+            year.clone(),
+        ),
+        _ => (
+            format!(r#"<meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{}</title><meta name="description" content="{}">"#, b.name, b.name),
+            String::new(),
+            year.clone(),
+        ),
+    };
+    let h1 = if profile == SiteProfile::MissingMeta {
+        format!("<div class=\"big\">{}</div>", b.name)
+    } else {
+        format!("<h1>{}</h1>", b.name)
+    };
+    // Sites of outdated or bare profiles often have only a contact form: no address to write to.
+    let contact = if matches!(profile, SiteProfile::MissingMeta) || b.review_count.is_multiple_of(7)
+    {
+        r#"<form action="/contact" method="post"><input name="message"></form>"#.to_owned()
+    } else {
+        format!(r#"<p>Email us: <a href="mailto:{email}">{email}</a></p>"#)
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head>{head}</head><body>{h1}<p>{addr}, {city}, {state} {zip}</p><p>Call {phone}</p>{contact}{body_extra}<footer>&copy; {copyright} {name}</footer></body></html>",
+        addr = b.address1,
+        city = b.city,
+        state = b.state,
+        zip = b.zip,
+        phone = b.display_phone,
+        name = b.name
+    )
+}
+
+/// The fallback handler: serves a site when the Host is a simulated one, else 404.
+pub async fn serve(State(state): State<Arc<SimState>>, headers: HeaderMap, uri: Uri) -> Response {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let Some(slug) = crate::psi::slug_of(&format!("http://{host}/")) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": format!("no route for {}", uri.path()) })),
+        )
+            .into_response();
+    };
+    let Some(b) = data::by_slug(state.cfg.seed, &slug) else {
+        return (StatusCode::NOT_FOUND, Html("<h1>Unknown site</h1>")).into_response();
+    };
+    if let Err(r) = crate::shapes::gate(&state, "sites").await {
+        return r;
+    }
+    let profile = b.site.unwrap_or(SiteProfile::Good);
+    let path = uri.path();
+    match (profile, path) {
+        (SiteProfile::NotFound, _) => {
+            (StatusCode::NOT_FOUND, Html("<h1>Not Found</h1>")).into_response()
+        }
+        (SiteProfile::ServerError, _) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Html("<h1>Internal Server Error</h1>"),
+        )
+            .into_response(),
+        (SiteProfile::RedirectChain, "/") => {
+            (StatusCode::FOUND, [("location", "/r1")]).into_response()
+        }
+        (SiteProfile::RedirectChain, "/r1") => {
+            (StatusCode::MOVED_PERMANENTLY, [("location", "/r2")]).into_response()
+        }
+        (SiteProfile::RedirectChain, "/r2") => {
+            (StatusCode::FOUND, [("location", "/home")]).into_response()
+        }
+        (SiteProfile::Slow, _) => {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            Html(page(&b, profile, &slug)).into_response()
+        }
+        (_, "/" | "/home") => Html(page(&b, profile, &slug)).into_response(),
+        _ => (StatusCode::NOT_FOUND, Html("<h1>Not Found</h1>")).into_response(),
+    }
+}
