@@ -2,6 +2,7 @@
 //! the local pipeline run, the simulator, DLQ redrive and exports.
 
 mod db;
+mod run;
 mod simulator;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
         #[command(subcommand)]
         action: db::DbAction,
     },
+    /// Run the whole pipeline locally on embedded defaults (PostgreSQL, simulator, local store and queue)
+    Run(run::RunArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -41,5 +44,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Db { action } => db::run(action).await,
         Command::Migrate { url } => db::migrate(url).await,
         Command::Sim(args) => simulator::run(args).await,
+        Command::Run(args) => run::run(args).await,
     }
 }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod lambda;
 pub mod obs;
+pub mod pipeline;
 pub mod store;
 pub mod vendors;
 pub mod webhook;

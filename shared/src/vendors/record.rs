@@ -131,50 +131,62 @@ SELECT $1, r, b, v, e, s, l, u, ti, tto, c, t
 FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int2[], $7::int4[], $8::int4[], $9::int4[], $10::int4[], $11::int8[], $12::timestamptz[])
      AS x(r, b, v, e, s, l, u, ti, tto, c, t)";
 
+/// Inserts one tenant's records into the cost ledger in one statement, inside `tx`.
+pub async fn insert_ledger(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    recs: &[CallRecord],
+) -> Result<u64, DbError> {
+    if recs.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: &dyn Fn(&CallRecord) -> i32| recs.iter().map(f).collect::<Vec<i32>>();
+    Ok(tx
+        .execute(
+            INSERT_LEDGER,
+            &[
+                &tenant.as_uuid(),
+                &recs
+                    .iter()
+                    .map(|r| r.run.map(|x| x.as_uuid()))
+                    .collect::<Vec<_>>(),
+                &recs
+                    .iter()
+                    .map(|r| r.business.map(|x| x.as_uuid()))
+                    .collect::<Vec<_>>(),
+                &recs.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>(),
+                &recs.iter().map(|r| r.endpoint).collect::<Vec<_>>(),
+                &recs
+                    .iter()
+                    .map(|r| r.status.map(|s| s as i16))
+                    .collect::<Vec<_>>(),
+                &col(&|r| r.latency_ms.min(i32::MAX as u32) as i32),
+                &col(&|r| r.units as i32),
+                &col(&|r| r.tokens_in as i32),
+                &col(&|r| r.tokens_out as i32),
+                &recs.iter().map(|r| r.cost_micros).collect::<Vec<_>>(),
+                &recs.iter().map(|r| r.at).collect::<Vec<_>>(),
+            ],
+        )
+        .await?)
+}
+
 /// Writes records to the cost ledger: one transaction and one statement per tenant. Records
 /// without a tenant (e.g. simulator admin calls) are not ledger entries and are skipped.
 pub async fn write_cost_ledger(
     client: &mut deadpool_postgres::Client,
     records: &[CallRecord],
 ) -> Result<u64, DbError> {
-    let mut by_tenant: BTreeMap<TenantId, Vec<&CallRecord>> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<TenantId, Vec<CallRecord>> = BTreeMap::new();
     for r in records {
         if let Some(t) = r.tenant {
-            by_tenant.entry(t).or_default().push(r);
+            by_tenant.entry(t).or_default().push(r.clone());
         }
     }
     let mut written = 0;
     for (tenant, recs) in by_tenant {
         let tx = crate::db::begin_tenant(client, tenant).await?;
-        let col = |f: &dyn Fn(&CallRecord) -> i32| recs.iter().map(|r| f(r)).collect::<Vec<i32>>();
-        written += tx
-            .execute(
-                INSERT_LEDGER,
-                &[
-                    &tenant.as_uuid(),
-                    &recs
-                        .iter()
-                        .map(|r| r.run.map(|x| x.as_uuid()))
-                        .collect::<Vec<_>>(),
-                    &recs
-                        .iter()
-                        .map(|r| r.business.map(|x| x.as_uuid()))
-                        .collect::<Vec<_>>(),
-                    &recs.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>(),
-                    &recs.iter().map(|r| r.endpoint).collect::<Vec<_>>(),
-                    &recs
-                        .iter()
-                        .map(|r| r.status.map(|s| s as i16))
-                        .collect::<Vec<_>>(),
-                    &col(&|r| r.latency_ms.min(i32::MAX as u32) as i32),
-                    &col(&|r| r.units as i32),
-                    &col(&|r| r.tokens_in as i32),
-                    &col(&|r| r.tokens_out as i32),
-                    &recs.iter().map(|r| r.cost_micros).collect::<Vec<_>>(),
-                    &recs.iter().map(|r| r.at).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
+        written += insert_ledger(&tx, tenant, &recs).await?;
         tx.commit().await?;
     }
     Ok(written)

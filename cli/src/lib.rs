@@ -1,0 +1,5 @@
+//! The operator CLI's library: the local pipeline driver and campaign files, shared by the
+//! `leadfactory` binary and the end-to-end tests.
+
+pub mod campaign;
+pub mod local;

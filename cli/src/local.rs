@@ -1,0 +1,380 @@
+//! The local pipeline: the real stage handlers on embedded defaults — PostgreSQL, the vendor
+//! simulator in-process, a local object store and the in-process bus (or any `Bus`) — pumped
+//! until every queue is drained. `leadfactory run` and the end-to-end tests both use it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use secrecy::SecretString;
+use shared::bus::{Bus, Delivery, MemoryBus, QueueSpec, queues};
+use shared::db::{DbError, Pool, begin_tenant};
+use shared::domain::{RunId, TenantId};
+use shared::pipeline::budget::BudgetLimits;
+use shared::pipeline::{Deps, FetchPolicy, Incoming, StageHandler, process_batch, runs};
+use shared::store::LocalStore;
+use shared::vendors::config::VendorsConfig;
+use shared::vendors::{BufferSink, CallSink, HttpPolicy};
+use sim::{SimConfig, Simulator};
+
+/// The tenant the local run works as.
+pub const LOCAL_TENANT: &str = "00000000-0000-4000-8000-00000000000a";
+
+/// Progress reporting, so the CLI can draw bars and tests can stay quiet.
+pub trait Progress: Send + Sync {
+    fn stage(&self, stage: &str, processed: usize, failed: usize);
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn stage(&self, _: &str, _: usize, _: usize) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Application-role URL (RLS applies).
+    pub database_url: SecretString,
+    pub store_dir: PathBuf,
+    pub sim: SimConfig,
+    pub visibility_timeout: Duration,
+    pub max_receive_count: u32,
+    /// Batches processed at once per stage.
+    pub parallel_batches: usize,
+    pub budgets: BudgetLimits,
+    pub policy: HttpPolicy,
+}
+
+impl LocalOptions {
+    pub fn new(database_url: SecretString, store_dir: PathBuf) -> Self {
+        Self {
+            database_url,
+            store_dir,
+            sim: SimConfig::default(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 3,
+            parallel_batches: 4,
+            budgets: BudgetLimits::default(),
+            policy: HttpPolicy {
+                base_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(2),
+                ..HttpPolicy::default()
+            },
+        }
+    }
+}
+
+/// The in-process bus with every hop's queue and its DLQ.
+pub fn memory_bus(visibility: Duration, max_receive_count: u32) -> MemoryBus {
+    MemoryBus::new(
+        queues::ALL
+            .iter()
+            .flat_map(|q| QueueSpec::with_dlq(q, visibility, max_receive_count)),
+    )
+}
+
+pub struct Stages {
+    pub sourcing: sourcing::Sourcing,
+    pub enrichment: enrichment::Enrichment,
+    pub assessment: assessment::Assessment,
+    pub scoring: scoring::Scoring,
+}
+
+pub struct LocalPipeline {
+    pub deps: Deps,
+    pub sim: Simulator,
+    pub stages: Stages,
+    pub tenant: TenantId,
+    parallel: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("simulator: {0}")]
+    Sim(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Vendor(#[from] shared::vendors::VendorError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Bus(#[from] shared::bus::BusError),
+    #[error("targeting: {0}")]
+    Targeting(#[from] targeting::TargetingError),
+    #[error("scoring rules: {0}")]
+    Rules(#[from] scoring::RulesError),
+    #[error("assessment: {0}")]
+    Assessment(#[from] assessment::BuildError),
+    #[error(transparent)]
+    Domain(#[from] shared::domain::DomainError),
+}
+
+impl LocalPipeline {
+    /// Starts the simulator and wires the stages to it, the database, the store and `bus`.
+    pub async fn start(opts: LocalOptions, bus: Arc<dyn Bus>) -> Result<Self, LocalError> {
+        let sim = Simulator::start_local(opts.sim.clone())
+            .await
+            .map_err(LocalError::Sim)?;
+        let base = sim.base_url();
+        let c = &opts.sim;
+        let env: HashMap<String, String> = [
+            ("LF_YELP_URL", base.clone()),
+            ("LF_PLACES_URL", base.clone()),
+            ("LF_PAGESPEED_URL", base.clone()),
+            ("LF_OPENAI_URL", base.clone()),
+            ("LF_SENDGRID_URL", base.clone()),
+            ("LF_STRIPE_URL", base.clone()),
+            ("YELP_API_KEY", c.yelp_key.clone()),
+            ("GOOGLE_PLACES_API_KEY", c.google_key.clone()),
+            ("GOOGLE_PAGESPEED_API_KEY", c.google_key.clone()),
+            ("OPENAI_API_KEY", c.openai_key.clone()),
+            ("SENDGRID_API_KEY", c.sendgrid_key.clone()),
+            ("STRIPE_SECRET_KEY", c.stripe_key.clone()),
+            (
+                "SLACK_WEBHOOK_URL",
+                format!("{base}/services/T000/B000/XXXX"),
+            ),
+            // Local vendors answer fast: allow more calls per second than the real ones do.
+            ("LF_YELP_RPS", "50".into()),
+            ("LF_PLACES_RPS", "100".into()),
+            ("LF_PAGESPEED_RPS", "100".into()),
+            ("LF_OPENAI_RPS", "100".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let vendors = VendorsConfig::load(&env)?;
+        let sink = Arc::new(BufferSink::default());
+        let deps = Deps {
+            mode: shared::config::Mode::Development,
+            pool: shared::db::connect(&opts.database_url, 8)?,
+            bus,
+            store: Arc::new(LocalStore::new(&opts.store_dir)),
+            sink: sink.clone(),
+            vendors,
+            policy: opts.policy.clone(),
+            budgets: opts.budgets.clone(),
+            fetch: FetchPolicy::development(),
+            public_base_url: "http://127.0.0.1:8080".into(),
+        };
+        let dyn_sink: Arc<dyn CallSink> = sink;
+        let stages = Stages {
+            sourcing: sourcing::Sourcing::new(deps.vendors.yelp(&dyn_sink, &deps.policy)?),
+            enrichment: enrichment::Enrichment::new(deps.vendors.places(&dyn_sink, &deps.policy)?),
+            assessment: assessment::Assessment::new(
+                &deps,
+                deps.vendors.pagespeed(&dyn_sink, &deps.policy)?,
+                deps.vendors.openai(&dyn_sink, &deps.policy)?,
+            )?,
+            scoring: scoring::Scoring::new(scoring::Rules::default_rules()?),
+        };
+        Ok(Self {
+            deps,
+            sim,
+            stages,
+            tenant: TenantId::parse(LOCAL_TENANT)?,
+            parallel: opts.parallel_batches.max(1),
+        })
+    }
+
+    /// Creates the local tenant if missing.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<(), DbError> {
+        let mut c = self.deps.pool.get().await?;
+        let tx = begin_tenant(&mut c, self.tenant).await?;
+        tx.execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&self.tenant.as_uuid(), &name],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Processes up to `parallel` batches from `queue` with `handler`; acknowledges successes and
+    /// releases failures for redelivery (the bus dead-letters them after `maxReceiveCount`).
+    async fn pump<H: StageHandler>(
+        &self,
+        handler: &H,
+        queue: &str,
+        progress: &dyn Progress,
+        counts: &mut (usize, usize),
+    ) -> Result<bool, LocalError> {
+        let mut batches: Vec<Vec<Delivery>> = Vec::new();
+        for _ in 0..self.parallel {
+            let b = self.deps.bus.receive(queue, 10).await?;
+            if b.is_empty() {
+                break;
+            }
+            batches.push(b);
+        }
+        if batches.is_empty() {
+            return Ok(false);
+        }
+        let outcomes = join_all(batches.iter().map(|b| {
+            let incoming = b
+                .iter()
+                .map(|d| Incoming {
+                    id: d.message_id.clone(),
+                    body: d.body.clone(),
+                })
+                .collect();
+            process_batch(handler, &self.deps, incoming)
+        }))
+        .await;
+        for (batch, outcome) in batches.iter().zip(outcomes) {
+            for d in batch {
+                if outcome.failed.contains(&d.message_id) {
+                    counts.1 += 1;
+                    self.deps
+                        .bus
+                        .change_visibility(queue, &d.receipt, Duration::ZERO)
+                        .await?;
+                } else {
+                    counts.0 += 1;
+                    self.deps.bus.delete(queue, &d.receipt).await?;
+                }
+            }
+        }
+        progress.stage(handler.stage(), counts.0, counts.1);
+        Ok(true)
+    }
+
+    /// Targeting, then every stage until all queues up to scoring are empty; finalises the run.
+    pub async fn run(&self, progress: &dyn Progress) -> Result<RunId, LocalError> {
+        let report = targeting::handler(
+            &self.deps,
+            serde_json::json!({ "detail": { "kind": "local" } }),
+        )
+        .await?;
+        progress.stage("targeting", report.jobs_sent, 0);
+        let run = report
+            .runs
+            .first()
+            .copied()
+            .ok_or(LocalError::Db(DbError::Encode(
+                "targeting began no run".into(),
+            )))?;
+        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+        loop {
+            let mut busy = false;
+            busy |= self
+                .pump(
+                    &self.stages.sourcing,
+                    queues::SOURCING,
+                    progress,
+                    counts.entry("sourcing").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &self.stages.enrichment,
+                    queues::ENRICHMENT,
+                    progress,
+                    counts.entry("enrichment").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &self.stages.assessment,
+                    queues::ASSESSMENT,
+                    progress,
+                    counts.entry("assessment").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &self.stages.scoring,
+                    queues::SCORING,
+                    progress,
+                    counts.entry("scoring").or_default(),
+                )
+                .await?;
+            if !busy {
+                let mut in_flight = 0;
+                for q in [
+                    queues::SOURCING,
+                    queues::ENRICHMENT,
+                    queues::ASSESSMENT,
+                    queues::SCORING,
+                ] {
+                    let d = self.deps.bus.depth(q).await?;
+                    in_flight += d.visible + d.in_flight;
+                }
+                if in_flight == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let mut c = self.deps.pool.get().await.map_err(DbError::from)?;
+        let tx = begin_tenant(&mut c, self.tenant).await?;
+        runs::finalize_run(&tx, self.tenant, run, "succeeded").await?;
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(run)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.deps.pool
+    }
+}
+
+/// The run's figures, read back from the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    pub jobs: i64,
+    pub sourced: i64,
+    pub duplicates: i64,
+    pub closed: i64,
+    pub enriched: i64,
+    pub assessed: i64,
+    pub unreachable: i64,
+    pub scored: i64,
+    pub tiers: Vec<(String, i64)>,
+    pub qualified: i64,
+    pub skipped_by_budget: i64,
+    pub failed: i64,
+    pub vendors: Vec<(String, i64, i64)>,
+    pub cost_micros: i64,
+}
+
+pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunSummary, DbError> {
+    let mut c = pool.get().await?;
+    let tx = begin_tenant(&mut c, tenant).await?;
+    let count = |stage: &'static str, events: &'static [&'static str]| {
+        let tx = &tx;
+        async move {
+            let events: Vec<&str> = events.to_vec();
+            tx.query_one("SELECT count(*) FROM run_event_logs WHERE run_id = $1 AND stage = $2 AND event = ANY($3)", &[&run.as_uuid(), &stage, &events])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+        }
+    };
+    let mut s = RunSummary {
+        jobs: count("sourcing", &["page", "SKIPPED_DUE_TO_BUDGET"]).await?,
+        sourced: count("sourcing", &["sourced", "stale"]).await?,
+        duplicates: count("sourcing", &["duplicate"]).await?,
+        closed: count("sourcing", &["closed"]).await? + count("enrichment", &["closed"]).await?,
+        enriched: count("enrichment", &["enriched"]).await?,
+        assessed: count("assessment", &["assessed", "site_unreachable"]).await?,
+        unreachable: count("assessment", &["site_unreachable"]).await?,
+        ..RunSummary::default()
+    };
+    let r = tx.query_one("SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET'), count(*) FILTER (WHERE status = 'error') FROM run_event_logs WHERE run_id = $1", &[&run.as_uuid()]).await?;
+    s.skipped_by_budget = r.get(0);
+    s.failed = r.get(1);
+    for row in tx.query("SELECT tier::text, count(*), count(*) FILTER (WHERE qualified) FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier", &[&run.as_uuid()]).await? {
+        let n: i64 = row.get(1);
+        s.scored += n;
+        s.qualified += row.get::<_, i64>(2);
+        s.tiers.push((row.get(0), n));
+    }
+    for row in tx.query("SELECT vendor, calls, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&run.as_uuid()]).await? {
+        let cost: i64 = row.get(2);
+        s.cost_micros += cost;
+        s.vendors.push((row.get(0), i64::from(row.get::<_, i32>(1)), cost));
+    }
+    tx.commit().await?;
+    Ok(s)
+}

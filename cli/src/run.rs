@@ -1,0 +1,142 @@
+//! `leadfactory run --campaign <file>`: the whole local pipeline on embedded defaults.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use leadfactory_cli::campaign::CampaignFile;
+use leadfactory_cli::local::{
+    LocalOptions, LocalPipeline, Progress, RunSummary, memory_bus, summarize,
+};
+use secrecy::SecretString;
+use shared::db::cluster;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Campaign file (TOML), e.g. examples/san-jose-restaurants.toml
+    #[arg(long)]
+    campaign: PathBuf,
+    /// Where local state lives (database cluster, object store)
+    #[arg(long, default_value = ".leadfactory")]
+    state: PathBuf,
+    /// Application-role database URL; without it a local cluster is started under --state
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seed of the simulated world
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn stage(&self, stage: &str, processed: usize, failed: usize) {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(stage.to_owned()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:>11} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.set_prefix(stage.to_owned());
+            b
+        });
+        let retried = if failed > 0 {
+            format!(", {failed} to retry")
+        } else {
+            String::new()
+        };
+        bar.set_message(format!("{processed} messages{retried}"));
+        bar.tick();
+    }
+}
+
+fn dollars(micros: i64) -> String {
+    format!("${:.4}", micros as f64 / 1_000_000.0)
+}
+
+fn print_summary(s: &RunSummary, secs: f64) {
+    let row = |k: &str, v: String| println!("  {k:<28} {v:>12}");
+    println!();
+    println!("Run summary");
+    row("sourcing jobs (Yelp pages)", s.jobs.to_string());
+    row("businesses sourced", s.sourced.to_string());
+    row("duplicates merged", s.duplicates.to_string());
+    row("closed (stopped)", s.closed.to_string());
+    row("enriched (Places match)", s.enriched.to_string());
+    row("assessed", s.assessed.to_string());
+    row("  of which site unreachable", s.unreachable.to_string());
+    row("scored", s.scored.to_string());
+    for (tier, n) in &s.tiers {
+        row(&format!("  tier {tier}"), n.to_string());
+    }
+    row("qualified → reports queue", s.qualified.to_string());
+    row("skipped by budget", s.skipped_by_budget.to_string());
+    row("failed (retried / DLQ)", s.failed.to_string());
+    println!();
+    println!("  {:<28} {:>12} {:>12}", "vendor", "calls", "cost");
+    for (v, calls, cost) in &s.vendors {
+        println!("  {v:<28} {calls:>12} {:>12}", dollars(*cost));
+    }
+    println!(
+        "  {:<28} {:>12} {:>12}",
+        "total",
+        "",
+        dollars(s.cost_micros)
+    );
+    if s.sourced > 0 {
+        row(
+            "cost per sourced lead",
+            dollars(s.cost_micros / s.sourced.max(1)),
+        );
+    }
+    row("wall time", format!("{secs:.1} s"));
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let campaign = CampaignFile::load(&args.campaign)?;
+    let database_url = match args.database_url {
+        Some(u) => u,
+        None => {
+            eprintln!(
+                "starting local PostgreSQL under {} …",
+                args.state.join("pg").display()
+            );
+            let c = crate::db::start_local(&args.state.join("pg")).await?;
+            c.app_url(cluster::DEFAULT_DB)
+        }
+    };
+    let mut opts = LocalOptions::new(SecretString::from(database_url), args.state.join("store"));
+    opts.sim.seed = args.seed;
+    let bus = Arc::new(memory_bus(opts.visibility_timeout, opts.max_receive_count));
+    let pipeline = LocalPipeline::start(opts, bus)
+        .await
+        .context("starting the local pipeline")?;
+    eprintln!("vendor simulator on {}", pipeline.sim.base_url());
+    pipeline.ensure_tenant("Local agency").await?;
+    let mut pool = pipeline.pool().clone();
+    campaign.upsert(&mut pool, pipeline.tenant).await?;
+    eprintln!(
+        "campaign {:?}: {} in {:?}, quota {}",
+        campaign.name, campaign.vertical, campaign.zip_codes, campaign.daily_quota
+    );
+    let bars = Bars {
+        multi: MultiProgress::new(),
+        bars: Mutex::new(HashMap::new()),
+    };
+    let run = pipeline.run(&bars).await?;
+    for b in bars.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        b.finish();
+    }
+    let summary = summarize(pipeline.pool(), pipeline.tenant, run).await?;
+    println!("run {run}");
+    print_summary(&summary, started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! assessment: fetches the homepage through the SSRF guard (redirect limit, size cap, timeout),
+//! stores it gzipped in the object store, reads it with a real HTML parser, runs PageSpeed
+//! (mobile) for category scores and Core Web Vitals, and turns the findings into three concrete
+//! problems with fixes — from the LLM (structured JSON, logged with an expiry) when configured
+//! and within budget, else from rules.
+
+pub mod analyze;
+pub mod guard;
+pub mod insights;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::json;
+use shared::bus::{Envelope, queues};
+use shared::db::DbError;
+use shared::domain::{BusinessId, TenantId};
+use shared::pipeline::messages::{LeadRef, stage};
+use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
+use shared::store::ObjectKey;
+use shared::vendors::openai::{Message, OpenAiClient};
+use shared::vendors::pagespeed::{PageSpeedClient, PsiSummary};
+use shared::vendors::{CallContext, Vendor};
+
+use analyze::Checks;
+use guard::Guard;
+use insights::Insights;
+
+/// LLM settings from the predecessors: a small model, low temperature, ~500 output tokens.
+pub const LLM_MODEL: &str = "gpt-4o-mini";
+pub const LLM_TEMPERATURE: f32 = 0.3;
+pub const LLM_MAX_TOKENS: u32 = 700;
+/// LLM logs and raw HTML are kept 90 days.
+pub const RETENTION_DAYS: i64 = 90;
+
+pub struct Assessment {
+    fetcher: reqwest::Client,
+    max_bytes: usize,
+    pagespeed: PageSpeedClient,
+    openai: Option<OpenAiClient>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("homepage HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl Assessment {
+    pub fn new(
+        deps: &Deps,
+        pagespeed: PageSpeedClient,
+        openai: Option<OpenAiClient>,
+    ) -> Result<Self, BuildError> {
+        let guard = Guard {
+            allow_private: deps.fetch.allow_private,
+            restrict_ports: !deps.fetch.allow_private,
+            test_tld_addr: deps.fetch.test_tld_addr,
+        };
+        Ok(Self {
+            fetcher: guard::client(guard, deps.fetch.timeout, deps.fetch.max_redirects)?,
+            max_bytes: deps.fetch.max_bytes,
+            pagespeed,
+            openai,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub website: Option<String>,
+}
+
+/// The fetched homepage.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    pub final_url: Option<String>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub bytes: usize,
+    pub truncated: bool,
+    pub html: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmLog {
+    pub prompt: String,
+    pub completion: String,
+    pub model: String,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub cost_micros: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Assessed {
+    pub url: String,
+    pub fetched: Fetched,
+    pub checks: Checks,
+    pub raw_html_key: Option<String>,
+    pub psi: Result<PsiSummary, String>,
+    pub insights: Insights,
+    pub insights_source: &'static str,
+    pub llm: Option<LlmLog>,
+    pub skipped_paid: Vec<String>,
+}
+
+impl Assessment {
+    async fn fetch(&self, url: &str) -> Fetched {
+        let started = std::time::Instant::now();
+        let mut f = Fetched::default();
+        let parsed = match url::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => {
+                f.error = Some(format!("bad url: {e}"));
+                return f;
+            }
+        };
+        let resp = match self
+            .fetcher
+            .get(parsed)
+            .header("accept", "text/html,application/xhtml+xml")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                f.error = Some(if e.is_timeout() {
+                    "timed out".into()
+                } else if e.is_redirect() {
+                    format!("redirect: {e:?}").chars().take(300).collect()
+                } else {
+                    format!("{e}").chars().take(300).collect()
+                });
+                f.elapsed_ms = started.elapsed().as_millis() as u64;
+                return f;
+            }
+        };
+        f.status = Some(resp.status().as_u16());
+        f.final_url = Some(resp.url().to_string());
+        let mut resp = resp;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    let room = self.max_bytes.saturating_sub(buf.len());
+                    if c.len() > room {
+                        buf.extend_from_slice(&c[..room]);
+                        f.truncated = true;
+                        break;
+                    }
+                    buf.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    f.error = Some(format!("reading body: {e}"));
+                    break;
+                }
+            }
+        }
+        f.bytes = buf.len();
+        f.html = Some(String::from_utf8_lossy(&buf).into_owned());
+        f.elapsed_ms = started.elapsed().as_millis() as u64;
+        f
+    }
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data)?;
+    e.finish()
+}
+
+#[async_trait]
+impl StageHandler for Assessment {
+    type Payload = LeadRef;
+    type Work = Assessed;
+    type Context = HashMap<BusinessId, Target>;
+
+    fn stage(&self) -> &'static str {
+        stage::ASSESSMENT
+    }
+
+    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+        // An insights call: ~1,000 prompt and ~500 completion tokens.
+        self.openai.as_ref().map(|_| {
+            (
+                budget::class::LLM,
+                deps.vendors
+                    .prices
+                    .price(Vendor::OpenAi)
+                    .cost(1, 1_000, 500)
+                    .max(1),
+            )
+        })
+    }
+
+    async fn load(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        _: TenantId,
+        envs: &[&Envelope<LeadRef>],
+    ) -> Result<Self::Context, DbError> {
+        let ids: Vec<uuid::Uuid> = envs
+            .iter()
+            .map(|e| e.payload.business_id.as_uuid())
+            .collect();
+        Ok(tx
+            .query("SELECT id, name, website_url FROM businesses WHERE id = ANY($1) AND erased_at IS NULL", &[&ids])
+            .await?
+            .iter()
+            .map(|r| (BusinessId::from_uuid(r.get(0)), Target { name: r.get(1), website: r.get(2) }))
+            .collect())
+    }
+
+    async fn work(
+        &self,
+        deps: &Deps,
+        ctx: &Self::Context,
+        env: &Envelope<LeadRef>,
+        paid_allowed: bool,
+    ) -> Result<Assessed, WorkError> {
+        let b = ctx.get(&env.payload.business_id).ok_or_else(|| {
+            WorkError::Permanent(format!("business {} not found", env.payload.business_id))
+        })?;
+        let url = b.website.clone().ok_or_else(|| {
+            WorkError::Permanent(format!(
+                "business {} has no website",
+                env.payload.business_id
+            ))
+        })?;
+        let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
+
+        let fetched = self.fetch(&url).await;
+        let ok_page = fetched.status.is_some_and(|s| (200..300).contains(&s));
+        let checks = if ok_page {
+            fetched
+                .html
+                .as_deref()
+                .map(analyze::analyze)
+                .unwrap_or_default()
+        } else {
+            Checks::default()
+        };
+        let mut raw_html_key = None;
+        if let Some(html) = fetched.html.as_deref().filter(|_| ok_page) {
+            let run = env
+                .run_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "adhoc".into());
+            let key = ObjectKey::parse(&format!(
+                "tenants/{}/html/{}/{run}.html.gz",
+                env.tenant_id, env.payload.business_id
+            ))
+            .map_err(|e| WorkError::Permanent(e.to_string()))?;
+            let gz =
+                gzip(html.as_bytes()).map_err(|e| WorkError::Transient(format!("gzip: {e}")))?;
+            deps.store
+                .put(&key, Bytes::from(gz), "application/gzip")
+                .await
+                .map_err(|e| WorkError::Transient(e.to_string()))?;
+            raw_html_key = Some(key.to_string());
+        }
+
+        // PageSpeed is free: a failure is recorded, not fatal.
+        let psi = if ok_page {
+            match self
+                .pagespeed
+                .run_mobile(&call, fetched.final_url.as_deref().unwrap_or(&url))
+                .await
+            {
+                Ok(r) => r.summary(),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Err("site not reachable".into())
+        };
+
+        let this_year: i32 = chrono::Utc::now()
+            .format("%Y")
+            .to_string()
+            .parse()
+            .unwrap_or(2026);
+        let mut skipped_paid = Vec::new();
+        let (insights, source, llm) = match (&self.openai, paid_allowed, ok_page) {
+            (Some(ai), true, true) => {
+                let facts = insights::facts(&b.name, &url, &checks, psi.as_ref().ok());
+                let messages = vec![
+                    Message::system(insights::SYSTEM_PROMPT),
+                    Message::user(facts.clone()),
+                ];
+                match ai
+                    .structured::<Insights>(
+                        &call,
+                        LLM_MODEL,
+                        LLM_TEMPERATURE,
+                        LLM_MAX_TOKENS,
+                        "site_insights",
+                        insights::schema(),
+                        messages,
+                    )
+                    .await
+                {
+                    Ok(s) if s.value.validate().is_ok() => {
+                        let cost = deps.vendors.prices.price(Vendor::OpenAi).cost(
+                            1,
+                            s.usage.prompt_tokens,
+                            s.usage.completion_tokens,
+                        );
+                        let log = LlmLog {
+                            prompt: format!("{}\n---\n{facts}", insights::SYSTEM_PROMPT),
+                            completion: s.raw,
+                            model: s.model,
+                            tokens_in: s.usage.prompt_tokens,
+                            tokens_out: s.usage.completion_tokens,
+                            cost_micros: cost,
+                        };
+                        (s.value, "llm", Some(log))
+                    }
+                    Ok(_)
+                    | Err(
+                        shared::vendors::VendorError::Malformed { .. }
+                        | shared::vendors::VendorError::Refused { .. },
+                    ) => (
+                        insights::fallback(&checks, psi.as_ref().ok(), this_year),
+                        "template",
+                        None,
+                    ),
+                    Err(e) if e.is_transient() => return Err(e.into()),
+                    Err(_) => (
+                        insights::fallback(&checks, psi.as_ref().ok(), this_year),
+                        "template",
+                        None,
+                    ),
+                }
+            }
+            (Some(_), false, true) => {
+                skipped_paid.push("SKIPPED_DUE_TO_BUDGET:llm".to_owned());
+                (
+                    insights::fallback(&checks, psi.as_ref().ok(), this_year),
+                    "template",
+                    None,
+                )
+            }
+            _ => (
+                insights::fallback(&checks, psi.as_ref().ok(), this_year),
+                "template",
+                None,
+            ),
+        };
+        Ok(Assessed {
+            url,
+            fetched,
+            checks,
+            raw_html_key,
+            psi,
+            insights,
+            insights_source: source,
+            llm,
+            skipped_paid,
+        })
+    }
+
+    async fn persist(
+        &self,
+        _deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        items: &[StageItem<LeadRef, Assessed>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+        let now = chrono::Utc::now();
+        let mut rows = Vec::new();
+        let mut logs = Vec::new();
+        let mut email_ids = Vec::new();
+        let mut emails = Vec::new();
+        let mut next = Vec::new();
+        for it in items {
+            let a = &it.work;
+            let p = a.psi.as_ref().ok();
+            let https = a
+                .fetched
+                .final_url
+                .as_deref()
+                .map(|u| u.starts_with("https://"));
+            rows.push(json!({
+                "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "business_id": it.env.payload.business_id.as_uuid(),
+                "run_id": it.env.run_id.map(|r| r.as_uuid()), "url": a.url, "final_url": a.fetched.final_url,
+                "http_status": a.fetched.status, "fetch_error": a.fetched.error, "https": https,
+                "has_viewport": a.checks.has_viewport, "title": a.checks.title, "meta_description": a.checks.meta_description,
+                "h1": a.checks.h1, "canonical": a.checks.canonical, "has_open_graph": a.checks.has_open_graph,
+                "analytics": a.checks.analytics, "cms": a.checks.cms, "copyright_year": a.checks.copyright_year,
+                "contact_emails": a.checks.contact_emails, "contact_phones": a.checks.contact_phones,
+                "checks": { "jquery_version": a.checks.jquery_version, "h1_count": a.checks.h1_count, "has_contact_form": a.checks.has_contact_form,
+                            "image_count": a.checks.image_count, "uses_tables_for_layout": a.checks.uses_tables_for_layout,
+                            "truncated": a.fetched.truncated, "fetch_ms": a.fetched.elapsed_ms, "psi_error": a.psi.as_ref().err(),
+                            "insights_source": a.insights_source },
+                "raw_html_key": a.raw_html_key, "html_bytes": a.fetched.bytes,
+                "psi_performance": p.and_then(|p| p.performance), "psi_seo": p.and_then(|p| p.seo),
+                "psi_accessibility": p.and_then(|p| p.accessibility), "psi_best_practices": p.and_then(|p| p.best_practices),
+                "lcp_ms": p.and_then(|p| p.lcp_ms), "fcp_ms": p.and_then(|p| p.fcp_ms), "cls": p.and_then(|p| p.cls),
+                "tbt_ms": p.and_then(|p| p.tbt_ms), "speed_index_ms": p.and_then(|p| p.speed_index_ms),
+                "insights": a.insights, "skipped_paid": a.skipped_paid, "assessed_at": now
+            }));
+            if let Some(l) = &a.llm {
+                logs.push(json!({
+                    "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "business_id": it.env.payload.business_id.as_uuid(),
+                    "run_id": it.env.run_id.map(|r| r.as_uuid()), "purpose": "insights", "model": l.model, "prompt": l.prompt,
+                    "completion": l.completion, "prompt_tokens": l.tokens_in, "completion_tokens": l.tokens_out,
+                    "cost_micros": l.cost_micros, "created_at": now, "expires_at": now + chrono::Duration::days(RETENTION_DAYS)
+                }));
+            }
+            if let Some(e) = a.checks.contact_emails.first() {
+                email_ids.push(it.env.payload.business_id.as_uuid());
+                emails.push(e.clone());
+            }
+            let body = it
+                .env
+                .child(it.env.idempotency_key.clone(), it.env.payload.clone())
+                .to_body()
+                .map_err(|e| DbError::Encode(e.to_string()))?;
+            next.push(vec![Outgoing {
+                queue: queues::SCORING.into(),
+                body,
+            }]);
+        }
+        tx.execute(
+            "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
+             ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET final_url = EXCLUDED.final_url, http_status = EXCLUDED.http_status,
+                fetch_error = EXCLUDED.fetch_error, https = EXCLUDED.https, has_viewport = EXCLUDED.has_viewport, title = EXCLUDED.title,
+                meta_description = EXCLUDED.meta_description, h1 = EXCLUDED.h1, canonical = EXCLUDED.canonical,
+                has_open_graph = EXCLUDED.has_open_graph, analytics = EXCLUDED.analytics, cms = EXCLUDED.cms,
+                copyright_year = EXCLUDED.copyright_year, contact_emails = EXCLUDED.contact_emails, contact_phones = EXCLUDED.contact_phones,
+                checks = EXCLUDED.checks, raw_html_key = EXCLUDED.raw_html_key, html_bytes = EXCLUDED.html_bytes,
+                psi_performance = EXCLUDED.psi_performance, psi_seo = EXCLUDED.psi_seo, psi_accessibility = EXCLUDED.psi_accessibility,
+                psi_best_practices = EXCLUDED.psi_best_practices, lcp_ms = EXCLUDED.lcp_ms, fcp_ms = EXCLUDED.fcp_ms, cls = EXCLUDED.cls,
+                tbt_ms = EXCLUDED.tbt_ms, speed_index_ms = EXCLUDED.speed_index_ms, insights = EXCLUDED.insights,
+                skipped_paid = EXCLUDED.skipped_paid, assessed_at = EXCLUDED.assessed_at",
+            &[&serde_json::Value::Array(rows)],
+        )
+        .await?;
+        if !logs.is_empty() {
+            tx.execute("INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
+        }
+        if !email_ids.is_empty() {
+            tx.execute(
+                "UPDATE businesses b SET email = x.e, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS x(id, e) WHERE b.id = x.id",
+                &[&email_ids, &emails],
+            )
+            .await?;
+        }
+        Ok(next)
+    }
+
+    fn describe(&self, item: &StageItem<LeadRef, Assessed>) -> EventInfo {
+        let a = &item.work;
+        let (event, status) = if !a.skipped_paid.is_empty() {
+            ("SKIPPED_DUE_TO_BUDGET", "skipped")
+        } else if a.fetched.error.is_some()
+            || !a.fetched.status.is_some_and(|s| (200..300).contains(&s))
+        {
+            ("site_unreachable", "ok")
+        } else {
+            ("assessed", "ok")
+        };
+        EventInfo {
+            entity_id: Some(item.env.payload.business_id.to_string()),
+            event: event.into(),
+            status,
+            extra: json!({ "http_status": a.fetched.status, "performance": a.psi.as_ref().ok().and_then(|p| p.performance), "insights": a.insights_source }),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! scoring: a versioned rule file turns each assessed business into a 0–100 score and an A–D
+//! tier, with the breakdown stored; only qualifying leads (targeted tier, reachable, site
+//! answered, open, not suppressed) go on to reports.
+
+pub mod engine;
+pub mod rules;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde_json::json;
+use shared::bus::{Envelope, queues};
+use shared::db::DbError;
+use shared::domain::{BusinessId, TenantId, Tier};
+use shared::pipeline::messages::{LeadRef, stage};
+use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
+
+pub use engine::{Facts, Outcome, score};
+pub use rules::{Rules, RulesError};
+
+pub struct Scoring {
+    rules: Rules,
+}
+
+impl Scoring {
+    pub fn new(rules: Rules) -> Self {
+        Self { rules }
+    }
+
+    /// The shipped rules, or the file named by `LF_SCORING_RULES`.
+    pub fn from_env() -> Result<Self, RulesError> {
+        let rules = match std::env::var("LF_SCORING_RULES") {
+            Ok(path) => Rules::parse(
+                &std::fs::read_to_string(&path)
+                    .map_err(|e| RulesError::Parse(format!("{path}: {e}")))?,
+            )?,
+            Err(_) => Rules::default_rules()?,
+        };
+        Ok(Self::new(rules))
+    }
+}
+
+/// Facts per business, plus the assessment they came from and the campaign's targeted tiers.
+pub struct Lead {
+    pub facts: Facts,
+    pub assessment_id: Option<uuid::Uuid>,
+    pub tiers: Vec<Tier>,
+}
+
+pub struct Scored {
+    pub outcome: Outcome,
+    pub assessment_id: Option<uuid::Uuid>,
+}
+
+const LOAD: &str = "
+SELECT b.id, c.vertical, c.qualify_tiers, b.rating::float8, b.review_count, b.email, b.is_closed OR coalesce(e.business_status = 'CLOSED_PERMANENTLY', false),
+       EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(b.email))
+                                             OR (s.kind = 'domain' AND (s.value = b.website_domain OR s.value = split_part(lower(b.email), '@', 2)))),
+       a.id, coalesce(a.http_status BETWEEN 200 AND 299, false), coalesce(a.https, false), coalesce(a.has_viewport, false),
+       a.title IS NOT NULL, a.meta_description IS NOT NULL, a.h1 IS NOT NULL, cardinality(coalesce(a.analytics, '{}')) > 0,
+       a.checks->>'jquery_version', a.copyright_year::int4, a.cms, coalesce((a.checks->>'uses_tables_for_layout')::bool, false),
+       a.psi_performance, a.psi_seo, a.lcp_ms, a.cls, e.rating::float8, e.user_rating_count
+FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS x(business_id, campaign_id, run_id)
+JOIN businesses b ON b.id = x.business_id
+JOIN campaigns c ON c.id = x.campaign_id
+LEFT JOIN enrichments e ON e.business_id = b.id
+LEFT JOIN LATERAL (SELECT * FROM assessments a WHERE a.business_id = b.id AND a.run_id IS NOT DISTINCT FROM x.run_id
+                   ORDER BY a.assessed_at DESC LIMIT 1) a ON true";
+
+#[async_trait]
+impl StageHandler for Scoring {
+    type Payload = LeadRef;
+    type Work = Scored;
+    type Context = HashMap<BusinessId, Lead>;
+
+    fn stage(&self) -> &'static str {
+        stage::SCORING
+    }
+
+    async fn load(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        _: TenantId,
+        envs: &[&Envelope<LeadRef>],
+    ) -> Result<Self::Context, DbError> {
+        let b: Vec<uuid::Uuid> = envs
+            .iter()
+            .map(|e| e.payload.business_id.as_uuid())
+            .collect();
+        let c: Vec<uuid::Uuid> = envs
+            .iter()
+            .map(|e| e.payload.campaign_id.as_uuid())
+            .collect();
+        let r: Vec<Option<uuid::Uuid>> =
+            envs.iter().map(|e| e.run_id.map(|r| r.as_uuid())).collect();
+        let this_year: i32 = chrono::Utc::now()
+            .format("%Y")
+            .to_string()
+            .parse()
+            .unwrap_or(2026);
+        let rows = tx.query(LOAD, &[&b, &c, &r]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let tiers: Vec<String> = row.get(2);
+                let yelp_rating: Option<f64> = row.get(3);
+                let google_rating: Option<f64> = row.get(24);
+                let yelp_reviews: Option<i32> = row.get(4);
+                let google_reviews: Option<i32> = row.get(25);
+                let facts = Facts {
+                    vertical: row.get(1),
+                    rating: google_rating.or(yelp_rating),
+                    review_count: google_reviews.or(yelp_reviews).map(|n| n.max(0) as u32),
+                    email: row.get(5),
+                    closed: row.get(6),
+                    suppressed: row.get(7),
+                    http_ok: row.get(9),
+                    https: row.get(10),
+                    has_viewport: row.get(11),
+                    has_title: row.get(12),
+                    has_meta_description: row.get(13),
+                    has_h1: row.get(14),
+                    analytics: row.get(15),
+                    jquery_version: row.get(16),
+                    copyright_year: row.get(17),
+                    cms: row.get(18),
+                    tables_for_layout: row.get(19),
+                    performance: row.get::<_, Option<i16>>(20).map(|p| p.clamp(0, 100) as u8),
+                    seo: row.get::<_, Option<i16>>(21).map(|p| p.clamp(0, 100) as u8),
+                    lcp_ms: row.get(22),
+                    cls: row.get(23),
+                    this_year,
+                };
+                (
+                    BusinessId::from_uuid(row.get(0)),
+                    Lead {
+                        facts,
+                        assessment_id: row.get(8),
+                        tiers: tiers.iter().filter_map(|t| Tier::parse(t).ok()).collect(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn work(
+        &self,
+        _deps: &Deps,
+        ctx: &Self::Context,
+        env: &Envelope<LeadRef>,
+        _paid: bool,
+    ) -> Result<Scored, WorkError> {
+        let lead = ctx.get(&env.payload.business_id).ok_or_else(|| {
+            WorkError::Permanent(format!(
+                "business {} or campaign {} not found",
+                env.payload.business_id, env.payload.campaign_id
+            ))
+        })?;
+        if lead.assessment_id.is_none() {
+            return Err(WorkError::Permanent(format!(
+                "business {} has no assessment for this run",
+                env.payload.business_id
+            )));
+        }
+        Ok(Scored {
+            outcome: score(&self.rules, &lead.facts, &lead.tiers),
+            assessment_id: lead.assessment_id,
+        })
+    }
+
+    async fn persist(
+        &self,
+        _deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        items: &[StageItem<LeadRef, Scored>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+        let now = chrono::Utc::now();
+        let rows: Vec<serde_json::Value> = items
+            .iter()
+            .map(|it| {
+                let o = &it.work.outcome;
+                json!({
+                    "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "business_id": it.env.payload.business_id.as_uuid(),
+                    "run_id": it.env.run_id.map(|r| r.as_uuid()), "assessment_id": it.work.assessment_id,
+                    "score": o.score.value(), "tier": o.tier.as_str(), "rules_version": self.rules.version,
+                    "breakdown": o.breakdown, "qualified": o.qualified, "disqualify_reason": o.disqualify_reason, "scored_at": now
+                })
+            })
+            .collect();
+        let ids: std::collections::HashMap<uuid::Uuid, uuid::Uuid> = tx
+            .query(
+                "INSERT INTO scores SELECT * FROM jsonb_populate_recordset(NULL::scores, $1::jsonb)
+                 ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET score = EXCLUDED.score, tier = EXCLUDED.tier,
+                    rules_version = EXCLUDED.rules_version, breakdown = EXCLUDED.breakdown, qualified = EXCLUDED.qualified,
+                    disqualify_reason = EXCLUDED.disqualify_reason, assessment_id = EXCLUDED.assessment_id, scored_at = EXCLUDED.scored_at
+                 RETURNING business_id, id",
+                &[&serde_json::Value::Array(rows)],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        items
+            .iter()
+            .map(|it| {
+                if !it.work.outcome.qualified
+                    || !ids.contains_key(&it.env.payload.business_id.as_uuid())
+                {
+                    return Ok(Vec::new());
+                }
+                let body = it
+                    .env
+                    .child(it.env.idempotency_key.clone(), it.env.payload.clone())
+                    .to_body()
+                    .map_err(|e| DbError::Encode(e.to_string()))?;
+                Ok(vec![Outgoing {
+                    queue: queues::REPORTS.into(),
+                    body,
+                }])
+            })
+            .collect()
+    }
+
+    fn describe(&self, item: &StageItem<LeadRef, Scored>) -> EventInfo {
+        let o = &item.work.outcome;
+        EventInfo {
+            entity_id: Some(item.env.payload.business_id.to_string()),
+            event: if o.qualified {
+                "qualified".into()
+            } else {
+                format!(
+                    "disqualified:{}",
+                    o.disqualify_reason.as_deref().unwrap_or("unknown")
+                )
+            },
+            status: "ok",
+            extra: json!({ "score": o.score.value(), "tier": o.tier.as_str() }),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! scoring: SQS (scoring queue) → reports queue (qualifying leads).
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let stage = scoring::Scoring::from_env()?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, lambda_runtime::Error>(
+            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+        )
+    }))
+    .await
+}

@@ -1,0 +1,389 @@
+//! sourcing: one Yelp search page per message. Listings are normalised (E.164 phone, normalised
+//! name and address), de-duplicated within the batch and against the tenant's businesses (same
+//! Yelp id, same phone, or same name + address), upserted in one statement, and the new or
+//! stale ones handed to enrichment. Permanently closed listings are stored but go no further.
+
+mod candidate;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde_json::json;
+use shared::bus::{Envelope, queues};
+use shared::db::DbError;
+use shared::domain::{BusinessId, TenantId};
+use shared::pipeline::messages::{LeadRef, SourcingJob, stage};
+use shared::pipeline::runs::{self, RunEvent};
+use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
+use shared::vendors::CallContext;
+use shared::vendors::yelp::{SearchRequest, YelpClient};
+
+pub use candidate::{Candidate, from_yelp};
+
+/// A business assessed longer ago than this is sourced again as stale.
+pub const STALE_AFTER_DAYS: i32 = 30;
+
+pub struct Sourcing {
+    yelp: YelpClient,
+}
+
+impl Sourcing {
+    pub fn new(yelp: YelpClient) -> Self {
+        Self { yelp }
+    }
+}
+
+/// One page's listings, or why there are none.
+#[derive(Debug, Clone)]
+pub enum Page {
+    Found(Vec<Candidate>),
+    SkippedByBudget,
+}
+
+#[derive(Debug, Clone)]
+struct Existing {
+    id: BusinessId,
+    yelp_id: Option<String>,
+    phone: Option<String>,
+    name_addr: (String, String),
+    fresh: bool,
+}
+
+/// Decides, for each candidate in order, which business it is: an existing one, an earlier
+/// candidate of this batch, or new. Returns the id and whether it is new.
+fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool, bool)> {
+    let mut by_yelp: HashMap<&str, (BusinessId, bool)> = HashMap::new();
+    let mut by_phone: HashMap<&str, (BusinessId, bool)> = HashMap::new();
+    let mut by_name: HashMap<(&str, &str), (BusinessId, bool)> = HashMap::new();
+    for e in existing {
+        if let Some(y) = &e.yelp_id {
+            by_yelp.insert(y, (e.id, e.fresh));
+        }
+        if let Some(p) = &e.phone {
+            by_phone.entry(p).or_insert((e.id, e.fresh));
+        }
+        by_name
+            .entry((&e.name_addr.0, &e.name_addr.1))
+            .or_insert((e.id, e.fresh));
+    }
+    let mut out = Vec::new();
+    let mut batch_yelp: HashMap<&str, BusinessId> = HashMap::new();
+    let mut batch_phone: HashMap<&str, BusinessId> = HashMap::new();
+    let mut batch_name: HashMap<(&str, &str), BusinessId> = HashMap::new();
+    for c in cands {
+        let known = by_yelp
+            .get(c.yelp_id.as_str())
+            .or_else(|| c.phone.as_deref().and_then(|p| by_phone.get(p)))
+            .or_else(|| {
+                (!c.address_norm.is_empty())
+                    .then(|| by_name.get(&(c.name_norm.as_str(), c.address_norm.as_str())))
+                    .flatten()
+            })
+            .copied();
+        // (id, is_new, is_duplicate_within_batch_or_known)
+        let r = if let Some((id, fresh)) = known {
+            (id, false, fresh)
+        } else if let Some(id) = batch_yelp
+            .get(c.yelp_id.as_str())
+            .or_else(|| c.phone.as_deref().and_then(|p| batch_phone.get(p)))
+            .or_else(|| batch_name.get(&(c.name_norm.as_str(), c.address_norm.as_str())))
+        {
+            (*id, false, true)
+        } else {
+            (BusinessId::new(), true, false)
+        };
+        batch_yelp.entry(c.yelp_id.as_str()).or_insert(r.0);
+        if let Some(p) = c.phone.as_deref() {
+            batch_phone.entry(p).or_insert(r.0);
+        }
+        if !c.address_norm.is_empty() {
+            batch_name
+                .entry((c.name_norm.as_str(), c.address_norm.as_str()))
+                .or_insert(r.0);
+        }
+        out.push(r);
+    }
+    out
+}
+
+#[async_trait]
+impl StageHandler for Sourcing {
+    type Payload = SourcingJob;
+    type Work = Page;
+    type Context = ();
+
+    fn stage(&self) -> &'static str {
+        stage::SOURCING
+    }
+
+    fn concurrency(&self) -> usize {
+        4
+    }
+
+    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+        Some((
+            budget::class::YELP,
+            deps.vendors
+                .prices
+                .price(shared::vendors::Vendor::Yelp)
+                .per_request_micros,
+        ))
+    }
+
+    async fn load(
+        &self,
+        _: &tokio_postgres::Transaction<'_>,
+        _: TenantId,
+        _: &[&Envelope<SourcingJob>],
+    ) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    async fn work(
+        &self,
+        _deps: &Deps,
+        _: &(),
+        env: &Envelope<SourcingJob>,
+        paid_allowed: bool,
+    ) -> Result<Page, WorkError> {
+        if !paid_allowed {
+            return Ok(Page::SkippedByBudget);
+        }
+        let job = &env.payload;
+        if job.limit == 0 || job.limit > shared::vendors::yelp::MAX_LIMIT {
+            return Err(WorkError::Permanent(format!(
+                "job limit {} is outside 1..=50",
+                job.limit
+            )));
+        }
+        let ctx = CallContext::new(env.tenant_id, env.run_id, None);
+        let resp = self
+            .yelp
+            .search(
+                &ctx,
+                &SearchRequest {
+                    location: job.location.clone(),
+                    categories: Some(job.category.clone()),
+                    term: None,
+                    limit: job.limit,
+                    offset: job.offset,
+                },
+            )
+            .await?;
+        Ok(Page::Found(
+            resp.businesses.iter().filter_map(from_yelp).collect(),
+        ))
+    }
+
+    async fn persist(
+        &self,
+        _deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        items: &[StageItem<SourcingJob, Page>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+        let cands: Vec<(usize, &Candidate)> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, it)| match &it.work {
+                Page::Found(c) => c.iter().map(move |c| (i, c)).collect::<Vec<_>>(),
+                Page::SkippedByBudget => Vec::new(),
+            })
+            .collect();
+        if cands.is_empty() {
+            return Ok(items.iter().map(|_| Vec::new()).collect());
+        }
+        let yelp_ids: Vec<&str> = cands.iter().map(|(_, c)| c.yelp_id.as_str()).collect();
+        let phones: Vec<&str> = cands
+            .iter()
+            .filter_map(|(_, c)| c.phone.as_deref())
+            .collect();
+        let names: Vec<&str> = cands.iter().map(|(_, c)| c.name_norm.as_str()).collect();
+        let addrs: Vec<&str> = cands.iter().map(|(_, c)| c.address_norm.as_str()).collect();
+        let existing: Vec<Existing> = tx
+            .query(
+                "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
+                        coalesce((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id) > now() - make_interval(days => $5), false)
+                 FROM businesses b
+                 WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
+                    OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
+                &[&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS],
+            )
+            .await?
+            .iter()
+            .map(|r| Existing {
+                id: BusinessId::from_uuid(r.get(0)),
+                yelp_id: r.get(1),
+                phone: r.get(2),
+                name_addr: (r.get(3), r.get(4)),
+                fresh: r.get(5),
+            })
+            .collect();
+        let refs: Vec<&Candidate> = cands.iter().map(|(_, c)| *c).collect();
+        let resolved = resolve(&refs, &existing);
+
+        // New businesses in one INSERT; known ones touched in one UPDATE.
+        let mut rows = Vec::new();
+        let mut seen_ids = Vec::new();
+        let mut seen_rating = Vec::new();
+        let mut seen_reviews = Vec::new();
+        for ((i, c), (id, is_new, _)) in cands.iter().zip(&resolved) {
+            let job = &items[*i].env.payload;
+            if *is_new {
+                rows.push(json!({
+                    "id": id.as_uuid(), "tenant_id": tenant.as_uuid(), "campaign_id": job.campaign_id.as_uuid(),
+                    "yelp_id": c.yelp_id, "name": c.name, "name_norm": c.name_norm, "address_norm": c.address_norm,
+                    "address1": c.address1, "city": c.city, "state": c.state, "zip": c.zip, "phone_e164": c.phone,
+                    "latitude": c.latitude, "longitude": c.longitude, "categories": c.categories,
+                    "rating": c.rating, "review_count": c.review_count, "is_closed": c.is_closed,
+                    "first_run_id": items[*i].env.run_id.map(|r| r.as_uuid()),
+                    "last_seen_at": chrono::Utc::now(), "created_at": chrono::Utc::now(), "updated_at": chrono::Utc::now()
+                }));
+            } else {
+                seen_ids.push(id.as_uuid());
+                seen_rating.push(c.rating.unwrap_or(0.0));
+                seen_reviews.push(c.review_count as i32);
+            }
+        }
+        if !rows.is_empty() {
+            tx.execute(
+                "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
+                 ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()",
+                &[&serde_json::Value::Array(rows)],
+            )
+            .await?;
+        }
+        if !seen_ids.is_empty() {
+            tx.execute(
+                "UPDATE businesses b SET last_seen_at = now(), updated_at = now(), rating = x.r::numeric(2,1), review_count = GREATEST(b.review_count, x.n)
+                 FROM UNNEST($1::uuid[], $2::float8[], $3::int4[]) AS x(id, r, n) WHERE b.id = x.id",
+                &[&seen_ids, &seen_rating, &seen_reviews],
+            )
+            .await?;
+        }
+
+        // One event per business; next hop for new or stale open businesses, once per batch.
+        let mut events = Vec::new();
+        let mut next: Vec<Vec<Outgoing>> = items.iter().map(|_| Vec::new()).collect();
+        let mut handed: std::collections::HashSet<BusinessId> = std::collections::HashSet::new();
+        for ((i, c), (id, is_new, fresh_or_dup)) in cands.iter().zip(&resolved) {
+            let env = &items[*i].env;
+            let (event, status) = match (is_new, fresh_or_dup, c.is_closed) {
+                (_, _, true) => ("closed", "skipped"),
+                (true, _, _) => ("sourced", "ok"),
+                (false, true, _) => ("duplicate", "skipped"),
+                (false, false, _) => ("stale", "ok"),
+            };
+            events.push(RunEvent {
+                run: env.run_id,
+                stage: stage::SOURCING,
+                entity_id: Some(id.to_string()),
+                event: event.into(),
+                status,
+                error_code: None,
+                duration_ms: 0,
+                trace_id: env.trace_id.clone(),
+                extra: json!({ "yelp_id": c.yelp_id }),
+            });
+            if status == "ok" && handed.insert(*id) {
+                let key = format!(
+                    "{}:{id}",
+                    env.run_id.map(|r| r.to_string()).unwrap_or_default()
+                );
+                let body = env
+                    .child(
+                        key,
+                        LeadRef {
+                            business_id: *id,
+                            campaign_id: env.payload.campaign_id,
+                        },
+                    )
+                    .to_body()
+                    .map_err(|e| DbError::Encode(e.to_string()))?;
+                next[*i].push(Outgoing {
+                    queue: queues::ENRICHMENT.into(),
+                    body,
+                });
+            }
+        }
+        runs::insert_events(tx, tenant, &events).await?;
+        Ok(next)
+    }
+
+    fn describe(&self, item: &StageItem<SourcingJob, Page>) -> EventInfo {
+        let j = &item.env.payload;
+        let (event, status, found) = match &item.work {
+            Page::Found(c) => ("page", "ok", c.len()),
+            Page::SkippedByBudget => ("SKIPPED_DUE_TO_BUDGET", "skipped", 0),
+        };
+        EventInfo {
+            entity_id: None,
+            event: event.into(),
+            status,
+            extra: json!({ "location": j.location, "category": j.category, "offset": j.offset, "found": found }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(yelp: &str, phone: Option<&str>, name: &str, addr: &str) -> Candidate {
+        Candidate {
+            yelp_id: yelp.into(),
+            name: name.into(),
+            name_norm: shared::domain::normalize_name(name),
+            address_norm: shared::domain::normalize_address(addr),
+            phone: phone.map(str::to_owned),
+            ..Candidate::default()
+        }
+    }
+
+    #[test]
+    fn resolves_duplicates_by_yelp_id_phone_and_name_address() {
+        let known = BusinessId::new();
+        let existing = vec![Existing {
+            id: known,
+            yelp_id: Some("Y1".into()),
+            phone: Some("+14085550001".into()),
+            name_addr: ("joes pizza".into(), "1 main street".into()),
+            fresh: true,
+        }];
+        let cs = [
+            cand("Y1", None, "Joe's Pizza", "1 Main St"), // same Yelp id
+            cand("Y2", Some("+14085550001"), "Joe's Pizza LLC", "9 Elm"), // same phone
+            cand("Y3", None, "JOE'S PIZZA, Inc.", "1 Main Street"), // same name + address
+            cand("Y4", Some("+14085550002"), "Blue Door Cafe", "5 Oak Ave"), // new
+            cand(
+                "Y5",
+                Some("+14085550002"),
+                "Blue Door Cafe LLC",
+                "5 Oak Ave",
+            ), // duplicate of Y4 within the batch
+            cand("Y4", Some("+14085550002"), "Blue Door Cafe", "5 Oak Ave"), // Y4 again on the next page
+        ];
+        let refs: Vec<&Candidate> = cs.iter().collect();
+        let r = resolve(&refs, &existing);
+        assert_eq!(r[0], (known, false, true));
+        assert_eq!(r[1], (known, false, true));
+        assert_eq!(r[2], (known, false, true));
+        assert!(r[3].1, "new");
+        assert_eq!(r[4], (r[3].0, false, true));
+        assert_eq!(r[5], (r[3].0, false, true));
+    }
+
+    #[test]
+    fn a_stale_known_business_is_not_a_duplicate() {
+        let known = BusinessId::new();
+        let existing = vec![Existing {
+            id: known,
+            yelp_id: Some("Y1".into()),
+            phone: None,
+            name_addr: ("a".into(), "b".into()),
+            fresh: false,
+        }];
+        let c = cand("Y1", None, "A", "B");
+        assert_eq!(resolve(&[&c], &existing), vec![(known, false, false)]);
+    }
+}

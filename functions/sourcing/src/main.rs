@@ -1,0 +1,21 @@
+//! sourcing: SQS (sourcing queue) → enrichment queue.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use shared::vendors::CallSink;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let sink: Arc<dyn CallSink> = deps.sink.clone();
+    let stage = sourcing::Sourcing::new(deps.vendors.yelp(&sink, &deps.policy)?);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, lambda_runtime::Error>(
+            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+        )
+    }))
+    .await
+}

@@ -1,0 +1,161 @@
+//! targeting: begins each tenant's nightly run and expands its active campaigns into sourcing
+//! jobs (location × category × page) within each campaign's daily quota.
+//!
+//! Idempotent: the day's run is one row per tenant, a campaign is expanded once per run (its
+//! jobs are stored with the idempotency record before they are sent, and re-sent if a previous
+//! invocation stopped in between), and sourcing de-duplicates jobs by key.
+
+mod expand;
+
+use serde::Serialize;
+use shared::bus::{Envelope, queues};
+use shared::db::{DbError, begin_tenant};
+use shared::domain::{CampaignId, RunId, TenantId};
+use shared::pipeline::messages::stage;
+use shared::pipeline::{Deps, runs};
+
+pub use expand::{CampaignPlan, MAX_DEPTH, PAGE, expand};
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TargetingReport {
+    pub tenants: usize,
+    pub runs: Vec<RunId>,
+    pub campaigns_expanded: usize,
+    pub jobs_sent: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetingError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Bus(#[from] shared::bus::BusError),
+}
+
+impl From<tokio_postgres::Error> for TargetingError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TargetingError::Db(DbError::Postgres(e))
+    }
+}
+
+/// Runs targeting for every tenant. The event (an EventBridge scheduled event) carries nothing
+/// the handler needs; its `kind` may be `manual` or `local` when invoked by hand.
+pub async fn handler(
+    deps: &Deps,
+    event: serde_json::Value,
+) -> Result<TargetingReport, TargetingError> {
+    let kind = match event
+        .get("detail")
+        .and_then(|d| d.get("kind"))
+        .and_then(|k| k.as_str())
+    {
+        Some("manual") => "manual",
+        Some("local") => "local",
+        _ => "nightly",
+    };
+    let client = deps.pool.get().await.map_err(DbError::from)?;
+    let tenants: Vec<TenantId> = client
+        .query("SELECT list_tenant_ids()", &[])
+        .await?
+        .iter()
+        .map(|r| TenantId::from_uuid(r.get(0)))
+        .collect();
+    drop(client);
+    let mut report = TargetingReport {
+        tenants: tenants.len(),
+        ..Default::default()
+    };
+    for tenant in tenants {
+        let (run, expanded, sent) = target_tenant(deps, tenant, kind).await?;
+        report.runs.push(run);
+        report.campaigns_expanded += expanded;
+        report.jobs_sent += sent;
+    }
+    Ok(report)
+}
+
+async fn target_tenant(
+    deps: &Deps,
+    tenant: TenantId,
+    kind: &str,
+) -> Result<(RunId, usize, usize), TargetingError> {
+    let mut client = deps.pool.get().await.map_err(DbError::from)?;
+    let tx = begin_tenant(&mut client, tenant).await?;
+    let run = runs::begin_run(&tx, tenant, kind).await?;
+    let campaigns: Vec<CampaignPlan> = tx
+        .query(
+            "SELECT id, vertical, categories, zip_codes, city, daily_quota FROM campaigns WHERE status = 'active' ORDER BY name",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| CampaignPlan {
+            id: CampaignId::from_uuid(r.get(0)),
+            vertical: r.get(1),
+            categories: r.get(2),
+            zip_codes: r.get(3),
+            city: r.get(4),
+            daily_quota: r.get::<_, i32>(5).max(0) as u32,
+        })
+        .collect();
+    let mut keys = Vec::new();
+    let mut outcomes = Vec::new();
+    for c in &campaigns {
+        let bodies = expand(c)
+            .into_iter()
+            .map(|job| {
+                let key = format!(
+                    "{run}:{}:{}:{}:{}",
+                    c.id, job.location, job.category, job.offset
+                );
+                Envelope::new(tenant, Some(run), key, job).to_body()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.push(format!("{run}:{}", c.id));
+        outcomes.push(serde_json::json!({ "next": bodies.iter().map(|b| serde_json::json!({ "queue": queues::SOURCING, "body": b })).collect::<Vec<_>>() }));
+    }
+    // New expansions are stored with their jobs; ones stored earlier but not sent are re-sent.
+    tx.execute(
+        "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+         SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+         ON CONFLICT (tenant_id, stage, key) DO NOTHING",
+        &[&tenant.as_uuid(), &stage::TARGETING, &keys, &outcomes],
+    )
+    .await?;
+    let pending = tx
+        .query(
+            "SELECT key, outcome FROM processed_messages WHERE stage = $1 AND status = 'in_progress' AND key = ANY($2)",
+            &[&stage::TARGETING, &keys],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut bodies = Vec::new();
+    let mut sent_keys = Vec::new();
+    for r in &pending {
+        sent_keys.push(r.get::<_, String>(0));
+        let outcome: Option<serde_json::Value> = r.get(1);
+        for m in outcome
+            .as_ref()
+            .and_then(|o| o.get("next"))
+            .and_then(|n| n.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(b) = m.get("body").and_then(|b| b.as_str()) {
+                bodies.push(b.to_owned());
+            }
+        }
+    }
+    deps.bus.send_batch(queues::SOURCING, &bodies).await?;
+    if !sent_keys.is_empty() {
+        let tx = begin_tenant(&mut client, tenant).await?;
+        tx.execute(
+            "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now() WHERE stage = $1 AND key = ANY($2)",
+            &[&stage::TARGETING, &sent_keys],
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    tracing::info!(%tenant, %run, campaigns = campaigns.len(), expanded = sent_keys.len(), jobs = bodies.len(), "targeting done");
+    Ok((run, sent_keys.len(), bodies.len()))
+}

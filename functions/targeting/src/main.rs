@@ -1,0 +1,15 @@
+//! targeting: EventBridge schedule (nightly) → sourcing queue.
+
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    run(service_fn(|event: LambdaEvent<Value>| async {
+        let report = targeting::handler(&deps, event.payload).await?;
+        Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+    }))
+    .await
+}

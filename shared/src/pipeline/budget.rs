@@ -1,0 +1,118 @@
+//! The budget gate. A paid step first reserves its estimated cost against the tenant's daily
+//! budget for that vendor class. Reservation is atomic in PostgreSQL: the budget row is locked,
+//! at most what is left is granted, and the table's CHECK (`reserved <= limit`) backs the rule,
+//! so concurrent stages in many Lambdas can never overspend. A batch reserves all its units in
+//! one statement and gets back how many it may spend.
+
+use crate::db::DbError;
+use crate::domain::TenantId;
+
+/// Budgeted vendor classes.
+pub mod class {
+    pub const YELP: &str = "yelp";
+    pub const PLACES: &str = "places";
+    pub const LLM: &str = "llm";
+}
+
+/// Daily limits in micro-dollars per class (configuration; see `LF_BUDGET_<CLASS>_MICROS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetLimits {
+    pub yelp: i64,
+    pub places: i64,
+    pub llm: i64,
+}
+
+impl Default for BudgetLimits {
+    fn default() -> Self {
+        // $10 of Yelp, $20 of Places, $5 of LLM a day per tenant.
+        Self {
+            yelp: 10_000_000,
+            places: 20_000_000,
+            llm: 5_000_000,
+        }
+    }
+}
+
+impl BudgetLimits {
+    pub fn for_class(&self, class: &str) -> i64 {
+        match class {
+            class::YELP => self.yelp,
+            class::PLACES => self.places,
+            class::LLM => self.llm,
+            _ => 0,
+        }
+    }
+}
+
+const ENSURE: &str = "INSERT INTO budgets (tenant_id, vendor_class, day, limit_micros) VALUES ($1, $2, current_date, $3)
+                      ON CONFLICT (tenant_id, vendor_class, day) DO NOTHING";
+
+// Locks the row, grants whole units of what is left, and adds them to the reservation.
+const RESERVE: &str = "
+WITH cur AS (
+    SELECT limit_micros - reserved_micros AS left_micros FROM budgets
+    WHERE tenant_id = $1 AND vendor_class = $2 AND day = current_date FOR UPDATE
+), grant_units AS (
+    SELECT LEAST($3::bigint, GREATEST(left_micros, 0) / GREATEST($4::bigint, 1)) AS units FROM cur
+)
+UPDATE budgets b SET reserved_micros = b.reserved_micros + g.units * $4::bigint, updated_at = now()
+FROM grant_units g
+WHERE b.tenant_id = $1 AND b.vendor_class = $2 AND b.day = current_date
+RETURNING g.units";
+
+/// Reserves up to `units` calls of `unit_cost_micros` each; returns how many were granted.
+/// Its own short transaction: the budget row is locked only for the reservation itself, never
+/// across the vendor calls it pays for. Free calls are always granted.
+pub async fn reserve(
+    client: &mut deadpool_postgres::Client,
+    tenant: TenantId,
+    class: &str,
+    limit_micros: i64,
+    unit_cost_micros: i64,
+    units: i64,
+) -> Result<i64, DbError> {
+    if units <= 0 {
+        return Ok(0);
+    }
+    if unit_cost_micros <= 0 {
+        return Ok(units);
+    }
+    let tx = crate::db::begin_tenant(client, tenant).await?;
+    let ensure = tx.prepare_cached(ENSURE).await?;
+    tx.execute(&ensure, &[&tenant.as_uuid(), &class, &limit_micros])
+        .await?;
+    let stmt = tx.prepare_cached(RESERVE).await?;
+    let granted: i64 = tx
+        .query_opt(
+            &stmt,
+            &[&tenant.as_uuid(), &class, &units, &unit_cost_micros],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    tx.commit().await?;
+    Ok(granted)
+}
+
+/// Adds actual spend (from the call records) to the day's budget rows, one statement for all
+/// classes, inside the caller's transaction.
+pub async fn record_spend(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    spend: &[(&str, i64)],
+) -> Result<(), DbError> {
+    let spend: Vec<&(&str, i64)> = spend.iter().filter(|(_, m)| *m > 0).collect();
+    if spend.is_empty() {
+        return Ok(());
+    }
+    let classes: Vec<&str> = spend.iter().map(|(c, _)| *c).collect();
+    let micros: Vec<i64> = spend.iter().map(|(_, m)| *m).collect();
+    tx.execute(
+        "UPDATE budgets b SET spent_micros = b.spent_micros + x.m, updated_at = now()
+         FROM UNNEST($2::text[], $3::int8[]) AS x(c, m)
+         WHERE b.tenant_id = $1 AND b.vendor_class = x.c AND b.day = current_date",
+        &[&tenant.as_uuid(), &classes, &micros],
+    )
+    .await?;
+    Ok(())
+}

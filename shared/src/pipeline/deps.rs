@@ -1,0 +1,120 @@
+//! Everything a function needs, built once per container by its `main` (or by the local run and
+//! tests with local parts).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::budget::BudgetLimits;
+use crate::bus::{Bus, SqsBus};
+use crate::config::{ConfigError, CoreConfig, Mode, ProcessEnv, Reader, StoreConfig};
+use crate::db::Pool;
+use crate::store::{LocalStore, ObjectStore, S3Store};
+use crate::vendors::config::VendorsConfig;
+use crate::vendors::{BufferSink, HttpPolicy};
+
+/// How outbound homepage fetches behave (the SSRF guard lives in the assessment function).
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    /// Development only: allow loopback/private targets (the simulator's sites).
+    pub allow_private: bool,
+    /// Development only: resolve `*.test` host names to this address (the simulator).
+    pub test_tld_addr: Option<IpAddr>,
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    pub max_redirects: usize,
+}
+
+impl FetchPolicy {
+    pub fn production() -> Self {
+        Self {
+            allow_private: false,
+            test_tld_addr: None,
+            timeout: Duration::from_secs(10),
+            max_bytes: 2 * 1024 * 1024,
+            max_redirects: 5,
+        }
+    }
+
+    /// For the local run and tests: the simulator's sites on loopback are allowed.
+    pub fn development() -> Self {
+        Self {
+            allow_private: true,
+            test_tld_addr: Some(IpAddr::from([127, 0, 0, 1])),
+            ..Self::production()
+        }
+    }
+}
+
+pub struct Deps {
+    pub mode: Mode,
+    pub pool: Pool,
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn ObjectStore>,
+    pub sink: Arc<BufferSink>,
+    pub vendors: VendorsConfig,
+    pub policy: HttpPolicy,
+    pub budgets: BudgetLimits,
+    pub fetch: FetchPolicy,
+    /// Public base URL of the storefront (links in emails and reports).
+    pub public_base_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DepsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+impl Deps {
+    /// Production wiring from the environment: SQS queues from `LF_QUEUE_<NAME>_URL`, S3 or a local
+    /// store, vendor clients' settings. Makes no network call (connections are lazy).
+    pub async fn from_env() -> Result<Deps, DepsError> {
+        let core = CoreConfig::from_env()?;
+        let vendors = VendorsConfig::load(&ProcessEnv)?;
+        let mut r = Reader::new(&ProcessEnv);
+        let budgets = BudgetLimits {
+            yelp: r.parsed_or("LF_BUDGET_YELP_MICROS", BudgetLimits::default().yelp),
+            places: r.parsed_or("LF_BUDGET_PLACES_MICROS", BudgetLimits::default().places),
+            llm: r.parsed_or("LF_BUDGET_LLM_MICROS", BudgetLimits::default().llm),
+        };
+        let public_base_url = r
+            .optional("LF_PUBLIC_BASE_URL")
+            .unwrap_or_else(|| "https://reports.example.com".into());
+        let mut urls = HashMap::new();
+        for q in crate::bus::queues::ALL {
+            for name in [(*q).to_owned(), crate::bus::queues::dlq(q)] {
+                let var = format!("LF_QUEUE_{}_URL", name.replace('-', "_").to_uppercase());
+                if let Some(u) = r.optional(&var) {
+                    urls.insert(name, u);
+                }
+            }
+        }
+        r.finish(())?;
+        let sdk = crate::aws::sdk_config(core.aws_endpoint_url.as_deref()).await;
+        let store: Arc<dyn ObjectStore> = match &core.store {
+            StoreConfig::S3 { bucket } => Arc::new(S3Store::from_sdk_config(&sdk, bucket)),
+            StoreConfig::Local { root } => Arc::new(LocalStore::new(root)),
+        };
+        let bus: Arc<dyn Bus> = Arc::new(SqsBus::new(aws_sdk_sqs::Client::new(&sdk), urls));
+        let fetch = match core.mode {
+            Mode::Production => FetchPolicy::production(),
+            Mode::Development => FetchPolicy::development(),
+        };
+        Ok(Deps {
+            mode: core.mode,
+            pool: crate::db::connect(&core.database_url, core.db_pool_size)?,
+            bus,
+            store,
+            sink: Arc::new(BufferSink::default()),
+            vendors,
+            policy: HttpPolicy::default(),
+            budgets,
+            fetch,
+            public_base_url,
+        })
+    }
+}

@@ -1,0 +1,15 @@
+//! What the stages share: the payloads each hop carries, the batch runner that gives every
+//! SQS-triggered stage idempotency, set-based writes and partial batch failure, and the
+//! dependencies a function builds once per container.
+
+pub mod budget;
+mod deps;
+pub mod messages;
+mod runner;
+pub mod runs;
+
+pub use deps::{Deps, FetchPolicy};
+pub use runner::{
+    BatchOutcome, EventInfo, Incoming, Outgoing, StageHandler, StageItem, WorkError, handle_sqs,
+    process_batch,
+};

@@ -1,0 +1,468 @@
+//! The batch runner every SQS-triggered stage uses.
+//!
+//! For one batch, per tenant:
+//! 1. one query reads the idempotency records of the batch's keys: a message already done is
+//!    acknowledged; one whose results were stored but whose next hop was not yet sent (a crash
+//!    between commit and send) has its stored next hop sent now;
+//! 2. the budget gate grants the batch's paid calls in one reservation;
+//! 3. the stage's per-message work (vendor calls, fetches) runs concurrently, outside any
+//!    transaction;
+//! 4. one transaction stores the results with set-based statements, the idempotency records
+//!    (with the next-hop messages as their outcome), the run events, vendor usage and ledger;
+//! 5. the next hop is sent in batches and the records marked done.
+//!
+//! Round trips per batch are constant, whatever its size. Unparseable messages and failed work
+//! are reported as failures, so SQS redelivers them and finally moves them to the DLQ.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::Deps;
+use super::runs::{self, RunEvent};
+use crate::bus::Envelope;
+use crate::db::{DbError, begin_tenant};
+use crate::domain::TenantId;
+
+/// A message as it arrived (SQS record or local bus delivery).
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub id: String,
+    pub body: String,
+}
+
+/// A next-hop message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub queue: String,
+    pub body: String,
+}
+
+/// Why one message's work failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkError {
+    /// Retrying cannot help (bad payload, unknown business): ends in the DLQ.
+    #[error("permanent: {0}")]
+    Permanent(String),
+    /// May succeed on redelivery (vendor down, rate limited).
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl From<crate::vendors::VendorError> for WorkError {
+    fn from(e: crate::vendors::VendorError) -> Self {
+        if e.is_transient() {
+            WorkError::Transient(e.to_string())
+        } else {
+            WorkError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<DbError> for WorkError {
+    fn from(e: DbError) -> Self {
+        WorkError::Transient(e.to_string())
+    }
+}
+
+/// A message whose work succeeded, with what the work produced.
+pub struct StageItem<P, W> {
+    pub env: Envelope<P>,
+    pub work: W,
+    pub duration_ms: i32,
+}
+
+/// How one item is logged as a run event.
+pub struct EventInfo {
+    pub entity_id: Option<String>,
+    pub event: String,
+    /// `ok` or `skipped`.
+    pub status: &'static str,
+    pub extra: serde_json::Value,
+}
+
+/// A stage: what it does per message, and how it stores a batch of results.
+#[async_trait]
+pub trait StageHandler: Send + Sync {
+    type Payload: DeserializeOwned + Serialize + Send + Sync + 'static;
+    type Work: Send + Sync + 'static;
+    /// What the batch's work reads from the database, loaded in one query before it.
+    type Context: Send + Sync + 'static;
+
+    fn stage(&self) -> &'static str;
+
+    /// Reads what the work needs for these messages (one round trip for the batch).
+    async fn load(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        envs: &[&Envelope<Self::Payload>],
+    ) -> Result<Self::Context, DbError>;
+
+    /// How many messages' work runs at once.
+    fn concurrency(&self) -> usize {
+        8
+    }
+
+    /// The budget class and unit cost of the stage's paid call, if it has one.
+    fn budget(&self, _deps: &Deps) -> Option<(&'static str, i64)> {
+        None
+    }
+
+    /// Per-message work. `paid_allowed` says whether the budget gate granted this message's
+    /// paid call; without it the stage does what is free.
+    async fn work(
+        &self,
+        deps: &Deps,
+        ctx: &Self::Context,
+        env: &Envelope<Self::Payload>,
+        paid_allowed: bool,
+    ) -> Result<Self::Work, WorkError>;
+
+    /// Stores a batch (one tenant) with set-based statements; returns each item's next hop.
+    async fn persist(
+        &self,
+        deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        items: &[StageItem<Self::Payload, Self::Work>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError>;
+
+    fn describe(&self, item: &StageItem<Self::Payload, Self::Work>) -> EventInfo;
+}
+
+/// What became of a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Message ids to report as failed (redelivered, then dead-lettered).
+    pub failed: Vec<String>,
+    pub processed: usize,
+    pub duplicates: usize,
+    pub sent: usize,
+}
+
+/// A parsed message with its id.
+type Received<H> = (String, Envelope<<H as StageHandler>::Payload>);
+/// A message's work result with its duration.
+type WorkResult<H> = (
+    String,
+    Envelope<<H as StageHandler>::Payload>,
+    Result<<H as StageHandler>::Work, WorkError>,
+    i32,
+);
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    next: Vec<Outgoing>,
+}
+
+/// Processes one batch with `handler`.
+pub async fn process_batch<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    batch: Vec<Incoming>,
+) -> BatchOutcome {
+    let mut out = BatchOutcome::default();
+    let mut by_tenant: BTreeMap<TenantId, Vec<Received<H>>> = BTreeMap::new();
+    for m in batch {
+        match Envelope::<H::Payload>::parse(&m.body) {
+            Ok(env) => by_tenant
+                .entry(env.tenant_id)
+                .or_default()
+                .push((m.id, env)),
+            Err(e) => {
+                tracing::warn!(stage = handler.stage(), message_id = %m.id, error = %e, "unprocessable message; it will go to the DLQ");
+                out.failed.push(m.id);
+            }
+        }
+    }
+    for (tenant, msgs) in by_tenant {
+        let ids: Vec<String> = msgs.iter().map(|(id, _)| id.clone()).collect();
+        if let Err(e) = process_tenant(handler, deps, tenant, msgs, &mut out).await {
+            tracing::error!(stage = handler.stage(), %tenant, error = %e, "batch failed; its messages will be redelivered");
+            for id in ids {
+                if !out.failed.contains(&id) {
+                    out.failed.push(id);
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn process_tenant<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    tenant: TenantId,
+    msgs: Vec<(String, Envelope<H::Payload>)>,
+    out: &mut BatchOutcome,
+) -> Result<(), DbError> {
+    let stage = handler.stage();
+    let mut client = deps.pool.get().await?;
+
+    // 1. What has been done already.
+    let keys: Vec<String> = msgs
+        .iter()
+        .map(|(_, e)| e.idempotency_key.clone())
+        .collect();
+    let tx = begin_tenant(&mut client, tenant).await?;
+    let rows = tx
+        .query(
+            "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
+            &[&stage, &keys],
+        )
+        .await?;
+    let mut done: HashSet<String> = HashSet::new();
+    let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::new();
+    for r in rows {
+        let key: String = r.get(0);
+        let status: String = r.get(1);
+        if status == "in_progress" {
+            let stored: Option<serde_json::Value> = r.get(2);
+            let next = stored
+                .and_then(|v| serde_json::from_value::<Stored>(v).ok())
+                .map(|s| s.next)
+                .unwrap_or_default();
+            pending.push((key.clone(), next));
+        }
+        done.insert(key);
+    }
+    let mut seen = HashSet::new();
+    let mut fresh: Vec<(String, Envelope<H::Payload>)> = Vec::new();
+    let mut key_to_ids: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, env) in msgs {
+        key_to_ids
+            .entry(env.idempotency_key.clone())
+            .or_default()
+            .push(id.clone());
+        if done.contains(&env.idempotency_key) || !seen.insert(env.idempotency_key.clone()) {
+            out.duplicates += 1;
+            continue;
+        }
+        fresh.push((id, env));
+    }
+
+    let envs: Vec<&Envelope<H::Payload>> = fresh.iter().map(|(_, e)| e).collect();
+    let ctx = handler.load(&tx, tenant, &envs).await?;
+    tx.commit().await?;
+    let ctx = &ctx;
+
+    // 2. Budget for the batch's paid calls.
+    let granted = match handler.budget(deps) {
+        Some((class, unit_cost)) if !fresh.is_empty() => {
+            super::budget::reserve(
+                &mut client,
+                tenant,
+                class,
+                deps.budgets.for_class(class),
+                unit_cost,
+                fresh.len() as i64,
+            )
+            .await?
+        }
+        _ => fresh.len() as i64,
+    };
+
+    // 3. Work, concurrently, outside any transaction.
+    let results: Vec<WorkResult<H>> = futures_util::stream::iter(fresh.into_iter().enumerate())
+        .map(|(i, (id, env))| async move {
+            let started = Instant::now();
+            let r = handler.work(deps, ctx, &env, (i as i64) < granted).await;
+            (
+                id,
+                env,
+                r,
+                started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+            )
+        })
+        .buffer_unordered(handler.concurrency().max(1))
+        .collect()
+        .await;
+    let mut items = Vec::new();
+    let mut events = Vec::new();
+    for (id, env, r, duration_ms) in results {
+        match r {
+            Ok(work) => items.push(StageItem {
+                env,
+                work,
+                duration_ms,
+            }),
+            Err(e) => {
+                tracing::warn!(stage, message_id = %id, trace_id = %env.trace_id, error = %e, "message failed");
+                events.push(RunEvent {
+                    run: env.run_id,
+                    stage,
+                    entity_id: None,
+                    event: "failed".into(),
+                    status: "error",
+                    error_code: Some(match e {
+                        WorkError::Permanent(_) => "permanent".into(),
+                        WorkError::Transient(_) => "transient".into(),
+                    }),
+                    duration_ms,
+                    trace_id: env.trace_id.clone(),
+                    extra: serde_json::json!({ "error": e.to_string() }),
+                });
+                out.failed.push(id);
+            }
+        }
+    }
+
+    // 4. Store everything in one transaction.
+    let item_vals = items;
+    for it in &item_vals {
+        let info = handler.describe(it);
+        events.push(RunEvent {
+            run: it.env.run_id,
+            stage,
+            entity_id: info.entity_id,
+            event: info.event,
+            status: info.status,
+            error_code: None,
+            duration_ms: it.duration_ms,
+            trace_id: it.env.trace_id.clone(),
+            extra: info.extra,
+        });
+    }
+    let records = deps.sink.drain();
+    let (mine, others): (Vec<_>, Vec<_>) =
+        records.into_iter().partition(|r| r.tenant == Some(tenant));
+    for r in others {
+        crate::vendors::CallSink::record(deps.sink.as_ref(), r);
+    }
+    let tx = begin_tenant(&mut client, tenant).await?;
+    let next = if item_vals.is_empty() {
+        Vec::new()
+    } else {
+        handler.persist(deps, &tx, tenant, &item_vals).await?
+    };
+    let new_keys: Vec<String> = item_vals
+        .iter()
+        .map(|i| i.env.idempotency_key.clone())
+        .collect();
+    let outcomes: Vec<serde_json::Value> = item_vals
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            serde_json::to_value(Stored {
+                next: next.get(i).cloned().unwrap_or_default(),
+            })
+            .unwrap_or_default()
+        })
+        .collect();
+    let inserted: HashSet<String> = if new_keys.is_empty() {
+        HashSet::new()
+    } else {
+        tx.query(
+            "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+             SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+             ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key",
+            &[&tenant.as_uuid(), &stage, &new_keys, &outcomes],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    runs::insert_events(&tx, tenant, &events).await?;
+    runs::record_vendor_usage(&tx, tenant, &mine).await?;
+    let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in &mine {
+        let class = match r.vendor {
+            crate::vendors::Vendor::Yelp => super::budget::class::YELP,
+            crate::vendors::Vendor::Places => super::budget::class::PLACES,
+            crate::vendors::Vendor::OpenAi => super::budget::class::LLM,
+            _ => continue,
+        };
+        *spend.entry(class).or_default() += r.cost_micros;
+    }
+    super::budget::record_spend(&tx, tenant, &spend.into_iter().collect::<Vec<_>>()).await?;
+    tx.commit().await?;
+    out.processed += item_vals.len();
+
+    // 5. Send next hops (new results, and any left pending by an earlier crash), then mark done.
+    let mut to_send: Vec<(String, Vec<Outgoing>)> = pending;
+    for (i, it) in item_vals.iter().enumerate() {
+        if inserted.contains(&it.env.idempotency_key) {
+            to_send.push((
+                it.env.idempotency_key.clone(),
+                next.get(i).cloned().unwrap_or_default(),
+            ));
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, msgs) in &to_send {
+        for m in msgs {
+            by_queue
+                .entry(m.queue.clone())
+                .or_default()
+                .push(m.body.clone());
+        }
+    }
+    let mut send_failed = false;
+    for (queue, bodies) in &by_queue {
+        if let Err(e) = deps.bus.send_batch(queue, bodies).await {
+            tracing::error!(stage, queue, error = %e, "next hop not sent; will be sent on redelivery");
+            send_failed = true;
+        } else {
+            out.sent += bodies.len();
+        }
+    }
+    if send_failed {
+        // Redelivery finds these `in_progress` and sends their stored next hop.
+        for (key, _) in &to_send {
+            for id in key_to_ids.get(key).into_iter().flatten() {
+                if !out.failed.contains(id) {
+                    out.failed.push(id.clone());
+                }
+            }
+        }
+        return Ok(());
+    }
+    let sent_keys: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
+    if !sent_keys.is_empty() {
+        let tx = begin_tenant(&mut client, tenant).await?;
+        tx.execute(
+            "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
+             WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3)",
+            &[&tenant.as_uuid(), &stage, &sent_keys],
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// The Lambda entry for an SQS-triggered stage: the batch in, partial failures out.
+pub async fn handle_sqs<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    event: aws_lambda_events::event::sqs::SqsEvent,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    let mut anonymous = 0usize;
+    let batch: Vec<Incoming> = event
+        .records
+        .into_iter()
+        .map(|r| Incoming {
+            id: r.message_id.unwrap_or_else(|| {
+                anonymous += 1;
+                format!("missing-id-{anonymous}")
+            }),
+            body: r.body.unwrap_or_default(),
+        })
+        .collect();
+    let outcome = process_batch(handler, deps, batch).await;
+    let mut resp = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+    for id in outcome.failed {
+        let mut f = aws_lambda_events::event::sqs::BatchItemFailure::default();
+        f.item_identifier = id;
+        resp.batch_item_failures.push(f);
+    }
+    resp
+}

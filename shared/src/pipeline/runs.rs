@@ -1,0 +1,185 @@
+//! Run tracking: a `run` per nightly execution; one event row per business per stage (PII
+//! hashed, batched); vendor usage per run (upserted additively); stage percentiles computed in
+//! SQL (`percentile_cont`) into `run_stage_stats` when the run is finalised.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::db::DbError;
+use crate::domain::{RunId, TenantId};
+use crate::vendors::CallRecord;
+
+/// Begins the tenant's run: the nightly run of today is one row, so a re-fired schedule joins it.
+pub async fn begin_run(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    kind: &str,
+) -> Result<RunId, DbError> {
+    let id = RunId::new();
+    let row = tx
+        .query_opt(
+            "INSERT INTO runs (id, tenant_id, kind) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, run_date) WHERE kind = 'nightly' DO NOTHING RETURNING id",
+            &[&id.as_uuid(), &tenant.as_uuid(), &kind],
+        )
+        .await?;
+    if let Some(r) = row {
+        return Ok(RunId::from_uuid(r.get(0)));
+    }
+    let r = tx
+        .query_one(
+            "SELECT id FROM runs WHERE tenant_id = $1 AND run_date = current_date AND kind = 'nightly'",
+            &[&tenant.as_uuid()],
+        )
+        .await?;
+    Ok(RunId::from_uuid(r.get(0)))
+}
+
+/// One run event, ready for a batched insert.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEvent {
+    pub run: Option<RunId>,
+    pub stage: &'static str,
+    pub entity_id: Option<String>,
+    pub event: String,
+    /// `ok`, `error` or `skipped`.
+    pub status: &'static str,
+    pub error_code: Option<String>,
+    pub duration_ms: i32,
+    pub trace_id: String,
+    pub extra: serde_json::Value,
+}
+
+/// Inserts events in one statement.
+pub async fn insert_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    events: &[RunEvent],
+) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO run_event_logs (tenant_id, run_id, stage, entity_id, event, status, error_code, duration_ms, trace_id, extra)
+         SELECT $1, r, s, e, ev, st, ec, d, t, x
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int4[], $9::text[], $10::jsonb[])
+              AS u(r, s, e, ev, st, ec, d, t, x)",
+        &[
+            &tenant.as_uuid(),
+            &events.iter().map(|e| e.run.map(|r| r.as_uuid())).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.stage).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.entity_id.clone()).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.status).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.error_code.clone()).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.duration_ms).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.trace_id.as_str()).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.extra.clone()).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds call records to `run_vendor_usage` (one statement) and the cost ledger (one statement).
+pub async fn record_vendor_usage(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    records: &[CallRecord],
+) -> Result<(), DbError> {
+    let mine: Vec<&CallRecord> = records
+        .iter()
+        .filter(|r| r.tenant == Some(tenant))
+        .collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    #[derive(Default)]
+    struct U {
+        calls: i32,
+        errors: i32,
+        tin: i64,
+        tout: i64,
+        cost: i64,
+        rl: i32,
+        quota: bool,
+    }
+    let mut by: BTreeMap<(RunId, &str), U> = BTreeMap::new();
+    for r in mine.iter().filter(|r| r.run.is_some()) {
+        let Some(run) = r.run else { continue };
+        let u = by.entry((run, r.vendor.as_str())).or_default();
+        u.calls += 1;
+        u.errors += i32::from(!r.ok);
+        u.tin += i64::from(r.tokens_in);
+        u.tout += i64::from(r.tokens_out);
+        u.cost += r.cost_micros;
+        u.rl += i32::from(r.rate_limited);
+        u.quota |= r.quota_exhausted;
+    }
+    if !by.is_empty() {
+        let keys: Vec<_> = by.keys().collect();
+        let vals: Vec<_> = by.values().collect();
+        tx.execute(
+            "INSERT INTO run_vendor_usage AS u (run_id, tenant_id, vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted)
+             SELECT r, $1, v, c, e, ti, tto, co, rl, q
+             FROM UNNEST($2::uuid[], $3::text[], $4::int4[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::bool[])
+                  AS x(r, v, c, e, ti, tto, co, rl, q)
+             ON CONFLICT (run_id, vendor) DO UPDATE SET
+                calls = u.calls + EXCLUDED.calls, errors = u.errors + EXCLUDED.errors,
+                tokens_in = u.tokens_in + EXCLUDED.tokens_in, tokens_out = u.tokens_out + EXCLUDED.tokens_out,
+                cost_micros = u.cost_micros + EXCLUDED.cost_micros, rate_limit_hits = u.rate_limit_hits + EXCLUDED.rate_limit_hits,
+                quota_exhausted = u.quota_exhausted OR EXCLUDED.quota_exhausted",
+            &[
+                &tenant.as_uuid(),
+                &keys.iter().map(|(r, _)| r.as_uuid()).collect::<Vec<_>>(),
+                &keys.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.calls).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.errors).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.tin).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.tout).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.cost).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.rl).collect::<Vec<_>>(),
+                &vals.iter().map(|u| u.quota).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    }
+    let owned: Vec<CallRecord> = mine.into_iter().cloned().collect();
+    crate::vendors::record::insert_ledger(tx, tenant, &owned)
+        .await
+        .map(|_| ())
+}
+
+/// Computes per-stage counts and p50/p95/p99 from the run's events and closes the run.
+pub async fn finalize_run(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    run: RunId,
+    status: &str,
+) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO run_stage_stats AS s (run_id, tenant_id, stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms)
+         SELECT run_id, tenant_id, stage, count(*), count(*) FILTER (WHERE status = 'ok'),
+                count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'skipped'),
+                percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
+         FROM run_event_logs WHERE run_id = $1 AND tenant_id = $2
+         GROUP BY run_id, tenant_id, stage
+         ON CONFLICT (run_id, stage) DO UPDATE SET total = EXCLUDED.total, success = EXCLUDED.success,
+            errors = EXCLUDED.errors, skipped = EXCLUDED.skipped, p50_ms = EXCLUDED.p50_ms,
+            p95_ms = EXCLUDED.p95_ms, p99_ms = EXCLUDED.p99_ms, updated_at = now()",
+        &[&run.as_uuid(), &tenant.as_uuid()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE runs SET status = $3, finished_at = now(),
+            stats = (SELECT coalesce(jsonb_object_agg(stage, jsonb_build_object('total', total, 'errors', errors, 'skipped', skipped)), '{}')
+                     FROM run_stage_stats WHERE run_id = $1)
+         WHERE id = $1 AND tenant_id = $2",
+        &[&run.as_uuid(), &tenant.as_uuid(), &status],
+    )
+    .await?;
+    Ok(())
+}
