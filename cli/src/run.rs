@@ -66,8 +66,8 @@ fn print_summary(s: &RunSummary, secs: f64) {
     println!();
     println!("Run summary");
     row("sourcing jobs (Yelp pages)", s.jobs.to_string());
-    row("businesses sourced", s.sourced.to_string());
-    row("duplicates merged", s.duplicates.to_string());
+    row("new or stale businesses", s.sourced.to_string());
+    row("duplicates / already fresh", s.duplicates.to_string());
     row("closed (stopped)", s.closed.to_string());
     row("enriched (Places match)", s.enriched.to_string());
     row("assessed", s.assessed.to_string());

@@ -340,7 +340,7 @@ impl StageHandler for Assessment {
                 }
             }
             (Some(_), false, true) => {
-                skipped_paid.push("SKIPPED_DUE_TO_BUDGET:llm".to_owned());
+                skipped_paid.push("llm".to_owned());
                 (
                     insights::fallback(&checks, psi.as_ref().ok(), this_year),
                     "template",
@@ -456,22 +456,29 @@ impl StageHandler for Assessment {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Assessed>) -> EventInfo {
+    fn describe(&self, item: &StageItem<LeadRef, Assessed>) -> Vec<EventInfo> {
         let a = &item.work;
-        let (event, status) = if !a.skipped_paid.is_empty() {
-            ("SKIPPED_DUE_TO_BUDGET", "skipped")
-        } else if a.fetched.error.is_some()
-            || !a.fetched.status.is_some_and(|s| (200..300).contains(&s))
-        {
-            ("site_unreachable", "ok")
-        } else {
-            ("assessed", "ok")
-        };
-        EventInfo {
-            entity_id: Some(item.env.payload.business_id.to_string()),
-            event: event.into(),
-            status,
+        let entity = Some(item.env.payload.business_id.to_string());
+        let reachable =
+            a.fetched.error.is_none() && a.fetched.status.is_some_and(|s| (200..300).contains(&s));
+        let mut events = vec![EventInfo {
+            entity_id: entity.clone(),
+            event: if reachable {
+                "assessed".into()
+            } else {
+                "site_unreachable".into()
+            },
+            status: "ok",
             extra: json!({ "http_status": a.fetched.status, "performance": a.psi.as_ref().ok().and_then(|p| p.performance), "insights": a.insights_source }),
+        }];
+        for skipped in &a.skipped_paid {
+            events.push(EventInfo {
+                entity_id: entity.clone(),
+                event: "SKIPPED_DUE_TO_BUDGET".into(),
+                status: "skipped",
+                extra: json!({ "step": skipped }),
+            });
         }
+        events
     }
 }

@@ -273,7 +273,7 @@ impl StageHandler for Enrichment {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Outcome>) -> EventInfo {
+    fn describe(&self, item: &StageItem<LeadRef, Outcome>) -> Vec<EventInfo> {
         let (event, status, extra) = match &item.work {
             Outcome::Matched {
                 place,
@@ -297,11 +297,11 @@ impl StageHandler for Enrichment {
             ),
             Outcome::SkippedByBudget => ("SKIPPED_DUE_TO_BUDGET", "skipped", json!({})),
         };
-        EventInfo {
+        vec![EventInfo {
             entity_id: Some(item.env.payload.business_id.to_string()),
             event: event.into(),
             status,
             extra,
-        }
+        }]
     }
 }

@@ -222,9 +222,9 @@ impl StageHandler for Scoring {
             .collect()
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Scored>) -> EventInfo {
+    fn describe(&self, item: &StageItem<LeadRef, Scored>) -> Vec<EventInfo> {
         let o = &item.work.outcome;
-        EventInfo {
+        vec![EventInfo {
             entity_id: Some(item.env.payload.business_id.to_string()),
             event: if o.qualified {
                 "qualified".into()
@@ -236,6 +236,6 @@ impl StageHandler for Scoring {
             },
             status: "ok",
             extra: json!({ "score": o.score.value(), "tier": o.tier.as_str() }),
-        }
+        }]
     }
 }

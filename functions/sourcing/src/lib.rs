@@ -20,7 +20,7 @@ use shared::vendors::yelp::{SearchRequest, YelpClient};
 
 pub use candidate::{Candidate, from_yelp};
 
-/// A business assessed longer ago than this is sourced again as stale.
+/// A business enriched or assessed longer ago than this is handed on again as stale.
 pub const STALE_AFTER_DAYS: i32 = 30;
 
 pub struct Sourcing {
@@ -110,7 +110,8 @@ fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool
 impl StageHandler for Sourcing {
     type Payload = SourcingJob;
     type Work = Page;
-    type Context = ();
+    /// The batch's campaigns that exist and are active.
+    type Context = std::collections::HashSet<shared::domain::CampaignId>;
 
     fn stage(&self) -> &'static str {
         stage::SOURCING
@@ -132,20 +133,38 @@ impl StageHandler for Sourcing {
 
     async fn load(
         &self,
-        _: &tokio_postgres::Transaction<'_>,
+        tx: &tokio_postgres::Transaction<'_>,
         _: TenantId,
-        _: &[&Envelope<SourcingJob>],
-    ) -> Result<(), DbError> {
-        Ok(())
+        envs: &[&Envelope<SourcingJob>],
+    ) -> Result<Self::Context, DbError> {
+        let ids: Vec<uuid::Uuid> = envs
+            .iter()
+            .map(|e| e.payload.campaign_id.as_uuid())
+            .collect();
+        Ok(tx
+            .query(
+                "SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'active'",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| shared::domain::CampaignId::from_uuid(r.get(0)))
+            .collect())
     }
 
     async fn work(
         &self,
         _deps: &Deps,
-        _: &(),
+        campaigns: &Self::Context,
         env: &Envelope<SourcingJob>,
         paid_allowed: bool,
     ) -> Result<Page, WorkError> {
+        if !campaigns.contains(&env.payload.campaign_id) {
+            return Err(WorkError::Permanent(format!(
+                "campaign {} does not exist or is not active",
+                env.payload.campaign_id
+            )));
+        }
         if !paid_allowed {
             return Ok(Page::SkippedByBudget);
         }
@@ -203,7 +222,9 @@ impl StageHandler for Sourcing {
         let existing: Vec<Existing> = tx
             .query(
                 "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
-                        coalesce((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id) > now() - make_interval(days => $5), false)
+                        greatest((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id),
+                                 (SELECT e.enriched_at FROM enrichments e WHERE e.business_id = b.id)) > now() - make_interval(days => $5)
+                        IS TRUE
                  FROM businesses b
                  WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
                     OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
@@ -310,18 +331,18 @@ impl StageHandler for Sourcing {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<SourcingJob, Page>) -> EventInfo {
+    fn describe(&self, item: &StageItem<SourcingJob, Page>) -> Vec<EventInfo> {
         let j = &item.env.payload;
         let (event, status, found) = match &item.work {
             Page::Found(c) => ("page", "ok", c.len()),
             Page::SkippedByBudget => ("SKIPPED_DUE_TO_BUDGET", "skipped", 0),
         };
-        EventInfo {
+        vec![EventInfo {
             entity_id: None,
             event: event.into(),
             status,
             extra: json!({ "location": j.location, "category": j.category, "offset": j.offset, "found": found }),
-        }
+        }]
     }
 }
 

@@ -132,7 +132,8 @@ pub trait StageHandler: Send + Sync {
         items: &[StageItem<Self::Payload, Self::Work>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError>;
 
-    fn describe(&self, item: &StageItem<Self::Payload, Self::Work>) -> EventInfo;
+    /// The run events of one item (usually one; a skipped paid step adds its marker).
+    fn describe(&self, item: &StageItem<Self::Payload, Self::Work>) -> Vec<EventInfo>;
 }
 
 /// What became of a batch.
@@ -315,18 +316,19 @@ async fn process_tenant<H: StageHandler>(
     // 4. Store everything in one transaction.
     let item_vals = items;
     for it in &item_vals {
-        let info = handler.describe(it);
-        events.push(RunEvent {
-            run: it.env.run_id,
-            stage,
-            entity_id: info.entity_id,
-            event: info.event,
-            status: info.status,
-            error_code: None,
-            duration_ms: it.duration_ms,
-            trace_id: it.env.trace_id.clone(),
-            extra: info.extra,
-        });
+        for info in handler.describe(it) {
+            events.push(RunEvent {
+                run: it.env.run_id,
+                stage,
+                entity_id: info.entity_id,
+                event: info.event,
+                status: info.status,
+                error_code: None,
+                duration_ms: it.duration_ms,
+                trace_id: it.env.trace_id.clone(),
+                extra: info.extra,
+            });
+        }
     }
     let records = deps.sink.drain();
     let (mine, others): (Vec<_>, Vec<_>) =

@@ -160,11 +160,13 @@ pub async fn finalize_run(
 ) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO run_stage_stats AS s (run_id, tenant_id, stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms)
-         SELECT run_id, tenant_id, stage, count(*), count(*) FILTER (WHERE status = 'ok'),
+         SELECT run_id, tenant_id, stage, count(*) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped'),
+                count(*) FILTER (WHERE status = 'ok'),
                 count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'skipped'),
-                percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms),
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms),
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
+                -- Latency of the work itself: budget markers added beside a processed item are not samples.
+                percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped'),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped'),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped')
          FROM run_event_logs WHERE run_id = $1 AND tenant_id = $2
          GROUP BY run_id, tenant_id, stage
          ON CONFLICT (run_id, stage) DO UPDATE SET total = EXCLUDED.total, success = EXCLUDED.success,

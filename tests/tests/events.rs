@@ -1,0 +1,92 @@
+//! The sample events in `events/` (also `cargo lambda invoke` inputs) parse into the Lambda
+//! event types and their bodies into the stage payloads; fed to the real Lambda entry they give
+//! partial batch failures for exactly the messages that cannot be processed.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use leadfactory_cli::local::{LocalOptions, LocalPipeline, memory_bus};
+use shared::bus::Envelope;
+use shared::pipeline::handle_sqs;
+use shared::pipeline::messages::{LeadRef, SourcingJob};
+
+fn event(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn failures(r: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_function_has_a_sample_event_that_parses() {
+    let functions: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    for f in &functions {
+        assert!(
+            std::path::Path::new(&format!(
+                "{}/../events/{f}.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .is_file(),
+            "events/{f}.json is missing"
+        );
+    }
+    let t: aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> =
+        serde_json::from_str(&event("targeting.json")).unwrap();
+    assert_eq!(t.detail_type, "Scheduled Event");
+    let s: SqsEvent = serde_json::from_str(&event("sourcing.json")).unwrap();
+    let job: Envelope<SourcingJob> =
+        Envelope::parse(s.records[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(job.payload.limit, 50);
+    for f in ["enrichment.json", "assessment.json", "scoring.json"] {
+        let e: SqsEvent = serde_json::from_str(&event(f)).unwrap();
+        assert!(
+            Envelope::<LeadRef>::parse(e.records[0].body.as_deref().unwrap()).is_ok(),
+            "{f}"
+        );
+        assert!(
+            Envelope::<LeadRef>::parse(e.records[1].body.as_deref().unwrap()).is_err(),
+            "{f}: the second record is the poison one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
+    let db = testkit::TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    let p = LocalPipeline::start(
+        LocalOptions::new(db.app_url(), store.path().to_owned()),
+        Arc::new(memory_bus(std::time::Duration::from_secs(30), 3)),
+    )
+    .await
+    .unwrap();
+    p.ensure_tenant("Sample").await.unwrap();
+
+    // Sourcing: the job's campaign does not exist (permanent, before any paid call) and the
+    // second record is malformed.
+    let s: SqsEvent = serde_json::from_str(&event("sourcing.json")).unwrap();
+    let r = handle_sqs(&p.stages.sourcing, &p.deps, s).await;
+    assert_eq!(failures(&r), vec!["msg-1", "msg-2"]);
+    assert!(
+        p.sim.state.requests.lock().unwrap().get("yelp").is_none(),
+        "no Yelp call for a missing campaign"
+    );
+
+    // Scoring: the business is unknown (permanent failure) and the second record is malformed.
+    let e: SqsEvent = serde_json::from_str(&event("scoring.json")).unwrap();
+    let r = handle_sqs(&p.stages.scoring, &p.deps, e).await;
+    assert_eq!(failures(&r), vec!["msg-1", "msg-2"]);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["batchItemFailures"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,425 @@
+//! The pipeline targeting → scoring end to end, on real PostgreSQL, the simulator, the local
+//! object store and the in-process bus: the happy path, at-least-once delivery, poison
+//! messages, 429 storms, a next hop lost after commit, a closed budget, and the budget gate
+//! under concurrent reservations.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use leadfactory_cli::campaign::CampaignFile;
+use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
+use shared::bus::{Bus, BusError, Delivery, MemoryBus, QueueDepth, queues};
+use shared::domain::TenantId;
+use testkit::TestDb;
+
+fn campaign(quota: u32) -> CampaignFile {
+    let mut c = CampaignFile::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/san-jose-restaurants.toml"
+    )))
+    .unwrap();
+    c.daily_quota = quota;
+    c
+}
+
+struct Fixture {
+    db: TestDb,
+    pipeline: LocalPipeline,
+    _store: tempfile::TempDir,
+}
+
+async fn fixture(bus: Arc<dyn Bus>, tweak: impl FnOnce(&mut LocalOptions)) -> Fixture {
+    let db = TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    let mut opts = LocalOptions::new(db.app_url(), store.path().to_owned());
+    tweak(&mut opts);
+    let pipeline = LocalPipeline::start(opts, bus).await.unwrap();
+    pipeline.ensure_tenant("Test agency").await.unwrap();
+    let mut pool = pipeline.pool().clone();
+    campaign(60)
+        .upsert(&mut pool, pipeline.tenant)
+        .await
+        .unwrap();
+    Fixture {
+        db,
+        pipeline,
+        _store: store,
+    }
+}
+
+fn local_bus() -> Arc<MemoryBus> {
+    Arc::new(memory_bus(Duration::from_secs(30), 3))
+}
+
+/// The pipeline's results in a form that does not depend on generated ids.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    businesses: i64,
+    enrichments: i64,
+    assessments: i64,
+    scores: BTreeSet<(String, i16, String, bool)>,
+}
+
+async fn snapshot(db: &TestDb) -> Snapshot {
+    let admin = db.admin().await;
+    let one = |sql: &'static str| {
+        let admin = &admin;
+        async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    Snapshot {
+        businesses: one("SELECT count(*) FROM businesses").await,
+        enrichments: one("SELECT count(*) FROM enrichments").await,
+        assessments: one("SELECT count(*) FROM assessments").await,
+        scores: admin
+            .query("SELECT b.yelp_id, s.score, s.tier::text, s.qualified FROM scores s JOIN businesses b ON b.id = s.business_id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_end_to_end_through_scoring() {
+    let bus = local_bus();
+    let f = fixture(bus.clone(), |_| {}).await;
+    let run = f.pipeline.run(&NoProgress).await.unwrap();
+    let s = summarize(f.pipeline.pool(), f.pipeline.tenant, run)
+        .await
+        .unwrap();
+
+    assert!(s.sourced >= 45, "{s:?}");
+    assert!(
+        s.duplicates >= 1,
+        "the simulated world has second listings: {s:?}"
+    );
+    assert!(s.enriched >= 30 && s.enriched <= s.sourced, "{s:?}");
+    assert_eq!(
+        s.assessed, s.enriched,
+        "every enriched business with a site is assessed: {s:?}"
+    );
+    assert_eq!(s.scored, s.assessed);
+    assert!(s.tiers.len() >= 3, "scores spread over tiers: {s:?}");
+    assert!(s.qualified > 0 && s.qualified < s.scored);
+    assert_eq!(s.failed, 0);
+    assert!(s.cost_micros > 0);
+    assert_eq!(
+        bus.depth(queues::REPORTS).await.unwrap().visible as i64,
+        s.qualified,
+        "each qualified lead goes on exactly once"
+    );
+
+    let admin = f.db.admin().await;
+    // Every qualified lead is reachable and every assessment of a reachable site stored its HTML.
+    let unreachable_qualified: i64 = admin.query_one("SELECT count(*) FROM scores s JOIN businesses b ON b.id = s.business_id WHERE s.qualified AND b.email IS NULL", &[]).await.unwrap().get(0);
+    assert_eq!(unreachable_qualified, 0);
+    let keys: Vec<String> = admin
+        .query(
+            "SELECT raw_html_key FROM assessments WHERE http_status BETWEEN 200 AND 299",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        let key = shared::store::ObjectKey::parse(k).unwrap();
+        let gz = f.pipeline.deps.store.get(&key).await.unwrap();
+        let mut html = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut html)
+            .unwrap();
+        assert!(html.contains("<html"), "{k}");
+    }
+    // LLM insights were used and logged with an expiry; each assessment has three recommendations.
+    let (llm, expiring): (i64, i64) = {
+        let r = admin.query_one("SELECT count(*), count(*) FILTER (WHERE expires_at > now() + interval '80 days') FROM llm_logs", &[]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(llm > 0 && llm == expiring);
+    let bad_insights: i64 = admin.query_one("SELECT count(*) FROM assessments WHERE jsonb_array_length(insights->'recommendations') <> 3", &[]).await.unwrap().get(0);
+    assert_eq!(bad_insights, 0);
+    // Run tracking: stage percentiles and vendor usage exist; the run is closed.
+    let stages: Vec<String> = admin.query("SELECT stage FROM run_stage_stats WHERE run_id = $1 AND p95_ms IS NOT NULL ORDER BY stage", &[&run.as_uuid()]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        stages,
+        vec!["assessment", "enrichment", "scoring", "sourcing"]
+    );
+    let status: String = admin
+        .query_one("SELECT status FROM runs WHERE id = $1", &[&run.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "succeeded");
+    // No PII in run events.
+    let leaked: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM run_event_logs WHERE extra::text LIKE '%@%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+}
+
+/// Delivers every message twice (as SQS may), except to the reports queue, whose count shows
+/// whether scoring emitted its next hop once per lead.
+struct Twice(Arc<MemoryBus>);
+
+#[async_trait]
+impl Bus for Twice {
+    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
+        self.0.send_batch(queue, bodies).await?;
+        if queue != queues::REPORTS {
+            self.0.send_batch(queue, bodies).await?;
+        }
+        Ok(())
+    }
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
+        self.0.receive(queue, max).await
+    }
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError> {
+        self.0.delete(queue, receipt).await
+    }
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        t: Duration,
+    ) -> Result<(), BusError> {
+        self.0.change_visibility(queue, receipt, t).await
+    }
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, BusError> {
+        self.0.depth(queue).await
+    }
+}
+
+#[tokio::test]
+async fn every_message_delivered_twice_gives_the_same_final_state() {
+    let plain = fixture(local_bus(), |_| {}).await;
+    plain.pipeline.run(&NoProgress).await.unwrap();
+    let expected = snapshot(&plain.db).await;
+
+    let inner = local_bus();
+    let twice = fixture(Arc::new(Twice(inner.clone())), |_| {}).await;
+    twice.pipeline.run(&NoProgress).await.unwrap();
+    assert_eq!(snapshot(&twice.db).await, expected);
+    let qualified = expected.scores.iter().filter(|s| s.3).count() as u64;
+    assert_eq!(
+        inner.depth(queues::REPORTS).await.unwrap().visible,
+        qualified,
+        "the next hop is sent once per lead"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_message_lands_in_the_dlq_while_its_batch_succeeds() {
+    let bus = local_bus();
+    let f = fixture(bus.clone(), |_| {}).await;
+    bus.send_batch(
+        queues::SOURCING,
+        &["{not json".to_owned(), r#"{"v":9,"payload":{}}"#.to_owned()],
+    )
+    .await
+    .unwrap();
+    f.pipeline.run(&NoProgress).await.unwrap();
+    let dead = bus
+        .receive(&queues::dlq(queues::SOURCING), 10)
+        .await
+        .unwrap();
+    let bodies: BTreeSet<String> = dead.iter().map(|d| d.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        BTreeSet::from(["{not json".to_owned(), r#"{"v":9,"payload":{}}"#.to_owned()])
+    );
+    let s = snapshot(&f.db).await;
+    assert!(
+        s.businesses >= 45,
+        "the rest of the batch went through: {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_storm_slows_the_run_but_loses_nothing() {
+    let calm = fixture(local_bus(), |_| {}).await;
+    calm.pipeline.run(&NoProgress).await.unwrap();
+    let expected = snapshot(&calm.db).await;
+
+    let stormy = fixture(local_bus(), |o| {
+        o.max_receive_count = 6;
+        let storm = sim::Fault {
+            rate_429: 0.3,
+            retry_after_secs: Some(0.01),
+            ..sim::Fault::default()
+        };
+        for v in ["yelp", "places", "pagespeed", "openai"] {
+            o.sim.faults.insert(v.into(), storm.clone());
+        }
+    })
+    .await;
+    stormy.pipeline.run(&NoProgress).await.unwrap();
+    let requests = stormy.pipeline.sim.state.requests.lock().unwrap().clone();
+    let calm_requests = calm.pipeline.sim.state.requests.lock().unwrap().clone();
+    assert!(
+        requests["places"] > calm_requests["places"],
+        "429s were retried: {requests:?} vs {calm_requests:?}"
+    );
+    assert_eq!(snapshot(&stormy.db).await, expected);
+    let hits: i64 = stormy
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(rate_limit_hits), 0)::bigint FROM run_vendor_usage",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(hits > 0);
+}
+
+/// Refuses the first send to enrichment: the results are committed but the next hop is not.
+struct LoseFirstSend(Arc<MemoryBus>, AtomicUsize);
+
+#[async_trait]
+impl Bus for LoseFirstSend {
+    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
+        if queue == queues::ENRICHMENT && self.1.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(BusError::Service {
+                queue: queue.into(),
+                detail: "injected outage".into(),
+            });
+        }
+        self.0.send_batch(queue, bodies).await
+    }
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
+        self.0.receive(queue, max).await
+    }
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError> {
+        self.0.delete(queue, receipt).await
+    }
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        t: Duration,
+    ) -> Result<(), BusError> {
+        self.0.change_visibility(queue, receipt, t).await
+    }
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, BusError> {
+        self.0.depth(queue).await
+    }
+}
+
+#[tokio::test]
+async fn a_next_hop_lost_after_commit_is_sent_on_redelivery() {
+    let calm = fixture(local_bus(), |_| {}).await;
+    calm.pipeline.run(&NoProgress).await.unwrap();
+    let expected = snapshot(&calm.db).await;
+
+    let lossy = fixture(
+        Arc::new(LoseFirstSend(local_bus(), AtomicUsize::new(0))),
+        |_| {},
+    )
+    .await;
+    lossy.pipeline.run(&NoProgress).await.unwrap();
+    assert_eq!(snapshot(&lossy.db).await, expected);
+    let pending: i64 = lossy
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM processed_messages WHERE status <> 'done'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
+async fn a_closed_llm_budget_skips_the_paid_step_and_the_stage_goes_on() {
+    let f = fixture(local_bus(), |o| o.budgets.llm = 0).await;
+    let run = f.pipeline.run(&NoProgress).await.unwrap();
+    let s = summarize(f.pipeline.pool(), f.pipeline.tenant, run)
+        .await
+        .unwrap();
+    assert!(s.skipped_by_budget > 0, "{s:?}");
+    assert_eq!(s.scored, s.assessed, "assessment went on without the LLM");
+    let admin = f.db.admin().await;
+    let llm: i64 = admin
+        .query_one("SELECT count(*) FROM llm_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(llm, 0);
+    let template: i64 = admin.query_one("SELECT count(*) FROM assessments WHERE checks->>'insights_source' = 'template' AND jsonb_array_length(insights->'recommendations') = 3", &[]).await.unwrap().get(0);
+    assert_eq!(template, s.assessed);
+    assert!(
+        f.pipeline
+            .sim
+            .state
+            .requests
+            .lock()
+            .unwrap()
+            .get("openai")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_budget_gate_never_exceeds_the_budget_under_concurrent_reservations() {
+    let db = TestDb::new().await;
+    let t = TenantId::new();
+    db.admin()
+        .await
+        .execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, 'A')",
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let pool = db.app_pool();
+    let limit = 10_000i64;
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut c = pool.get().await.unwrap();
+                // Mixed batch sizes of 300-micro calls, all racing for the same budget row.
+                shared::pipeline::budget::reserve(&mut c, t, "llm", limit, 300, 1 + (i % 4))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.unwrap();
+    }
+    let reserved: i64 = db
+        .admin()
+        .await
+        .query_one(
+            "SELECT reserved_micros FROM budgets WHERE tenant_id = $1",
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reserved, granted * 300);
+    assert!(reserved <= limit);
+    assert_eq!(
+        granted,
+        limit / 300,
+        "the budget is used up to the last whole call"
+    );
+}
