@@ -4,6 +4,8 @@
 
 use aws_config::{BehaviorVersion, Region};
 
+pub use aws_config::SdkConfig;
+
 /// The shared SDK configuration; `endpoint` overrides the service endpoints (moto).
 pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod lambda;
 pub mod obs;
 pub mod pipeline;
+pub mod secrets;
 pub mod store;
 pub mod vendors;
 pub mod webhook;

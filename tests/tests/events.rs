@@ -90,3 +90,13 @@ async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["batchItemFailures"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn the_webhook_sample_is_an_http_api_request_carrying_sendgrid_events() {
+    let r: aws_lambda_events::event::apigw::ApiGatewayV2httpRequest =
+        serde_json::from_str(&event("sendgrid-webhook.json")).unwrap();
+    assert_eq!(shared::lambda::http::method(&r), "POST");
+    let events: Vec<shared::webhook::sendgrid::Event> =
+        serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+    assert_eq!(events[0].event, "delivered");
+}

@@ -28,6 +28,9 @@ use analyze::Checks;
 use guard::Guard;
 use insights::Insights;
 
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[shared::bus::queues::SCORING];
+
 /// LLM settings from the predecessors: a small model, low temperature, ~500 output tokens.
 pub const LLM_MODEL: &str = "gpt-4o-mini";
 pub const LLM_TEMPERATURE: f32 = 0.3;
@@ -185,6 +188,10 @@ impl StageHandler for Assessment {
         stage::ASSESSMENT
     }
 
+    fn sends_to(&self) -> &'static [&'static str] {
+        SENDS_TO
+    }
+
     fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
         // An insights call: ~1,000 prompt and ~500 completion tokens.
         self.openai.as_ref().map(|_| {
@@ -253,7 +260,7 @@ impl StageHandler for Assessment {
                 .map(|r| r.to_string())
                 .unwrap_or_else(|| "adhoc".into());
             let key = ObjectKey::parse(&format!(
-                "tenants/{}/html/{}/{run}.html.gz",
+                "html/{}/{}/{run}.html.gz",
                 env.tenant_id, env.payload.business_id
             ))
             .map_err(|e| WorkError::Permanent(e.to_string()))?;

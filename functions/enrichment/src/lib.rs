@@ -17,6 +17,9 @@ use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkE
 use shared::vendors::CallContext;
 use shared::vendors::places::{Place, PlacesClient, TextSearchRequest};
 
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[shared::bus::queues::ASSESSMENT];
+
 pub use matching::{MatchScore, score_match};
 
 pub struct Enrichment {
@@ -62,6 +65,10 @@ impl StageHandler for Enrichment {
 
     fn stage(&self) -> &'static str {
         stage::ENRICHMENT
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        SENDS_TO
     }
 
     fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {

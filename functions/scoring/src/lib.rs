@@ -15,6 +15,9 @@ use shared::domain::{BusinessId, TenantId, Tier};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
 
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[shared::bus::queues::REPORTS];
+
 pub use engine::{Facts, Outcome, score};
 pub use rules::{Rules, RulesError};
 
@@ -75,6 +78,10 @@ impl StageHandler for Scoring {
 
     fn stage(&self) -> &'static str {
         stage::SCORING
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        SENDS_TO
     }
 
     async fn load(

@@ -18,6 +18,9 @@ use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkE
 use shared::vendors::CallContext;
 use shared::vendors::yelp::{SearchRequest, YelpClient};
 
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[shared::bus::queues::ENRICHMENT];
+
 pub use candidate::{Candidate, from_yelp};
 
 /// A business enriched or assessed longer ago than this is handed on again as stale.
@@ -115,6 +118,10 @@ impl StageHandler for Sourcing {
 
     fn stage(&self) -> &'static str {
         stage::SOURCING
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        SENDS_TO
     }
 
     fn concurrency(&self) -> usize {

@@ -14,6 +14,9 @@ use shared::domain::{CampaignId, RunId, TenantId};
 use shared::pipeline::messages::stage;
 use shared::pipeline::{Deps, runs};
 
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[shared::bus::queues::SOURCING];
+
 pub use expand::{CampaignPlan, MAX_DEPTH, PAGE, expand};
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::budget::BudgetLimits;
 use crate::bus::{Bus, SqsBus};
-use crate::config::{ConfigError, CoreConfig, Mode, ProcessEnv, Reader, StoreConfig};
+use crate::config::{ConfigError, CoreConfig, Mode, Reader, StoreConfig};
 use crate::db::Pool;
 use crate::store::{LocalStore, ObjectStore, S3Store};
 use crate::vendors::config::VendorsConfig;
@@ -67,15 +67,18 @@ pub enum DepsError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
 }
 
 impl Deps {
     /// Production wiring from the environment: SQS queues from `LF_QUEUE_<NAME>_URL`, S3 or a local
     /// store, vendor clients' settings. Makes no network call (connections are lazy).
     pub async fn from_env() -> Result<Deps, DepsError> {
-        let core = CoreConfig::from_env()?;
-        let vendors = VendorsConfig::load(&ProcessEnv)?;
-        let mut r = Reader::new(&ProcessEnv);
+        let source = crate::secrets::from_env().await?;
+        let core = CoreConfig::load(&source)?;
+        let vendors = VendorsConfig::load(&source)?;
+        let mut r = Reader::new(&source);
         let budgets = BudgetLimits {
             yelp: r.parsed_or("LF_BUDGET_YELP_MICROS", BudgetLimits::default().yelp),
             places: r.parsed_or("LF_BUDGET_PLACES_MICROS", BudgetLimits::default().places),

@@ -95,6 +95,9 @@ pub trait StageHandler: Send + Sync {
 
     fn stage(&self) -> &'static str;
 
+    /// The only queues this stage may send to (its `SENDS_TO`, which the template grants).
+    fn sends_to(&self) -> &'static [&'static str];
+
     /// Reads what the work needs for these messages (one round trip for the batch).
     async fn load(
         &self,

@@ -1,0 +1,272 @@
+//! sendgrid-webhook: SendGrid's signed event webhook.
+//!
+//! The ECDSA signature over `timestamp + raw body` is verified before anything is parsed, and a
+//! stale timestamp is refused. The whole event array is then stored in one statement per tenant,
+//! deduplicated by `sg_event_id` (or, when SendGrid sent none, a hash of message id, event,
+//! timestamp and address): SendGrid retries deliveries, so duplicates are normal and change
+//! nothing. Only events stored for the first time advance their email's state and write
+//! suppressions — hard bounces, drops, spam reports and unsubscribes at once; soft bounces after
+//! repeated failures within a window. Bad input gets a 4xx with the reason and writes nothing.
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::json;
+use shared::db::{DbError, Pool, begin_tenant};
+use shared::domain::TenantId;
+use shared::lambda::http::{HttpError, body_bytes, header, method};
+use shared::webhook::sendgrid::{self, Event, SendGridKey};
+
+/// This function sends to no queue.
+pub const SENDS_TO: &[&str] = &[];
+
+/// A SendGrid batch is at most a few hundred KB; anything much larger is not SendGrid.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Soft bounces (`blocked`) within this many days before an address is suppressed …
+pub const SOFT_BOUNCE_WINDOW_DAYS: i32 = 7;
+/// … once there are this many.
+pub const SOFT_BOUNCE_LIMIT: i64 = 3;
+
+pub struct WebhookDeps {
+    pub pool: Pool,
+    pub key: SendGridKey,
+    pub tolerance_secs: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("SENDGRID_WEBHOOK_PUBLIC_KEY: {0}")]
+    Key(shared::webhook::SignatureError),
+    #[error(transparent)]
+    Secrets(#[from] shared::secrets::SecretsError),
+}
+
+impl WebhookDeps {
+    /// `DATABASE_URL` and `SENDGRID_WEBHOOK_PUBLIC_KEY` (base64 DER, as SendGrid shows it), from
+    /// the environment or the secrets in `LF_SECRET_ARNS`.
+    pub async fn from_env() -> Result<Self, StartError> {
+        let source = shared::secrets::from_env().await?;
+        let mut r = shared::config::Reader::new(&source);
+        let url = r.secret("DATABASE_URL");
+        let key = r.required("SENDGRID_WEBHOOK_PUBLIC_KEY");
+        let tolerance_secs = r.parsed_or(
+            "LF_WEBHOOK_TOLERANCE_SECS",
+            sendgrid::DEFAULT_TOLERANCE_SECS,
+        );
+        r.finish(())?;
+        Ok(Self {
+            pool: shared::db::connect(&url, 2)?,
+            key: SendGridKey::from_base64_der(&key).map_err(StartError::Key)?,
+            tolerance_secs,
+        })
+    }
+}
+
+/// What one delivery did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ingested {
+    pub received: usize,
+    pub stored: usize,
+    pub duplicates: usize,
+    pub unattributed: usize,
+    pub suppressed: usize,
+}
+
+pub async fn handler(deps: &WebhookDeps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    match ingest(deps, &req, chrono::Utc::now().timestamp()).await {
+        Ok(i) => shared::lambda::http::json(200, &json!(i)),
+        Err(e) => {
+            tracing::warn!(status = e.status, reason = %e.reason, "sendgrid webhook refused");
+            e.into_response()
+        }
+    }
+}
+
+/// Verifies, parses and stores one delivery; `now` is unix seconds (tests pin it).
+pub async fn ingest(
+    deps: &WebhookDeps,
+    req: &ApiGatewayV2httpRequest,
+    now: i64,
+) -> Result<Ingested, HttpError> {
+    if method(req) != "POST" {
+        return Err(HttpError::method_not_allowed("POST only"));
+    }
+    let body = body_bytes(req, MAX_BODY_BYTES)?;
+    deps.key
+        .verify(
+            header(req, sendgrid::SIGNATURE_HEADER),
+            header(req, sendgrid::TIMESTAMP_HEADER),
+            &body,
+            now,
+            deps.tolerance_secs,
+        )
+        .map_err(|e| HttpError::unauthorized(e.to_string()))?;
+    let events: Vec<Event> = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("body is not a SendGrid event array: {e}")))?;
+    let mut out = Ingested {
+        received: events.len(),
+        ..Ingested::default()
+    };
+    let mut by_tenant: BTreeMap<TenantId, Vec<&Event>> = BTreeMap::new();
+    for e in &events {
+        match e.arg("tenant_id").and_then(|t| TenantId::parse(t).ok()) {
+            Some(t) => by_tenant.entry(t).or_default().push(e),
+            None => out.unattributed += 1,
+        }
+    }
+    if out.unattributed > 0 {
+        tracing::warn!(
+            count = out.unattributed,
+            "events without a tenant_id custom arg were not stored"
+        );
+    }
+    for (tenant, evs) in by_tenant {
+        let (stored, suppressed) = store(&deps.pool, tenant, &evs).await.map_err(|e| {
+            tracing::error!(%tenant, error = %e, "storing events failed; SendGrid will retry");
+            HttpError::new(503, "temporarily unable to store events")
+        })?;
+        out.stored += stored;
+        out.duplicates += evs.len() - stored;
+        out.suppressed += suppressed;
+    }
+    Ok(out)
+}
+
+const INSERT_EVENTS: &str = "
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset($2::jsonb)
+        AS x(key text, email_id text, event text, msg text, at timestamptz, reason text, bounce_type text, url text, raw jsonb)
+), ins AS (
+    INSERT INTO email_events (tenant_id, email_id, sg_event_id, event, sg_message_id, occurred_at, reason, bounce_type, url, raw)
+    SELECT $1, coalesce(
+               (SELECT e.id FROM emails e WHERE e.id::text = x.email_id),
+               (SELECT e.id FROM emails e WHERE e.sg_message_id = x.msg)),
+           x.key, x.event, x.msg, x.at, x.reason, x.bounce_type, x.url, x.raw
+    FROM x
+    ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
+    RETURNING email_id, event, occurred_at, bounce_type, raw->>'email' AS address
+)
+SELECT email_id, event, occurred_at, bounce_type, address FROM ins";
+
+const ADVANCE: &str = "
+UPDATE emails m SET
+    delivery_status = CASE
+        WHEN x.rank > coalesce(array_position(ARRAY['processed','deferred','delivered','bounced','dropped','spamreport'], m.delivery_status), 0)
+        THEN (ARRAY['processed','deferred','delivered','bounced','dropped','spamreport'])[x.rank] ELSE m.delivery_status END,
+    delivered_at = coalesce(m.delivered_at, x.delivered_at),
+    opened_at = coalesce(m.opened_at, x.opened_at),
+    clicked_at = coalesce(m.clicked_at, x.clicked_at),
+    unsubscribed_at = coalesce(m.unsubscribed_at, x.unsubscribed_at)
+FROM (
+    SELECT email_id,
+           max(CASE event WHEN 'processed' THEN 1 WHEN 'deferred' THEN 2 WHEN 'delivered' THEN 3 WHEN 'open' THEN 3 WHEN 'click' THEN 3
+                          WHEN 'bounce' THEN 4 WHEN 'dropped' THEN 5 WHEN 'spamreport' THEN 6 ELSE 0 END) AS rank,
+           min(at) FILTER (WHERE event IN ('delivered', 'open', 'click')) AS delivered_at,
+           min(at) FILTER (WHERE event = 'open') AS opened_at,
+           min(at) FILTER (WHERE event = 'click') AS clicked_at,
+           min(at) FILTER (WHERE event IN ('unsubscribe', 'group_unsubscribe')) AS unsubscribed_at
+    FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(email_id, event, at)
+    WHERE email_id IS NOT NULL
+    GROUP BY email_id
+) x
+WHERE m.id = x.email_id";
+
+const SUPPRESS: &str = "
+INSERT INTO suppressions (tenant_id, kind, value, reason, source)
+SELECT $1, 'email', lower(a), r, 'sendgrid' FROM UNNEST($2::text[], $3::text[]) AS u(a, r)
+ON CONFLICT (tenant_id, kind, value) DO NOTHING";
+
+const SOFT_BOUNCED: &str = "
+SELECT lower(raw->>'email') FROM email_events
+WHERE event = 'bounce' AND bounce_type = 'blocked' AND lower(raw->>'email') = ANY($1)
+  AND occurred_at > now() - make_interval(days => $2)
+GROUP BY lower(raw->>'email') HAVING count(*) >= $3";
+
+/// Stores one tenant's events; returns (newly stored, suppressions written).
+async fn store(
+    pool: &Pool,
+    tenant: TenantId,
+    events: &[&Event],
+) -> Result<(usize, usize), DbError> {
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "key": e.dedupe_key(), "email_id": e.arg("email_id"), "event": e.event, "msg": e.message_id(),
+                "at": chrono::DateTime::from_timestamp(e.timestamp, 0).unwrap_or_default(),
+                "reason": e.reason, "bounce_type": e.bounce_type, "url": e.url,
+                "raw": serde_json::to_value(e).unwrap_or_default()
+            })
+        })
+        .collect();
+    let mut client = pool.get().await?;
+    let tx = begin_tenant(&mut client, tenant).await?;
+    let inserted = tx
+        .query(
+            INSERT_EVENTS,
+            &[&tenant.as_uuid(), &serde_json::Value::Array(rows)],
+        )
+        .await?;
+    let mut ids = Vec::new();
+    let mut kinds = Vec::new();
+    let mut ats = Vec::new();
+    let mut suppress: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut soft = Vec::new();
+    for r in &inserted {
+        let email_id: Option<uuid::Uuid> = r.get(0);
+        let event: String = r.get(1);
+        let at: chrono::DateTime<chrono::Utc> = r.get(2);
+        let bounce_type: Option<String> = r.get(3);
+        let address: Option<String> = r.get(4);
+        ids.push(email_id);
+        kinds.push(event.clone());
+        ats.push(at);
+        let Some(address) = address
+            .and_then(|a| shared::domain::Email::parse(&a).ok())
+            .map(|a| a.to_string())
+        else {
+            continue;
+        };
+        let reason = match (event.as_str(), bounce_type.as_deref()) {
+            ("bounce", Some("blocked")) => {
+                soft.push(address);
+                continue;
+            }
+            ("bounce", _) => "hard_bounce",
+            ("dropped", _) => "dropped",
+            ("spamreport", _) => "spamreport",
+            ("unsubscribe", _) => "unsubscribe",
+            ("group_unsubscribe", _) => "group_unsubscribe",
+            _ => continue,
+        };
+        suppress.entry(address).or_insert(reason);
+    }
+    if !ids.is_empty() {
+        tx.execute(ADVANCE, &[&ids, &kinds, &ats]).await?;
+    }
+    if !soft.is_empty() {
+        for r in tx
+            .query(
+                SOFT_BOUNCED,
+                &[&soft, &SOFT_BOUNCE_WINDOW_DAYS, &SOFT_BOUNCE_LIMIT],
+            )
+            .await?
+        {
+            suppress.entry(r.get(0)).or_insert("soft_bounce");
+        }
+    }
+    let mut written = 0;
+    if !suppress.is_empty() {
+        let addrs: Vec<&str> = suppress.keys().map(String::as_str).collect();
+        let reasons: Vec<&str> = suppress.values().copied().collect();
+        written = tx
+            .execute(SUPPRESS, &[&tenant.as_uuid(), &addrs, &reasons])
+            .await? as usize;
+    }
+    tx.commit().await?;
+    Ok((inserted.len(), written))
+}

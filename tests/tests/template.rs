@@ -1,0 +1,290 @@
+//! The SAM template matches the code: every function crate has a resource (built from its own
+//! binary) and every resource a crate; every SQS-triggered function reads a queue that has a
+//! DLQ, reports partial batch failures, and outlives its timeout in visibility; every schedule
+//! targets an existing function; every queue a function sends to exists and the function may
+//! send to it (and to nothing else). `cfn-lint` (run by scripts/test) checks the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml_ng::Value;
+
+fn template() -> Value {
+    serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/template.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+/// `{Fn::GetAtt: [X, attr]}` → X, or `{Ref: X}` → X.
+fn target(v: &Value) -> Option<String> {
+    if let Some(seq) = v.get("Fn::GetAtt").and_then(Value::as_sequence) {
+        return seq.first().and_then(Value::as_str).map(str::to_owned);
+    }
+    v.get("Ref").and_then(Value::as_str).map(str::to_owned)
+}
+
+fn crates() -> BTreeMap<String, &'static [&'static str]> {
+    BTreeMap::from([
+        ("targeting".to_owned(), targeting::SENDS_TO),
+        ("sourcing".to_owned(), sourcing::SENDS_TO),
+        ("enrichment".to_owned(), enrichment::SENDS_TO),
+        ("assessment".to_owned(), assessment::SENDS_TO),
+        ("scoring".to_owned(), scoring::SENDS_TO),
+        ("sendgrid-webhook".to_owned(), sendgrid_webhook::SENDS_TO),
+    ])
+}
+
+#[test]
+fn every_function_crate_has_a_resource_and_every_resource_a_crate() {
+    let t = template();
+    let resources = t["Resources"].as_mapping().unwrap();
+    let dirs: BTreeSet<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert_eq!(
+        dirs,
+        crates().keys().cloned().collect(),
+        "the test's crate list is out of date"
+    );
+    let mut binaries = BTreeSet::new();
+    for (_, r) in resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        assert_eq!(
+            s(r, &["Metadata", "BuildMethod"]).and_then(Value::as_str),
+            Some("rust-cargolambda")
+        );
+        let bin = s(r, &["Metadata", "BuildProperties", "Binary"])
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned();
+        // The crate's [[bin]] has this name: each function's binary name is unique.
+        let manifest: toml::Value = toml::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/../functions/{bin}/Cargo.toml",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["bin"][0]["name"].as_str(), Some(bin.as_str()));
+        assert!(binaries.insert(bin), "two resources build the same binary");
+    }
+    assert_eq!(binaries, dirs);
+    let g = &t["Globals"]["Function"];
+    assert_eq!(
+        (
+            g["Runtime"].as_str(),
+            g["Architectures"][0].as_str(),
+            g["Handler"].as_str()
+        ),
+        (Some("provided.al2023"), Some("arm64"), Some("bootstrap"))
+    );
+}
+
+#[test]
+fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
+    let t = template();
+    let res = &t["Resources"];
+    let global_timeout = t["Globals"]["Function"]["Timeout"].as_i64().unwrap();
+    let mut sqs_functions = 0;
+    for (name, r) in res
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        let timeout = r["Properties"]["Timeout"]
+            .as_i64()
+            .unwrap_or(global_timeout);
+        for (_, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            match e["Type"].as_str() {
+                Some("SQS") => {
+                    sqs_functions += 1;
+                    let q = target(&e["Properties"]["Queue"]).unwrap();
+                    let queue = &res[q.as_str()];
+                    assert_eq!(queue["Type"], "AWS::SQS::Queue", "{name:?} reads {q}");
+                    let dlq = target(&queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+                        .unwrap_or_else(|| panic!("{q} has no DLQ"));
+                    assert_eq!(res[dlq.as_str()]["Type"], "AWS::SQS::Queue");
+                    assert!(
+                        queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+                            .as_i64()
+                            .unwrap()
+                            > 1
+                    );
+                    let types: Vec<&str> = e["Properties"]["FunctionResponseTypes"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    assert_eq!(types, vec!["ReportBatchItemFailures"], "{name:?}");
+                    let vis = queue["Properties"]["VisibilityTimeout"].as_i64().unwrap();
+                    assert!(
+                        vis > timeout,
+                        "{q}: visibility {vis} must exceed {name:?}'s timeout {timeout}"
+                    );
+                    assert!(
+                        e["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+                            .as_i64()
+                            .unwrap()
+                            >= 2
+                    );
+                }
+                Some("Schedule" | "ScheduleV2") => {}
+                Some("HttpApi") => {
+                    assert_eq!(
+                        e["Properties"]["Method"], "POST",
+                        "{name:?}: webhooks are POST"
+                    );
+                }
+                other => panic!("{name:?}: unexpected event type {other:?}"),
+            }
+        }
+    }
+    assert_eq!(sqs_functions, 4);
+    // Every queue that is not a DLQ has one.
+    for (name, r) in res.as_mapping().unwrap() {
+        let n = name.as_str().unwrap();
+        if r["Type"] == "AWS::SQS::Queue" && !n.ends_with("DLQ") {
+            assert!(
+                r["Properties"]["RedrivePolicy"].is_mapping(),
+                "{n} has no DLQ"
+            );
+        }
+    }
+}
+
+#[test]
+fn schedules_target_existing_functions() {
+    let t = template();
+    let res = &t["Resources"];
+    let mut schedules = 0;
+    for (_, r) in res.as_mapping().unwrap() {
+        match r["Type"].as_str() {
+            Some("AWS::Serverless::Function") => {
+                schedules += r["Properties"]["Events"]
+                    .as_mapping()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, e)| e["Type"] == "Schedule")
+                    .count();
+            }
+            Some("AWS::Events::Rule" | "AWS::Scheduler::Schedule") => {
+                for tgt in r["Properties"]["Targets"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .chain(std::iter::once(&r["Properties"]["Target"]))
+                {
+                    if let Some(f) = target(&tgt["Arn"]) {
+                        assert_eq!(
+                            res[f.as_str()]["Type"],
+                            "AWS::Serverless::Function",
+                            "a schedule targets {f}"
+                        );
+                        schedules += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(schedules >= 1, "the nightly targeting schedule");
+}
+
+#[test]
+fn functions_may_send_to_exactly_the_queues_their_code_sends_to() {
+    let t = template();
+    let res = &t["Resources"];
+    for (_, r) in res
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        let bin = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        let sends = crates()[bin];
+        let env = r["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default();
+        let granted: BTreeSet<String> = r["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("SQSSendMessagePolicy"))
+            .map(|p| target(&p["QueueName"]).unwrap())
+            .collect();
+        let mut expected = BTreeSet::new();
+        for q in sends {
+            let var = format!("LF_QUEUE_{}_URL", q.to_uppercase());
+            let resource = target(&env[&Value::from(var.as_str())])
+                .unwrap_or_else(|| panic!("{bin}: {var} is not set from a queue"));
+            let queue = &res[resource.as_str()];
+            assert_eq!(
+                queue["Type"], "AWS::SQS::Queue",
+                "{bin} sends to {resource}"
+            );
+            let qname = queue["Properties"]["QueueName"]["Fn::Sub"]
+                .as_str()
+                .unwrap();
+            assert_eq!(qname, format!("leadfactory-${{Stage}}-{q}"));
+            expected.insert(resource);
+        }
+        assert_eq!(granted, expected, "{bin}: send permissions");
+        let queue_vars: Vec<_> = env
+            .keys()
+            .filter_map(Value::as_str)
+            .filter(|k| k.starts_with("LF_QUEUE_"))
+            .collect();
+        assert_eq!(
+            queue_vars.len(),
+            sends.len(),
+            "{bin}: no queue URL beyond what it sends to"
+        );
+    }
+}
+
+#[test]
+fn the_bucket_is_private_encrypted_and_expires_raw_html() {
+    let t = template();
+    let b = &t["Resources"]["ArtifactsBucket"]["Properties"];
+    assert!(b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"].is_string());
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(b["PublicAccessBlockConfiguration"][k], true, "{k}");
+    }
+    let rules = b["LifecycleConfiguration"]["Rules"].as_sequence().unwrap();
+    let html = rules.iter().find(|r| r["Prefix"] == "html/").unwrap();
+    assert_eq!(html["ExpirationInDays"], 90);
+    assert!(
+        !rules.iter().any(|r| r["Prefix"] == "reports/"),
+        "reports are kept"
+    );
+    // No secret value in the template: secrets come from Secrets Manager ARNs.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/template.yaml"
+    ))
+    .unwrap();
+    for needle in ["sk_live", "sk-", "SG.", "postgres://"] {
+        assert!(!text.contains(needle), "template contains {needle}");
+    }
+}
