@@ -100,3 +100,16 @@ fn the_webhook_sample_is_an_http_api_request_carrying_sendgrid_events() {
         serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
     assert_eq!(events[0].event, "delivered");
 }
+
+#[test]
+fn the_stripe_sample_is_an_http_api_request_carrying_a_stripe_event() {
+    let r: aws_lambda_events::event::apigw::ApiGatewayV2httpRequest =
+        serde_json::from_str(&event("stripe-webhook.json")).unwrap();
+    assert_eq!(
+        shared::lambda::http::header(&r, "Stripe-Signature").map(|h| h.starts_with("t=")),
+        Some(true)
+    );
+    let e: shared::webhook::stripe::Event =
+        serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+    assert_eq!(e.kind, "checkout.session.completed");
+}

@@ -39,6 +39,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("assessment".to_owned(), assessment::SENDS_TO),
         ("scoring".to_owned(), scoring::SENDS_TO),
         ("sendgrid-webhook".to_owned(), sendgrid_webhook::SENDS_TO),
+        ("stripe-webhook".to_owned(), stripe_webhook::SENDS_TO),
     ])
 }
 
@@ -286,5 +287,23 @@ fn the_bucket_is_private_encrypted_and_expires_raw_html() {
     .unwrap();
     for needle in ["sk_live", "sk-", "SG.", "postgres://"] {
         assert!(!text.contains(needle), "template contains {needle}");
+    }
+}
+
+#[test]
+fn every_dlq_and_every_function_has_an_alarm() {
+    let t = template();
+    let res = t["Resources"].as_mapping().unwrap();
+    let alarmed: BTreeSet<String> = res
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .filter_map(|a| target(&a["Properties"]["Dimensions"][0]["Value"]))
+        .collect();
+    for (name, r) in res {
+        let n = name.as_str().unwrap();
+        let needs = (r["Type"] == "AWS::SQS::Queue") || r["Type"] == "AWS::Serverless::Function";
+        if needs {
+            assert!(alarmed.contains(n), "{n} has no alarm");
+        }
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 pub use envelope::{ENVELOPE_VERSION, Envelope, EnvelopeError};
 pub use memory::{MemoryBus, QueueSpec};
-pub use sqs::SqsBus;
+pub use sqs::{SqsBus, sqs_client};
 
 /// The logical queue names of the pipeline's hops; each has a `<name>-dlq` dead-letter queue.
 pub mod queues {

@@ -14,6 +14,11 @@ use super::{Bus, BusError, Delivery, MAX_BATCH_ENTRIES, QueueDepth, plan_batches
 
 const SEND_ATTEMPTS: u32 = 4;
 
+/// An SQS client from shared SDK configuration (functions need no direct SDK dependency).
+pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(sdk)
+}
+
 #[derive(Debug, Clone)]
 pub struct SqsBus {
     client: aws_sdk_sqs::Client,

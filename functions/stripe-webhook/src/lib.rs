@@ -1,0 +1,304 @@
+//! stripe-webhook: Stripe's signed events.
+//!
+//! `Stripe-Signature` (HMAC-SHA256 over `t.body`, any `v1`, 300 s tolerance, constant-time) is
+//! checked on the raw body before it is parsed. Each event is stored once by its id; a repeated
+//! delivery changes nothing. `checkout.session.completed` with `payment_status=paid` (and
+//! `checkout.session.async_payment_succeeded`) records the purchase as paid and hands it to the
+//! fulfilment queue exactly once: the event is stored unprocessed, the purchase committed, the
+//! fulfilment message sent, and only then the event marked processed — a delivery that stopped
+//! in between is finished by Stripe's retry. `async_payment_failed` and `expired` mark the
+//! purchase; `charge.refunded` records the refund. Other types are acknowledged and stored.
+
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::{Value, json};
+use shared::bus::{Bus, Envelope, queues};
+use shared::db::{DbError, Pool, begin_tenant};
+use shared::domain::TenantId;
+use shared::lambda::http::{HttpError, body_bytes, header, method};
+use shared::webhook::stripe::{self, Event};
+
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[queues::FULFILMENT];
+
+/// Stripe events are small; a large body is not Stripe.
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+
+pub struct WebhookDeps {
+    pub pool: Pool,
+    pub bus: std::sync::Arc<dyn Bus>,
+    pub secret: secrecy::SecretString,
+    pub tolerance_secs: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Secrets(#[from] shared::secrets::SecretsError),
+}
+
+impl WebhookDeps {
+    /// `DATABASE_URL`, `STRIPE_WEBHOOK_SECRET` and `LF_QUEUE_FULFILMENT_URL`, from the
+    /// environment or the secrets in `LF_SECRET_ARNS`.
+    pub async fn from_env() -> Result<Self, StartError> {
+        let source = shared::secrets::from_env().await?;
+        let mut r = shared::config::Reader::new(&source);
+        let url = r.secret("DATABASE_URL");
+        let secret = r.secret("STRIPE_WEBHOOK_SECRET");
+        let queue = r.required("LF_QUEUE_FULFILMENT_URL");
+        let tolerance_secs =
+            r.parsed_or("LF_WEBHOOK_TOLERANCE_SECS", stripe::DEFAULT_TOLERANCE_SECS);
+        let endpoint = r.optional("AWS_ENDPOINT_URL");
+        r.finish(())?;
+        let sdk = shared::aws::sdk_config(endpoint.as_deref()).await;
+        let bus = shared::bus::SqsBus::new(
+            shared::bus::sqs_client(&sdk),
+            std::collections::HashMap::from([(queues::FULFILMENT.to_owned(), queue)]),
+        );
+        Ok(Self {
+            pool: shared::db::connect(&url, 2)?,
+            bus: std::sync::Arc::new(bus),
+            secret,
+            tolerance_secs,
+        })
+    }
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Handled {
+    pub event_id: String,
+    pub kind: String,
+    /// `processed`, `duplicate`, `ignored` (a type we do not act on) or `unattributed`.
+    pub outcome: &'static str,
+    pub fulfilment_sent: bool,
+}
+
+/// The payload of a fulfilment message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fulfil {
+    pub purchase_id: uuid::Uuid,
+    pub stripe_session_id: String,
+}
+
+pub async fn handler(deps: &WebhookDeps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    match handle(deps, &req, chrono::Utc::now().timestamp()).await {
+        Ok(h) => shared::lambda::http::json(200, &json!(h)),
+        Err(e) => {
+            tracing::warn!(status = e.status, reason = %e.reason, "stripe webhook refused");
+            e.into_response()
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpError {
+    tracing::error!(error = %e, "stripe webhook failed; Stripe will retry");
+    HttpError::new(503, "temporarily unable to process the event")
+}
+
+/// Verifies and processes one delivery; `now` is unix seconds.
+pub async fn handle(
+    deps: &WebhookDeps,
+    req: &ApiGatewayV2httpRequest,
+    now: i64,
+) -> Result<Handled, HttpError> {
+    use secrecy::ExposeSecret;
+    if method(req) != "POST" {
+        return Err(HttpError::method_not_allowed("POST only"));
+    }
+    let body = body_bytes(req, MAX_BODY_BYTES)?;
+    stripe::verify(
+        deps.secret.expose_secret(),
+        header(req, "Stripe-Signature"),
+        &body,
+        now,
+        deps.tolerance_secs,
+    )
+    .map_err(|e| HttpError::unauthorized(e.to_string()))?;
+    let event: Event = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("body is not a Stripe event: {e}")))?;
+    let object = &event.data.object;
+    let mut handled = Handled {
+        event_id: event.id.clone(),
+        kind: event.kind.clone(),
+        outcome: "processed",
+        fulfilment_sent: false,
+    };
+    let Some(tenant) = object
+        .get("metadata")
+        .and_then(|m| m.get("tenant_id"))
+        .and_then(Value::as_str)
+        .and_then(|t| TenantId::parse(t).ok())
+    else {
+        // Not one of ours (or created without our metadata): acknowledge so Stripe stops retrying.
+        tracing::warn!(event_id = %event.id, kind = %event.kind, "event without metadata.tenant_id acknowledged and not stored");
+        handled.outcome = "unattributed";
+        return Ok(handled);
+    };
+    let mut client = deps.pool.get().await.map_err(internal)?;
+    let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
+    let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
+    let payload: Value =
+        serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO stripe_events (event_id, tenant_id, type, created, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+            &[&event.id, &tenant.as_uuid(), &event.kind, &created, &payload],
+        )
+        .await
+        .map_err(internal)?;
+    let processed: Option<chrono::DateTime<chrono::Utc>> = tx
+        .query_one(
+            "SELECT processed_at FROM stripe_events WHERE event_id = $1",
+            &[&event.id],
+        )
+        .await
+        .map_err(internal)?
+        .get(0);
+    if processed.is_some() {
+        tx.commit().await.map_err(internal)?;
+        handled.outcome = "duplicate";
+        return Ok(handled);
+    }
+    let mut fulfil: Option<Fulfil> = None;
+    let session_id = object.get("id").and_then(Value::as_str).unwrap_or_default();
+    let paid = object.get("payment_status").and_then(Value::as_str) == Some("paid");
+    match event.kind.as_str() {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" if paid => {
+            fulfil = record_paid(&tx, tenant, object)
+                .await
+                .map_err(|e| match e {
+                    PaidError::Missing(f) => {
+                        HttpError::bad_request(format!("checkout session lacks {f}"))
+                    }
+                    PaidError::Db(e) => internal(e),
+                })?;
+        }
+        "checkout.session.completed" => {
+            // Paid later by an async method: the async_payment_* event decides.
+        }
+        "checkout.session.async_payment_failed" | "checkout.session.expired" => {
+            let status = if event.kind.ends_with("failed") {
+                "failed"
+            } else {
+                "expired"
+            };
+            tx.execute("UPDATE purchases SET status = $2 WHERE stripe_session_id = $1 AND status = 'pending'", &[&session_id, &status]).await.map_err(internal)?;
+        }
+        "charge.refunded" => {
+            let intent = object
+                .get("payment_intent")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let refunded = object
+                .get("amount_refunded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .max(0);
+            tx.execute(
+                "UPDATE purchases SET refunded_cents = LEAST(GREATEST(refunded_cents, $2), amount_cents),
+                        status = CASE WHEN LEAST(GREATEST(refunded_cents, $2), amount_cents) >= amount_cents THEN 'refunded' ELSE 'partially_refunded' END
+                 WHERE stripe_payment_intent = $1",
+                &[&intent, &refunded],
+            )
+            .await
+            .map_err(internal)?;
+        }
+        _ => handled.outcome = "ignored",
+    }
+    tx.commit().await.map_err(internal)?;
+    if let Some(f) = &fulfil {
+        let env = Envelope::new(
+            tenant,
+            None,
+            format!("fulfil:{}", f.stripe_session_id),
+            f.clone(),
+        );
+        let body = env.to_body().map_err(internal)?;
+        deps.bus
+            .send_batch(queues::FULFILMENT, &[body])
+            .await
+            .map_err(internal)?;
+        handled.fulfilment_sent = true;
+    }
+    let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
+    tx.execute(
+        "UPDATE stripe_events SET processed_at = now() WHERE event_id = $1",
+        &[&event.id],
+    )
+    .await
+    .map_err(internal)?;
+    tx.commit().await.map_err(internal)?;
+    if inserted == 0 {
+        tracing::info!(event_id = %event.id, "finished an event a previous delivery had stored but not processed");
+    }
+    Ok(handled)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PaidError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Upserts the purchase as paid; returns the fulfilment to send while one is due.
+async fn record_paid(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    s: &Value,
+) -> Result<Option<Fulfil>, PaidError> {
+    let meta = |k: &'static str| {
+        s.get("metadata")
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .and_then(|v| uuid::Uuid::parse_str(v).ok())
+    };
+    let session_id = s
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or(PaidError::Missing("id"))?;
+    let report = meta("report_id").ok_or(PaidError::Missing("metadata.report_id"))?;
+    let business = meta("business_id").ok_or(PaidError::Missing("metadata.business_id"))?;
+    let amount = s
+        .get("amount_total")
+        .and_then(Value::as_i64)
+        .ok_or(PaidError::Missing("amount_total"))?
+        .max(0);
+    let currency = s
+        .get("currency")
+        .and_then(Value::as_str)
+        .unwrap_or("usd")
+        .to_lowercase();
+    let intent = s.get("payment_intent").and_then(Value::as_str);
+    let email = s
+        .get("customer_details")
+        .and_then(|c| c.get("email"))
+        .and_then(Value::as_str)
+        .or_else(|| s.get("customer_email").and_then(Value::as_str));
+    // Fulfilment is due while the purchase is paid and not yet fulfilled: a retry of a delivery
+    // that stopped after this commit sends it again, and the fulfilment consumer's idempotency
+    // key (`fulfil:<session>`) makes the second message a no-op.
+    let row = tx
+        .query_one(
+            "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
+                                    status, amount_cents, currency, customer_email, paid_at)
+             VALUES ($1, $3, $4, $5, $6, $7, $2, $8, 'paid', $9, $10, $11, now())
+             ON CONFLICT (stripe_session_id) DO UPDATE SET status = CASE WHEN purchases.status IN ('pending', 'failed', 'expired') THEN 'paid' ELSE purchases.status END,
+                 stripe_payment_intent = coalesce(purchases.stripe_payment_intent, EXCLUDED.stripe_payment_intent),
+                 customer_email = coalesce(purchases.customer_email, EXCLUDED.customer_email),
+                 paid_at = coalesce(purchases.paid_at, now())
+             RETURNING id, status = 'paid' AND fulfilled_at IS NULL",
+            &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &report, &business, &meta("campaign_id"), &meta("email_id"), &intent, &amount, &currency, &email],
+        )
+        .await?;
+    let due: bool = row.get(1);
+    Ok(due.then(|| Fulfil {
+        purchase_id: row.get(0),
+        stripe_session_id: session_id.to_owned(),
+    }))
+}

@@ -1,0 +1,362 @@
+//! The Stripe webhook against real PostgreSQL and the in-process bus: one purchase and one
+//! fulfilment message per paid checkout however often Stripe delivers, a stop between commit
+//! and send finished by the retry, refunds and expiries recorded, bad requests refused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
+use secrecy::SecretString;
+use shared::bus::{Bus, BusError, Delivery, MemoryBus, QueueDepth, QueueSpec, queues};
+use shared::webhook::stripe;
+use stripe_webhook::{WebhookDeps, handle, handler};
+use testkit::TestDb;
+
+const SECRET: &str = "whsec_test_123";
+
+struct Setup {
+    db: TestDb,
+    bus: Arc<MemoryBus>,
+    deps: WebhookDeps,
+    tenant: uuid::Uuid,
+    report: uuid::Uuid,
+    business: uuid::Uuid,
+}
+
+async fn setup_with(bus_override: Option<Arc<dyn Bus>>) -> Setup {
+    let db = TestDb::new().await;
+    let admin = db.admin().await;
+    let (tenant, business, report) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    admin
+        .execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, 'A')",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'Joe', 'joe')",
+            &[&business, &tenant],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO reports (id, tenant_id, business_id, token, preview_key, full_key, pages, bytes, price_cents)
+             VALUES ($1, $2, $3, repeat('k', 40), 'reports/p.pdf', 'reports/f.pdf', 6, 1000, 4900)",
+            &[&report, &tenant, &business],
+        )
+        .await
+        .unwrap();
+    let bus = Arc::new(MemoryBus::new(QueueSpec::with_dlq(
+        queues::FULFILMENT,
+        Duration::from_secs(30),
+        3,
+    )));
+    let deps = WebhookDeps {
+        pool: db.app_pool(),
+        bus: bus_override.unwrap_or_else(|| bus.clone()),
+        secret: SecretString::from(SECRET),
+        tolerance_secs: 300,
+    };
+    Setup {
+        db,
+        bus,
+        deps,
+        tenant,
+        report,
+        business,
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn request(body: &str, signature: Option<String>) -> ApiGatewayV2httpRequest {
+    let mut r = ApiGatewayV2httpRequest::default();
+    r.request_context.http.method = http::Method::POST;
+    r.body = Some(body.to_owned());
+    if let Some(s) = signature {
+        r.headers.insert("stripe-signature", s.parse().unwrap());
+    }
+    r
+}
+
+fn signed(body: &str) -> ApiGatewayV2httpRequest {
+    request(
+        body,
+        Some(stripe::sign(SECRET, now(), body.as_bytes()).unwrap()),
+    )
+}
+
+fn completed(s: &Setup, event_id: &str, session: &str) -> String {
+    serde_json::json!({
+        "id": event_id, "object": "event", "type": "checkout.session.completed", "created": now(), "livemode": false,
+        "data": { "object": {
+            "id": session, "object": "checkout.session", "payment_status": "paid", "status": "complete",
+            "amount_total": 4900, "currency": "usd", "payment_intent": format!("pi_{session}"),
+            "customer_details": { "email": "owner@joes.example.com" },
+            "metadata": { "tenant_id": s.tenant, "report_id": s.report, "business_id": s.business }
+        } }
+    })
+    .to_string()
+}
+
+async fn one(db: &TestDb, sql: &str) -> i64 {
+    db.admin().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_paid_checkout_is_recorded_and_fulfilled_once_however_often_it_is_delivered() {
+    let s = setup_with(None).await;
+    let body = completed(&s, "evt_1", "cs_test_1");
+    let first = handle(&s.deps, &signed(&body), now()).await.unwrap();
+    assert_eq!((first.outcome, first.fulfilment_sent), ("processed", true));
+    for _ in 0..2 {
+        let again = handle(&s.deps, &signed(&body), now()).await.unwrap();
+        assert_eq!((again.outcome, again.fulfilment_sent), ("duplicate", false));
+    }
+    assert_eq!(handler(&s.deps, signed(&body)).await.status_code, 200);
+    let row =
+        s.db.admin()
+            .await
+            .query_one(
+                "SELECT status, amount_cents, customer_email, stripe_payment_intent FROM purchases",
+                &[],
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2),
+            row.get::<_, String>(3)
+        ),
+        (
+            "paid".into(),
+            4900,
+            "owner@joes.example.com".into(),
+            "pi_cs_test_1".into()
+        )
+    );
+    assert_eq!(one(&s.db, "SELECT count(*) FROM purchases").await, 1);
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM stripe_events WHERE processed_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    let msgs = s.bus.receive(queues::FULFILMENT, 10).await.unwrap();
+    assert_eq!(msgs.len(), 1, "one fulfilment message");
+    let env: shared::bus::Envelope<stripe_webhook::Fulfil> =
+        shared::bus::Envelope::parse(&msgs[0].body).unwrap();
+    assert_eq!(env.payload.stripe_session_id, "cs_test_1");
+    assert_eq!(env.idempotency_key, "fulfil:cs_test_1");
+}
+
+/// Fails the first send, as if the function stopped between commit and send.
+struct FailFirst(Arc<MemoryBus>, AtomicBool);
+
+#[async_trait]
+impl Bus for FailFirst {
+    async fn send_batch(&self, q: &str, b: &[String]) -> Result<(), BusError> {
+        if !self.1.swap(true, Ordering::SeqCst) {
+            return Err(BusError::Service {
+                queue: q.into(),
+                detail: "injected".into(),
+            });
+        }
+        self.0.send_batch(q, b).await
+    }
+    async fn receive(&self, q: &str, m: usize) -> Result<Vec<Delivery>, BusError> {
+        self.0.receive(q, m).await
+    }
+    async fn delete(&self, q: &str, r: &str) -> Result<(), BusError> {
+        self.0.delete(q, r).await
+    }
+    async fn change_visibility(&self, q: &str, r: &str, t: Duration) -> Result<(), BusError> {
+        self.0.change_visibility(q, r, t).await
+    }
+    async fn depth(&self, q: &str) -> Result<QueueDepth, BusError> {
+        self.0.depth(q).await
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_that_stopped_before_sending_is_finished_by_the_retry() {
+    let inner = Arc::new(MemoryBus::new(QueueSpec::with_dlq(
+        queues::FULFILMENT,
+        Duration::from_secs(30),
+        3,
+    )));
+    let s = setup_with(Some(Arc::new(FailFirst(
+        inner.clone(),
+        AtomicBool::new(false),
+    ))))
+    .await;
+    let body = completed(&s, "evt_2", "cs_test_2");
+    let err = handle(&s.deps, &signed(&body), now()).await.unwrap_err();
+    assert_eq!(err.status, 503, "Stripe retries a 5xx");
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM purchases WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM stripe_events WHERE processed_at IS NULL"
+        )
+        .await,
+        1
+    );
+    let retry = handle(&s.deps, &signed(&body), now()).await.unwrap();
+    assert_eq!((retry.outcome, retry.fulfilment_sent), ("processed", true));
+    assert_eq!(inner.depth(queues::FULFILMENT).await.unwrap().visible, 1);
+    assert_eq!(one(&s.db, "SELECT count(*) FROM purchases").await, 1);
+}
+
+#[tokio::test]
+async fn refunds_and_expiries_are_recorded() {
+    let s = setup_with(None).await;
+    handle(
+        &s.deps,
+        &signed(&completed(&s, "evt_3", "cs_test_3")),
+        now(),
+    )
+    .await
+    .unwrap();
+    let refund = |id: &str, amount: i64| {
+        serde_json::json!({ "id": id, "object": "event", "type": "charge.refunded", "created": now(),
+            "data": { "object": { "id": "ch_1", "object": "charge", "amount": 4900, "amount_refunded": amount, "payment_intent": "pi_cs_test_3",
+                                  "metadata": { "tenant_id": s.tenant } } } })
+        .to_string()
+    };
+    handle(&s.deps, &signed(&refund("evt_4", 1000)), now())
+        .await
+        .unwrap();
+    let row =
+        s.db.admin()
+            .await
+            .query_one("SELECT status, refunded_cents FROM purchases", &[])
+            .await
+            .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("partially_refunded".into(), 1000)
+    );
+    handle(&s.deps, &signed(&refund("evt_5", 4900)), now())
+        .await
+        .unwrap();
+    let row =
+        s.db.admin()
+            .await
+            .query_one("SELECT status, refunded_cents FROM purchases", &[])
+            .await
+            .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("refunded".into(), 4900)
+    );
+
+    // A pending checkout that expires.
+    s.db.admin()
+        .await
+        .execute(
+            "INSERT INTO purchases (id, tenant_id, report_id, business_id, stripe_session_id, amount_cents) VALUES (gen_random_uuid(), $1, $2, $3, 'cs_pending', 4900)",
+            &[&s.tenant, &s.report, &s.business],
+        )
+        .await
+        .unwrap();
+    let expired = serde_json::json!({ "id": "evt_6", "object": "event", "type": "checkout.session.expired", "created": now(),
+        "data": { "object": { "id": "cs_pending", "object": "checkout.session", "payment_status": "unpaid", "metadata": { "tenant_id": s.tenant } } } })
+    .to_string();
+    handle(&s.deps, &signed(&expired), now()).await.unwrap();
+    assert_eq!(one(&s.db, "SELECT count(*) FROM purchases WHERE stripe_session_id = 'cs_pending' AND status = 'expired'").await, 1);
+    // A type we do not act on is acknowledged and stored.
+    let other = serde_json::json!({ "id": "evt_7", "object": "event", "type": "customer.created", "created": now(), "data": { "object": { "id": "cus_1", "metadata": { "tenant_id": s.tenant } } } }).to_string();
+    assert_eq!(
+        handle(&s.deps, &signed(&other), now())
+            .await
+            .unwrap()
+            .outcome,
+        "ignored"
+    );
+    assert_eq!(one(&s.db, "SELECT count(*) FROM stripe_events").await, 5);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_4xx_and_write_nothing() {
+    let s = setup_with(None).await;
+    let body = completed(&s, "evt_9", "cs_test_9");
+    let mut tampered = signed(&body);
+    tampered.body = Some(body.replace("4900", "1"));
+    let mut get = signed(&body);
+    get.request_context.http.method = http::Method::GET;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(600 * 1024));
+    let missing_meta = completed(&s, "evt_10", "cs_test_10").replace("report_id", "nothing");
+    let cases: Vec<(&str, ApiGatewayV2httpRequest, u16)> = vec![
+        (
+            "wrong secret",
+            request(
+                &body,
+                Some(stripe::sign("whsec_other", now(), body.as_bytes()).unwrap()),
+            ),
+            401,
+        ),
+        ("tampered body", tampered, 401),
+        (
+            "stale timestamp",
+            request(
+                &body,
+                Some(stripe::sign(SECRET, now() - 3_600, body.as_bytes()).unwrap()),
+            ),
+            401,
+        ),
+        ("missing header", request(&body, None), 401),
+        (
+            "malformed header",
+            request(&body, Some("t=abc,v1=zz".into())),
+            401,
+        ),
+        ("malformed JSON", signed("{\"id\": 1"), 400),
+        ("oversized body", signed(&big), 413),
+        ("wrong method", get, 405),
+        ("paid session without report_id", signed(&missing_meta), 400),
+    ];
+    for (what, req, status) in cases {
+        let err = handle(&s.deps, &req, now()).await.unwrap_err();
+        assert_eq!(err.status, status, "{what}: {}", err.reason);
+        assert!(
+            (400..500).contains(&handler(&s.deps, req).await.status_code),
+            "{what}"
+        );
+    }
+    assert_eq!(one(&s.db, "SELECT count(*) FROM purchases").await, 0);
+    assert_eq!(one(&s.db, "SELECT count(*) FROM stripe_events").await, 0);
+    assert_eq!(s.bus.depth(queues::FULFILMENT).await.unwrap().visible, 0);
+    // Not ours: acknowledged, nothing stored.
+    let foreign = body.replace(&s.tenant.to_string(), "not-a-tenant");
+    assert_eq!(
+        handle(&s.deps, &signed(&foreign), now())
+            .await
+            .unwrap()
+            .outcome,
+        "unattributed"
+    );
+    assert_eq!(one(&s.db, "SELECT count(*) FROM stripe_events").await, 0);
+}
