@@ -94,6 +94,25 @@ pub async fn reserve(
     Ok(granted)
 }
 
+/// Gives back `micros` of today's reservation (work that was granted a paid call but failed).
+pub async fn release(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    class: &str,
+    micros: i64,
+) -> Result<(), DbError> {
+    if micros <= 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE budgets SET reserved_micros = GREATEST(reserved_micros - $3, 0), updated_at = now()
+         WHERE tenant_id = $1 AND vendor_class = $2 AND day = current_date",
+        &[&tenant.as_uuid(), &class, &micros],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Adds actual spend (from the call records) to the day's budget rows, one statement for all
 /// classes, inside the caller's transaction.
 pub async fn record_spend(

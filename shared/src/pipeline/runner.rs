@@ -151,12 +151,13 @@ pub struct BatchOutcome {
 
 /// A parsed message with its id.
 type Received<H> = (String, Envelope<<H as StageHandler>::Payload>);
-/// A message's work result with its duration.
+/// A message's work result, its duration, and whether it was granted its paid call.
 type WorkResult<H> = (
     String,
     Envelope<<H as StageHandler>::Payload>,
     Result<<H as StageHandler>::Work, WorkError>,
     i32,
+    bool,
 );
 
 #[derive(Serialize, Deserialize)]
@@ -275,12 +276,14 @@ async fn process_tenant<H: StageHandler>(
     let results: Vec<WorkResult<H>> = futures_util::stream::iter(fresh.into_iter().enumerate())
         .map(|(i, (id, env))| async move {
             let started = Instant::now();
-            let r = handler.work(deps, ctx, &env, (i as i64) < granted).await;
+            let paid = (i as i64) < granted;
+            let r = handler.work(deps, ctx, &env, paid).await;
             (
                 id,
                 env,
                 r,
                 started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+                paid,
             )
         })
         .buffer_unordered(handler.concurrency().max(1))
@@ -288,7 +291,11 @@ async fn process_tenant<H: StageHandler>(
         .await;
     let mut items = Vec::new();
     let mut events = Vec::new();
-    for (id, env, r, duration_ms) in results {
+    let mut failed_paid = 0i64;
+    for (id, env, r, duration_ms, paid) in results {
+        if r.is_err() && paid {
+            failed_paid += 1;
+        }
         match r {
             Ok(work) => items.push(StageItem {
                 env,
@@ -384,6 +391,11 @@ async fn process_tenant<H: StageHandler>(
             _ => continue,
         };
         *spend.entry(class).or_default() += r.cost_micros;
+    }
+    // Reservations of paid calls whose work failed go back: a vendor outage must not use up
+    // the day's budget without spending it (the retry reserves again).
+    if let Some((class, unit_cost)) = handler.budget(deps) {
+        super::budget::release(&tx, tenant, class, failed_paid * unit_cost).await?;
     }
     super::budget::record_spend(&tx, tenant, &spend.into_iter().collect::<Vec<_>>()).await?;
     tx.commit().await?;
