@@ -2,4 +2,5 @@
 //! `leadfactory` binary and the end-to-end tests.
 
 pub mod campaign;
+pub mod dlq;
 pub mod local;

@@ -2,6 +2,7 @@
 //! the local pipeline run, the simulator, DLQ redrive and exports.
 
 mod db;
+mod dlq_cmd;
 mod run;
 mod simulator;
 
@@ -27,6 +28,8 @@ enum Command {
     },
     /// Run the whole pipeline locally on embedded defaults (PostgreSQL, simulator, local store and queue)
     Run(run::RunArgs),
+    /// Dead-letter queues in AWS (or moto): list what failed and why, move messages back
+    Dlq(dlq_cmd::DlqArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -45,5 +48,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate { url } => db::migrate(url).await,
         Command::Sim(args) => simulator::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Dlq(args) => dlq_cmd::run(args).await,
     }
 }

@@ -429,15 +429,42 @@ async fn a_vendor_outage_dead_letters_its_messages_without_using_up_the_budget()
     let bus = local_bus();
     let f = fixture(bus.clone(), |o| {
         o.max_receive_count = 2;
-        o.sim.faults.insert("places".into(), sim::Fault { rate_5xx: 1.0, ..sim::Fault::default() });
+        o.sim.faults.insert(
+            "places".into(),
+            sim::Fault {
+                rate_5xx: 1.0,
+                ..sim::Fault::default()
+            },
+        );
     })
     .await;
     let run = f.pipeline.run(&NoProgress).await.unwrap();
-    let s = summarize(f.pipeline.pool(), f.pipeline.tenant, run).await.unwrap();
+    let s = summarize(f.pipeline.pool(), f.pipeline.tenant, run)
+        .await
+        .unwrap();
     assert_eq!(s.enriched, 0);
-    let dead = bus.depth(&queues::dlq(queues::ENRICHMENT)).await.unwrap().visible as i64;
-    assert_eq!(dead, s.sourced, "every enrichment message is dead-lettered, none lost");
-    let row = f.db.admin().await.query_one("SELECT reserved_micros, spent_micros FROM budgets WHERE vendor_class = 'places'", &[]).await.unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (0, 0), "failed calls gave their reservations back");
+    let dead = bus
+        .depth(&queues::dlq(queues::ENRICHMENT))
+        .await
+        .unwrap()
+        .visible as i64;
+    assert_eq!(
+        dead, s.sourced,
+        "every enrichment message is dead-lettered, none lost"
+    );
+    let row =
+        f.db.admin()
+            .await
+            .query_one(
+                "SELECT reserved_micros, spent_micros FROM budgets WHERE vendor_class = 'places'",
+                &[],
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (0, 0),
+        "failed calls gave their reservations back"
+    );
     assert!(s.failed > 0);
 }

@@ -1,0 +1,97 @@
+//! Dead-letter queues: look at what failed and why, and move messages back to their source
+//! queue. Works on any `Bus` (SQS in AWS or moto, the in-process bus locally). Redriven messages
+//! are safe: every stage is idempotent per message key.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use shared::bus::{Bus, BusError, Envelope, MAX_BATCH_ENTRIES, queues};
+
+/// One dead-lettered message, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub receive_count: u32,
+    pub tenant: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub trace_id: Option<String>,
+    /// Why it could not even be read, when that is the reason it failed.
+    pub parse_error: Option<String>,
+    pub body_excerpt: String,
+}
+
+/// Reads up to `max` messages from `queue`'s DLQ without removing them (each is made visible
+/// again at once).
+pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLetter>, BusError> {
+    let dlq = queues::dlq(queue);
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while out.len() < max {
+        let got = bus
+            .receive(&dlq, (max - out.len()).min(MAX_BATCH_ENTRIES))
+            .await?;
+        if got.is_empty() {
+            break;
+        }
+        let mut new = 0;
+        for d in got {
+            bus.change_visibility(&dlq, &d.receipt, Duration::ZERO)
+                .await?;
+            if !seen.insert(d.message_id.clone()) {
+                continue;
+            }
+            new += 1;
+            let parsed = Envelope::<serde_json::Value>::parse(&d.body);
+            out.push(DeadLetter {
+                message_id: d.message_id,
+                receive_count: d.receive_count,
+                tenant: parsed.as_ref().ok().map(|e| e.tenant_id.to_string()),
+                idempotency_key: parsed.as_ref().ok().map(|e| e.idempotency_key.clone()),
+                trace_id: parsed.as_ref().ok().map(|e| e.trace_id.clone()),
+                parse_error: parsed.err().map(|e| e.to_string()),
+                body_excerpt: d.body.chars().take(200).collect(),
+            });
+        }
+        if new == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Moves up to `max` messages from `queue`'s DLQ back to `queue`, a batch at a time: each batch
+/// is sent before it is deleted from the DLQ, so a failure part-way loses nothing.
+pub async fn redrive(bus: &dyn Bus, queue: &str, max: usize) -> Result<usize, BusError> {
+    let dlq = queues::dlq(queue);
+    let mut moved = 0;
+    while moved < max {
+        let batch = bus
+            .receive(&dlq, (max - moved).min(MAX_BATCH_ENTRIES))
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        let bodies: Vec<String> = batch.iter().map(|d| d.body.clone()).collect();
+        bus.send_batch(queue, &bodies).await?;
+        for d in &batch {
+            bus.delete(&dlq, &d.receipt).await?;
+        }
+        moved += batch.len();
+    }
+    Ok(moved)
+}
+
+/// The latest recorded failure for a trace, read as the schema owner (operators see all tenants).
+pub async fn failure_reason(
+    client: &tokio_postgres::Client,
+    trace_id: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT stage || ': ' || coalesce(extra->>'error', error_code, event) FROM run_event_logs
+             WHERE trace_id = $1 AND status = 'error' ORDER BY created_at DESC LIMIT 1",
+            &[&trace_id],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
