@@ -74,7 +74,8 @@ pub async fn run(action: DbAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn migrate(url: Option<String>) -> anyhow::Result<()> {
+/// A connection as the schema owner: `url`, or the running local cluster.
+pub async fn owner_client(url: Option<String>) -> anyhow::Result<tokio_postgres::Client> {
     let url = match url {
         Some(u) => u,
         None => {
@@ -85,11 +86,16 @@ pub async fn migrate(url: Option<String>) -> anyhow::Result<()> {
         }
     };
     let config = shared::db::pg_config(&secrecy::SecretString::from(url))?;
-    let (mut client, conn) = config
+    let (client, conn) = config
         .connect(shared::db::tls_connector()?)
         .await
         .context("connecting to the database")?;
     tokio::spawn(conn);
+    Ok(client)
+}
+
+pub async fn migrate(url: Option<String>) -> anyhow::Result<()> {
+    let mut client = owner_client(url).await?;
     let applied = shared::db::migrate(&mut client).await?;
     if applied.is_empty() {
         eprintln!("schema is up to date");

@@ -4,3 +4,4 @@
 pub mod campaign;
 pub mod dlq;
 pub mod local;
+pub mod status;

@@ -30,6 +30,14 @@ enum Command {
     Run(run::RunArgs),
     /// Dead-letter queues in AWS (or moto): list what failed and why, move messages back
     Dlq(dlq_cmd::DlqArgs),
+    /// The latest runs and the newest run's stage table
+    Status {
+        /// Owner URL of the database (default: the local cluster)
+        #[arg(long, env = "DATABASE_OWNER_URL")]
+        url: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        runs: i64,
+    },
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -49,5 +57,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Sim(args) => simulator::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Dlq(args) => dlq_cmd::run(args).await,
+        Command::Status { url, runs } => {
+            let client = db::owner_client(url).await?;
+            print!("{}", leadfactory_cli::status::report(&client, runs).await?);
+            Ok(())
+        }
     }
 }

@@ -468,3 +468,23 @@ async fn a_vendor_outage_dead_letters_its_messages_without_using_up_the_budget()
     );
     assert!(s.failed > 0);
 }
+
+#[tokio::test]
+async fn status_shows_the_latest_run_with_its_stage_table() {
+    let f = fixture(local_bus(), |_| {}).await;
+    let run = f.pipeline.run(&NoProgress).await.unwrap();
+    let text = leadfactory_cli::status::report(&f.db.admin().await, 5)
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&run.to_string()) && text.contains("succeeded"),
+        "{text}"
+    );
+    for stage in ["sourcing", "enrichment", "assessment", "scoring"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(stage)),
+            "{stage} missing:\n{text}"
+        );
+    }
+    assert!(text.lines().any(|l| l.starts_with("places")), "{text}");
+}

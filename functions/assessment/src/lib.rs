@@ -477,6 +477,7 @@ impl StageHandler for Assessment {
             },
             status: "ok",
             extra: json!({ "http_status": a.fetched.status, "performance": a.psi.as_ref().ok().and_then(|p| p.performance), "insights": a.insights_source }),
+            marker: false,
         }];
         for skipped in &a.skipped_paid {
             events.push(EventInfo {
@@ -484,6 +485,7 @@ impl StageHandler for Assessment {
                 event: "SKIPPED_DUE_TO_BUDGET".into(),
                 status: "skipped",
                 extra: json!({ "step": skipped }),
+                marker: true,
             });
         }
         events

@@ -309,6 +309,7 @@ impl StageHandler for Enrichment {
             event: event.into(),
             status,
             extra,
+            marker: false,
         }]
     }
 }

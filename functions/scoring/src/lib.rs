@@ -243,6 +243,7 @@ impl StageHandler for Scoring {
             },
             status: "ok",
             extra: json!({ "score": o.score.value(), "tier": o.tier.as_str() }),
+            marker: false,
         }]
     }
 }

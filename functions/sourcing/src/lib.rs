@@ -309,7 +309,7 @@ impl StageHandler for Sourcing {
                 event: event.into(),
                 status,
                 error_code: None,
-                duration_ms: 0,
+                duration_ms: None,
                 trace_id: env.trace_id.clone(),
                 extra: json!({ "yelp_id": c.yelp_id }),
             });
@@ -349,6 +349,7 @@ impl StageHandler for Sourcing {
             event: event.into(),
             status,
             extra: json!({ "location": j.location, "category": j.category, "offset": j.offset, "found": found }),
+            marker: false,
         }]
     }
 }

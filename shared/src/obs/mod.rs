@@ -1,6 +1,7 @@
 //! Observability: one place that builds the tracing subscriber, and the PII hasher every log line
 //! that mentions a person goes through.
 
+pub mod metrics;
 mod pii;
 
 pub use pii::{hash_email, hash_pii};

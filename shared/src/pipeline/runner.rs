@@ -83,6 +83,8 @@ pub struct EventInfo {
     /// `ok` or `skipped`.
     pub status: &'static str,
     pub extra: serde_json::Value,
+    /// A marker beside the item's main event (e.g. a skipped paid step): not a latency sample.
+    pub marker: bool,
 }
 
 /// A stage: what it does per message, and how it stores a batch of results.
@@ -314,7 +316,7 @@ async fn process_tenant<H: StageHandler>(
                         WorkError::Permanent(_) => "permanent".into(),
                         WorkError::Transient(_) => "transient".into(),
                     }),
-                    duration_ms,
+                    duration_ms: Some(duration_ms),
                     trace_id: env.trace_id.clone(),
                     extra: serde_json::json!({ "error": e.to_string() }),
                 });
@@ -334,13 +336,14 @@ async fn process_tenant<H: StageHandler>(
                 event: info.event,
                 status: info.status,
                 error_code: None,
-                duration_ms: it.duration_ms,
+                duration_ms: (!info.marker).then_some(it.duration_ms),
                 trace_id: it.env.trace_id.clone(),
                 extra: info.extra,
             });
         }
     }
     let records = deps.sink.drain();
+    emit_vendor_metrics(stage, &records);
     let (mine, others): (Vec<_>, Vec<_>) =
         records.into_iter().partition(|r| r.tenant == Some(tenant));
     for r in others {
@@ -482,4 +485,33 @@ pub async fn handle_sqs<H: StageHandler>(
         resp.batch_item_failures.push(f);
     }
     resp
+}
+
+/// One EMF line per vendor called in the batch: calls, errors, rate-limit hits, cost, latency.
+fn emit_vendor_metrics(stage: &str, records: &[crate::vendors::CallRecord]) {
+    use crate::obs::metrics::{MetricLine, Unit};
+    let mut by: BTreeMap<&str, (usize, usize, usize, i64, u64)> = BTreeMap::new();
+    for r in records {
+        let e = by.entry(r.vendor.as_str()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(!r.ok);
+        e.2 += usize::from(r.rate_limited);
+        e.3 += r.cost_micros;
+        e.4 += u64::from(r.latency_ms);
+    }
+    for (vendor, (calls, errors, limited, cost, latency)) in by {
+        MetricLine::new()
+            .dimension("Stage", stage)
+            .dimension("Vendor", vendor)
+            .value("VendorCalls", calls as f64, Unit::Count)
+            .value("VendorErrors", errors as f64, Unit::Count)
+            .value("VendorRateLimited", limited as f64, Unit::Count)
+            .value("VendorCostMicros", cost as f64, Unit::None)
+            .value(
+                "VendorLatencyAvg",
+                latency as f64 / calls.max(1) as f64,
+                Unit::Milliseconds,
+            )
+            .emit();
+    }
 }

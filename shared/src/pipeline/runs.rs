@@ -46,7 +46,9 @@ pub struct RunEvent {
     /// `ok`, `error` or `skipped`.
     pub status: &'static str,
     pub error_code: Option<String>,
-    pub duration_ms: i32,
+    /// Set on the one event per processed message (a latency sample); `None` on per-entity
+    /// detail events and markers, which stage statistics do not count.
+    pub duration_ms: Option<i32>,
     pub trace_id: String,
     pub extra: serde_json::Value,
 }
@@ -73,7 +75,7 @@ pub async fn insert_events(
             &events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
             &events.iter().map(|e| e.status).collect::<Vec<_>>(),
             &events.iter().map(|e| e.error_code.clone()).collect::<Vec<_>>(),
-            &events.iter().map(|e| e.duration_ms).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.duration_ms).collect::<Vec<Option<i32>>>(),
             &events.iter().map(|e| e.trace_id.as_str()).collect::<Vec<_>>(),
             &events.iter().map(|e| e.extra.clone()).collect::<Vec<_>>(),
         ],
@@ -160,14 +162,13 @@ pub async fn finalize_run(
 ) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO run_stage_stats AS s (run_id, tenant_id, stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms)
-         SELECT run_id, tenant_id, stage, count(*) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped'),
-                count(*) FILTER (WHERE status = 'ok'),
+         SELECT run_id, tenant_id, stage, count(*), count(*) FILTER (WHERE status = 'ok'),
                 count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'skipped'),
-                -- Latency of the work itself: budget markers added beside a processed item are not samples.
-                percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped'),
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped'),
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE event <> 'SKIPPED_DUE_TO_BUDGET' OR status = 'skipped')
-         FROM run_event_logs WHERE run_id = $1 AND tenant_id = $2
+                percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms),
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
+         -- One sample per processed message; detail events and markers carry no duration.
+         FROM run_event_logs WHERE run_id = $1 AND tenant_id = $2 AND duration_ms IS NOT NULL
          GROUP BY run_id, tenant_id, stage
          ON CONFLICT (run_id, stage) DO UPDATE SET total = EXCLUDED.total, success = EXCLUDED.success,
             errors = EXCLUDED.errors, skipped = EXCLUDED.skipped, p50_ms = EXCLUDED.p50_ms,
