@@ -79,6 +79,7 @@ pub struct Stages {
     pub enrichment: enrichment::Enrichment,
     pub assessment: assessment::Assessment,
     pub scoring: scoring::Scoring,
+    pub reports: reports::Reports,
 }
 
 pub struct LocalPipeline {
@@ -91,7 +92,7 @@ pub struct LocalPipeline {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("simulator: {0}")]
+    #[error("I/O: {0}")]
     Sim(std::io::Error),
     #[error(transparent)]
     Config(#[from] shared::config::ConfigError),
@@ -169,6 +170,9 @@ impl LocalPipeline {
                 deps.vendors.openai(&dyn_sink, &deps.policy)?,
             )?,
             scoring: scoring::Scoring::new(scoring::Rules::default_rules()?),
+            reports: reports::Reports::new(shared::domain::Money::from_cents(
+                reports::DEFAULT_PRICE_CENTS,
+            )?),
         };
         Ok(Self {
             deps,
@@ -241,7 +245,7 @@ impl LocalPipeline {
         Ok(true)
     }
 
-    /// Targeting, then every stage until all queues up to scoring are empty; finalises the run.
+    /// Targeting, then every stage until all queues up to reports are empty; finalises the run.
     pub async fn run(&self, progress: &dyn Progress) -> Result<RunId, LocalError> {
         let report = targeting::handler(
             &self.deps,
@@ -291,6 +295,14 @@ impl LocalPipeline {
                     counts.entry("scoring").or_default(),
                 )
                 .await?;
+            busy |= self
+                .pump(
+                    &self.stages.reports,
+                    queues::REPORTS,
+                    progress,
+                    counts.entry("reports").or_default(),
+                )
+                .await?;
             if !busy {
                 let mut in_flight = 0;
                 for q in [
@@ -298,6 +310,7 @@ impl LocalPipeline {
                     queues::ENRICHMENT,
                     queues::ASSESSMENT,
                     queues::SCORING,
+                    queues::REPORTS,
                 ] {
                     let d = self.deps.bus.depth(q).await?;
                     in_flight += d.visible + d.in_flight;
@@ -333,6 +346,7 @@ pub struct RunSummary {
     pub scored: i64,
     pub tiers: Vec<(String, i64)>,
     pub qualified: i64,
+    pub reports: i64,
     pub skipped_by_budget: i64,
     pub failed: i64,
     pub vendors: Vec<(String, i64, i64)>,
@@ -359,6 +373,7 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
         enriched: count("enrichment", &["enriched"]).await?,
         assessed: count("assessment", &["assessed", "site_unreachable"]).await?,
         unreachable: count("assessment", &["site_unreachable"]).await?,
+        reports: count("reports", &["rendered"]).await?,
         ..RunSummary::default()
     };
     let r = tx.query_one("SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET'), count(*) FILTER (WHERE status = 'error') FROM run_event_logs WHERE run_id = $1", &[&run.as_uuid()]).await?;
@@ -377,4 +392,54 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
     }
     tx.commit().await?;
     Ok(s)
+}
+
+/// Copies the run's full PDF reports from the store to `dir/<business>.pdf`; returns the paths.
+pub async fn export_reports(
+    p: &LocalPipeline,
+    run: RunId,
+    dir: &std::path::Path,
+) -> Result<Vec<PathBuf>, LocalError> {
+    let mut c = p.deps.pool.get().await.map_err(DbError::from)?;
+    let tx = begin_tenant(&mut c, p.tenant).await?;
+    let rows = tx
+        .query("SELECT b.name, r.full_key FROM reports r JOIN businesses b ON b.id = r.business_id WHERE r.run_id = $1 ORDER BY b.name", &[&run.as_uuid()])
+        .await
+        .map_err(DbError::from)?;
+    tx.commit().await.map_err(DbError::from)?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(LocalError::Sim)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .split('-')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let key = shared::store::ObjectKey::parse(&r.get::<_, String>(1))
+            .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?;
+        let pdf = p
+            .deps
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?;
+        let path = dir.join(format!("{slug}.pdf"));
+        tokio::fs::write(&path, &pdf)
+            .await
+            .map_err(LocalError::Sim)?;
+        out.push(path);
+    }
+    Ok(out)
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use leadfactory_cli::campaign::CampaignFile;
 use leadfactory_cli::local::{
-    LocalOptions, LocalPipeline, Progress, RunSummary, memory_bus, summarize,
+    LocalOptions, LocalPipeline, Progress, RunSummary, export_reports, memory_bus, summarize,
 };
 use secrecy::SecretString;
 use shared::db::cluster;
@@ -76,7 +76,8 @@ fn print_summary(s: &RunSummary, secs: f64) {
     for (tier, n) in &s.tiers {
         row(&format!("  tier {tier}"), n.to_string());
     }
-    row("qualified → reports queue", s.qualified.to_string());
+    row("qualified", s.qualified.to_string());
+    row("PDF reports rendered", s.reports.to_string());
     row("skipped by budget", s.skipped_by_budget.to_string());
     row("failed (retried / DLQ)", s.failed.to_string());
     println!();
@@ -136,7 +137,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         b.finish();
     }
     let summary = summarize(pipeline.pool(), pipeline.tenant, run).await?;
+    let pdfs = export_reports(&pipeline, run, std::path::Path::new("out/reports")).await?;
     println!("run {run}");
     print_summary(&summary, started.elapsed().as_secs_f64());
+    if let Some(first) = pdfs.first() {
+        println!(
+            "\n  {} PDF reports in out/reports/ (e.g. {})",
+            pdfs.len(),
+            first.display()
+        );
+    }
     Ok(())
 }

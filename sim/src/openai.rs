@@ -23,7 +23,7 @@ const PROBLEMS: &[(&str, &str, &str, &str)] = &[
         "Add a responsive viewport meta tag and test the layout at phone widths.",
     ),
     (
-        "performance",
+        "performance score",
         "Speed up the homepage",
         "The homepage loads slowly on mobile; visitors leave before it finishes.",
         "Compress and resize images, defer non-critical scripts and enable caching.",
@@ -83,7 +83,7 @@ const PROBLEMS: &[(&str, &str, &str, &str)] = &[
         "Install privacy-friendly analytics and track calls and bookings.",
     ),
     (
-        "seo",
+        "seo score",
         "Improve search visibility",
         "Basic search-engine signals are weak, so the site ranks below competitors.",
         "Fix titles, descriptions and headings, and claim the Google Business Profile.",
@@ -105,10 +105,27 @@ struct Ctx {
 impl Ctx {
     fn new(prompt: &str) -> Self {
         let lower = prompt.to_lowercase();
+        // A problem is picked only when a fact line shows it: missing, none, old, or a low score.
+        let bad_line = |kw: &str| {
+            lower.lines().any(|l| {
+                l.contains(kw)
+                    && (l.contains("missing")
+                        || l.contains("none")
+                        || l.contains("jquery version")
+                        || l.contains("copyright year")
+                        || l.split(|c: char| !c.is_ascii_digit() && c != '.')
+                            .filter_map(|n| n.parse::<f64>().ok())
+                            .any(|n| {
+                                (l.contains("/100") && n < 70.0)
+                                    || (l.starts_with("lcp") && n > 2.5)
+                                    || (l.starts_with("cls") && n > 0.1 && n < 1.0)
+                            }))
+            })
+        };
         let mut picks: Vec<usize> = PROBLEMS
             .iter()
             .enumerate()
-            .filter(|(_, p)| lower.contains(p.0))
+            .filter(|(_, p)| bad_line(p.0))
             .map(|(i, _)| i)
             .collect();
         for i in 0..PROBLEMS.len() {
@@ -139,6 +156,15 @@ fn text_for(name: &str, idx: usize, ctx: &Ctx) -> String {
         "title" | "name" | "headline" => p.1.to_owned(),
         "description" | "problem" | "summary" | "explanation" => p.2.to_owned(),
         "fix" | "recommendation" | "solution" => p.3.to_owned(),
+        "step" => {
+            let parent = PROBLEMS[ctx.picks[(idx / 10) % ctx.picks.len()]];
+            match idx % 10 {
+                0 => parent.3.to_owned(),
+                1 => "Check the result with PageSpeed Insights on a phone.".to_owned(),
+                _ => "Ask your web developer or site builder to make the change if you cannot."
+                    .to_owned(),
+            }
+        }
         "impact" => ["high", "medium", "high"][idx % 3].to_owned(),
         "effort" => ["low", "medium", "low"][idx % 3].to_owned(),
         "subject" => {
@@ -196,9 +222,10 @@ fn generate(schema: &Value, name: &str, idx: usize, ctx: &Ctx) -> Value {
                 .get("items")
                 .cloned()
                 .unwrap_or(json!({ "type": "string" }));
+            // Items of a nested array know their parent's index (idx * 10 + i).
             Value::Array(
                 (0..n)
-                    .map(|i| generate(&items, name.trim_end_matches('s'), i, ctx))
+                    .map(|i| generate(&items, name.trim_end_matches('s'), idx * 10 + i, ctx))
                     .collect(),
             )
         }

@@ -48,7 +48,12 @@ fn every_function_has_a_sample_event_that_parses() {
     let job: Envelope<SourcingJob> =
         Envelope::parse(s.records[0].body.as_deref().unwrap()).unwrap();
     assert_eq!(job.payload.limit, 50);
-    for f in ["enrichment.json", "assessment.json", "scoring.json"] {
+    for f in [
+        "enrichment.json",
+        "assessment.json",
+        "scoring.json",
+        "reports.json",
+    ] {
         let e: SqsEvent = serde_json::from_str(&event(f)).unwrap();
         assert!(
             Envelope::<LeadRef>::parse(e.records[0].body.as_deref().unwrap()).is_ok(),

@@ -1,4 +1,4 @@
-//! The pipeline targeting → scoring end to end, on real PostgreSQL, the simulator, the local
+//! The pipeline targeting → reports end to end, on real PostgreSQL, the simulator, the local
 //! object store and the in-process bus: the happy path, at-least-once delivery, poison
 //! messages, 429 storms, a next hop lost after commit, a closed budget, and the budget gate
 //! under concurrent reservations.
@@ -84,7 +84,7 @@ async fn snapshot(db: &TestDb) -> Snapshot {
 }
 
 #[tokio::test]
-async fn the_pipeline_runs_end_to_end_through_scoring() {
+async fn the_pipeline_runs_end_to_end_through_reports() {
     let bus = local_bus();
     let f = fixture(bus.clone(), |_| {}).await;
     let run = f.pipeline.run(&NoProgress).await.unwrap();
@@ -108,9 +108,13 @@ async fn the_pipeline_runs_end_to_end_through_scoring() {
     assert_eq!(s.failed, 0);
     assert!(s.cost_micros > 0);
     assert_eq!(
-        bus.depth(queues::REPORTS).await.unwrap().visible as i64,
+        s.reports, s.qualified,
+        "every qualified lead gets its report"
+    );
+    assert_eq!(
+        bus.depth(queues::PERSONALIZATION).await.unwrap().visible as i64,
         s.qualified,
-        "each qualified lead goes on exactly once"
+        "each report goes on exactly once"
     );
 
     let admin = f.db.admin().await;
@@ -136,6 +140,32 @@ async fn the_pipeline_runs_end_to_end_through_scoring() {
             .unwrap();
         assert!(html.contains("<html"), "{k}");
     }
+    // Each report's PDFs are in the store, the full one five pages, the preview two.
+    let keys: Vec<(String, String, String)> = admin
+        .query("SELECT full_key, preview_key, token FROM reports", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(keys.len() as i64, s.qualified);
+    for (full, preview, token) in &keys {
+        assert!(token.len() >= 40);
+        for (key, pages) in [(full, 5), (preview, 2)] {
+            let pdf = f
+                .pipeline
+                .deps
+                .store
+                .get(&shared::store::ObjectKey::parse(key).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                lopdf::Document::load_mem(&pdf).unwrap().get_pages().len(),
+                pages,
+                "{key}"
+            );
+        }
+    }
     // LLM insights were used and logged with an expiry; each assessment has three recommendations.
     let (llm, expiring): (i64, i64) = {
         let r = admin.query_one("SELECT count(*), count(*) FILTER (WHERE expires_at > now() + interval '80 days') FROM llm_logs", &[]).await.unwrap();
@@ -148,7 +178,7 @@ async fn the_pipeline_runs_end_to_end_through_scoring() {
     let stages: Vec<String> = admin.query("SELECT stage FROM run_stage_stats WHERE run_id = $1 AND p95_ms IS NOT NULL ORDER BY stage", &[&run.as_uuid()]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(
         stages,
-        vec!["assessment", "enrichment", "scoring", "sourcing"]
+        vec!["assessment", "enrichment", "reports", "scoring", "sourcing"]
     );
     let status: String = admin
         .query_one("SELECT status FROM runs WHERE id = $1", &[&run.as_uuid()])
@@ -168,15 +198,15 @@ async fn the_pipeline_runs_end_to_end_through_scoring() {
     assert_eq!(leaked, 0);
 }
 
-/// Delivers every message twice (as SQS may), except to the reports queue, whose count shows
-/// whether scoring emitted its next hop once per lead.
+/// Delivers every message twice (as SQS may), except to the personalization queue, whose count
+/// shows whether the last stage emitted its next hop once per lead.
 struct Twice(Arc<MemoryBus>);
 
 #[async_trait]
 impl Bus for Twice {
     async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
         self.0.send_batch(queue, bodies).await?;
-        if queue != queues::REPORTS {
+        if queue != queues::PERSONALIZATION {
             self.0.send_batch(queue, bodies).await?;
         }
         Ok(())
@@ -212,9 +242,21 @@ async fn every_message_delivered_twice_gives_the_same_final_state() {
     assert_eq!(snapshot(&twice.db).await, expected);
     let qualified = expected.scores.iter().filter(|s| s.3).count() as u64;
     assert_eq!(
-        inner.depth(queues::REPORTS).await.unwrap().visible,
+        inner.depth(queues::PERSONALIZATION).await.unwrap().visible,
         qualified,
         "the next hop is sent once per lead"
+    );
+    let reports: i64 = twice
+        .db
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM reports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        reports as u64, qualified,
+        "one report row per lead however often it was delivered"
     );
 }
 

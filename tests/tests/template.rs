@@ -38,6 +38,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("enrichment".to_owned(), enrichment::SENDS_TO),
         ("assessment".to_owned(), assessment::SENDS_TO),
         ("scoring".to_owned(), scoring::SENDS_TO),
+        ("reports".to_owned(), reports::SENDS_TO),
         ("sendgrid-webhook".to_owned(), sendgrid_webhook::SENDS_TO),
         ("stripe-webhook".to_owned(), stripe_webhook::SENDS_TO),
     ])
@@ -155,7 +156,7 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
             }
         }
     }
-    assert_eq!(sqs_functions, 4);
+    assert_eq!(sqs_functions, 5);
     // Every queue that is not a DLQ has one.
     for (name, r) in res.as_mapping().unwrap() {
         let n = name.as_str().unwrap();

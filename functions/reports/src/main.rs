@@ -1,0 +1,21 @@
+//! reports: SQS (reports queue) → personalization queue.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let price = std::env::var("LF_REPORT_PRICE_CENTS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(reports::DEFAULT_PRICE_CENTS);
+    let stage = reports::Reports::new(shared::domain::Money::from_cents(price)?);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, lambda_runtime::Error>(
+            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+        )
+    }))
+    .await
+}
