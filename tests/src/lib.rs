@@ -246,3 +246,79 @@ pub fn unique_name(prefix: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
 }
+
+// ------------------------------------------------------------------ a bus with a hook on send
+
+use std::sync::Arc;
+
+/// What a [`HookedBus`] does with one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSend {
+    /// Send as usual.
+    Pass,
+    /// Send twice (at-least-once delivery).
+    Twice,
+    /// Refuse, as an outage between commit and send would.
+    Fail,
+}
+
+/// Delegates to an in-process bus, letting a test decide what each send does
+/// (`hook(queue, call_number)`).
+pub struct HookedBus<F> {
+    pub inner: Arc<shared::bus::MemoryBus>,
+    calls: std::sync::atomic::AtomicUsize,
+    hook: F,
+}
+
+impl<F: Fn(&str, usize) -> OnSend + Send + Sync> HookedBus<F> {
+    pub fn new(inner: Arc<shared::bus::MemoryBus>, hook: F) -> Self {
+        Self {
+            inner,
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            hook,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<F: Fn(&str, usize) -> OnSend + Send + Sync> shared::bus::Bus for HookedBus<F> {
+    async fn send_batch(
+        &self,
+        queue: &str,
+        bodies: &[String],
+    ) -> Result<(), shared::bus::BusError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match (self.hook)(queue, n) {
+            OnSend::Pass => self.inner.send_batch(queue, bodies).await,
+            OnSend::Twice => {
+                self.inner.send_batch(queue, bodies).await?;
+                self.inner.send_batch(queue, bodies).await
+            }
+            OnSend::Fail => Err(shared::bus::BusError::Service {
+                queue: queue.into(),
+                detail: "injected outage".into(),
+            }),
+        }
+    }
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<shared::bus::Delivery>, shared::bus::BusError> {
+        self.inner.receive(queue, max).await
+    }
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), shared::bus::BusError> {
+        self.inner.delete(queue, receipt).await
+    }
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        t: Duration,
+    ) -> Result<(), shared::bus::BusError> {
+        self.inner.change_visibility(queue, receipt, t).await
+    }
+    async fn depth(&self, queue: &str) -> Result<shared::bus::QueueDepth, shared::bus::BusError> {
+        self.inner.depth(queue).await
+    }
+}

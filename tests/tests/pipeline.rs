@@ -5,15 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use leadfactory_cli::campaign::CampaignFile;
 use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
-use shared::bus::{Bus, BusError, Delivery, MemoryBus, QueueDepth, queues};
+use shared::bus::{Bus, MemoryBus, queues};
 use shared::domain::TenantId;
-use testkit::TestDb;
+use testkit::{HookedBus, OnSend, TestDb};
 
 fn campaign(quota: u32) -> CampaignFile {
     let mut c = CampaignFile::load(std::path::Path::new(concat!(
@@ -198,38 +196,6 @@ async fn the_pipeline_runs_end_to_end_through_reports() {
     assert_eq!(leaked, 0);
 }
 
-/// Delivers every message twice (as SQS may), except to the personalization queue, whose count
-/// shows whether the last stage emitted its next hop once per lead.
-struct Twice(Arc<MemoryBus>);
-
-#[async_trait]
-impl Bus for Twice {
-    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
-        self.0.send_batch(queue, bodies).await?;
-        if queue != queues::PERSONALIZATION {
-            self.0.send_batch(queue, bodies).await?;
-        }
-        Ok(())
-    }
-    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
-        self.0.receive(queue, max).await
-    }
-    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError> {
-        self.0.delete(queue, receipt).await
-    }
-    async fn change_visibility(
-        &self,
-        queue: &str,
-        receipt: &str,
-        t: Duration,
-    ) -> Result<(), BusError> {
-        self.0.change_visibility(queue, receipt, t).await
-    }
-    async fn depth(&self, queue: &str) -> Result<QueueDepth, BusError> {
-        self.0.depth(queue).await
-    }
-}
-
 #[tokio::test]
 async fn every_message_delivered_twice_gives_the_same_final_state() {
     let plain = fixture(local_bus(), |_| {}).await;
@@ -237,7 +203,16 @@ async fn every_message_delivered_twice_gives_the_same_final_state() {
     let expected = snapshot(&plain.db).await;
 
     let inner = local_bus();
-    let twice = fixture(Arc::new(Twice(inner.clone())), |_| {}).await;
+    // Every message is delivered twice (as SQS may), except to personalization, whose count
+    // shows whether the last stage emitted its next hop once per lead.
+    let bus = HookedBus::new(inner.clone(), |q, _| {
+        if q == queues::PERSONALIZATION {
+            OnSend::Pass
+        } else {
+            OnSend::Twice
+        }
+    });
+    let twice = fixture(Arc::new(bus), |_| {}).await;
     twice.pipeline.run(&NoProgress).await.unwrap();
     assert_eq!(snapshot(&twice.db).await, expected);
     let qualified = expected.scores.iter().filter(|s| s.3).count() as u64;
@@ -327,50 +302,24 @@ async fn a_429_storm_slows_the_run_but_loses_nothing() {
     assert!(hits > 0);
 }
 
-/// Refuses the first send to enrichment: the results are committed but the next hop is not.
-struct LoseFirstSend(Arc<MemoryBus>, AtomicUsize);
-
-#[async_trait]
-impl Bus for LoseFirstSend {
-    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
-        if queue == queues::ENRICHMENT && self.1.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Err(BusError::Service {
-                queue: queue.into(),
-                detail: "injected outage".into(),
-            });
-        }
-        self.0.send_batch(queue, bodies).await
-    }
-    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
-        self.0.receive(queue, max).await
-    }
-    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError> {
-        self.0.delete(queue, receipt).await
-    }
-    async fn change_visibility(
-        &self,
-        queue: &str,
-        receipt: &str,
-        t: Duration,
-    ) -> Result<(), BusError> {
-        self.0.change_visibility(queue, receipt, t).await
-    }
-    async fn depth(&self, queue: &str) -> Result<QueueDepth, BusError> {
-        self.0.depth(queue).await
-    }
-}
-
 #[tokio::test]
 async fn a_next_hop_lost_after_commit_is_sent_on_redelivery() {
     let calm = fixture(local_bus(), |_| {}).await;
     calm.pipeline.run(&NoProgress).await.unwrap();
     let expected = snapshot(&calm.db).await;
 
-    let lossy = fixture(
-        Arc::new(LoseFirstSend(local_bus(), AtomicUsize::new(0))),
-        |_| {},
-    )
-    .await;
+    // The first send to enrichment fails: the results are committed but the next hop is not.
+    let first_enrichment = std::sync::atomic::AtomicBool::new(true);
+    let bus = HookedBus::new(local_bus(), move |q, _| {
+        if q == queues::ENRICHMENT
+            && first_enrichment.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            OnSend::Fail
+        } else {
+            OnSend::Pass
+        }
+    });
+    let lossy = fixture(Arc::new(bus), |_| {}).await;
     lossy.pipeline.run(&NoProgress).await.unwrap();
     assert_eq!(snapshot(&lossy.db).await, expected);
     let pending: i64 = lossy

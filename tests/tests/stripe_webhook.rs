@@ -3,16 +3,14 @@
 //! and send finished by the retry, refunds and expiries recorded, bad requests refused.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
 use secrecy::SecretString;
-use shared::bus::{Bus, BusError, Delivery, MemoryBus, QueueDepth, QueueSpec, queues};
+use shared::bus::{Bus, MemoryBus, QueueSpec, queues};
 use shared::webhook::stripe;
 use stripe_webhook::{WebhookDeps, handle, handler};
-use testkit::TestDb;
+use testkit::{HookedBus, OnSend, TestDb};
 
 const SECRET: &str = "whsec_test_123";
 
@@ -165,34 +163,6 @@ async fn a_paid_checkout_is_recorded_and_fulfilled_once_however_often_it_is_deli
     assert_eq!(env.idempotency_key, "fulfil:cs_test_1");
 }
 
-/// Fails the first send, as if the function stopped between commit and send.
-struct FailFirst(Arc<MemoryBus>, AtomicBool);
-
-#[async_trait]
-impl Bus for FailFirst {
-    async fn send_batch(&self, q: &str, b: &[String]) -> Result<(), BusError> {
-        if !self.1.swap(true, Ordering::SeqCst) {
-            return Err(BusError::Service {
-                queue: q.into(),
-                detail: "injected".into(),
-            });
-        }
-        self.0.send_batch(q, b).await
-    }
-    async fn receive(&self, q: &str, m: usize) -> Result<Vec<Delivery>, BusError> {
-        self.0.receive(q, m).await
-    }
-    async fn delete(&self, q: &str, r: &str) -> Result<(), BusError> {
-        self.0.delete(q, r).await
-    }
-    async fn change_visibility(&self, q: &str, r: &str, t: Duration) -> Result<(), BusError> {
-        self.0.change_visibility(q, r, t).await
-    }
-    async fn depth(&self, q: &str) -> Result<QueueDepth, BusError> {
-        self.0.depth(q).await
-    }
-}
-
 #[tokio::test]
 async fn a_delivery_that_stopped_before_sending_is_finished_by_the_retry() {
     let inner = Arc::new(MemoryBus::new(QueueSpec::with_dlq(
@@ -200,10 +170,9 @@ async fn a_delivery_that_stopped_before_sending_is_finished_by_the_retry() {
         Duration::from_secs(30),
         3,
     )));
-    let s = setup_with(Some(Arc::new(FailFirst(
-        inner.clone(),
-        AtomicBool::new(false),
-    ))))
+    let s = setup_with(Some(Arc::new(HookedBus::new(inner.clone(), |_, n| {
+        if n == 0 { OnSend::Fail } else { OnSend::Pass }
+    }))))
     .await;
     let body = completed(&s, "evt_2", "cs_test_2");
     let err = handle(&s.deps, &signed(&body), now()).await.unwrap_err();

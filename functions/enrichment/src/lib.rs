@@ -87,10 +87,7 @@ impl StageHandler for Enrichment {
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
-        let ids: Vec<uuid::Uuid> = envs
-            .iter()
-            .map(|e| e.payload.business_id.as_uuid())
-            .collect();
+        let ids = shared::pipeline::messages::LeadColumns::of(envs).businesses;
         Ok(tx
             .query("SELECT id, name, address1, city, state, zip, phone_e164 FROM businesses WHERE id = ANY($1) AND erased_at IS NULL", &[&ids])
             .await?

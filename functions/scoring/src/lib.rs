@@ -90,16 +90,11 @@ impl StageHandler for Scoring {
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
-        let b: Vec<uuid::Uuid> = envs
-            .iter()
-            .map(|e| e.payload.business_id.as_uuid())
-            .collect();
-        let c: Vec<uuid::Uuid> = envs
-            .iter()
-            .map(|e| e.payload.campaign_id.as_uuid())
-            .collect();
-        let r: Vec<Option<uuid::Uuid>> =
-            envs.iter().map(|e| e.run_id.map(|r| r.as_uuid())).collect();
+        let shared::pipeline::messages::LeadColumns {
+            businesses: b,
+            campaigns: c,
+            runs: r,
+        } = shared::pipeline::messages::LeadColumns::of(envs);
         let this_year: i32 = chrono::Utc::now()
             .format("%Y")
             .to_string()

@@ -22,6 +22,29 @@ pub struct LeadRef {
     pub campaign_id: CampaignId,
 }
 
+/// The id columns of a batch of leads, for one `UNNEST($1::uuid[], $2::uuid[], $3::uuid[])` query.
+pub struct LeadColumns {
+    pub businesses: Vec<uuid::Uuid>,
+    pub campaigns: Vec<uuid::Uuid>,
+    pub runs: Vec<Option<uuid::Uuid>>,
+}
+
+impl LeadColumns {
+    pub fn of(envs: &[&crate::bus::Envelope<LeadRef>]) -> Self {
+        Self {
+            businesses: envs
+                .iter()
+                .map(|e| e.payload.business_id.as_uuid())
+                .collect(),
+            campaigns: envs
+                .iter()
+                .map(|e| e.payload.campaign_id.as_uuid())
+                .collect(),
+            runs: envs.iter().map(|e| e.run_id.map(|r| r.as_uuid())).collect(),
+        }
+    }
+}
+
 /// Pipeline stage names, as used in events, idempotency keys and stats.
 pub mod stage {
     pub const TARGETING: &str = "targeting";
