@@ -80,6 +80,7 @@ pub struct Stages {
     pub assessment: assessment::Assessment,
     pub scoring: scoring::Scoring,
     pub reports: reports::Reports,
+    pub personalization: personalization::Personalization,
 }
 
 pub struct LocalPipeline {
@@ -173,6 +174,11 @@ impl LocalPipeline {
             reports: reports::Reports::new(shared::domain::Money::from_cents(
                 reports::DEFAULT_PRICE_CENTS,
             )?),
+            personalization: personalization::Personalization::new(
+                personalization::Experiment::default_experiment()
+                    .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?,
+                deps.vendors.openai(&dyn_sink, &deps.policy)?,
+            ),
         };
         Ok(Self {
             deps,
@@ -245,7 +251,7 @@ impl LocalPipeline {
         Ok(true)
     }
 
-    /// Targeting, then every stage until all queues up to reports are empty; finalises the run.
+    /// Targeting, then every stage until all queues up to personalization are empty; finalises the run.
     pub async fn run(&self, progress: &dyn Progress) -> Result<RunId, LocalError> {
         let report = targeting::handler(
             &self.deps,
@@ -303,6 +309,14 @@ impl LocalPipeline {
                     counts.entry("reports").or_default(),
                 )
                 .await?;
+            busy |= self
+                .pump(
+                    &self.stages.personalization,
+                    queues::PERSONALIZATION,
+                    progress,
+                    counts.entry("personalization").or_default(),
+                )
+                .await?;
             if !busy {
                 let mut in_flight = 0;
                 for q in [
@@ -311,6 +325,7 @@ impl LocalPipeline {
                     queues::ASSESSMENT,
                     queues::SCORING,
                     queues::REPORTS,
+                    queues::PERSONALIZATION,
                 ] {
                     let d = self.deps.bus.depth(q).await?;
                     in_flight += d.visible + d.in_flight;
@@ -347,6 +362,7 @@ pub struct RunSummary {
     pub tiers: Vec<(String, i64)>,
     pub qualified: i64,
     pub reports: i64,
+    pub emails: i64,
     pub skipped_by_budget: i64,
     pub failed: i64,
     pub vendors: Vec<(String, i64, i64)>,
@@ -374,6 +390,7 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
         assessed: count("assessment", &["assessed", "site_unreachable"]).await?,
         unreachable: count("assessment", &["site_unreachable"]).await?,
         reports: count("reports", &["rendered"]).await?,
+        emails: count("personalization", &["written:llm", "written:template"]).await?,
         ..RunSummary::default()
     };
     let r = tx.query_one("SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET'), count(*) FILTER (WHERE status = 'error') FROM run_event_logs WHERE run_id = $1", &[&run.as_uuid()]).await?;

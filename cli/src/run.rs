@@ -78,6 +78,7 @@ fn print_summary(s: &RunSummary, secs: f64) {
     }
     row("qualified", s.qualified.to_string());
     row("PDF reports rendered", s.reports.to_string());
+    row("emails written (queued)", s.emails.to_string());
     row("skipped by budget", s.skipped_by_budget.to_string());
     row("failed (retried / DLQ)", s.failed.to_string());
     println!();

@@ -175,12 +175,24 @@ fn text_for(name: &str, idx: usize, ctx: &Ctx) -> String {
                 s
             }
         }
-        "body" => format!(
-            "Hi {b} team,\n\nI looked at your website and found a few things that are likely costing you customers. {d} {d2}\n\nI put the details, with step-by-step fixes, into a short report. Happy to send it over if useful.\n\nBest regards",
-            b = ctx.business,
-            d = PROBLEMS[ctx.picks[0]].2,
-            d2 = PROBLEMS[ctx.picks[1 % ctx.picks.len()]].2
-        ),
+        "body" => {
+            // The link the prompt says to use, if it gives one: a model that follows instructions.
+            let link = ctx.prompt.lines().find_map(|l| {
+                l.split_once("Report link")
+                    .and_then(|(_, r)| r.split_once(": "))
+                    .map(|(_, u)| u.trim().to_owned())
+            });
+            let offer = match link {
+                Some(u) => format!("I put the details, with step-by-step fixes, into a short report: {u}"),
+                None => "I put the details, with step-by-step fixes, into a short report. Happy to send it over if useful.".to_owned(),
+            };
+            format!(
+                "Hi {b} team,\n\nI looked at your website and found a few things that are likely costing you customers. {d} {d2}\n\n{offer}\n\nBest regards",
+                b = ctx.business,
+                d = PROBLEMS[ctx.picks[0]].2,
+                d2 = PROBLEMS[ctx.picks[1 % ctx.picks.len()]].2
+            )
+        }
         _ => format!("{} ({})", p.1, ctx.n % 97),
     }
 }

@@ -53,6 +53,7 @@ fn every_function_has_a_sample_event_that_parses() {
         "assessment.json",
         "scoring.json",
         "reports.json",
+        "personalization.json",
     ] {
         let e: SqsEvent = serde_json::from_str(&event(f)).unwrap();
         assert!(

@@ -1,4 +1,4 @@
-//! The pipeline targeting → reports end to end, on real PostgreSQL, the simulator, the local
+//! The pipeline targeting → personalization end to end, on real PostgreSQL, the simulator, the local
 //! object store and the in-process bus: the happy path, at-least-once delivery, poison
 //! messages, 429 storms, a next hop lost after commit, a closed budget, and the budget gate
 //! under concurrent reservations.
@@ -82,7 +82,7 @@ async fn snapshot(db: &TestDb) -> Snapshot {
 }
 
 #[tokio::test]
-async fn the_pipeline_runs_end_to_end_through_reports() {
+async fn the_pipeline_runs_end_to_end_through_personalization() {
     let bus = local_bus();
     let f = fixture(bus.clone(), |_| {}).await;
     let run = f.pipeline.run(&NoProgress).await.unwrap();
@@ -110,9 +110,38 @@ async fn the_pipeline_runs_end_to_end_through_reports() {
         "every qualified lead gets its report"
     );
     assert_eq!(
-        bus.depth(queues::PERSONALIZATION).await.unwrap().visible as i64,
+        s.emails, s.qualified,
+        "and its email (qualified leads have an address)"
+    );
+    // The LLM wrote them (the simulator follows the prompt), each with our report link, within
+    // the limits, subjects from the experiment's variants.
+    let emails = f
+        .db
+        .admin()
+        .await
+        .query("SELECT e.generated_by, e.subject, e.body_text, r.token, e.spam_score, v.key FROM emails e JOIN reports r ON r.id = e.report_id JOIN experiment_variants v ON v.id = e.variant_id", &[])
+        .await
+        .unwrap();
+    assert_eq!(emails.len() as i64, s.qualified);
+    for e in &emails {
+        let (by, subject, body, token, spam): (String, String, String, String, i16) =
+            (e.get(0), e.get(1), e.get(2), e.get(3), e.get(4));
+        assert_eq!(by, "llm", "{body}");
+        assert!(body.contains(&format!("/r/{token}")), "{body}");
+        assert!(
+            subject.chars().count() <= 60 && body.split_whitespace().count() <= 150 && spam < 50
+        );
+    }
+    let variants: std::collections::BTreeSet<String> = emails.iter().map(|e| e.get(5)).collect();
+    assert_eq!(
+        variants.len(),
+        2,
+        "both subject lines are in use: {variants:?}"
+    );
+    assert_eq!(
+        bus.depth(queues::DELIVERY).await.unwrap().visible as i64,
         s.qualified,
-        "each report goes on exactly once"
+        "each email goes on exactly once"
     );
 
     let admin = f.db.admin().await;
@@ -176,7 +205,14 @@ async fn the_pipeline_runs_end_to_end_through_reports() {
     let stages: Vec<String> = admin.query("SELECT stage FROM run_stage_stats WHERE run_id = $1 AND p95_ms IS NOT NULL ORDER BY stage", &[&run.as_uuid()]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(
         stages,
-        vec!["assessment", "enrichment", "reports", "scoring", "sourcing"]
+        vec![
+            "assessment",
+            "enrichment",
+            "personalization",
+            "reports",
+            "scoring",
+            "sourcing"
+        ]
     );
     let status: String = admin
         .query_one("SELECT status FROM runs WHERE id = $1", &[&run.as_uuid()])
@@ -203,10 +239,10 @@ async fn every_message_delivered_twice_gives_the_same_final_state() {
     let expected = snapshot(&plain.db).await;
 
     let inner = local_bus();
-    // Every message is delivered twice (as SQS may), except to personalization, whose count
+    // Every message is delivered twice (as SQS may), except to delivery, whose count
     // shows whether the last stage emitted its next hop once per lead.
     let bus = HookedBus::new(inner.clone(), |q, _| {
-        if q == queues::PERSONALIZATION {
+        if q == queues::DELIVERY {
             OnSend::Pass
         } else {
             OnSend::Twice
@@ -217,7 +253,7 @@ async fn every_message_delivered_twice_gives_the_same_final_state() {
     assert_eq!(snapshot(&twice.db).await, expected);
     let qualified = expected.scores.iter().filter(|s| s.3).count() as u64;
     assert_eq!(
-        inner.depth(queues::PERSONALIZATION).await.unwrap().visible,
+        inner.depth(queues::DELIVERY).await.unwrap().visible,
         qualified,
         "the next hop is sent once per lead"
     );
@@ -232,6 +268,18 @@ async fn every_message_delivered_twice_gives_the_same_final_state() {
     assert_eq!(
         reports as u64, qualified,
         "one report row per lead however often it was delivered"
+    );
+    let emails: i64 = twice
+        .db
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM emails", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        emails as u64, qualified,
+        "one email per lead however often it was delivered"
     );
 }
 
@@ -364,6 +412,15 @@ async fn a_closed_llm_budget_skips_the_paid_step_and_the_stage_goes_on() {
             .get("openai")
             .is_none()
     );
+    // Emails were still written, from the template.
+    let by: Vec<(String, i64)> = admin
+        .query("SELECT generated_by, count(*) FROM emails GROUP BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(by, vec![("template".to_owned(), s.qualified)]);
 }
 
 #[tokio::test]

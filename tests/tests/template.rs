@@ -39,6 +39,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("assessment".to_owned(), assessment::SENDS_TO),
         ("scoring".to_owned(), scoring::SENDS_TO),
         ("reports".to_owned(), reports::SENDS_TO),
+        ("personalization".to_owned(), personalization::SENDS_TO),
         ("sendgrid-webhook".to_owned(), sendgrid_webhook::SENDS_TO),
         ("stripe-webhook".to_owned(), stripe_webhook::SENDS_TO),
     ])
@@ -156,7 +157,7 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
             }
         }
     }
-    assert_eq!(sqs_functions, 5);
+    assert_eq!(sqs_functions, 6);
     // Every queue that is not a DLQ has one.
     for (name, r) in res.as_mapping().unwrap() {
         let n = name.as_str().unwrap();

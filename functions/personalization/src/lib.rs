@@ -1,0 +1,405 @@
+//! personalization: writes each reported lead's email. The subject comes from the lead's A/B
+//! variant (deterministic by business), the body from the LLM — using only the assessment's
+//! facts, with our report link as its only link, within length and spam-risk limits — or from the
+//! template when there is no LLM key, the budget is closed, or the LLM's body fails the checks.
+//! Suppressed addresses and held-out leads get no email; a business never gets a second email in
+//! one campaign (a unique index, not just this code, enforces it).
+
+pub mod copy;
+pub mod experiment;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+use shared::bus::{Envelope, queues};
+use shared::db::DbError;
+use shared::domain::{BusinessId, TenantId};
+use shared::pipeline::messages::{LeadColumns, LeadRef};
+use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
+use shared::vendors::openai::{Message, OpenAiClient};
+use shared::vendors::{CallContext, Vendor};
+
+pub use experiment::{Assignment, Experiment};
+
+/// The queues this function sends to (the template grants exactly these).
+pub const SENDS_TO: &[&str] = &[queues::DELIVERY];
+pub const STAGE: &str = "personalization";
+pub const LLM_MODEL: &str = "gpt-4o-mini";
+pub const LLM_TEMPERATURE: f32 = 0.7;
+
+pub struct Personalization {
+    experiment: Experiment,
+    openai: Option<OpenAiClient>,
+}
+
+impl Personalization {
+    pub fn new(experiment: Experiment, openai: Option<OpenAiClient>) -> Self {
+        Self { experiment, openai }
+    }
+}
+
+/// What the email is written from.
+#[derive(Debug, Clone)]
+pub struct Lead {
+    pub name: String,
+    pub email: Option<String>,
+    pub suppressed: bool,
+    pub report_id: uuid::Uuid,
+    pub token: String,
+    pub score: u8,
+    pub problems: Vec<String>,
+    pub sender: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub assignment: Assignment,
+    /// `None` when no email is written, with the reason.
+    pub email: Option<Email>,
+    pub skipped: Option<&'static str>,
+    pub report_id: uuid::Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub generated_by: &'static str,
+    pub spam_score: u8,
+    pub llm: Option<(String, String, u32, u32, i64)>,
+}
+
+const LOAD: &str = "
+SELECT b.id, b.name, b.email,
+       EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(b.email))
+              OR (s.kind = 'domain' AND (s.value = split_part(lower(b.email), '@', 2) OR s.value = b.website_domain))),
+       rp.id, rp.token, sc.score, a.insights, c.sender_name
+FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS x(b, c, r)
+JOIN businesses b ON b.id = x.b
+JOIN campaigns c ON c.id = x.c
+JOIN reports rp ON rp.business_id = b.id AND rp.run_id IS NOT DISTINCT FROM x.r
+JOIN scores sc ON sc.id = rp.score_id
+LEFT JOIN assessments a ON a.id = sc.assessment_id";
+
+#[derive(Deserialize)]
+struct LlmBody {
+    body: String,
+}
+
+fn llm_schema() -> serde_json::Value {
+    json!({ "type": "object", "additionalProperties": false, "required": ["body"], "properties": { "body": { "type": "string" } } })
+}
+
+#[async_trait]
+impl StageHandler for Personalization {
+    type Payload = LeadRef;
+    type Work = Written;
+    type Context = HashMap<BusinessId, Lead>;
+
+    fn stage(&self) -> &'static str {
+        STAGE
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        SENDS_TO
+    }
+
+    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+        self.openai.as_ref().map(|_| {
+            (
+                budget::class::LLM,
+                deps.vendors
+                    .prices
+                    .price(Vendor::OpenAi)
+                    .cost(1, 600, 250)
+                    .max(1),
+            )
+        })
+    }
+
+    async fn load(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        _: TenantId,
+        envs: &[&Envelope<LeadRef>],
+    ) -> Result<Self::Context, DbError> {
+        let cols = LeadColumns::of(envs);
+        Ok(tx
+            .query(LOAD, &[&cols.businesses, &cols.campaigns, &cols.runs])
+            .await?
+            .iter()
+            .map(|r| {
+                let insights: Option<serde_json::Value> = r.get(7);
+                let problems = insights
+                    .as_ref()
+                    .and_then(|i| i.get("recommendations"))
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| {
+                                x.get("title").and_then(|t| t.as_str()).map(str::to_owned)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    BusinessId::from_uuid(r.get(0)),
+                    Lead {
+                        name: r.get(1),
+                        email: r.get(2),
+                        suppressed: r.get(3),
+                        report_id: r.get(4),
+                        token: r.get(5),
+                        score: r.get::<_, i16>(6).clamp(0, 100) as u8,
+                        problems,
+                        sender: r.get(8),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn work(
+        &self,
+        deps: &Deps,
+        ctx: &Self::Context,
+        env: &Envelope<LeadRef>,
+        paid_allowed: bool,
+    ) -> Result<Written, WorkError> {
+        let lead = ctx.get(&env.payload.business_id).ok_or_else(|| {
+            WorkError::Permanent(format!(
+                "no report for business {} in this run",
+                env.payload.business_id
+            ))
+        })?;
+        let assignment = self.experiment.assign(&env.payload.business_id.to_string());
+        let skip = |why| {
+            Ok(Written {
+                assignment: assignment.clone(),
+                email: None,
+                skipped: Some(why),
+                report_id: lead.report_id,
+            })
+        };
+        let Some(to) = lead.email.clone() else {
+            return skip("no_email");
+        };
+        if lead.suppressed {
+            return skip("suppressed");
+        }
+        let Assignment::Variant { index, .. } = assignment else {
+            return skip("holdout");
+        };
+        let subject = copy::subject(
+            &self.experiment.variants[index].subject,
+            &lead.name,
+            lead.score,
+        );
+        let base = deps.public_base_url.trim_end_matches('/');
+        let preview_url = format!("{base}/r/{}", lead.token);
+        let template =
+            || copy::template_body(&lead.name, &lead.problems, &preview_url, &lead.sender);
+        let mut email = Email {
+            to,
+            subject: subject.clone(),
+            body: template(),
+            generated_by: "template",
+            spam_score: 0,
+            llm: None,
+        };
+        if let (Some(ai), true) = (&self.openai, paid_allowed) {
+            let facts = format!(
+                "Business: {}\nOpportunity score: {}/100\nProblems found: {}\nReport link (use exactly, once): {preview_url}\nSender: {}",
+                lead.name,
+                lead.score,
+                lead.problems.join("; "),
+                lead.sender
+            );
+            let system = "Write a short, friendly, plain-text cold email body (no subject) to a local business owner about their website. Use only the facts given; invent nothing. Mention at most two problems, include the report link exactly once, no other links, under 120 words, no hype. Answer in JSON.";
+            let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
+            match ai
+                .structured::<LlmBody>(
+                    &call,
+                    LLM_MODEL,
+                    LLM_TEMPERATURE,
+                    400,
+                    "outreach_email",
+                    llm_schema(),
+                    vec![Message::system(system), Message::user(facts.clone())],
+                )
+                .await
+            {
+                Ok(s) => {
+                    let body = s.value.body.trim().to_owned();
+                    let ok = copy::check_body(&body, base).is_ok()
+                        && body.contains(&preview_url)
+                        && copy::spam_score(&subject, &body) < copy::REFUSE_AT;
+                    if ok {
+                        let cost = deps.vendors.prices.price(Vendor::OpenAi).cost(
+                            1,
+                            s.usage.prompt_tokens,
+                            s.usage.completion_tokens,
+                        );
+                        email.body = body;
+                        email.generated_by = "llm";
+                        email.llm = Some((
+                            format!("{system}\n---\n{facts}"),
+                            s.raw,
+                            s.usage.prompt_tokens,
+                            s.usage.completion_tokens,
+                            cost,
+                        ));
+                    }
+                }
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, "LLM email unusable; template used"),
+            }
+        }
+        email.spam_score = copy::spam_score(&email.subject, &email.body);
+        if email.spam_score >= copy::REFUSE_AT {
+            return skip("spam_risk");
+        }
+        Ok(Written {
+            assignment,
+            email: Some(email),
+            skipped: None,
+            report_id: lead.report_id,
+        })
+    }
+
+    async fn persist(
+        &self,
+        _deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        items: &[StageItem<LeadRef, Written>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+        let e = &self.experiment;
+        let exp_id: uuid::Uuid = tx
+            .query_one(
+                "INSERT INTO experiments (id, tenant_id, key, name, min_sample, confidence, holdout_bp) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &e.key, &e.name, &e.min_sample, &e.confidence, &(e.holdout_bp as i32)],
+            )
+            .await?
+            .get(0);
+        let variant_ids: HashMap<String, uuid::Uuid> = tx
+            .query(
+                "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
+                 SELECT gen_random_uuid(), $1, $2, k, w, s FROM UNNEST($3::text[], $4::float8[], $5::text[]) AS x(k, w, s)
+                 ON CONFLICT (experiment_id, key) DO UPDATE SET weight = EXCLUDED.weight, subject_template = EXCLUDED.subject_template
+                 RETURNING key, id",
+                &[
+                    &tenant.as_uuid(),
+                    &exp_id,
+                    &e.variants.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
+                    &e.variants.iter().map(|v| v.weight).collect::<Vec<_>>(),
+                    &e.variants.iter().map(|v| v.subject.as_str()).collect::<Vec<_>>(),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let variant_of = |a: &Assignment| match a {
+            Assignment::Variant { index, .. } => variant_ids.get(&e.variants[*index].key).copied(),
+            Assignment::Holdout { .. } => None,
+        };
+        let now = chrono::Utc::now();
+        let mut assignments = Vec::new();
+        let mut emails = Vec::new();
+        let mut logs = Vec::new();
+        for it in items {
+            let w = &it.work;
+            let bucket = match w.assignment {
+                Assignment::Variant { bucket_bp, .. } | Assignment::Holdout { bucket_bp } => {
+                    bucket_bp
+                }
+            };
+            assignments.push(json!({
+                "experiment_id": exp_id, "business_id": it.env.payload.business_id.as_uuid(), "tenant_id": tenant.as_uuid(),
+                "variant_id": variant_of(&w.assignment), "holdout": matches!(w.assignment, Assignment::Holdout { .. }),
+                "bucket_bp": bucket, "assigned_at": now
+            }));
+            if let Some(m) = &w.email {
+                emails.push(json!({
+                    "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "campaign_id": it.env.payload.campaign_id.as_uuid(),
+                    "business_id": it.env.payload.business_id.as_uuid(), "run_id": it.env.run_id.map(|r| r.as_uuid()),
+                    "report_id": w.report_id, "variant_id": variant_of(&w.assignment), "kind": "outreach", "to_email": m.to,
+                    "subject": m.subject, "body_text": m.body, "send_state": "queued", "attempts": 0,
+                    "generated_by": m.generated_by, "spam_score": m.spam_score, "created_at": now
+                }));
+                if let Some((prompt, completion, tin, tout, cost)) = &m.llm {
+                    logs.push(json!({
+                        "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "business_id": it.env.payload.business_id.as_uuid(),
+                        "run_id": it.env.run_id.map(|r| r.as_uuid()), "purpose": "email", "model": LLM_MODEL, "prompt": prompt,
+                        "completion": completion, "prompt_tokens": tin, "completion_tokens": tout, "cost_micros": cost,
+                        "created_at": now, "expires_at": now + chrono::Duration::days(90)
+                    }));
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO experiment_assignments SELECT * FROM jsonb_populate_recordset(NULL::experiment_assignments, $1::jsonb)
+             ON CONFLICT (experiment_id, business_id) DO NOTHING",
+            &[&serde_json::Value::Array(assignments)],
+        )
+        .await?;
+        let written: std::collections::HashSet<uuid::Uuid> = if emails.is_empty() {
+            Default::default()
+        } else {
+            tx.query(
+                "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
+                 ON CONFLICT (tenant_id, campaign_id, business_id) WHERE kind = 'outreach' DO NOTHING RETURNING business_id",
+                &[&serde_json::Value::Array(emails)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
+        if !logs.is_empty() {
+            tx.execute("INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
+        }
+        items
+            .iter()
+            .map(|it| {
+                // A business already emailed in this campaign (an earlier run) gets no second email.
+                if !written.contains(&it.env.payload.business_id.as_uuid()) {
+                    return Ok(Vec::new());
+                }
+                let body = it
+                    .env
+                    .child(it.env.idempotency_key.clone(), it.env.payload.clone())
+                    .to_body()
+                    .map_err(|e| DbError::Encode(e.to_string()))?;
+                Ok(vec![Outgoing {
+                    queue: queues::DELIVERY.into(),
+                    body,
+                }])
+            })
+            .collect()
+    }
+
+    fn describe(&self, item: &StageItem<LeadRef, Written>) -> Vec<EventInfo> {
+        let w = &item.work;
+        let (event, status) = match (&w.email, w.skipped) {
+            (Some(m), _) => (format!("written:{}", m.generated_by), "ok"),
+            (None, why) => (format!("skipped:{}", why.unwrap_or("unknown")), "skipped"),
+        };
+        let variant = match w.assignment {
+            Assignment::Variant { index, .. } => Some(self.experiment.variants[index].key.clone()),
+            Assignment::Holdout { .. } => None,
+        };
+        vec![EventInfo {
+            entity_id: Some(item.env.payload.business_id.to_string()),
+            event,
+            status,
+            extra: json!({ "variant": variant, "spam_score": w.email.as_ref().map(|m| m.spam_score) }),
+            marker: false,
+        }]
+    }
+}

@@ -1,0 +1,28 @@
+//! personalization: SQS (personalization queue) → delivery queue.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use shared::vendors::CallSink;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let sink: Arc<dyn CallSink> = deps.sink.clone();
+    let experiment = match std::env::var("LF_EXPERIMENT_FILE") {
+        Ok(path) => personalization::Experiment::parse(&std::fs::read_to_string(path)?)?,
+        Err(_) => personalization::Experiment::default_experiment()?,
+    };
+    let stage = personalization::Personalization::new(
+        experiment,
+        deps.vendors.openai(&sink, &deps.policy)?,
+    );
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, lambda_runtime::Error>(
+            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+        )
+    }))
+    .await
+}
