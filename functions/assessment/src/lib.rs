@@ -422,15 +422,7 @@ impl StageHandler for Assessment {
                 email_ids.push(it.env.payload.business_id.as_uuid());
                 emails.push(e.clone());
             }
-            let body = it
-                .env
-                .child(it.env.idempotency_key.clone(), it.env.payload.clone())
-                .to_body()
-                .map_err(|e| DbError::Encode(e.to_string()))?;
-            next.push(vec![Outgoing {
-                queue: queues::SCORING.into(),
-                body,
-            }]);
+            next.push(vec![Outgoing::forward(&it.env, queues::SCORING)?]);
         }
         tx.execute(
             "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)

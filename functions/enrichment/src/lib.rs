@@ -236,15 +236,7 @@ impl StageHandler for Enrichment {
                 upd.4.push(dup);
                 let closed = place.business_status.as_deref() == Some("CLOSED_PERMANENTLY");
                 if website.is_some() && dup.is_none() && !closed {
-                    let body = it
-                        .env
-                        .child(it.env.idempotency_key.clone(), it.env.payload.clone())
-                        .to_body()
-                        .map_err(|e| DbError::Encode(e.to_string()))?;
-                    out.push(Outgoing {
-                        queue: queues::ASSESSMENT.into(),
-                        body,
-                    });
+                    out.push(Outgoing::forward(&it.env, queues::ASSESSMENT)?);
                 }
             } else if let Outcome::NoMatch { best } = &it.work {
                 enrich_rows.push(json!({

@@ -371,15 +371,7 @@ impl StageHandler for Personalization {
                 if !written.contains(&it.env.payload.business_id.as_uuid()) {
                     return Ok(Vec::new());
                 }
-                let body = it
-                    .env
-                    .child(it.env.idempotency_key.clone(), it.env.payload.clone())
-                    .to_body()
-                    .map_err(|e| DbError::Encode(e.to_string()))?;
-                Ok(vec![Outgoing {
-                    queue: queues::DELIVERY.into(),
-                    body,
-                }])
+                Ok(vec![Outgoing::forward(&it.env, queues::DELIVERY)?])
             })
             .collect()
     }

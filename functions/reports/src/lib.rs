@@ -273,17 +273,7 @@ impl StageHandler for Reports {
         .await?;
         items
             .iter()
-            .map(|it| {
-                let body = it
-                    .env
-                    .child(it.env.idempotency_key.clone(), it.env.payload.clone())
-                    .to_body()
-                    .map_err(|e| DbError::Encode(e.to_string()))?;
-                Ok(vec![Outgoing {
-                    queue: queues::PERSONALIZATION.into(),
-                    body,
-                }])
-            })
+            .map(|it| Ok(vec![Outgoing::forward(&it.env, queues::PERSONALIZATION)?]))
             .collect()
     }
 

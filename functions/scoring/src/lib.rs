@@ -211,15 +211,7 @@ impl StageHandler for Scoring {
                 {
                     return Ok(Vec::new());
                 }
-                let body = it
-                    .env
-                    .child(it.env.idempotency_key.clone(), it.env.payload.clone())
-                    .to_body()
-                    .map_err(|e| DbError::Encode(e.to_string()))?;
-                Ok(vec![Outgoing {
-                    queue: queues::REPORTS.into(),
-                    body,
-                }])
+                Ok(vec![Outgoing::forward(&it.env, queues::REPORTS)?])
             })
             .collect()
     }

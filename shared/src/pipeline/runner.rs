@@ -42,6 +42,20 @@ pub struct Outgoing {
     pub body: String,
 }
 
+impl Outgoing {
+    /// The same lead handed on to `queue`: same payload, key, tenant, run and trace.
+    pub fn forward<P: Serialize + Clone>(env: &Envelope<P>, queue: &str) -> Result<Self, DbError> {
+        let body = env
+            .child(env.idempotency_key.clone(), env.payload.clone())
+            .to_body()
+            .map_err(|e| DbError::Encode(e.to_string()))?;
+        Ok(Self {
+            queue: queue.to_owned(),
+            body,
+        })
+    }
+}
+
 /// Why one message's work failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WorkError {
