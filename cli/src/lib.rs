@@ -3,5 +3,6 @@
 
 pub mod campaign;
 pub mod dlq;
+pub mod gateway;
 pub mod local;
 pub mod status;

@@ -44,6 +44,8 @@ pub struct LocalOptions {
     pub parallel_batches: usize,
     pub budgets: BudgetLimits,
     pub policy: HttpPolicy,
+    /// Share of clicking recipients who buy the full report in the simulated funnel.
+    pub buy_share: f64,
 }
 
 impl LocalOptions {
@@ -61,6 +63,7 @@ impl LocalOptions {
                 max_backoff: Duration::from_secs(2),
                 ..HttpPolicy::default()
             },
+            buy_share: 0.5,
         }
     }
 }
@@ -81,6 +84,20 @@ pub struct Stages {
     pub scoring: scoring::Scoring,
     pub reports: reports::Reports,
     pub personalization: personalization::Personalization,
+    pub delivery: delivery::Delivery,
+    pub fulfilment: delivery::Fulfilment,
+}
+
+/// The local run's link secret (signed unsubscribe and download links); production reads
+/// `LF_LINK_SECRET`.
+pub const LOCAL_LINK_SECRET: &str = "leadfactory-local-link-secret-not-for-production";
+
+/// Aborts the gateway task when the pipeline goes.
+struct Task(tokio::task::JoinHandle<()>);
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub struct LocalPipeline {
@@ -88,7 +105,12 @@ pub struct LocalPipeline {
     pub sim: Simulator,
     pub stages: Stages,
     pub tenant: TenantId,
+    /// The local API Gateway: storefront and webhooks (the emails' links point here).
+    pub gateway_url: String,
+    pub links: shared::links::LinkSigner,
     parallel: usize,
+    buy_share: f64,
+    _gateway: Task,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +133,8 @@ pub enum LocalError {
     Assessment(#[from] assessment::BuildError),
     #[error(transparent)]
     Domain(#[from] shared::domain::DomainError),
+    #[error("local gateway: {0}")]
+    Gateway(String),
 }
 
 impl LocalPipeline {
@@ -120,6 +144,8 @@ impl LocalPipeline {
             .await
             .map_err(LocalError::Sim)?;
         let base = sim.base_url();
+        let (listener, gateway_addr) = crate::gateway::bind().await.map_err(LocalError::Sim)?;
+        let gateway_url = format!("http://{gateway_addr}");
         let c = &opts.sim;
         let env: HashMap<String, String> = [
             ("LF_YELP_URL", base.clone()),
@@ -159,8 +185,10 @@ impl LocalPipeline {
             policy: opts.policy.clone(),
             budgets: opts.budgets.clone(),
             fetch: FetchPolicy::development(),
-            public_base_url: "http://127.0.0.1:8080".into(),
+            public_base_url: gateway_url.clone(),
         };
+        let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
+            .map_err(|e| LocalError::Gateway(e.to_string()))?;
         let dyn_sink: Arc<dyn CallSink> = sink;
         let stages = Stages {
             sourcing: sourcing::Sourcing::new(deps.vendors.yelp(&dyn_sink, &deps.policy)?),
@@ -179,13 +207,56 @@ impl LocalPipeline {
                     .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?,
                 deps.vendors.openai(&dyn_sink, &deps.policy)?,
             ),
+            delivery: delivery::Delivery::new(
+                deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
+                links.clone(),
+                delivery::Settings::default(),
+                &gateway_url,
+            ),
+            fulfilment: delivery::Fulfilment::new(
+                deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
+                links.clone(),
+                delivery::Settings::default(),
+                &gateway_url,
+            ),
         };
+        let sendgrid_key = sim
+            .sendgrid_public_key()
+            .and_then(|k| shared::webhook::sendgrid::SendGridKey::from_base64_der(&k))
+            .map_err(|e| LocalError::Gateway(e.to_string()))?;
+        let functions = crate::gateway::Functions {
+            storefront: storefront::StorefrontDeps::new(
+                deps.pool.clone(),
+                deps.store.clone(),
+                &deps.vendors,
+                &deps.policy,
+                links.clone(),
+                &gateway_url,
+            )
+            .map_err(|e| LocalError::Gateway(e.to_string()))?,
+            sendgrid: sendgrid_webhook::WebhookDeps {
+                pool: deps.pool.clone(),
+                key: sendgrid_key,
+                tolerance_secs: shared::webhook::sendgrid::DEFAULT_TOLERANCE_SECS,
+            },
+            stripe: stripe_webhook::WebhookDeps {
+                pool: deps.pool.clone(),
+                bus: deps.bus.clone(),
+                secret: SecretString::from(opts.sim.stripe_webhook_secret.clone()),
+                tolerance_secs: shared::webhook::stripe::DEFAULT_TOLERANCE_SECS,
+            },
+        };
+        let gateway = crate::gateway::serve(listener, Arc::new(functions));
         Ok(Self {
             deps,
             sim,
             stages,
             tenant: TenantId::parse(LOCAL_TENANT)?,
+            gateway_url,
+            links,
             parallel: opts.parallel_batches.max(1),
+            buy_share: opts.buy_share,
+            _gateway: Task(gateway),
         })
     }
 
@@ -251,7 +322,104 @@ impl LocalPipeline {
         Ok(true)
     }
 
-    /// Targeting, then every stage until all queues up to personalization are empty; finalises the run.
+    /// Pumps every stage until every queue is empty (in flight included).
+    async fn drain(
+        &self,
+        progress: &dyn Progress,
+        counts: &mut HashMap<&'static str, (usize, usize)>,
+    ) -> Result<(), LocalError> {
+        const QUEUES: &[&str] = &[
+            queues::SOURCING,
+            queues::ENRICHMENT,
+            queues::ASSESSMENT,
+            queues::SCORING,
+            queues::REPORTS,
+            queues::PERSONALIZATION,
+            queues::DELIVERY,
+            queues::FULFILMENT,
+        ];
+        loop {
+            let s = &self.stages;
+            let mut busy = false;
+            busy |= self
+                .pump(
+                    &s.sourcing,
+                    queues::SOURCING,
+                    progress,
+                    counts.entry("sourcing").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.enrichment,
+                    queues::ENRICHMENT,
+                    progress,
+                    counts.entry("enrichment").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.assessment,
+                    queues::ASSESSMENT,
+                    progress,
+                    counts.entry("assessment").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.scoring,
+                    queues::SCORING,
+                    progress,
+                    counts.entry("scoring").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.reports,
+                    queues::REPORTS,
+                    progress,
+                    counts.entry("reports").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.personalization,
+                    queues::PERSONALIZATION,
+                    progress,
+                    counts.entry("personalization").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.delivery,
+                    queues::DELIVERY,
+                    progress,
+                    counts.entry("delivery").or_default(),
+                )
+                .await?;
+            busy |= self
+                .pump(
+                    &s.fulfilment,
+                    queues::FULFILMENT,
+                    progress,
+                    counts.entry("fulfilment").or_default(),
+                )
+                .await?;
+            if !busy {
+                let mut in_flight = 0;
+                for q in QUEUES {
+                    let d = self.deps.bus.depth(q).await?;
+                    in_flight += d.visible + d.in_flight;
+                }
+                if in_flight == 0 {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Targeting, then every stage through delivery until all queues are empty; finalises the run.
     pub async fn run(&self, progress: &dyn Progress) -> Result<RunId, LocalError> {
         let report = targeting::handler(
             &self.deps,
@@ -266,76 +434,8 @@ impl LocalPipeline {
             .ok_or(LocalError::Db(DbError::Encode(
                 "targeting began no run".into(),
             )))?;
-        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
-        loop {
-            let mut busy = false;
-            busy |= self
-                .pump(
-                    &self.stages.sourcing,
-                    queues::SOURCING,
-                    progress,
-                    counts.entry("sourcing").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(
-                    &self.stages.enrichment,
-                    queues::ENRICHMENT,
-                    progress,
-                    counts.entry("enrichment").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(
-                    &self.stages.assessment,
-                    queues::ASSESSMENT,
-                    progress,
-                    counts.entry("assessment").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(
-                    &self.stages.scoring,
-                    queues::SCORING,
-                    progress,
-                    counts.entry("scoring").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(
-                    &self.stages.reports,
-                    queues::REPORTS,
-                    progress,
-                    counts.entry("reports").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(
-                    &self.stages.personalization,
-                    queues::PERSONALIZATION,
-                    progress,
-                    counts.entry("personalization").or_default(),
-                )
-                .await?;
-            if !busy {
-                let mut in_flight = 0;
-                for q in [
-                    queues::SOURCING,
-                    queues::ENRICHMENT,
-                    queues::ASSESSMENT,
-                    queues::SCORING,
-                    queues::REPORTS,
-                    queues::PERSONALIZATION,
-                ] {
-                    let d = self.deps.bus.depth(q).await?;
-                    in_flight += d.visible + d.in_flight;
-                }
-                if in_flight == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let mut counts = HashMap::new();
+        self.drain(progress, &mut counts).await?;
         let mut c = self.deps.pool.get().await.map_err(DbError::from)?;
         let tx = begin_tenant(&mut c, self.tenant).await?;
         runs::finalize_run(&tx, self.tenant, run, "succeeded").await?;
@@ -343,9 +443,104 @@ impl LocalPipeline {
         Ok(run)
     }
 
+    /// The recipients' side, simulated against the real handlers: SendGrid posts signed events
+    /// for every sent email to the local webhook (twice, as SendGrid retries); a share of the
+    /// recipients who clicked open their report page and buy through the storefront; Stripe
+    /// posts the signed completion (twice) to the local webhook; fulfilment emails go out.
+    pub async fn simulate_recipients(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<FunnelActivity, LocalError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| LocalError::Gateway(e.to_string()))?;
+        let fail = |e: reqwest::Error| LocalError::Gateway(e.to_string());
+        let sim = self.sim.base_url();
+        let emitted: serde_json::Value = http
+            .post(format!("{sim}/_sim/sendgrid/events"))
+            .json(&serde_json::json!({ "target_url": format!("{}/webhooks/sendgrid", self.gateway_url) }))
+            .send()
+            .await
+            .map_err(fail)?
+            .json()
+            .await
+            .map_err(fail)?;
+        let mut activity = FunnelActivity {
+            sendgrid_events: emitted["events"].as_u64().unwrap_or(0),
+            ..FunnelActivity::default()
+        };
+        progress.stage("sendgrid events", activity.sendgrid_events as usize, 0);
+        let mut c = self.deps.pool.get().await.map_err(DbError::from)?;
+        let tx = begin_tenant(&mut c, self.tenant).await?;
+        let clicked = tx
+            .query(
+                "SELECT e.id, r.token FROM emails e JOIN reports r ON r.id = e.report_id
+                 WHERE e.kind = 'outreach' AND e.clicked_at IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.email_id = e.id) ORDER BY e.id",
+                &[],
+            )
+            .await
+            .map_err(DbError::from)?;
+        tx.commit().await.map_err(DbError::from)?;
+        drop(c);
+        for row in clicked {
+            let email: uuid::Uuid = row.get(0);
+            // Deterministic: the same emails buy on every run of the same world.
+            if f64::from(email.as_bytes()[0]) / 256.0 >= self.buy_share {
+                continue;
+            }
+            let token: String = row.get(1);
+            let page = http
+                .get(format!("{}/r/{token}", self.gateway_url))
+                .send()
+                .await
+                .map_err(fail)?;
+            if !page.status().is_success() {
+                return Err(LocalError::Gateway(format!(
+                    "report page answered {}",
+                    page.status()
+                )));
+            }
+            let buy = http
+                .post(format!("{}/r/{token}/buy", self.gateway_url))
+                .send()
+                .await
+                .map_err(fail)?;
+            let location = buy
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    LocalError::Gateway(format!("buy answered {} without a redirect", buy.status()))
+                })?;
+            let session = location.rsplit('/').next().unwrap_or_default().to_owned();
+            http.post(format!("{sim}/_sim/stripe/complete"))
+                .json(&serde_json::json!({ "session_id": session, "target_url": format!("{}/webhooks/stripe", self.gateway_url), "duplicate": true }))
+                .send()
+                .await
+                .map_err(fail)?
+                .error_for_status()
+                .map_err(fail)?;
+            activity.checkouts += 1;
+            progress.stage("checkouts", activity.checkouts, 0);
+        }
+        let mut counts = HashMap::new();
+        self.drain(progress, &mut counts).await?;
+        Ok(activity)
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.deps.pool
     }
+}
+
+/// What the simulated recipients did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FunnelActivity {
+    pub sendgrid_events: u64,
+    pub checkouts: usize,
 }
 
 /// The run's figures, read back from the database.
@@ -363,6 +558,18 @@ pub struct RunSummary {
     pub qualified: i64,
     pub reports: i64,
     pub emails: i64,
+    /// Outreach emails of the run, by what became of them.
+    pub sent: i64,
+    pub deferred: i64,
+    pub send_failed: i64,
+    pub delivered: i64,
+    pub opened: i64,
+    pub clicked: i64,
+    pub bounced: i64,
+    pub unsubscribed: i64,
+    pub purchased: i64,
+    pub revenue_cents: i64,
+    pub fulfilled: i64,
     pub skipped_by_budget: i64,
     pub failed: i64,
     pub vendors: Vec<(String, i64, i64)>,
@@ -396,6 +603,43 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
     let r = tx.query_one("SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET'), count(*) FILTER (WHERE status = 'error') FROM run_event_logs WHERE run_id = $1", &[&run.as_uuid()]).await?;
     s.skipped_by_budget = r.get(0);
     s.failed = r.get(1);
+    let f = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE send_state = 'sent'), count(*) FILTER (WHERE send_state = 'queued'),
+                    count(*) FILTER (WHERE send_state IN ('failed', 'unknown')), count(delivered_at), count(opened_at), count(clicked_at),
+                    count(*) FILTER (WHERE delivery_status IN ('bounced', 'dropped')), count(unsubscribed_at)
+             FROM emails WHERE run_id = $1 AND kind = 'outreach'",
+            &[&run.as_uuid()],
+        )
+        .await?;
+    (
+        s.sent,
+        s.deferred,
+        s.send_failed,
+        s.delivered,
+        s.opened,
+        s.clicked,
+        s.bounced,
+        s.unsubscribed,
+    ) = (
+        f.get(0),
+        f.get(1),
+        f.get(2),
+        f.get(3),
+        f.get(4),
+        f.get(5),
+        f.get(6),
+        f.get(7),
+    );
+    let p = tx
+        .query_one(
+            "SELECT count(*), coalesce(sum(p.amount_cents - p.refunded_cents), 0)::int8, count(p.fulfilled_at)
+             FROM purchases p JOIN emails e ON e.id = p.email_id
+             WHERE e.run_id = $1 AND p.status IN ('paid', 'partially_refunded', 'refunded')",
+            &[&run.as_uuid()],
+        )
+        .await?;
+    (s.purchased, s.revenue_cents, s.fulfilled) = (p.get(0), p.get(1), p.get(2));
     for row in tx.query("SELECT tier::text, count(*), count(*) FILTER (WHERE qualified) FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier", &[&run.as_uuid()]).await? {
         let n: i64 = row.get(1);
         s.scored += n;
@@ -454,6 +698,70 @@ pub async fn export_reports(
             .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?;
         let path = dir.join(format!("{slug}.pdf"));
         tokio::fs::write(&path, &pdf)
+            .await
+            .map_err(LocalError::Sim)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Writes every message the simulated SendGrid accepted as an `.eml` file under `dir`
+/// (attachments are listed in a header, not embedded: the outbox keeps only their count).
+pub async fn export_outbox(
+    p: &LocalPipeline,
+    dir: &std::path::Path,
+) -> Result<Vec<PathBuf>, LocalError> {
+    use mail_builder::MessageBuilder;
+    use mail_builder::headers::raw::Raw;
+    let mails: Vec<sim::state::OutboxMail> = sim::state::lock(&p.sim.state.outbox).clone();
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(LocalError::Sim)?;
+    let mut out = Vec::new();
+    for (i, m) in mails.iter().enumerate() {
+        let to = m.to.join(", ");
+        let mut b = MessageBuilder::new()
+            .from(m.from.clone())
+            .to(to.clone())
+            .subject(m.subject.clone())
+            .message_id(format!("{}@sim.sendgrid.net", m.message_id))
+            .date(m.received_at);
+        if let Some(h) = m.headers.as_object() {
+            for (k, v) in h {
+                if let Some(v) = v.as_str() {
+                    b = b.header(k.clone(), Raw::new(v.to_owned()));
+                }
+            }
+        }
+        if m.attachments > 0 {
+            b = b.header(
+                "X-LeadFactory-Attachments",
+                Raw::new(m.attachments.to_string()),
+            );
+        }
+        if let Some(t) = &m.text {
+            b = b.text_body(t.clone());
+        }
+        if let Some(h) = &m.html {
+            b = b.html_body(h.clone());
+        }
+        let bytes = b.write_to_vec().map_err(LocalError::Sim)?;
+        let kind = m
+            .custom_args
+            .get("purchase_id")
+            .map_or("outreach", |_| "fulfilment");
+        let who: String = to
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '@' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{:03}-{kind}-{who}.eml", i + 1));
+        tokio::fs::write(&path, bytes)
             .await
             .map_err(LocalError::Sim)?;
         out.push(path);

@@ -9,7 +9,8 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use leadfactory_cli::campaign::CampaignFile;
 use leadfactory_cli::local::{
-    LocalOptions, LocalPipeline, Progress, RunSummary, export_reports, memory_bus, summarize,
+    FunnelActivity, LocalOptions, LocalPipeline, Progress, RunSummary, export_outbox,
+    export_reports, memory_bus, summarize,
 };
 use secrecy::SecretString;
 use shared::db::cluster;
@@ -28,6 +29,12 @@ pub struct RunArgs {
     /// Seed of the simulated world
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Share of recipients who click and then buy the full report
+    #[arg(long, default_value_t = 0.5)]
+    buy_share: f64,
+    /// Stop after delivery: no simulated opens, clicks or purchases
+    #[arg(long)]
+    no_recipients: bool,
 }
 
 struct Bars {
@@ -61,7 +68,7 @@ fn dollars(micros: i64) -> String {
     format!("${:.4}", micros as f64 / 1_000_000.0)
 }
 
-fn print_summary(s: &RunSummary, secs: f64) {
+fn print_summary(s: &RunSummary, activity: &FunnelActivity, secs: f64) {
     let row = |k: &str, v: String| println!("  {k:<28} {v:>12}");
     println!();
     println!("Run summary");
@@ -78,7 +85,39 @@ fn print_summary(s: &RunSummary, secs: f64) {
     }
     row("qualified", s.qualified.to_string());
     row("PDF reports rendered", s.reports.to_string());
-    row("emails written (queued)", s.emails.to_string());
+    row("emails written", s.emails.to_string());
+    println!();
+    println!("Funnel");
+    let pct = |n: i64, of: i64| {
+        if of > 0 {
+            format!("{n} ({:.0} %)", n as f64 * 100.0 / of as f64)
+        } else {
+            n.to_string()
+        }
+    };
+    row("sourced", s.sourced.to_string());
+    row("assessed", s.assessed.to_string());
+    row("scored", s.scored.to_string());
+    row("qualified", s.qualified.to_string());
+    row("emailed (sent)", s.sent.to_string());
+    row("  held by daily cap / pause", s.deferred.to_string());
+    row("  failed or parked", s.send_failed.to_string());
+    row("delivered", pct(s.delivered, s.sent));
+    row("opened", pct(s.opened, s.delivered));
+    row("clicked", pct(s.clicked, s.delivered));
+    row("bounced or dropped", pct(s.bounced, s.sent));
+    row("unsubscribed", s.unsubscribed.to_string());
+    row("checkouts started", activity.checkouts.to_string());
+    row("purchased", pct(s.purchased, s.clicked));
+    row("report emails (fulfilled)", s.fulfilled.to_string());
+    row(
+        "revenue (net of refunds)",
+        format!("${}.{:02}", s.revenue_cents / 100, s.revenue_cents % 100),
+    );
+    row(
+        "SendGrid events received",
+        activity.sendgrid_events.to_string(),
+    );
     row("skipped by budget", s.skipped_by_budget.to_string());
     row("failed (retried / DLQ)", s.failed.to_string());
     println!();
@@ -117,6 +156,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut opts = LocalOptions::new(SecretString::from(database_url), args.state.join("store"));
     opts.sim.seed = args.seed;
+    opts.buy_share = args.buy_share.clamp(0.0, 1.0);
     let bus = Arc::new(memory_bus(opts.visibility_timeout, opts.max_receive_count));
     let pipeline = LocalPipeline::start(opts, bus)
         .await
@@ -134,13 +174,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bars: Mutex::new(HashMap::new()),
     };
     let run = pipeline.run(&bars).await?;
+    let activity = if args.no_recipients {
+        FunnelActivity::default()
+    } else {
+        pipeline.simulate_recipients(&bars).await?
+    };
     for b in bars.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
         b.finish();
     }
     let summary = summarize(pipeline.pool(), pipeline.tenant, run).await?;
     let pdfs = export_reports(&pipeline, run, std::path::Path::new("out/reports")).await?;
+    let emls = export_outbox(&pipeline, std::path::Path::new("out/outbox")).await?;
     println!("run {run}");
-    print_summary(&summary, started.elapsed().as_secs_f64());
+    print_summary(&summary, &activity, started.elapsed().as_secs_f64());
+    if let Some(first) = emls.first() {
+        println!(
+            "  {} emails in out/outbox/ (e.g. {})",
+            emls.len(),
+            first.display()
+        );
+    }
     if let Some(first) = pdfs.first() {
         println!(
             "\n  {} PDF reports in out/reports/ (e.g. {})",

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod lambda;
+pub mod links;
 pub mod obs;
 pub mod pipeline;
 pub mod secrets;

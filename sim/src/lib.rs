@@ -123,6 +123,12 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
+    /// The public half of the key the simulator signs SendGrid events with (base64 DER, as
+    /// SendGrid shows it): what a webhook receiver is configured with.
+    pub fn sendgrid_public_key(&self) -> Result<String, shared::webhook::SignatureError> {
+        shared::webhook::sendgrid::public_key_base64(&mail::signing_key(&self.state))
+    }
+
     /// Waits until the server task ends (it ends when dropped).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;

@@ -265,17 +265,29 @@ pub async fn refund(
     State(state): State<Arc<SimState>>,
     axum::Json(req): axum::Json<EventRequest>,
 ) -> Response {
-    let Some(session) = lock(&state.sessions)
+    let Some((session, form)) = lock(&state.sessions)
         .get(&req.session_id)
-        .map(|s| s.json.clone())
+        .map(|s| (s.json.clone(), s.fingerprint.clone()))
     else {
         return (StatusCode::NOT_FOUND, "no such session").into_response();
     };
+    // As Stripe does: a charge carries the PaymentIntent's metadata (`payment_intent_data`),
+    // not the session's.
+    let intent_metadata: BTreeMap<String, String> =
+        serde_json::from_str::<Vec<(String, String)>>(&form)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("payment_intent_data[metadata][")
+                    .and_then(|k| k.strip_suffix(']'))
+                    .map(|k| (k.to_owned(), v))
+            })
+            .collect();
     let amount = session.get("amount_total").cloned().unwrap_or(json!(0));
     let charge = json!({
         "id": format!("ch_{}", state.token(24)), "object": "charge", "amount": amount, "amount_refunded": amount,
         "refunded": true, "currency": session.get("currency"), "payment_intent": session.get("payment_intent"),
-        "metadata": session.get("metadata"),
+        "metadata": intent_metadata,
     });
     let times = if req.duplicate { 2 } else { 1 };
     axum::Json(post_event(&state, &req.target_url, "charge.refunded", charge, times).await)

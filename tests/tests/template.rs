@@ -42,6 +42,8 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("personalization".to_owned(), personalization::SENDS_TO),
         ("sendgrid-webhook".to_owned(), sendgrid_webhook::SENDS_TO),
         ("stripe-webhook".to_owned(), stripe_webhook::SENDS_TO),
+        ("delivery".to_owned(), delivery::SENDS_TO),
+        ("storefront".to_owned(), storefront::SENDS_TO),
     ])
 }
 

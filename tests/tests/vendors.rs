@@ -278,6 +278,7 @@ impl Harness {
                     customer_email: None,
                     client_reference_id: Some("r1".into()),
                     metadata: BTreeMap::from([("report_id".into(), "r1".into())]),
+                    payment_intent_metadata: BTreeMap::from([("tenant_id".into(), "t1".into())]),
                     expires_at: None,
                 };
                 let s = c
@@ -530,6 +531,7 @@ async fn vendor_validation_errors_come_back_as_bad_requests_with_the_vendors_mes
         customer_email: None,
         client_reference_id: None,
         metadata: BTreeMap::new(),
+        payment_intent_metadata: BTreeMap::new(),
         expires_at: None,
     };
     let a = stripe

@@ -77,12 +77,8 @@ pub struct Handled {
     pub fulfilment_sent: bool,
 }
 
-/// The payload of a fulfilment message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Fulfil {
-    pub purchase_id: uuid::Uuid,
-    pub stripe_session_id: String,
-}
+/// The payload of a fulfilment message (consumed by the delivery function).
+pub use shared::pipeline::messages::Fulfil;
 
 pub async fn handler(deps: &WebhookDeps, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     match handle(deps, &req, chrono::Utc::now().timestamp()).await {

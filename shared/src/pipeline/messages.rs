@@ -22,6 +22,13 @@ pub struct LeadRef {
     pub campaign_id: CampaignId,
 }
 
+/// stripe-webhook → fulfilment queue: one paid purchase whose report must be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fulfil {
+    pub purchase_id: uuid::Uuid,
+    pub stripe_session_id: String,
+}
+
 /// The id columns of a batch of leads, for one `UNNEST($1::uuid[], $2::uuid[], $3::uuid[])` query.
 pub struct LeadColumns {
     pub businesses: Vec<uuid::Uuid>,

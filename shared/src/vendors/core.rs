@@ -191,6 +191,7 @@ impl VendorHttp {
         endpoint: &'static str,
         req: reqwest::RequestBuilder,
         attempt: u32,
+        repeatable: bool,
     ) -> Attempt {
         let vendor = self.vendor;
         let started = Instant::now();
@@ -208,6 +209,13 @@ impl VendorHttp {
                     false,
                     false,
                 );
+                if !repeatable && !e.is_connect() {
+                    // The request may have reached the vendor: repeating it could act twice.
+                    return Attempt::Fail(VendorError::Ambiguous {
+                        vendor,
+                        detail: format!("no answer after the request was sent: {e}"),
+                    });
+                }
                 let kind = if e.is_timeout() {
                     "timed out"
                 } else if e.is_connect() {
@@ -283,6 +291,13 @@ impl VendorHttp {
             false,
             false,
         );
+        if !repeatable && matches!(code, 502 | 504) {
+            // A gateway gave up waiting: the service behind it may have acted.
+            return Attempt::Fail(VendorError::Ambiguous {
+                vendor,
+                detail: format!("HTTP {code} from a gateway: {message}"),
+            });
+        }
         if status.is_server_error() || code == 408 {
             return self.unavailable(attempt, format!("HTTP {code}: {message}"));
         }
@@ -310,6 +325,28 @@ impl VendorHttp {
         endpoint: &'static str,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<(Response, Instant), VendorError> {
+        self.send_with(ctx, endpoint, true, build).await
+    }
+
+    /// As [`Self::send`], for a request that must not be repeated when it may have been acted
+    /// on (no idempotency key): a lost answer or a gateway timeout is [`VendorError::Ambiguous`]
+    /// instead of a retry. Refusals the vendor answered (429, 500, 503) are still retried.
+    pub async fn send_unrepeatable(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<(Response, Instant), VendorError> {
+        self.send_with(ctx, endpoint, false, build).await
+    }
+
+    async fn send_with(
+        &self,
+        ctx: &CallContext,
+        endpoint: &'static str,
+        repeatable: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<(Response, Instant), VendorError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -322,7 +359,7 @@ impl VendorHttp {
             self.limiter.until_ready().await;
             let started = Instant::now();
             match self
-                .attempt(ctx, endpoint, build(&self.http), attempt)
+                .attempt(ctx, endpoint, build(&self.http), attempt, repeatable)
                 .await
             {
                 Attempt::Done(r) => return Ok((r, started)),

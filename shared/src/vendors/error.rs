@@ -48,6 +48,10 @@ pub enum VendorError {
     BudgetRefused { vendor: Vendor },
     #[error("{vendor}: invalid request built by us: {detail}")]
     InvalidInput { vendor: Vendor, detail: String },
+    /// A request that must not be repeated (an email send) may or may not have been acted on:
+    /// the connection failed after it was sent. Not retried; someone must look.
+    #[error("{vendor}: outcome unknown: {detail}")]
+    Ambiguous { vendor: Vendor, detail: String },
 }
 
 impl VendorError {
@@ -74,6 +78,7 @@ impl VendorError {
             VendorError::Refused { .. } => "refused",
             VendorError::BudgetRefused { .. } => "SKIPPED_DUE_TO_BUDGET",
             VendorError::InvalidInput { .. } => "invalid_input",
+            VendorError::Ambiguous { .. } => "ambiguous",
         }
     }
 }

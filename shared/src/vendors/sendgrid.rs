@@ -72,12 +72,13 @@ impl SendGridClient {
         &self.http
     }
 
-    /// Sends; returns SendGrid's message id (`X-Message-Id`).
+    /// Sends; returns SendGrid's message id (`X-Message-Id`). SendGrid has no idempotency key, so
+    /// a send whose answer was lost is [`VendorError::Ambiguous`], never retried.
     pub async fn send(&self, ctx: &CallContext, mail: &Mail) -> Result<String, VendorError> {
         let url = self.http.url("/v3/mail/send");
         let (resp, started) = self
             .http
-            .send(ctx, "mail/send", |c| {
+            .send_unrepeatable(ctx, "mail/send", |c| {
                 c.post(&url)
                     .bearer_auth(self.key.expose_secret())
                     .json(mail)

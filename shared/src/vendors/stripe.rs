@@ -19,6 +19,9 @@ pub struct CheckoutRequest {
     pub customer_email: Option<String>,
     pub client_reference_id: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Copied onto the PaymentIntent (and so its charges): how `charge.refunded` events find
+    /// their tenant.
+    pub payment_intent_metadata: BTreeMap<String, String>,
     /// Unix seconds; Stripe allows 30 minutes to 24 hours ahead.
     pub expires_at: Option<i64>,
 }
@@ -55,6 +58,9 @@ impl CheckoutRequest {
         }
         for (k, v) in &self.metadata {
             f.push((format!("metadata[{k}]"), v.clone()));
+        }
+        for (k, v) in &self.payment_intent_metadata {
+            f.push((format!("payment_intent_data[metadata][{k}]"), v.clone()));
         }
         f
     }

@@ -1,0 +1,267 @@
+//! Fulfilment: a paid purchase's buyer gets an email with a signed, time-limited link to the
+//! full report (served by the storefront), once. The fulfilment email row is unique per
+//! purchase and goes through the same claim → send → state steps as outreach; the purchase is
+//! marked fulfilled in the transaction that records the send. A purchase refunded or failed
+//! before fulfilment gets no email. Fulfilment is transactional mail: the buyer asked for it,
+//! so the marketing suppression list does not apply and there is no unsubscribe footer.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use serde_json::json;
+use shared::bus::Envelope;
+use shared::db::DbError;
+use shared::domain::TenantId;
+use shared::links::{LinkSigner, Purpose};
+use shared::pipeline::messages::Fulfil;
+use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
+use shared::vendors::CallContext;
+use shared::vendors::sendgrid::SendGridClient;
+
+use crate::send::{self, Outbound, Sent};
+use crate::{Done, Plan, Settings};
+
+pub const STAGE: &str = "fulfilment";
+
+pub struct Fulfilment {
+    sendgrid: SendGridClient,
+    links: LinkSigner,
+    settings: Settings,
+    base: String,
+}
+
+impl Fulfilment {
+    pub fn new(
+        sendgrid: SendGridClient,
+        links: LinkSigner,
+        settings: Settings,
+        public_base_url: &str,
+    ) -> Self {
+        Self {
+            sendgrid,
+            links,
+            settings,
+            base: public_base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+/// One fulfilment email row per paid, unfulfilled purchase with a buyer address (created
+/// `queued`; an existing row is kept), addressed from the campaign that sold the report.
+const PREPARE: &str = "
+INSERT INTO emails (id, tenant_id, campaign_id, business_id, report_id, kind, purchase_id, to_email, subject, send_state, generated_by)
+SELECT gen_random_uuid(), p.tenant_id,
+       coalesce(p.campaign_id, (SELECT o.campaign_id FROM emails o WHERE o.business_id = p.business_id AND o.kind = 'outreach' ORDER BY o.created_at LIMIT 1)),
+       p.business_id, p.report_id, 'fulfilment', p.id, p.customer_email,
+       'Your full website audit for ' || b.name, 'queued', 'template'
+FROM purchases p JOIN businesses b ON b.id = p.business_id
+WHERE p.id = ANY($1) AND p.status = 'paid' AND p.fulfilled_at IS NULL AND p.customer_email IS NOT NULL
+  AND coalesce(p.campaign_id, (SELECT o.campaign_id FROM emails o WHERE o.business_id = p.business_id AND o.kind = 'outreach' LIMIT 1)) IS NOT NULL
+ON CONFLICT (purchase_id) WHERE kind = 'fulfilment' DO NOTHING";
+
+const PARK_STALE: &str = "
+UPDATE emails SET send_state = 'unknown', last_error = 'cut off mid-send; not resent'
+WHERE purchase_id = ANY($1) AND kind = 'fulfilment' AND send_state = 'sending' AND sending_at < now() - make_interval(secs => $2)";
+
+const CLAIM: &str = "
+UPDATE emails SET send_state = 'sending', sending_at = now(), attempts = attempts + 1, last_error = NULL
+WHERE purchase_id = ANY($1) AND kind = 'fulfilment' AND send_state = 'queued' RETURNING id";
+
+const READ: &str = "
+SELECT p.id, p.status, p.fulfilled_at IS NOT NULL, p.customer_email, b.name, p.amount_cents,
+       e.id, e.send_state, e.subject, c.sender_email, c.sender_name
+FROM purchases p
+JOIN businesses b ON b.id = p.business_id
+LEFT JOIN emails e ON e.purchase_id = p.id AND e.kind = 'fulfilment'
+LEFT JOIN campaigns c ON c.id = e.campaign_id
+WHERE p.id = ANY($1)";
+
+#[async_trait]
+impl StageHandler for Fulfilment {
+    type Payload = Fulfil;
+    type Work = Done;
+    type Context = HashMap<uuid::Uuid, Plan>;
+
+    fn stage(&self) -> &'static str {
+        STAGE
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn load(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        envs: &[&Envelope<Fulfil>],
+    ) -> Result<Self::Context, DbError> {
+        let ids: Vec<uuid::Uuid> = envs.iter().map(|e| e.payload.purchase_id).collect();
+        tx.execute(PREPARE, &[&ids]).await?;
+        tx.execute(
+            PARK_STALE,
+            &[&ids, &self.settings.stale_sending.as_secs_f64()],
+        )
+        .await?;
+        let claimed: std::collections::HashSet<uuid::Uuid> = tx
+            .query(CLAIM, &[&ids])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let now = chrono::Utc::now().timestamp();
+        let mut plans = HashMap::new();
+        for r in tx.query(READ, &[&ids]).await? {
+            let purchase: uuid::Uuid = r.get(0);
+            let status: String = r.get(1);
+            let email: Option<uuid::Uuid> = r.get(6);
+            let state: Option<String> = r.get(7);
+            let plan = match (email, state.as_deref()) {
+                (Some(id), Some("sending")) if claimed.contains(&id) => {
+                    let token = self.links.sign(
+                        Purpose::Download,
+                        tenant,
+                        purchase,
+                        now + self.settings.download_ttl.as_secs() as i64,
+                    );
+                    let days = self.settings.download_ttl.as_secs() / 86_400;
+                    let name: String = r.get(4);
+                    let body = format!(
+                        "Hello,\n\nThank you for buying the full website audit for {name}.\n\nDownload it here (the link works for {days} days): {}/d/{token}\n\nIt walks through every score, the Core Web Vitals against their thresholds, and the three fixes that matter most, step by step. If you have a question, just reply to this email.\n\nReceipt: ${}.{:02} paid by card through Stripe.",
+                        self.base,
+                        r.get::<_, i64>(5) / 100,
+                        r.get::<_, i64>(5) % 100,
+                    );
+                    let args = BTreeMap::from([
+                        ("tenant_id".to_owned(), tenant.to_string()),
+                        ("email_id".to_owned(), id.to_string()),
+                        ("purchase_id".to_owned(), purchase.to_string()),
+                    ]);
+                    Plan::Send(
+                        Box::new(Outbound {
+                            email_id: id,
+                            to: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                            from_email: r.get::<_, Option<String>>(9).unwrap_or_default(),
+                            from_name: r.get::<_, Option<String>>(10).unwrap_or_default(),
+                            subject: r.get(8),
+                            body,
+                            footer: None,
+                            custom_args: args,
+                            category: "fulfilment",
+                            attachment: None,
+                        }),
+                        name,
+                        None,
+                    )
+                }
+                (Some(_), Some("sending")) => Plan::InFlight,
+                (Some(_), Some("sent")) => Plan::Skip("already_sent"),
+                (Some(_), Some(s)) => Plan::Skip(if s == "unknown" {
+                    "parked_unknown"
+                } else {
+                    "already_failed"
+                }),
+                _ if r.get::<_, bool>(2) => Plan::Skip("already_fulfilled"),
+                _ if status != "paid" => Plan::Skip("not_paid"),
+                _ => Plan::Skip("no_buyer_address_or_campaign"),
+            };
+            plans.insert(purchase, plan);
+        }
+        Ok(plans)
+    }
+
+    async fn work(
+        &self,
+        deps: &Deps,
+        ctx: &Self::Context,
+        env: &Envelope<Fulfil>,
+        _paid_allowed: bool,
+    ) -> Result<Done, WorkError> {
+        let plan = ctx.get(&env.payload.purchase_id).cloned().ok_or_else(|| {
+            WorkError::Permanent(format!("no purchase {}", env.payload.purchase_id))
+        })?;
+        let outbound = match plan {
+            Plan::Send(o, _, _) => o,
+            Plan::Skip(why) => return Ok(Done::Skipped(why)),
+            Plan::Suppressed(id) => return Ok(Done::Suppressed(id)),
+            Plan::Defer(why) => return Ok(Done::Deferred(why)),
+            Plan::InFlight => {
+                return Err(WorkError::Transient(
+                    "the fulfilment email is being sent by another invocation".into(),
+                ));
+            }
+        };
+        let call = CallContext::new(env.tenant_id, env.run_id, None);
+        match send::classify(self.sendgrid.send(&call, &send::mail(&outbound)).await) {
+            Ok(sent) => Ok(Done::Sent(outbound.email_id, sent)),
+            Err(e) => {
+                send::release_claim(
+                    &deps.pool,
+                    env.tenant_id,
+                    outbound.email_id,
+                    None,
+                    &e.to_string(),
+                )
+                .await?;
+                Err(WorkError::Transient(e.to_string()))
+            }
+        }
+    }
+
+    async fn persist(
+        &self,
+        _deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        _tenant: TenantId,
+        items: &[StageItem<Fulfil, Done>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+        let mut ids = Vec::new();
+        let mut states = Vec::new();
+        let mut msgs = Vec::new();
+        let mut errs = Vec::new();
+        let mut fulfilled = Vec::new();
+        let mut fulfilled_by = Vec::new();
+        for it in items {
+            if let Done::Sent(id, s) = &it.work {
+                let (state, msg, err) = send::state_of(s);
+                ids.push(*id);
+                states.push(state);
+                msgs.push(msg);
+                errs.push(err);
+                if matches!(s, Sent::Sent { .. } | Sent::Unknown { .. }) {
+                    // `unknown` may have reached the buyer: an operator decides; not resent.
+                    fulfilled.push(it.env.payload.purchase_id);
+                    fulfilled_by.push(*id);
+                }
+            }
+        }
+        send::write_states(tx, &ids, &states, &msgs, &errs).await?;
+        if !fulfilled.is_empty() {
+            tx.execute(
+                "UPDATE purchases p SET fulfilled_at = coalesce(p.fulfilled_at, now()), fulfilment_email_id = coalesce(p.fulfilment_email_id, x.e)
+                 FROM UNNEST($1::uuid[], $2::uuid[]) AS x(p, e) WHERE p.id = x.p",
+                &[&fulfilled, &fulfilled_by],
+            )
+            .await?;
+        }
+        Ok(items.iter().map(|_| Vec::new()).collect())
+    }
+
+    fn describe(&self, item: &StageItem<Fulfil, Done>) -> Vec<EventInfo> {
+        let (event, status) = match &item.work {
+            Done::Sent(_, Sent::Sent { .. }) => ("fulfilled".to_owned(), "ok"),
+            Done::Sent(_, Sent::Failed { .. }) => ("failed:rejected".to_owned(), "error"),
+            Done::Sent(_, Sent::Unknown { .. }) => ("unknown".to_owned(), "error"),
+            Done::Suppressed(_) => ("skipped:suppressed".to_owned(), "skipped"),
+            Done::Skipped(why) => (format!("skipped:{why}"), "skipped"),
+            Done::Deferred(why) => (format!("deferred:{why}"), "skipped"),
+        };
+        vec![EventInfo {
+            entity_id: Some(item.env.payload.purchase_id.to_string()),
+            event,
+            status,
+            extra: json!({ "stripe_session_id": item.env.payload.stripe_session_id }),
+            marker: false,
+        }]
+    }
+}

@@ -1,0 +1,592 @@
+//! delivery: sends each written email through SendGrid, compliantly and at most once; also
+//! sends the fulfilment email of each paid purchase (the fulfilment queue) and, on a morning
+//! schedule, releases the outreach that yesterday's daily caps held back.
+//!
+//! Per batch (constant round trips): emails cut off mid-send long ago are parked as `unknown`;
+//! the batch's rows are read with their suppression (address, address domain, site domain),
+//! pause and campaign state; each campaign's day counter is locked and the sends it allows
+//! (the campaign's daily quota, held lower by the warm-up schedule in its first days) are claimed
+//! `queued → sending` and counted, all in the claim's transaction. Only then does SendGrid get
+//! the call. A business never gets two outreach emails in a campaign: the email row is unique
+//! per (campaign, business) and only a `queued` row can be claimed.
+
+pub mod fulfilment;
+pub mod send;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use shared::bus::{Bus, Envelope, queues};
+use shared::db::{DbError, begin_tenant};
+use shared::domain::{BusinessId, CampaignId, RunId, TenantId};
+use shared::links::{LinkSigner, Purpose};
+use shared::pipeline::messages::LeadRef;
+use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
+use shared::store::ObjectKey;
+use shared::vendors::CallContext;
+use shared::vendors::sendgrid::SendGridClient;
+
+pub use fulfilment::Fulfilment;
+use send::{Footer, Outbound, Sent};
+
+/// The queues this function sends to: its own queue, for the released backlog.
+pub const SENDS_TO: &[&str] = &[queues::DELIVERY];
+pub const STAGE: &str = "delivery";
+
+/// Sends per day in a campaign's first days of sending (then only its daily quota applies):
+/// a new sender's reputation is built slowly.
+pub const DEFAULT_WARMUP: &[i32] = &[20, 40, 80, 150, 300, 500];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub warmup: Vec<i32>,
+    pub unsubscribe_ttl: Duration,
+    pub download_ttl: Duration,
+    /// A row `sending` for longer than this was cut off mid-send (above the function timeout).
+    pub stale_sending: Duration,
+    pub attach_preview: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            warmup: DEFAULT_WARMUP.to_vec(),
+            unsubscribe_ttl: Duration::from_secs(30 * 86_400),
+            download_ttl: Duration::from_secs(7 * 86_400),
+            stale_sending: Duration::from_secs(15 * 60),
+            attach_preview: true,
+        }
+    }
+}
+
+impl Settings {
+    /// `LF_WARMUP` (comma-separated sends per day), `LF_UNSUBSCRIBE_TTL_DAYS`,
+    /// `LF_DOWNLOAD_TTL_DAYS`, `LF_ATTACH_PREVIEW`.
+    pub fn load(r: &mut shared::config::Reader<'_>) -> Self {
+        let d = Self::default();
+        let warmup = match r.optional("LF_WARMUP") {
+            None => d.warmup.clone(),
+            Some(s) => match s
+                .split(',')
+                .map(|p| p.trim().parse::<i32>().ok().filter(|n| *n > 0))
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(v) => v,
+                None => {
+                    r.invalid("LF_WARMUP", "positive whole numbers separated by commas");
+                    d.warmup.clone()
+                }
+            },
+        };
+        let days = |r: &mut shared::config::Reader<'_>, var: &str, def: Duration| {
+            Duration::from_secs(r.parsed_or::<u64>(var, def.as_secs() / 86_400) * 86_400)
+        };
+        Self {
+            warmup,
+            unsubscribe_ttl: days(r, "LF_UNSUBSCRIBE_TTL_DAYS", d.unsubscribe_ttl),
+            download_ttl: days(r, "LF_DOWNLOAD_TTL_DAYS", d.download_ttl),
+            stale_sending: d.stale_sending,
+            attach_preview: r.parsed_or("LF_ATTACH_PREVIEW", d.attach_preview),
+        }
+    }
+
+    /// Today's cap: the quota, held by the warm-up schedule on sending day `day_index` (0-based).
+    pub fn cap(&self, daily_quota: i32, day_index: i64) -> i32 {
+        let warm = usize::try_from(day_index)
+            .ok()
+            .and_then(|i| self.warmup.get(i).copied())
+            .unwrap_or(i32::MAX);
+        daily_quota.min(warm).max(0)
+    }
+}
+
+pub struct Delivery {
+    sendgrid: SendGridClient,
+    links: LinkSigner,
+    settings: Settings,
+    /// The storefront's public base URL (unsubscribe links).
+    base: String,
+}
+
+impl Delivery {
+    pub fn new(
+        sendgrid: SendGridClient,
+        links: LinkSigner,
+        settings: Settings,
+        public_base_url: &str,
+    ) -> Self {
+        Self {
+            sendgrid,
+            links,
+            settings,
+            base: public_base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+/// What the batch's read decided for one lead.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Claimed: send it.
+    Send(Box<Outbound>, String, Option<String>),
+    /// Nothing to send (already sent, parked, no email row).
+    Skip(&'static str),
+    /// Suppressed since it was written: the row fails, nothing is sent.
+    Suppressed(uuid::Uuid),
+    /// Stays `queued` (daily cap, pause, campaign paused); the backlog release sends it later.
+    Defer(&'static str),
+    /// Claimed by another invocation moments ago: retry later.
+    InFlight,
+}
+
+/// What became of one lead.
+#[derive(Debug, Clone)]
+pub enum Done {
+    Sent(uuid::Uuid, Sent),
+    Suppressed(uuid::Uuid),
+    Skipped(&'static str),
+    Deferred(&'static str),
+}
+
+const PARK_STALE: &str = "
+UPDATE emails e SET send_state = 'unknown', last_error = 'cut off mid-send; not resent'
+FROM UNNEST($1::uuid[], $2::uuid[]) AS x(c, b)
+WHERE e.campaign_id = x.c AND e.business_id = x.b AND e.kind = 'outreach'
+  AND e.send_state = 'sending' AND e.sending_at < now() - make_interval(secs => $3)";
+
+const READ: &str = "
+SELECT e.id, e.business_id, e.campaign_id, e.send_state, e.to_email, e.subject, e.body_text,
+       v.key, e.variant_id, e.run_id, rp.preview_key, b.name,
+       c.sender_email, c.sender_name, c.postal_address, c.daily_quota, c.status,
+       EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(e.to_email))
+               OR (s.kind = 'domain' AND (s.value = split_part(lower(e.to_email), '@', 2) OR s.value = b.website_domain))),
+       EXISTS (SELECT 1 FROM send_pauses p WHERE p.resumed_at IS NULL AND p.scope IN ('all', 'campaign:' || c.id)),
+       (SELECT min(day) FROM send_counters k WHERE k.scope = 'campaign:' || c.id AND k.sent > 0)
+FROM UNNEST($1::uuid[], $2::uuid[]) AS x(c, b)
+JOIN emails e ON e.campaign_id = x.c AND e.business_id = x.b AND e.kind = 'outreach'
+JOIN campaigns c ON c.id = e.campaign_id
+JOIN businesses b ON b.id = e.business_id
+LEFT JOIN experiment_variants v ON v.id = e.variant_id
+LEFT JOIN reports rp ON rp.id = e.report_id";
+
+/// Creates today's counters if missing and locks them (the `DO UPDATE` takes the row lock), so
+/// concurrent batches of one campaign count against one number.
+const LOCK_COUNTERS: &str = "
+INSERT INTO send_counters (tenant_id, scope, day, sent) SELECT $1, s, $2, 0 FROM UNNEST($3::text[]) AS s
+ON CONFLICT (tenant_id, scope, day) DO UPDATE SET sent = send_counters.sent
+RETURNING scope, sent";
+
+const CLAIM: &str = "
+UPDATE emails SET send_state = 'sending', sending_at = now(), attempts = attempts + 1, last_error = NULL
+WHERE id = ANY($1) AND send_state = 'queued' RETURNING id";
+
+const COUNT: &str = "
+UPDATE send_counters k SET sent = k.sent + x.n
+FROM UNNEST($3::text[], $4::int4[]) AS x(scope, n)
+WHERE k.tenant_id = $1 AND k.day = $2 AND k.scope = x.scope";
+
+/// The counter scope of a campaign's outreach.
+pub fn campaign_scope(c: uuid::Uuid) -> String {
+    format!("campaign:{c}")
+}
+
+fn pdf_name(business: &str) -> String {
+    let slug: String = business
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    format!("{slug}-website-audit-preview.pdf")
+}
+
+#[async_trait]
+impl StageHandler for Delivery {
+    type Payload = LeadRef;
+    type Work = Done;
+    type Context = HashMap<BusinessId, Plan>;
+
+    fn stage(&self) -> &'static str {
+        STAGE
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        SENDS_TO
+    }
+
+    /// SendGrid allows bursts of 100/s; a batch's sends go out together.
+    fn concurrency(&self) -> usize {
+        10
+    }
+
+    async fn load(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        tenant: TenantId,
+        envs: &[&Envelope<LeadRef>],
+    ) -> Result<Self::Context, DbError> {
+        let campaigns: Vec<uuid::Uuid> = envs
+            .iter()
+            .map(|e| e.payload.campaign_id.as_uuid())
+            .collect();
+        let businesses: Vec<uuid::Uuid> = envs
+            .iter()
+            .map(|e| e.payload.business_id.as_uuid())
+            .collect();
+        let stale = self.settings.stale_sending.as_secs_f64();
+        tx.execute(PARK_STALE, &[&campaigns, &businesses, &stale])
+            .await?;
+        let rows = tx.query(READ, &[&campaigns, &businesses]).await?;
+        let today = chrono::Utc::now().date_naive();
+        let mut plans: HashMap<BusinessId, Plan> = envs
+            .iter()
+            .map(|e| (e.payload.business_id, Plan::Skip("no_email")))
+            .collect();
+        // Candidates per campaign scope, in a stable order.
+        let mut wanted: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut caps: HashMap<String, i32> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            let business = BusinessId::from_uuid(r.get(1));
+            let state: String = r.get(3);
+            let plan = match state.as_str() {
+                "sent" => Plan::Skip("already_sent"),
+                "failed" => Plan::Skip("already_failed"),
+                "unknown" => Plan::Skip("parked_unknown"),
+                "sending" => Plan::InFlight,
+                _ if r.get::<_, bool>(17) => Plan::Suppressed(r.get(0)),
+                _ if r.get::<_, String>(16) != "active" => Plan::Defer("campaign_not_active"),
+                _ if r.get::<_, bool>(18) => Plan::Defer("paused"),
+                _ => {
+                    let campaign: uuid::Uuid = r.get(2);
+                    let scope = campaign_scope(campaign);
+                    let first: Option<chrono::NaiveDate> = r.get(19);
+                    let day_index = first.map(|f| (today - f).num_days()).unwrap_or(0);
+                    caps.insert(scope.clone(), self.settings.cap(r.get(15), day_index));
+                    wanted.entry(scope).or_default().push(i);
+                    Plan::Defer("daily_cap")
+                }
+            };
+            plans.insert(business, plan);
+        }
+        if wanted.is_empty() {
+            return Ok(plans);
+        }
+        let scopes: Vec<String> = wanted.keys().cloned().collect();
+        let sent_today: HashMap<String, i32> = tx
+            .query(LOCK_COUNTERS, &[&tenant.as_uuid(), &today, &scopes])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut chosen: Vec<usize> = Vec::new();
+        for (scope, idx) in &wanted {
+            let room = (caps.get(scope).copied().unwrap_or(0)
+                - sent_today.get(scope).copied().unwrap_or(0))
+            .max(0) as usize;
+            chosen.extend(idx.iter().take(room));
+        }
+        let ids: Vec<uuid::Uuid> = chosen.iter().map(|&i| rows[i].get(0)).collect();
+        let claimed: std::collections::HashSet<uuid::Uuid> = tx
+            .query(CLAIM, &[&ids])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut counts: BTreeMap<String, i32> = BTreeMap::new();
+        let base = self.public_base();
+        let now = chrono::Utc::now().timestamp();
+        for &i in &chosen {
+            let r = &rows[i];
+            let email_id: uuid::Uuid = r.get(0);
+            let business = BusinessId::from_uuid(r.get(1));
+            if !claimed.contains(&email_id) {
+                plans.insert(business, Plan::InFlight);
+                continue;
+            }
+            let campaign: uuid::Uuid = r.get(2);
+            *counts.entry(campaign_scope(campaign)).or_default() += 1;
+            let token = self.links.sign(
+                Purpose::Unsubscribe,
+                tenant,
+                email_id,
+                now + self.settings.unsubscribe_ttl.as_secs() as i64,
+            );
+            let sender: String = r.get(12);
+            let sender_domain = sender.rsplit('@').next().unwrap_or_default().to_owned();
+            let variant: Option<String> = r.get(7);
+            let variant_id: Option<uuid::Uuid> = r.get(8);
+            let run: Option<uuid::Uuid> = r.get(9);
+            let mut args = BTreeMap::from([
+                ("tenant_id".to_owned(), tenant.to_string()),
+                ("email_id".to_owned(), email_id.to_string()),
+                ("business_id".to_owned(), business.to_string()),
+                ("campaign_id".to_owned(), campaign.to_string()),
+            ]);
+            if let Some(v) = &variant {
+                args.insert("variant".into(), v.clone());
+            }
+            if let Some(v) = variant_id {
+                args.insert("variant_id".into(), v.to_string());
+            }
+            if let Some(run) = run {
+                args.insert("run_id".into(), run.to_string());
+            }
+            let name: String = r.get(11);
+            let outbound = Outbound {
+                email_id,
+                to: r.get(4),
+                from_email: sender,
+                from_name: r.get(13),
+                subject: r.get(5),
+                body: r.get::<_, Option<String>>(6).unwrap_or_default(),
+                footer: Some(Footer {
+                    postal_address: r.get(14),
+                    unsubscribe_url: format!("{base}/u/{token}"),
+                    unsubscribe_mailto: format!(
+                        "mailto:unsubscribe@{sender_domain}?subject=unsubscribe%20{token}"
+                    ),
+                }),
+                custom_args: args,
+                category: "outreach",
+                attachment: None,
+            };
+            let preview: Option<String> = r.get(10);
+            plans.insert(
+                business,
+                Plan::Send(
+                    Box::new(outbound),
+                    name,
+                    preview.filter(|_| self.settings.attach_preview),
+                ),
+            );
+        }
+        if !counts.is_empty() {
+            let (s, n): (Vec<String>, Vec<i32>) = counts.into_iter().unzip();
+            tx.execute(COUNT, &[&tenant.as_uuid(), &today, &s, &n])
+                .await?;
+        }
+        Ok(plans)
+    }
+
+    async fn work(
+        &self,
+        deps: &Deps,
+        ctx: &Self::Context,
+        env: &Envelope<LeadRef>,
+        _paid_allowed: bool,
+    ) -> Result<Done, WorkError> {
+        let plan = ctx
+            .get(&env.payload.business_id)
+            .cloned()
+            .unwrap_or(Plan::Skip("no_email"));
+        let (mut outbound, name, preview) = match plan {
+            Plan::Send(o, name, preview) => (o, name, preview),
+            Plan::Skip(why) => return Ok(Done::Skipped(why)),
+            Plan::Suppressed(id) => return Ok(Done::Suppressed(id)),
+            Plan::Defer(why) => return Ok(Done::Deferred(why)),
+            Plan::InFlight => {
+                return Err(WorkError::Transient(
+                    "the email is being sent by another invocation".into(),
+                ));
+            }
+        };
+        let scope = campaign_scope(env.payload.campaign_id.as_uuid());
+        if let Some(key) = preview {
+            let attached = match ObjectKey::parse(&key) {
+                Ok(k) => deps.store.get(&k).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match attached {
+                Ok(bytes) => outbound.attachment = Some((pdf_name(&name), bytes.to_vec())),
+                Err(e) => {
+                    send::release_claim(
+                        &deps.pool,
+                        env.tenant_id,
+                        outbound.email_id,
+                        Some(&scope),
+                        &e,
+                    )
+                    .await?;
+                    return Err(WorkError::Transient(format!(
+                        "report preview unavailable: {e}"
+                    )));
+                }
+            }
+        }
+        let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
+        let result = self.sendgrid.send(&call, &send::mail(&outbound)).await;
+        match send::classify(result) {
+            Ok(sent) => Ok(Done::Sent(outbound.email_id, sent)),
+            Err(e) => {
+                send::release_claim(
+                    &deps.pool,
+                    env.tenant_id,
+                    outbound.email_id,
+                    Some(&scope),
+                    &e.to_string(),
+                )
+                .await?;
+                Err(e.into_retry())
+            }
+        }
+    }
+
+    async fn persist(
+        &self,
+        _deps: &Deps,
+        tx: &tokio_postgres::Transaction<'_>,
+        _tenant: TenantId,
+        items: &[StageItem<LeadRef, Done>],
+    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+        let mut ids = Vec::new();
+        let mut states = Vec::new();
+        let mut msgs = Vec::new();
+        let mut errs = Vec::new();
+        for it in items {
+            match &it.work {
+                Done::Sent(id, s) => {
+                    let (state, msg, err) = send::state_of(s);
+                    ids.push(*id);
+                    states.push(state);
+                    msgs.push(msg);
+                    errs.push(err);
+                }
+                Done::Suppressed(id) => {
+                    ids.push(*id);
+                    states.push("failed");
+                    msgs.push(None);
+                    errs.push(Some("suppressed"));
+                }
+                Done::Skipped(_) | Done::Deferred(_) => {}
+            }
+        }
+        send::write_states(tx, &ids, &states, &msgs, &errs).await?;
+        Ok(items.iter().map(|_| Vec::new()).collect())
+    }
+
+    fn describe(&self, item: &StageItem<LeadRef, Done>) -> Vec<EventInfo> {
+        let (event, status) = match &item.work {
+            Done::Sent(_, Sent::Sent { .. }) => ("sent".to_owned(), "ok"),
+            Done::Sent(_, Sent::Failed { .. }) => ("failed:rejected".to_owned(), "error"),
+            Done::Sent(_, Sent::Unknown { .. }) => ("unknown".to_owned(), "error"),
+            Done::Suppressed(_) => ("skipped:suppressed".to_owned(), "skipped"),
+            Done::Skipped(why) => (format!("skipped:{why}"), "skipped"),
+            Done::Deferred(why) => (format!("deferred:{why}"), "skipped"),
+        };
+        let extra = match &item.work {
+            Done::Sent(id, s) => json!({ "email_id": id, "outcome": format!("{s:?}") }),
+            Done::Suppressed(id) => json!({ "email_id": id }),
+            _ => json!({}),
+        };
+        vec![EventInfo {
+            entity_id: Some(item.env.payload.business_id.to_string()),
+            event,
+            status,
+            extra,
+            marker: false,
+        }]
+    }
+}
+
+impl Delivery {
+    fn public_base(&self) -> &str {
+        &self.base
+    }
+}
+
+trait IntoRetry {
+    fn into_retry(self) -> WorkError;
+}
+
+impl IntoRetry for shared::vendors::VendorError {
+    /// Refusals SendGrid answered are retried, whatever their kind (a bad key is fixed and the
+    /// DLQ redriven); the row is already back to `queued`.
+    fn into_retry(self) -> WorkError {
+        WorkError::Transient(self.to_string())
+    }
+}
+
+/// What the morning release did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Released {
+    pub tenants: usize,
+    pub messages: usize,
+}
+
+/// Sends a delivery message for every outreach email still `queued` from an earlier day (held by
+/// a daily cap or a pause), keyed by the day so each is released once a day.
+pub async fn release_backlog(deps: &Deps, bus: &dyn Bus) -> Result<Released, DbError> {
+    let client = deps.pool.get().await?;
+    let tenants: Vec<uuid::Uuid> = client
+        .query("SELECT list_tenant_ids()", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let mut out = Released::default();
+    let today = chrono::Utc::now().date_naive();
+    for t in tenants {
+        let tenant = TenantId::from_uuid(t);
+        let mut c = deps.pool.get().await?;
+        let tx = begin_tenant(&mut c, tenant).await?;
+        let rows = tx
+            .query(
+                "SELECT e.id, e.business_id, e.campaign_id, e.run_id FROM emails e JOIN campaigns c ON c.id = e.campaign_id
+                 WHERE e.kind = 'outreach' AND e.send_state = 'queued' AND c.status = 'active'
+                   AND e.created_at < $1::date ORDER BY e.created_at LIMIT 10000",
+                &[&today],
+            )
+            .await?;
+        tx.commit().await?;
+        out.tenants += 1;
+        let bodies: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                let email: uuid::Uuid = r.get(0);
+                Envelope::new(
+                    tenant,
+                    r.get::<_, Option<uuid::Uuid>>(3).map(RunId::from_uuid),
+                    format!("backlog:{today}:{email}"),
+                    LeadRef {
+                        business_id: BusinessId::from_uuid(r.get(1)),
+                        campaign_id: CampaignId::from_uuid(r.get(2)),
+                    },
+                )
+                .to_body()
+                .ok()
+            })
+            .collect();
+        if !bodies.is_empty() {
+            bus.send_batch(queues::DELIVERY, &bodies)
+                .await
+                .map_err(|e| DbError::Encode(e.to_string()))?;
+            out.messages += bodies.len();
+        }
+    }
+    Ok(out)
+}
+
+/// Which handler an SQS record belongs to, by its source queue's ARN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Outreach,
+    Fulfilment,
+}
+
+pub fn route(event_source_arn: Option<&str>) -> Route {
+    match event_source_arn {
+        Some(a) if a.ends_with(&format!("-{}", queues::FULFILMENT)) => Route::Fulfilment,
+        _ => Route::Outreach,
+    }
+}

@@ -1,0 +1,60 @@
+//! delivery: SQS (delivery and fulfilment queues) → SendGrid; a morning schedule releases the
+//! capped backlog onto the delivery queue.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use serde_json::Value;
+use shared::vendors::CallSink;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let source = shared::secrets::from_env().await?;
+    let mut r = shared::config::Reader::new(&source);
+    let secret = r.secret("LF_LINK_SECRET");
+    let settings = delivery::Settings::load(&mut r);
+    r.finish(())?;
+    let links = shared::links::LinkSigner::new(secret)?;
+    let sink: Arc<dyn CallSink> = deps.sink.clone();
+    let outreach = delivery::Delivery::new(
+        deps.vendors.sendgrid(&sink, &deps.policy)?,
+        links.clone(),
+        settings.clone(),
+        &deps.public_base_url,
+    );
+    let fulfilment = delivery::Fulfilment::new(
+        deps.vendors.sendgrid(&sink, &deps.policy)?,
+        links,
+        settings,
+        &deps.public_base_url,
+    );
+    run(service_fn(|event: LambdaEvent<Value>| async {
+        let payload = event.payload;
+        if payload.get("Records").is_none() {
+            let released = delivery::release_backlog(&deps, deps.bus.as_ref()).await?;
+            return Ok::<_, lambda_runtime::Error>(serde_json::to_value(released)?);
+        }
+        let sqs: SqsEvent = serde_json::from_value(payload)?;
+        let (f, o): (Vec<_>, Vec<_>) = sqs.records.into_iter().partition(|r| {
+            delivery::route(r.event_source_arn.as_deref()) == delivery::Route::Fulfilment
+        });
+        let mut resp = SqsBatchResponse::default();
+        if !o.is_empty() {
+            let mut e = SqsEvent::default();
+            e.records = o;
+            let r = shared::pipeline::handle_sqs(&outreach, &deps, e).await;
+            resp.batch_item_failures.extend(r.batch_item_failures);
+        }
+        if !f.is_empty() {
+            let mut e = SqsEvent::default();
+            e.records = f;
+            let r = shared::pipeline::handle_sqs(&fulfilment, &deps, e).await;
+            resp.batch_item_failures.extend(r.batch_item_failures);
+        }
+        Ok(serde_json::to_value(resp)?)
+    }))
+    .await
+}

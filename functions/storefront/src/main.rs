@@ -1,0 +1,16 @@
+//! storefront: HTTP (API Gateway HTTP API) — report preview, checkout, unsubscribe, download.
+
+use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = storefront::StorefrontDeps::from_env().await?;
+    run(service_fn(
+        |event: LambdaEvent<ApiGatewayV2httpRequest>| async {
+            Ok::<_, lambda_runtime::Error>(storefront::handler(&deps, event.payload).await)
+        },
+    ))
+    .await
+}
