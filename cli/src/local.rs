@@ -46,6 +46,8 @@ pub struct LocalOptions {
     pub policy: HttpPolicy,
     /// Share of clicking recipients who buy the full report in the simulated funnel.
     pub buy_share: f64,
+    /// Delivery's warm-up and link settings.
+    pub delivery: delivery::Settings,
 }
 
 impl LocalOptions {
@@ -64,6 +66,7 @@ impl LocalOptions {
                 ..HttpPolicy::default()
             },
             buy_share: 0.5,
+            delivery: delivery::Settings::default(),
         }
     }
 }
@@ -210,13 +213,13 @@ impl LocalPipeline {
             delivery: delivery::Delivery::new(
                 deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
                 links.clone(),
-                delivery::Settings::default(),
+                opts.delivery.clone(),
                 &gateway_url,
             ),
             fulfilment: delivery::Fulfilment::new(
                 deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
                 links.clone(),
-                delivery::Settings::default(),
+                opts.delivery.clone(),
                 &gateway_url,
             ),
         };
@@ -417,6 +420,12 @@ impl LocalPipeline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+
+    /// Processes whatever is on the queues until they are empty (messages put there by hand,
+    /// a released backlog).
+    pub async fn settle(&self) -> Result<(), LocalError> {
+        self.drain(&NoProgress, &mut HashMap::new()).await
     }
 
     /// Targeting, then every stage through delivery until all queues are empty; finalises the run.

@@ -67,8 +67,8 @@ fn every_function_has_a_sample_event_that_parses() {
     }
 }
 
-#[tokio::test]
-async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
+/// A local pipeline on a fresh database (kept alive by the returned guards).
+async fn pipeline() -> (LocalPipeline, testkit::TestDb, tempfile::TempDir) {
     let db = testkit::TestDb::new().await;
     let store = tempfile::tempdir().unwrap();
     let p = LocalPipeline::start(
@@ -77,6 +77,12 @@ async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
     )
     .await
     .unwrap();
+    (p, db, store)
+}
+
+#[tokio::test]
+async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
+    let (p, _db, _store) = pipeline().await;
     p.ensure_tenant("Sample").await.unwrap();
 
     // Sourcing: the job's campaign does not exist (permanent, before any paid call) and the
@@ -118,4 +124,50 @@ fn the_stripe_sample_is_an_http_api_request_carrying_a_stripe_event() {
     let e: shared::webhook::stripe::Event =
         serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
     assert_eq!(e.kind, "checkout.session.completed");
+}
+
+#[test]
+fn the_delivery_sample_routes_outreach_and_fulfilment_records_by_queue() {
+    let e: SqsEvent = serde_json::from_str(&event("delivery.json")).unwrap();
+    let routes: Vec<delivery::Route> = e
+        .records
+        .iter()
+        .map(|r| delivery::route(r.event_source_arn.as_deref()))
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            delivery::Route::Outreach,
+            delivery::Route::Fulfilment,
+            delivery::Route::Outreach
+        ]
+    );
+    assert!(Envelope::<LeadRef>::parse(e.records[0].body.as_deref().unwrap()).is_ok());
+    let f: Envelope<shared::pipeline::messages::Fulfil> =
+        Envelope::parse(e.records[1].body.as_deref().unwrap()).unwrap();
+    assert_eq!(f.idempotency_key, "fulfil:cs_test_sample");
+    assert!(Envelope::<LeadRef>::parse(e.records[2].body.as_deref().unwrap()).is_err());
+    let b: aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> =
+        serde_json::from_str(&event("delivery-backlog.json")).unwrap();
+    assert_eq!(b.detail_type, "Scheduled Event");
+}
+
+#[tokio::test]
+async fn the_storefront_sample_is_a_page_request_answered_404_for_an_unknown_report() {
+    let r: aws_lambda_events::event::apigw::ApiGatewayV2httpRequest =
+        serde_json::from_str(&event("storefront.json")).unwrap();
+    assert_eq!(shared::lambda::http::method(&r), "GET");
+    assert!(shared::lambda::http::path(&r).starts_with("/r/"));
+    let (p, _db, _store) = pipeline().await;
+    let c = reqwest::Client::new();
+    let resp = c
+        .get(format!(
+            "{}{}",
+            p.gateway_url,
+            shared::lambda::http::path(&r)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 }

@@ -150,16 +150,31 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
                 }
                 Some("Schedule" | "ScheduleV2") => {}
                 Some("HttpApi") => {
-                    assert_eq!(
-                        e["Properties"]["Method"], "POST",
-                        "{name:?}: webhooks are POST"
-                    );
+                    let path = e["Properties"]["Path"].as_str().unwrap_or_default();
+                    if path.starts_with("/webhooks/") {
+                        assert_eq!(
+                            e["Properties"]["Method"], "POST",
+                            "{name:?}: webhooks are POST"
+                        );
+                    }
+                    // Every HTTP route is served by a function that answers it.
+                    let bin = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+                    let served = match bin {
+                        "sendgrid-webhook" => path == "/webhooks/sendgrid",
+                        "stripe-webhook" => path == "/webhooks/stripe",
+                        "storefront" => ["/r/", "/u/", "/d/", "/checkout/"]
+                            .iter()
+                            .any(|p| path.starts_with(p)),
+                        _ => false,
+                    };
+                    assert!(served, "{name:?} does not serve {path}");
                 }
                 other => panic!("{name:?}: unexpected event type {other:?}"),
             }
         }
     }
-    assert_eq!(sqs_functions, 6);
+    // Seven stages read one queue each; delivery also reads the fulfilment queue.
+    assert_eq!(sqs_functions, 8);
     // Every queue that is not a DLQ has one.
     for (name, r) in res.as_mapping().unwrap() {
         let n = name.as_str().unwrap();

@@ -523,9 +523,13 @@ pub struct Released {
     pub messages: usize,
 }
 
-/// Sends a delivery message for every outreach email still `queued` from an earlier day (held by
-/// a daily cap or a pause), keyed by the day so each is released once a day.
-pub async fn release_backlog(deps: &Deps, bus: &dyn Bus) -> Result<Released, DbError> {
+/// Sends a delivery message for every outreach email still `queued` from before `today` (held
+/// by a daily cap or a pause), keyed by the day so each is released once a day.
+pub async fn release_backlog(
+    deps: &Deps,
+    bus: &dyn Bus,
+    today: chrono::NaiveDate,
+) -> Result<Released, DbError> {
     let client = deps.pool.get().await?;
     let tenants: Vec<uuid::Uuid> = client
         .query("SELECT list_tenant_ids()", &[])
@@ -535,7 +539,6 @@ pub async fn release_backlog(deps: &Deps, bus: &dyn Bus) -> Result<Released, DbE
         .collect();
     drop(client);
     let mut out = Released::default();
-    let today = chrono::Utc::now().date_naive();
     for t in tenants {
         let tenant = TenantId::from_uuid(t);
         let mut c = deps.pool.get().await?;

@@ -34,7 +34,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     run(service_fn(|event: LambdaEvent<Value>| async {
         let payload = event.payload;
         if payload.get("Records").is_none() {
-            let released = delivery::release_backlog(&deps, deps.bus.as_ref()).await?;
+            let released = delivery::release_backlog(
+                &deps,
+                deps.bus.as_ref(),
+                chrono::Utc::now().date_naive(),
+            )
+            .await?;
             return Ok::<_, lambda_runtime::Error>(serde_json::to_value(released)?);
         }
         let sqs: SqsEvent = serde_json::from_value(payload)?;
