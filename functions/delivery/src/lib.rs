@@ -530,17 +530,9 @@ pub async fn release_backlog(
     bus: &dyn Bus,
     today: chrono::NaiveDate,
 ) -> Result<Released, DbError> {
-    let client = deps.pool.get().await?;
-    let tenants: Vec<uuid::Uuid> = client
-        .query("SELECT list_tenant_ids()", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    drop(client);
+    let tenants = shared::db::tenant_ids(&deps.pool.get().await?).await?;
     let mut out = Released::default();
-    for t in tenants {
-        let tenant = TenantId::from_uuid(t);
+    for tenant in tenants {
         let mut c = deps.pool.get().await?;
         let tx = begin_tenant(&mut c, tenant).await?;
         let rows = tx

@@ -57,12 +57,7 @@ pub async fn handler(
         _ => "nightly",
     };
     let client = deps.pool.get().await.map_err(DbError::from)?;
-    let tenants: Vec<TenantId> = client
-        .query("SELECT list_tenant_ids()", &[])
-        .await?
-        .iter()
-        .map(|r| TenantId::from_uuid(r.get(0)))
-        .collect();
+    let tenants: Vec<TenantId> = shared::db::tenant_ids(&client).await?;
     drop(client);
     let mut report = TargetingReport {
         tenants: tenants.len(),

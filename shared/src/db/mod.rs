@@ -9,7 +9,7 @@ mod tenant;
 
 pub use migrate::{MIGRATIONS_APPLIED_TABLE, migrate};
 pub use pool::{Pool, connect, pg_config, tls_connector};
-pub use tenant::{begin_tenant, with_tenant_setting};
+pub use tenant::{begin_tenant, tenant_ids, with_tenant_setting};
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

@@ -23,3 +23,14 @@ pub async fn begin_tenant(
     tx.batch_execute(&with_tenant_setting(tenant)).await?;
     Ok(tx)
 }
+
+/// Every tenant (through the `list_tenant_ids` definer function): scheduled jobs work tenant by
+/// tenant, each under its own RLS scope.
+pub async fn tenant_ids(client: &deadpool_postgres::Client) -> Result<Vec<TenantId>, DbError> {
+    Ok(client
+        .query("SELECT list_tenant_ids()", &[])
+        .await?
+        .iter()
+        .map(|r| TenantId::from_uuid(r.get(0)))
+        .collect())
+}

@@ -1,0 +1,23 @@
+//! alerts: EventBridge schedule (every 5 minutes) → Slack.
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use serde_json::Value;
+use shared::vendors::CallSink;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let sink: Arc<dyn CallSink> = deps.sink.clone();
+    let alerts = alerts::Alerts::new(
+        deps.vendors.slack(&sink, &deps.policy)?,
+        alerts::Thresholds::default(),
+    );
+    run(service_fn(|_: LambdaEvent<Value>| async {
+        let report = alerts.run(&deps, chrono::Utc::now()).await?;
+        Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+    }))
+    .await
+}

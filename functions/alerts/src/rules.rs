@@ -1,0 +1,424 @@
+//! The rule set (one consistent set from the handbook): each rule reads its signal with one
+//! query and grades it against thresholds. A rule below its minimum volume says nothing — no
+//! alert and no recovery — so a quiet night cannot look healthy or broken.
+
+use serde::{Deserialize, Serialize};
+use shared::db::DbError;
+
+/// Thresholds and volumes; defaults from `docs/predecessor.md`, overridable per tenant in
+/// `tenants.settings.alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Thresholds {
+    pub window_hours: i64,
+    pub bounce_warn: f64,
+    pub bounce_critical: f64,
+    /// At this bounce rate sending pauses (delivery honours `send_pauses`).
+    pub bounce_pause: f64,
+    pub bounce_min_sent: i64,
+    pub spam_critical: f64,
+    pub spam_min_delivered: i64,
+    /// The nightly must have finished by this hour (UTC).
+    pub watchdog_hour_utc: u32,
+    pub stall_minutes: i64,
+    pub vendor_error_rate: f64,
+    pub vendor_min_calls: i64,
+    pub budget_warn: f64,
+    pub budget_critical: f64,
+    pub qa_pass_min: f64,
+    pub qa_min_reviewed: i64,
+    pub min_candidates: i64,
+    pub cooldown_minutes: i64,
+    pub max_per_hour: i64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            window_hours: 24,
+            bounce_warn: 0.02,
+            bounce_critical: 0.05,
+            bounce_pause: 0.10,
+            bounce_min_sent: 50,
+            spam_critical: 0.001,
+            spam_min_delivered: 200,
+            watchdog_hour_utc: 5,
+            stall_minutes: 120,
+            vendor_error_rate: 0.30,
+            vendor_min_calls: 20,
+            budget_warn: 0.75,
+            budget_critical: 0.90,
+            qa_pass_min: 0.80,
+            qa_min_reviewed: 5,
+            min_candidates: 20,
+            cooldown_minutes: 60,
+            max_per_hour: 10,
+        }
+    }
+}
+
+impl Thresholds {
+    /// These defaults with a tenant's overrides (a partial JSON object) on top.
+    pub fn with_overrides(&self, overrides: Option<&serde_json::Value>) -> Self {
+        let Some(serde_json::Value::Object(o)) = overrides else {
+            return self.clone();
+        };
+        let mut base = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(b) = &mut base {
+            for (k, v) in o {
+                if b.contains_key(k) {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        serde_json::from_value(base).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "tenant alert overrides ignored");
+            self.clone()
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+/// What a rule found for one subject (the tenant, a vendor, a queue, a run).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub subject: String,
+    pub level: Level,
+    /// Names the step within a level (e.g. budget `75`, `90`, `exhausted`): a new grade alerts
+    /// even within the cooldown.
+    pub grade: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    pub message: String,
+    /// Pause sending (the bounce rule at its pause threshold).
+    pub pause: bool,
+}
+
+impl Finding {
+    fn new(rule: &'static str, subject: impl Into<String>) -> Self {
+        Self {
+            rule,
+            subject: subject.into(),
+            level: Level::Ok,
+            grade: "ok",
+            value: 0.0,
+            threshold: 0.0,
+            message: String::new(),
+            pause: false,
+        }
+    }
+
+    fn at(
+        mut self,
+        level: Level,
+        grade: &'static str,
+        value: f64,
+        threshold: f64,
+        message: String,
+    ) -> Self {
+        self.level = level;
+        self.grade = grade;
+        self.value = value;
+        self.threshold = threshold;
+        self.message = message;
+        self
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1} %", x * 100.0)
+}
+
+/// Evaluates every database rule for one tenant (inside its RLS transaction).
+pub async fn evaluate(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &Thresholds,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Finding>, DbError> {
+    let mut out = Vec::new();
+    let window = now - chrono::Duration::hours(t.window_hours);
+
+    // Bounce rate of outreach sent in the window.
+    let r = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE send_state = 'sent'), count(*) FILTER (WHERE delivery_status = 'bounced')
+             FROM emails WHERE kind = 'outreach' AND sent_at > $1",
+            &[&window],
+        )
+        .await?;
+    let (sent, bounced): (i64, i64) = (r.get(0), r.get(1));
+    if sent >= t.bounce_min_sent {
+        let rate = bounced as f64 / sent as f64;
+        let f = Finding::new("bounce_rate", "all");
+        let msg = |what: &str, th: f64| {
+            format!(
+                "Bounce rate {} of {sent} sent in {} h is {what} {} ",
+                pct(rate),
+                t.window_hours,
+                pct(th)
+            )
+        };
+        out.push(if rate >= t.bounce_pause {
+            let mut f = f.at(
+                Level::Critical,
+                "pause",
+                rate,
+                t.bounce_pause,
+                format!(
+                    "{}— sending is paused until an operator resumes it.",
+                    msg("at or above the pause threshold", t.bounce_pause)
+                ),
+            );
+            f.pause = true;
+            f
+        } else if rate >= t.bounce_critical {
+            f.at(
+                Level::Critical,
+                "critical",
+                rate,
+                t.bounce_critical,
+                msg("above", t.bounce_critical),
+            )
+        } else if rate >= t.bounce_warn {
+            f.at(
+                Level::Warning,
+                "warning",
+                rate,
+                t.bounce_warn,
+                msg("above", t.bounce_warn),
+            )
+        } else {
+            f.at(
+                Level::Ok,
+                "ok",
+                rate,
+                t.bounce_warn,
+                format!("Bounce rate back to {}.", pct(rate)),
+            )
+        });
+    }
+
+    // Spam reports per delivered email.
+    let r = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE event = 'delivered'), count(*) FILTER (WHERE event = 'spamreport')
+             FROM email_events WHERE occurred_at > $1",
+            &[&window],
+        )
+        .await?;
+    let (delivered, spam): (i64, i64) = (r.get(0), r.get(1));
+    if delivered >= t.spam_min_delivered {
+        let rate = spam as f64 / delivered as f64;
+        let f = Finding::new("spam_rate", "all");
+        out.push(if rate >= t.spam_critical {
+            f.at(
+                Level::Critical,
+                "critical",
+                rate,
+                t.spam_critical,
+                format!(
+                    "Spam reports {} of {delivered} delivered ({spam} reports) — above {}.",
+                    pct(rate),
+                    pct(t.spam_critical)
+                ),
+            )
+        } else {
+            f.at(
+                Level::Ok,
+                "ok",
+                rate,
+                t.spam_critical,
+                format!("Spam-report rate back to {}.", pct(rate)),
+            )
+        });
+    }
+
+    // Watchdog: today's nightly finished by the hour (only for tenants with active campaigns).
+    let today = now.date_naive();
+    if now.time()
+        >= chrono::NaiveTime::from_hms_opt(t.watchdog_hour_utc.min(23), 0, 0).unwrap_or_default()
+    {
+        let r = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE status = 'active'),
+                        (SELECT status FROM runs WHERE kind = 'nightly' AND run_date = $1)",
+                &[&today],
+            )
+            .await?;
+        let active: bool = r.get(0);
+        let status: Option<String> = r.get(1);
+        if active {
+            let f = Finding::new("nightly_watchdog", today.to_string());
+            out.push(match status.as_deref() {
+                None => f.at(
+                    Level::Critical,
+                    "critical",
+                    0.0,
+                    1.0,
+                    format!(
+                        "No nightly run started on {today} by {:02}:00 UTC.",
+                        t.watchdog_hour_utc
+                    ),
+                ),
+                Some("running") => f.at(
+                    Level::Critical,
+                    "critical",
+                    0.0,
+                    1.0,
+                    format!(
+                        "The nightly run of {today} has not finished by {:02}:00 UTC.",
+                        t.watchdog_hour_utc
+                    ),
+                ),
+                Some(s) => f.at(
+                    Level::Ok,
+                    "ok",
+                    1.0,
+                    1.0,
+                    format!("The nightly run of {today} finished ({s})."),
+                ),
+            });
+        }
+    }
+
+    // Nothing processed for a while during a run.
+    for r in tx
+        .query(
+            "SELECT r.id, extract(epoch FROM ($1::timestamptz - greatest(r.started_at, coalesce(max(l.created_at), r.started_at))))::float8 / 60
+             FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
+             WHERE r.status = 'running' AND r.started_at > $1::timestamptz - interval '2 days'
+             GROUP BY r.id, r.started_at",
+            &[&now],
+        )
+        .await?
+    {
+        let run: uuid::Uuid = r.get(0);
+        let idle: f64 = r.get(1);
+        let f = Finding::new("run_stalled", run.to_string());
+        out.push(if idle >= t.stall_minutes as f64 {
+            f.at(Level::Critical, "critical", idle, t.stall_minutes as f64, format!("Run {run} has processed nothing for {idle:.0} minutes."))
+        } else {
+            f.at(Level::Ok, "ok", idle, t.stall_minutes as f64, format!("Run {run} is processing again."))
+        });
+    }
+
+    // Vendors: error rate, rate limiting and quota, over runs started in the window.
+    for r in tx
+        .query(
+            "SELECT u.vendor, sum(u.calls)::int8, sum(u.errors)::int8, sum(u.rate_limit_hits)::int8, bool_or(u.quota_exhausted)
+             FROM run_vendor_usage u JOIN runs r ON r.id = u.run_id WHERE r.started_at > $1 GROUP BY u.vendor ORDER BY u.vendor",
+            &[&window],
+        )
+        .await?
+    {
+        let vendor: String = r.get(0);
+        let (calls, errors, limited, quota): (i64, i64, i64, bool) = (r.get(1), r.get(2), r.get(3), r.get(4));
+        if calls >= t.vendor_min_calls {
+            let rate = errors as f64 / calls as f64;
+            let f = Finding::new("vendor_errors", vendor.clone());
+            out.push(if rate > t.vendor_error_rate {
+                f.at(Level::Critical, "critical", rate, t.vendor_error_rate, format!("{vendor}: {} of {calls} calls failed.", pct(rate)))
+            } else {
+                f.at(Level::Ok, "ok", rate, t.vendor_error_rate, format!("{vendor}: error rate back to {}.", pct(rate)))
+            });
+        }
+        let f = Finding::new("vendor_limits", vendor.clone());
+        out.push(if quota {
+            f.at(Level::Critical, "quota", 1.0, 0.0, format!("{vendor}: daily quota exhausted — paid steps are skipped until it resets."))
+        } else if limited > 0 {
+            f.at(Level::Warning, "rate_limited", limited as f64, 0.0, format!("{vendor}: rate limited {limited} times — calls were slowed and retried."))
+        } else {
+            f.at(Level::Ok, "ok", 0.0, 0.0, format!("{vendor}: no rate limiting."))
+        });
+    }
+
+    // Budgets today.
+    for r in tx
+        .query(
+            "SELECT vendor_class, greatest(spent_micros, reserved_micros)::float8 / nullif(limit_micros, 0)::float8
+             FROM budgets WHERE day = $1 ORDER BY vendor_class",
+            &[&today],
+        )
+        .await?
+    {
+        let class: String = r.get(0);
+        let Some(used) = r.get::<_, Option<f64>>(1) else { continue };
+        let f = Finding::new("budget", class.clone());
+        out.push(if used >= 1.0 {
+            f.at(Level::Critical, "exhausted", used, 1.0, format!("Budget {class} exhausted today: its paid steps are skipped."))
+        } else if used >= t.budget_critical {
+            f.at(Level::Critical, "critical", used, t.budget_critical, format!("Budget {class} at {} today.", pct(used)))
+        } else if used >= t.budget_warn {
+            f.at(Level::Warning, "warning", used, t.budget_warn, format!("Budget {class} at {} today.", pct(used)))
+        } else {
+            f.at(Level::Ok, "ok", used, t.budget_warn, format!("Budget {class} at {}.", pct(used)))
+        });
+    }
+
+    // QA pass rate over a week of reviews.
+    let r = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE result = 'pass'), count(*) FILTER (WHERE result IN ('pass', 'fail'))
+             FROM qa_samples WHERE reviewed_at > $1::timestamptz - interval '7 days'",
+            &[&now],
+        )
+        .await?;
+    let (pass, reviewed): (i64, i64) = (r.get(0), r.get(1));
+    if reviewed >= t.qa_min_reviewed {
+        let rate = pass as f64 / reviewed as f64;
+        let f = Finding::new("qa_pass_rate", "all");
+        out.push(if rate < t.qa_pass_min {
+            f.at(
+                Level::Warning,
+                "warning",
+                rate,
+                t.qa_pass_min,
+                format!(
+                    "QA pass rate {} over {reviewed} reviews — below {}.",
+                    pct(rate),
+                    pct(t.qa_pass_min)
+                ),
+            )
+        } else {
+            f.at(
+                Level::Ok,
+                "ok",
+                rate,
+                t.qa_pass_min,
+                format!("QA pass rate back to {}.", pct(rate)),
+            )
+        });
+    }
+
+    // Too few candidates in a run finished in the window.
+    for r in tx
+        .query(
+            "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'duplicate'))
+             FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
+             WHERE r.status <> 'running' AND r.finished_at > $1 GROUP BY r.id",
+            &[&window],
+        )
+        .await?
+    {
+        let run: uuid::Uuid = r.get(0);
+        let n: i64 = r.get(1);
+        if n < t.min_candidates {
+            out.push(Finding::new("few_candidates", run.to_string()).at(
+                Level::Warning,
+                "warning",
+                n as f64,
+                t.min_candidates as f64,
+                format!("Run {run} found only {n} candidates (fewer than {}): check the campaigns' areas and categories.", t.min_candidates),
+            ));
+        }
+    }
+    Ok(out)
+}
