@@ -3,6 +3,7 @@
 
 mod db;
 mod dlq_cmd;
+mod ops;
 mod run;
 mod simulator;
 
@@ -38,6 +39,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         runs: i64,
     },
+    /// Erase a person's data on request (leaves a suppression so they are never contacted again)
+    Forget(ops::ForgetArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sim(args) => simulator::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Dlq(args) => dlq_cmd::run(args).await,
+        Command::Forget(args) => ops::forget(args).await,
         Command::Status { url, runs } => {
             let client = db::owner_client(url).await?;
             print!("{}", leadfactory_cli::status::report(&client, runs).await?);

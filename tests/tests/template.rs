@@ -45,6 +45,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("delivery".to_owned(), delivery::SENDS_TO),
         ("storefront".to_owned(), storefront::SENDS_TO),
         ("alerts".to_owned(), alerts::SENDS_TO),
+        ("retention".to_owned(), retention::SENDS_TO),
     ])
 }
 
@@ -325,5 +326,56 @@ fn every_dlq_and_every_function_has_an_alarm() {
         if needs {
             assert!(alarmed.contains(n), "{n} has no alarm");
         }
+    }
+}
+
+#[test]
+fn every_function_may_read_exactly_the_secrets_it_is_told_to_load() {
+    let t = template();
+    let global = &t["Globals"]["Function"]["Environment"]["Variables"]["LF_SECRET_ARNS"];
+    let refs = |v: &Value| -> BTreeSet<String> {
+        // `Ref: X` or `Fn::Join: [",", [Ref: A, Ref: B]]`.
+        if let Some(r) = v.get("Ref").and_then(Value::as_str) {
+            return BTreeSet::from([r.to_owned()]);
+        }
+        v["Fn::Join"][1]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.get("Ref").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    };
+    for (name, r) in t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        let own = &r["Properties"]["Environment"]["Variables"]["LF_SECRET_ARNS"];
+        let loads = if own.is_null() {
+            refs(global)
+        } else {
+            refs(own)
+        };
+        let granted: BTreeSet<String> = r["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("AWSSecretsManagerGetSecretValuePolicy"))
+            .filter_map(|p| {
+                p["SecretArn"]
+                    .get("Ref")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert!(
+            !loads.is_empty(),
+            "{name:?} loads no secret (it needs DATABASE_URL)"
+        );
+        assert_eq!(
+            loads, granted,
+            "{name:?}: secrets loaded at start-up vs. granted"
+        );
     }
 }

@@ -1,0 +1,158 @@
+//! Erasure on request: one person's address removed or anonymised everywhere it was stored —
+//! emails (the row stays, anonymised, so counts hold), SendGrid events, purchases, Stripe
+//! payloads, the business record, scraped contact lists, LLM logs and run events that quote it,
+//! QA notes, and the raw homepage HTML that contained it (the object is deleted) — and one
+//! suppression left behind so the address is never contacted again. One transaction: all or
+//! nothing; the objects are deleted after it commits (a retry finds no rows and deletes nothing
+//! twice).
+
+use serde::Serialize;
+use shared::db::{DbError, Pool, begin_tenant};
+use shared::domain::{BusinessId, Email, TenantId};
+use shared::store::{ObjectKey, ObjectStore};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    pub emails: u64,
+    pub email_events: u64,
+    pub purchases: u64,
+    pub stripe_events: u64,
+    pub businesses: u64,
+    pub assessments: u64,
+    pub llm_logs: u64,
+    pub run_events: u64,
+    pub objects: u64,
+}
+
+/// The statements, each with `$1` = the normalised address (lower case).
+const STEPS: &[&str] = &[
+    // 0: the suppression that remains.
+    "",
+    // 1
+    "UPDATE emails SET to_email = 'erased-' || left(md5(id::text), 12) || '@erased.invalid', subject = '[erased]',
+            body_text = NULL, body_html = NULL, body_purged_at = coalesce(body_purged_at, now()), last_error = NULL
+     WHERE lower(to_email) = $1",
+    // 2: events of those emails, or naming the address.
+    "UPDATE email_events SET raw = jsonb_build_object('event', event, 'erased', true), reason = NULL, url = NULL
+     WHERE lower(raw->>'email') = $1 OR raw::text ILIKE '%' || $1 || '%' OR reason ILIKE '%' || $1 || '%'",
+    // 3
+    "UPDATE purchases SET customer_email = NULL WHERE lower(customer_email) = $1",
+    // 4
+    "UPDATE stripe_events SET payload = jsonb_build_object('id', payload->'id', 'type', payload->'type', 'erased', true)
+     WHERE payload::text ILIKE '%' || $1 || '%'",
+    // 5
+    "UPDATE businesses SET email = NULL, erased_at = now() WHERE lower(email) = $1",
+    // 6
+    "UPDATE assessments SET contact_emails = array(SELECT e FROM unnest(contact_emails) e WHERE lower(e) <> $1)
+     WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)",
+    // 7
+    "DELETE FROM llm_logs WHERE prompt ILIKE '%' || $1 || '%' OR completion ILIKE '%' || $1 || '%'",
+    // 8
+    "DELETE FROM run_event_logs WHERE extra::text ILIKE '%' || $1 || '%' OR entity_id ILIKE '%' || $1 || '%'",
+    // 9
+    "UPDATE qa_samples SET notes = NULL WHERE notes ILIKE '%' || $1 || '%'",
+];
+
+/// Erases `email` for `tenant` (see the module doc); `source` names who asked (CLI, API).
+pub async fn erase_email(
+    pool: &Pool,
+    store: &dyn ObjectStore,
+    tenant: TenantId,
+    email: &Email,
+    source: &str,
+) -> Result<Erased, DbError> {
+    let addr = email.to_string();
+    let mut c = pool.get().await?;
+    let tx = begin_tenant(&mut c, tenant).await?;
+    // The raw HTML that contained the address: found before the contact lists are cleaned.
+    let html: Vec<(uuid::Uuid, String)> = tx
+        .query(
+            "SELECT id, raw_html_key FROM assessments
+             WHERE raw_html_key IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)",
+            &[&addr],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    tx.execute(
+        "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'erasure', $3)
+         ON CONFLICT (tenant_id, kind, value) DO UPDATE SET reason = 'erasure', source = EXCLUDED.source",
+        &[&tenant.as_uuid(), &addr, &source],
+    )
+    .await?;
+    let mut counts = [0u64; 10];
+    for (i, sql) in STEPS.iter().enumerate().skip(1) {
+        counts[i] = tx.execute(*sql, &[&addr]).await?;
+    }
+    let ids: Vec<uuid::Uuid> = html.iter().map(|(id, _)| *id).collect();
+    if !ids.is_empty() {
+        tx.execute(
+            "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    let mut objects = 0;
+    for (_, key) in &html {
+        if let Ok(k) = ObjectKey::parse(key) {
+            store
+                .delete(&k)
+                .await
+                .map_err(|e| DbError::Encode(format!("object {key} not deleted: {e}")))?;
+            objects += 1;
+        }
+    }
+    tracing::info!(email = %shared::obs::hash_pii(&addr), %tenant, "erased on request");
+    Ok(Erased {
+        emails: counts[1],
+        email_events: counts[2],
+        purchases: counts[3],
+        stripe_events: counts[4],
+        businesses: counts[5],
+        assessments: counts[6],
+        llm_logs: counts[7],
+        run_events: counts[8],
+        objects,
+    })
+}
+
+/// Erases a business's contact address (as [`erase_email`]) and its phone number.
+pub async fn erase_business(
+    pool: &Pool,
+    store: &dyn ObjectStore,
+    tenant: TenantId,
+    business: BusinessId,
+    source: &str,
+) -> Result<Option<Erased>, DbError> {
+    let mut c = pool.get().await?;
+    let tx = begin_tenant(&mut c, tenant).await?;
+    let row = tx
+        .query_opt(
+            "SELECT email FROM businesses WHERE id = $1",
+            &[&business.as_uuid()],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    tx.execute(
+        "UPDATE businesses SET phone_e164 = NULL, erased_at = now() WHERE id = $1",
+        &[&business.as_uuid()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE enrichments SET phone_e164 = NULL WHERE business_id = $1",
+        &[&business.as_uuid()],
+    )
+    .await?;
+    tx.commit().await?;
+    drop(c);
+    let email: Option<String> = row.get(0);
+    match email.as_deref().map(Email::parse) {
+        Some(Ok(e)) => erase_email(pool, store, tenant, &e, source).await.map(Some),
+        _ => Ok(Some(Erased {
+            businesses: 1,
+            ..Erased::default()
+        })),
+    }
+}

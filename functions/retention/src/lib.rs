@@ -1,0 +1,241 @@
+//! retention: keeps data only as long as the handbook allows, and erases a person on request.
+//!
+//! Daily, tenant by tenant: run event logs (30 days), QA samples (90), LLM logs (by their
+//! `expires_at`), raw homepage HTML (90 — the objects are deleted, then their keys cleared),
+//! outreach bodies (180 — the row stays for the funnel, its words go) and finished idempotency
+//! records (30). Every purge runs in batches of `batch` rows, each its own short statement and
+//! transaction, so no lock is held for long; at most `max_batches` per kind and tenant a day, the
+//! rest waits for tomorrow (recorded as `remaining`). What was purged is recorded in
+//! `retention_runs`.
+
+pub mod erasure;
+
+use serde::Serialize;
+use shared::db::{DbError, begin_tenant};
+use shared::domain::TenantId;
+use shared::pipeline::Deps;
+use shared::store::ObjectKey;
+
+pub use erasure::{Erased, erase_business, erase_email};
+
+/// This function sends to no queue.
+pub const SENDS_TO: &[&str] = &[];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Periods {
+    pub run_event_logs_days: i32,
+    pub qa_samples_days: i32,
+    pub raw_html_days: i32,
+    pub email_bodies_days: i32,
+    pub processed_messages_days: i32,
+    pub batch: i64,
+    pub max_batches: u32,
+}
+
+impl Default for Periods {
+    fn default() -> Self {
+        Self {
+            run_event_logs_days: 30,
+            qa_samples_days: 90,
+            raw_html_days: 90,
+            email_bodies_days: 180,
+            processed_messages_days: 30,
+            batch: 1000,
+            max_batches: 200,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    pub kind: &'static str,
+    pub rows: u64,
+    pub objects: u64,
+    pub batches: u32,
+    pub remaining: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    pub tenants: usize,
+    pub purged: Vec<Purged>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("object store: {0}")]
+    Store(#[from] shared::store::StoreError),
+}
+
+impl From<tokio_postgres::Error> for RetentionError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RetentionError::Db(DbError::Postgres(e))
+    }
+}
+
+/// One bounded row purge: `sql` takes ($1 cutoff, $2 batch) and returns the rows it touched.
+struct RowPurge {
+    kind: &'static str,
+    sql: &'static str,
+    days: fn(&Periods) -> i32,
+}
+
+const ROW_PURGES: &[RowPurge] = &[
+    RowPurge {
+        kind: "run_event_logs",
+        sql: "DELETE FROM run_event_logs WHERE id IN (SELECT id FROM run_event_logs WHERE created_at < $1 ORDER BY id LIMIT $2)",
+        days: |p| p.run_event_logs_days,
+    },
+    RowPurge {
+        kind: "qa_samples",
+        sql: "DELETE FROM qa_samples WHERE id IN (SELECT id FROM qa_samples WHERE created_at < $1 ORDER BY id LIMIT $2)",
+        days: |p| p.qa_samples_days,
+    },
+    RowPurge {
+        kind: "llm_logs",
+        // Expiry is stored per row; the cutoff is now.
+        sql: "DELETE FROM llm_logs WHERE id IN (SELECT id FROM llm_logs WHERE expires_at < $1 ORDER BY id LIMIT $2)",
+        days: |_| 0,
+    },
+    RowPurge {
+        kind: "email_bodies",
+        sql: "UPDATE emails SET body_text = NULL, body_html = NULL, body_purged_at = now()
+              WHERE id IN (SELECT id FROM emails WHERE body_purged_at IS NULL AND created_at < $1 ORDER BY id LIMIT $2)",
+        days: |p| p.email_bodies_days,
+    },
+    RowPurge {
+        kind: "processed_messages",
+        sql: "DELETE FROM processed_messages WHERE (tenant_id, stage, key) IN
+              (SELECT tenant_id, stage, key FROM processed_messages WHERE status = 'done' AND updated_at < $1 LIMIT $2)",
+        days: |p| p.processed_messages_days,
+    },
+];
+
+/// Purges everything past its period for every tenant, as of `now`.
+pub async fn purge(
+    deps: &Deps,
+    periods: &Periods,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<RetentionReport, RetentionError> {
+    let tenants = shared::db::tenant_ids(&deps.pool.get().await.map_err(DbError::from)?).await?;
+    let mut totals: Vec<Purged> = Vec::new();
+    for tenant in &tenants {
+        for p in ROW_PURGES {
+            let cutoff = now - chrono::Duration::days(i64::from((p.days)(periods)));
+            let r = purge_rows(deps, *tenant, p, cutoff, periods).await?;
+            add(&mut totals, r);
+        }
+        let cutoff = now - chrono::Duration::days(i64::from(periods.raw_html_days));
+        let r = purge_html(deps, *tenant, cutoff, periods).await?;
+        add(&mut totals, r);
+    }
+    let mut c = deps.pool.get().await.map_err(DbError::from)?;
+    let tx = c.transaction().await?;
+    for t in &totals {
+        tx.execute(
+            "INSERT INTO retention_runs (kind, rows, objects, batches, remaining, cutoff, ran_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            &[&t.kind, &(t.rows as i64), &(t.objects as i64), &(t.batches as i32), &t.remaining, &now],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(RetentionReport {
+        tenants: tenants.len(),
+        purged: totals,
+    })
+}
+
+fn add(totals: &mut Vec<Purged>, r: Purged) {
+    match totals.iter_mut().find(|t| t.kind == r.kind) {
+        Some(t) => {
+            t.rows += r.rows;
+            t.objects += r.objects;
+            t.batches += r.batches;
+            t.remaining |= r.remaining;
+        }
+        None => totals.push(r),
+    }
+}
+
+async fn purge_rows(
+    deps: &Deps,
+    tenant: TenantId,
+    p: &RowPurge,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    periods: &Periods,
+) -> Result<Purged, RetentionError> {
+    let mut out = Purged {
+        kind: p.kind,
+        ..Purged::default()
+    };
+    let mut c = deps.pool.get().await.map_err(DbError::from)?;
+    loop {
+        if out.batches >= periods.max_batches {
+            out.remaining = true;
+            break;
+        }
+        let tx = begin_tenant(&mut c, tenant).await?;
+        let n = tx.execute(p.sql, &[&cutoff, &periods.batch]).await?;
+        tx.commit().await?;
+        out.batches += 1;
+        out.rows += n;
+        if (n as i64) < periods.batch {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Raw HTML: delete the objects, then clear their keys (a retry after a crash in between
+/// deletes already-missing objects, which succeeds).
+async fn purge_html(
+    deps: &Deps,
+    tenant: TenantId,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    periods: &Periods,
+) -> Result<Purged, RetentionError> {
+    let mut out = Purged {
+        kind: "raw_html",
+        ..Purged::default()
+    };
+    let mut c = deps.pool.get().await.map_err(DbError::from)?;
+    loop {
+        if out.batches >= periods.max_batches {
+            out.remaining = true;
+            break;
+        }
+        let tx = begin_tenant(&mut c, tenant).await?;
+        let rows = tx
+            .query(
+                "SELECT id, raw_html_key FROM assessments WHERE raw_html_key IS NOT NULL AND assessed_at < $1 ORDER BY id LIMIT $2",
+                &[&cutoff, &periods.batch],
+            )
+            .await?;
+        tx.commit().await?;
+        out.batches += 1;
+        if rows.is_empty() {
+            break;
+        }
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        for r in &rows {
+            if let Ok(key) = ObjectKey::parse(&r.get::<_, String>(1)) {
+                deps.store.delete(&key).await?;
+                out.objects += 1;
+            }
+        }
+        let tx = begin_tenant(&mut c, tenant).await?;
+        out.rows += tx
+            .execute(
+                "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        tx.commit().await?;
+        if (rows.len() as i64) < periods.batch {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,16 @@
+//! retention: EventBridge schedule (daily) → purges past their periods.
+
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let periods = retention::Periods::default();
+    run(service_fn(|_: LambdaEvent<Value>| async {
+        let report = retention::purge(&deps, &periods, chrono::Utc::now()).await?;
+        Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+    }))
+    .await
+}
