@@ -251,6 +251,18 @@ async fn traces(
     found
 }
 
+async fn erase(f: &Fixture, email: &shared::domain::Email) -> retention::Erased {
+    retention::erase_email(
+        &f.p.deps.pool,
+        f.p.deps.store.as_ref(),
+        f.p.tenant,
+        email,
+        "test",
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn erasure_leaves_no_trace_of_the_address_but_the_suppression() {
     let f = funnel(1.0).await;
@@ -294,15 +306,7 @@ async fn erasure_leaves_no_trace_of_the_address_but_the_suppression() {
     );
 
     let email = shared::domain::Email::parse(&addr).unwrap();
-    let erased = retention::erase_email(
-        &f.p.deps.pool,
-        f.p.deps.store.as_ref(),
-        f.p.tenant,
-        &email,
-        "test",
-    )
-    .await
-    .unwrap();
+    let erased = erase(&f, &email).await;
     assert!(
         erased.emails >= 2 && erased.purchases == 1 && erased.objects >= 1,
         "{erased:?}"
@@ -332,14 +336,6 @@ async fn erasure_leaves_no_trace_of_the_address_but_the_suppression() {
             >= 2
     );
     // Erasing again is harmless.
-    let again = retention::erase_email(
-        &f.p.deps.pool,
-        f.p.deps.store.as_ref(),
-        f.p.tenant,
-        &email,
-        "test",
-    )
-    .await
-    .unwrap();
+    let again = erase(&f, &email).await;
     assert_eq!(again, retention::Erased::default());
 }

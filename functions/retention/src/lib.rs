@@ -159,6 +159,32 @@ fn add(totals: &mut Vec<Purged>, r: Purged) {
     }
 }
 
+/// Runs `step` (one batch: rows touched, objects deleted, whether a full batch suggests more)
+/// until it reports no more or the day's batch budget is spent.
+async fn batched(
+    kind: &'static str,
+    periods: &Periods,
+    mut step: impl AsyncFnMut() -> Result<(u64, u64, bool), RetentionError>,
+) -> Result<Purged, RetentionError> {
+    let mut out = Purged {
+        kind,
+        ..Purged::default()
+    };
+    loop {
+        if out.batches >= periods.max_batches {
+            out.remaining = true;
+            return Ok(out);
+        }
+        let (rows, objects, more) = step().await?;
+        out.batches += 1;
+        out.rows += rows;
+        out.objects += objects;
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
 async fn purge_rows(
     deps: &Deps,
     tenant: TenantId,
@@ -166,26 +192,14 @@ async fn purge_rows(
     cutoff: chrono::DateTime<chrono::Utc>,
     periods: &Periods,
 ) -> Result<Purged, RetentionError> {
-    let mut out = Purged {
-        kind: p.kind,
-        ..Purged::default()
-    };
     let mut c = deps.pool.get().await.map_err(DbError::from)?;
-    loop {
-        if out.batches >= periods.max_batches {
-            out.remaining = true;
-            break;
-        }
+    batched(p.kind, periods, async || {
         let tx = begin_tenant(&mut c, tenant).await?;
         let n = tx.execute(p.sql, &[&cutoff, &periods.batch]).await?;
         tx.commit().await?;
-        out.batches += 1;
-        out.rows += n;
-        if (n as i64) < periods.batch {
-            break;
-        }
-    }
-    Ok(out)
+        Ok((n, 0, n as i64 >= periods.batch))
+    })
+    .await
 }
 
 /// Raw HTML: delete the objects, then clear their keys (a retry after a crash in between
@@ -196,16 +210,8 @@ async fn purge_html(
     cutoff: chrono::DateTime<chrono::Utc>,
     periods: &Periods,
 ) -> Result<Purged, RetentionError> {
-    let mut out = Purged {
-        kind: "raw_html",
-        ..Purged::default()
-    };
     let mut c = deps.pool.get().await.map_err(DbError::from)?;
-    loop {
-        if out.batches >= periods.max_batches {
-            out.remaining = true;
-            break;
-        }
+    batched("raw_html", periods, async || {
         let tx = begin_tenant(&mut c, tenant).await?;
         let rows = tx
             .query(
@@ -214,28 +220,23 @@ async fn purge_html(
             )
             .await?;
         tx.commit().await?;
-        out.batches += 1;
         if rows.is_empty() {
-            break;
+            return Ok((0, 0, false));
         }
         let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let mut objects = 0;
         for r in &rows {
             if let Ok(key) = ObjectKey::parse(&r.get::<_, String>(1)) {
                 deps.store.delete(&key).await?;
-                out.objects += 1;
+                objects += 1;
             }
         }
         let tx = begin_tenant(&mut c, tenant).await?;
-        out.rows += tx
-            .execute(
-                "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)",
-                &[&ids],
-            )
+        let n = tx
+            .execute("UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)", &[&ids])
             .await?;
         tx.commit().await?;
-        if (rows.len() as i64) < periods.batch {
-            break;
-        }
-    }
-    Ok(out)
+        Ok((n, objects, rows.len() as i64 >= periods.batch))
+    })
+    .await
 }
