@@ -41,6 +41,8 @@ enum Command {
     },
     /// Erase a person's data on request (leaves a suppression so they are never contacted again)
     Forget(ops::ForgetArgs),
+    /// QA samples of each run's top leads: list them, record verdicts
+    Qa(ops::QaArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -61,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args).await,
         Command::Dlq(args) => dlq_cmd::run(args).await,
         Command::Forget(args) => ops::forget(args).await,
+        Command::Qa(args) => ops::qa(args).await,
         Command::Status { url, runs } => {
             let client = db::owner_client(url).await?;
             print!("{}", leadfactory_cli::status::report(&client, runs).await?);

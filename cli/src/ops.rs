@@ -100,3 +100,105 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     eprintln!("erased; the address stays on the suppression list so it is never contacted again");
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct QaArgs {
+    #[command(subcommand)]
+    action: QaAction,
+}
+
+#[derive(clap::Subcommand)]
+enum QaAction {
+    /// Samples to review (all samples with --all)
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        all: bool,
+        /// Where report links point (the storefront's public URL)
+        #[arg(
+            long,
+            env = "LF_PUBLIC_BASE_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        base_url: String,
+    },
+    /// Record a verdict on a sample
+    Review {
+        #[command(flatten)]
+        target: Target,
+        /// The sample id (from `qa list`)
+        id: String,
+        #[arg(long, conflicts_with = "fail", required_unless_present = "fail")]
+        pass: bool,
+        #[arg(long)]
+        fail: bool,
+        #[arg(long, env = "USER", default_value = "operator")]
+        reviewer: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+}
+
+pub async fn qa(args: QaArgs) -> anyhow::Result<()> {
+    match args.action {
+        QaAction::List {
+            target,
+            all,
+            base_url,
+        } => {
+            let ops = target.open().await?;
+            let samples = qa_sampler::list(&ops.pool, ops.tenant, all).await?;
+            if samples.is_empty() {
+                println!("nothing to review");
+            }
+            for s in samples {
+                println!(
+                    "{}  {:<13} {:<28} score {:>3} tier {}  {}",
+                    s.id,
+                    s.result,
+                    s.business.chars().take(28).collect::<String>(),
+                    s.score.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                    s.tier.unwrap_or_else(|| "-".into()),
+                    s.website.unwrap_or_default()
+                );
+                if let Some(t) = s.report_token {
+                    println!("      report  {}/r/{t}", base_url.trim_end_matches('/'));
+                }
+                if let Some(subject) = s.subject {
+                    println!("      email   {subject}");
+                }
+            }
+        }
+        QaAction::Review {
+            target,
+            id,
+            pass,
+            fail: _,
+            reviewer,
+            notes,
+        } => {
+            let ops = target.open().await?;
+            let id = uuid::Uuid::parse_str(&id).context("sample id")?;
+            let verdict = if pass {
+                qa_sampler::Verdict::Pass
+            } else {
+                qa_sampler::Verdict::Fail
+            };
+            if !qa_sampler::review(
+                &ops.pool,
+                ops.tenant,
+                id,
+                verdict,
+                &reviewer,
+                notes.as_deref(),
+            )
+            .await?
+            {
+                anyhow::bail!("no sample {id} for tenant {}", ops.tenant);
+            }
+            eprintln!("recorded");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! qa-sampler: EventBridge schedule (after the nightly) → `qa_samples`.
+
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    run(service_fn(|_: LambdaEvent<Value>| async {
+        let report =
+            qa_sampler::sample(&deps, qa_sampler::DEFAULT_SAMPLE, chrono::Utc::now()).await?;
+        Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+    }))
+    .await
+}

@@ -1,0 +1,131 @@
+//! QA sampling on a real local funnel: the sample is the run's qualified leads ordered by
+//! sha256(run:business), the first n; a run is sampled once; verdicts are recorded per tenant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadfactory_cli::campaign::CampaignFile;
+use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus};
+use sha2::Digest;
+use testkit::TestDb;
+
+#[tokio::test]
+async fn the_sample_is_deterministic_taken_once_per_run_and_reviewable() {
+    let db = TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    let p = LocalPipeline::start(
+        LocalOptions::new(db.app_url(), store.path().to_owned()),
+        Arc::new(memory_bus(Duration::from_secs(30), 3)),
+    )
+    .await
+    .unwrap();
+    p.ensure_tenant("Agency").await.unwrap();
+    let c = CampaignFile::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/san-jose-restaurants.toml"
+    )))
+    .unwrap();
+    let mut pool = p.pool().clone();
+    c.upsert(&mut pool, p.tenant).await.unwrap();
+    let run = p.run(&NoProgress).await.unwrap();
+    let admin = db.admin().await;
+    let qualified: i64 = admin
+        .query_one("SELECT count(*) FROM scores WHERE qualified", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(qualified > 5);
+
+    let r = qa_sampler::sample(&p.deps, 5, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((r.runs_sampled, r.samples), (1, 5));
+    // The expected five, computed independently from the definition.
+    let mut expected: Vec<(String, uuid::Uuid)> = admin
+        .query("SELECT business_id FROM scores WHERE qualified", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let b: uuid::Uuid = r.get(0);
+            let h = sha2::Sha256::digest(format!("{}:{b}", run.as_uuid()));
+            (hex::encode(h), b)
+        })
+        .collect();
+    expected.sort();
+    let expected: std::collections::BTreeSet<uuid::Uuid> =
+        expected.iter().take(5).map(|(_, b)| *b).collect();
+    let got: std::collections::BTreeSet<uuid::Uuid> = admin
+        .query("SELECT business_id FROM qa_samples", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, expected);
+    // Every sample links its report and email.
+    let linked: i64 = admin
+        .query_one("SELECT count(*) FROM qa_samples WHERE report_id IS NOT NULL AND email_id IS NOT NULL AND score_id IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(linked, 5);
+    // Sampled once: again (even with a larger n) adds nothing.
+    let again = qa_sampler::sample(&p.deps, 10, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(again.samples, 0);
+
+    let todo = qa_sampler::list(&p.deps.pool, p.tenant, false)
+        .await
+        .unwrap();
+    assert_eq!(todo.len(), 5);
+    assert!(
+        todo.iter()
+            .all(|s| s.report_token.is_some() && s.subject.is_some())
+    );
+    assert!(
+        qa_sampler::review(
+            &p.deps.pool,
+            p.tenant,
+            todo[0].id,
+            qa_sampler::Verdict::Fail,
+            "ann",
+            Some("score too high for a modern site")
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        qa_sampler::list(&p.deps.pool, p.tenant, false)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    // Another tenant cannot review this tenant's sample.
+    let other = shared::domain::TenantId::from_uuid(uuid::Uuid::new_v4());
+    assert!(
+        !qa_sampler::review(
+            &p.deps.pool,
+            other,
+            todo[1].id,
+            qa_sampler::Verdict::Pass,
+            "eve",
+            None
+        )
+        .await
+        .unwrap()
+    );
+    let row = admin
+        .query_one(
+            "SELECT result, reviewer, notes FROM qa_samples WHERE id = $1",
+            &[&todo[0].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("fail".into(), "ann".into())
+    );
+}
