@@ -45,6 +45,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("delivery".to_owned(), delivery::SENDS_TO),
         ("storefront".to_owned(), storefront::SENDS_TO),
         ("alerts".to_owned(), alerts::SENDS_TO),
+        ("analytics".to_owned(), analytics::SENDS_TO),
         ("qa-sampler".to_owned(), qa_sampler::SENDS_TO),
         ("retention".to_owned(), retention::SENDS_TO),
     ])
