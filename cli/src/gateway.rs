@@ -1,6 +1,6 @@
 //! A local stand-in for API Gateway: plain HTTP in, the HTTP functions' real handlers called with
 //! the `ApiGatewayV2httpRequest` API Gateway would build, their responses written back. The local
-//! run serves the storefront and both webhooks through it, so the simulator's signed events and
+//! run serves the storefront, both webhooks and the ops API through it, so the simulator's signed events and
 //! a buyer's browser reach exactly the code Lambda runs.
 
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ pub struct Functions {
     pub storefront: storefront::StorefrontDeps,
     pub sendgrid: sendgrid_webhook::WebhookDeps,
     pub stripe: stripe_webhook::WebhookDeps,
+    pub ops: ops_api::OpsApi,
 }
 
 /// The largest body the gateway passes on (API Gateway's own limit is 10 MB).
@@ -82,6 +83,7 @@ async fn dispatch(State(f): State<Arc<Functions>>, req: Request) -> Response {
     let resp = match parts.uri.path() {
         "/webhooks/sendgrid" => sendgrid_webhook::handler(&f.sendgrid, event).await,
         "/webhooks/stripe" => stripe_webhook::handler(&f.stripe, event).await,
+        p if p.starts_with("/v1/") => f.ops.handler(event).await,
         _ => storefront::handler(&f.storefront, event).await,
     };
     from_apigw(resp)

@@ -248,6 +248,12 @@ impl LocalPipeline {
                 secret: SecretString::from(opts.sim.stripe_webhook_secret.clone()),
                 tolerance_secs: shared::webhook::stripe::DEFAULT_TOLERANCE_SECS,
             },
+            ops: ops_api::OpsApi {
+                pool: deps.pool.clone(),
+                bus: deps.bus.clone(),
+                store: deps.store.clone(),
+                queues: ops_api::wired_queues(),
+            },
         };
         let gateway = crate::gateway::serve(listener, Arc::new(functions));
         Ok(Self {

@@ -43,6 +43,8 @@ enum Command {
     Forget(ops::ForgetArgs),
     /// QA samples of each run's top leads: list them, record verdicts
     Qa(ops::QaArgs),
+    /// Ops API keys: create, rotate, revoke, list
+    Apikey(ops::ApiKeyArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -64,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => dlq_cmd::run(args).await,
         Command::Forget(args) => ops::forget(args).await,
         Command::Qa(args) => ops::qa(args).await,
+        Command::Apikey(args) => ops::apikey(args).await,
         Command::Status { url, runs } => {
             let client = db::owner_client(url).await?;
             print!("{}", leadfactory_cli::status::report(&client, runs).await?);

@@ -202,3 +202,78 @@ pub async fn qa(args: QaArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct ApiKeyArgs {
+    #[command(subcommand)]
+    action: ApiKeyAction,
+}
+
+#[derive(clap::Subcommand)]
+enum ApiKeyAction {
+    /// Create a key for the tenant; the key is printed once
+    Create {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        name: String,
+    },
+    /// Replace a key: a new one is printed, the old one stops working
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// Revoke a key
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// The tenant's keys (prefixes only)
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<()> {
+    match args.action {
+        ApiKeyAction::Create { target, name } => {
+            let ops = target.open().await?;
+            let k = ops_api::keys::create(&ops.pool, ops.tenant, &name).await?;
+            println!("{}", k.key);
+            eprintln!(
+                "key {} (prefix {}) created; it is shown only now",
+                k.id, k.prefix
+            );
+        }
+        ApiKeyAction::Rotate { target, id } => {
+            let ops = target.open().await?;
+            let id = uuid::Uuid::parse_str(&id).context("key id")?;
+            let k = ops_api::keys::rotate(&ops.pool, ops.tenant, id)
+                .await?
+                .with_context(|| format!("no active key {id}"))?;
+            println!("{}", k.key);
+            eprintln!(
+                "key {id} revoked; its replacement {} (prefix {}) is shown only now",
+                k.id, k.prefix
+            );
+        }
+        ApiKeyAction::Revoke { target, id } => {
+            let ops = target.open().await?;
+            let id = uuid::Uuid::parse_str(&id).context("key id")?;
+            if !ops_api::keys::revoke(&ops.pool, ops.tenant, id).await? {
+                anyhow::bail!("no active key {id}");
+            }
+            eprintln!("revoked");
+        }
+        ApiKeyAction::List { target } => {
+            let ops = target.open().await?;
+            for k in ops_api::keys::list(&ops.pool, ops.tenant).await? {
+                println!("{k}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod bus;
+pub mod campaign;
 pub mod config;
 pub mod db;
 pub mod domain;

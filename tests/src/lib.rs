@@ -322,3 +322,37 @@ impl<F: Fn(&str, usize) -> OnSend + Send + Sync> shared::bus::Bus for HookedBus<
         self.inner.depth(queue).await
     }
 }
+
+/// The example campaign (`examples/san-jose-restaurants.toml`), validated.
+pub fn example_campaign() -> leadfactory_cli::campaign::CampaignFile {
+    leadfactory_cli::campaign::CampaignFile::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/san-jose-restaurants.toml"
+    )))
+    .expect("the example campaign is valid")
+}
+
+/// A local pipeline on `db` and a store under `store`, its tenant created, the example
+/// campaign in place; `tweak` adjusts the options first.
+pub async fn local_pipeline(
+    db: &TestDb,
+    store: &std::path::Path,
+    tweak: impl FnOnce(&mut leadfactory_cli::local::LocalOptions),
+) -> leadfactory_cli::local::LocalPipeline {
+    let mut opts = leadfactory_cli::local::LocalOptions::new(db.app_url(), store.to_owned());
+    tweak(&mut opts);
+    let bus = std::sync::Arc::new(leadfactory_cli::local::memory_bus(
+        Duration::from_secs(30),
+        3,
+    ));
+    let p = leadfactory_cli::local::LocalPipeline::start(opts, bus)
+        .await
+        .expect("local pipeline");
+    p.ensure_tenant("Test agency").await.expect("tenant");
+    let mut pool = p.pool().clone();
+    example_campaign()
+        .upsert(&mut pool, p.tenant)
+        .await
+        .expect("campaign");
+    p
+}

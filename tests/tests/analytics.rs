@@ -1,22 +1,8 @@
 //! Analytics on real PostgreSQL: the roll-up matches the local funnel and is idempotent;
 //! experiment results call a winner only past the minimum sample and the confidence.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use leadfactory_cli::campaign::CampaignFile;
-use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
+use leadfactory_cli::local::{NoProgress, summarize};
 use testkit::TestDb;
-
-async fn pipeline(db: &TestDb, store: &std::path::Path, buy_share: f64) -> LocalPipeline {
-    let mut opts = LocalOptions::new(db.app_url(), store.to_owned());
-    opts.buy_share = buy_share;
-    let p = LocalPipeline::start(opts, Arc::new(memory_bus(Duration::from_secs(30), 3)))
-        .await
-        .unwrap();
-    p.ensure_tenant("Agency").await.unwrap();
-    p
-}
 
 async fn snapshot(admin: &tokio_postgres::Client) -> Vec<String> {
     admin
@@ -32,14 +18,7 @@ async fn snapshot(admin: &tokio_postgres::Client) -> Vec<String> {
 async fn the_rollup_matches_the_funnel_and_rerunning_it_changes_nothing() {
     let db = TestDb::new().await;
     let store = tempfile::tempdir().unwrap();
-    let p = pipeline(&db, store.path(), 1.0).await;
-    let c = CampaignFile::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/san-jose-restaurants.toml"
-    )))
-    .unwrap();
-    let mut pool = p.pool().clone();
-    c.upsert(&mut pool, p.tenant).await.unwrap();
+    let p = testkit::local_pipeline(&db, store.path(), |o| o.buy_share = 1.0).await;
     let run = p.run(&NoProgress).await.unwrap();
     p.simulate_recipients(&NoProgress).await.unwrap();
     let s = summarize(p.pool(), p.tenant, run).await.unwrap();
@@ -158,7 +137,7 @@ async fn a_winner_is_called_only_past_the_minimum_sample_and_the_confidence() {
     ] {
         let db = TestDb::new().await;
         let store = tempfile::tempdir().unwrap();
-        let p = pipeline(&db, store.path(), 0.0).await;
+        let p = testkit::local_pipeline(&db, store.path(), |_| {}).await;
         let admin = db.admin().await;
         experiment(&admin, p.tenant.as_uuid(), min_sample, n, buys).await;
         let mut c = p.deps.pool.get().await.unwrap();

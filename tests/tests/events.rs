@@ -171,3 +171,18 @@ async fn the_storefront_sample_is_a_page_request_answered_404_for_an_unknown_rep
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn the_ops_api_sample_is_refused_without_a_valid_key() {
+    let r: aws_lambda_events::event::apigw::ApiGatewayV2httpRequest =
+        serde_json::from_str(&event("ops-api.json")).unwrap();
+    let (p, _db, _store) = pipeline().await;
+    let ops = ops_api::OpsApi {
+        pool: p.deps.pool.clone(),
+        bus: p.deps.bus.clone(),
+        store: p.deps.store.clone(),
+        queues: ops_api::wired_queues(),
+    };
+    let resp = ops.handler(r).await;
+    assert_eq!(resp.status_code, 401);
+}

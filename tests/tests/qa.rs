@@ -1,11 +1,7 @@
 //! QA sampling on a real local funnel: the sample is the run's qualified leads ordered by
 //! sha256(run:business), the first n; a run is sampled once; verdicts are recorded per tenant.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use leadfactory_cli::campaign::CampaignFile;
-use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus};
+use leadfactory_cli::local::NoProgress;
 use sha2::Digest;
 use testkit::TestDb;
 
@@ -13,20 +9,7 @@ use testkit::TestDb;
 async fn the_sample_is_deterministic_taken_once_per_run_and_reviewable() {
     let db = TestDb::new().await;
     let store = tempfile::tempdir().unwrap();
-    let p = LocalPipeline::start(
-        LocalOptions::new(db.app_url(), store.path().to_owned()),
-        Arc::new(memory_bus(Duration::from_secs(30), 3)),
-    )
-    .await
-    .unwrap();
-    p.ensure_tenant("Agency").await.unwrap();
-    let c = CampaignFile::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/san-jose-restaurants.toml"
-    )))
-    .unwrap();
-    let mut pool = p.pool().clone();
-    c.upsert(&mut pool, p.tenant).await.unwrap();
+    let p = testkit::local_pipeline(&db, store.path(), |_| {}).await;
     let run = p.run(&NoProgress).await.unwrap();
     let admin = db.admin().await;
     let qualified: i64 = admin

@@ -3,11 +3,8 @@
 //! erasure leaves no trace of the address but its suppression.
 
 use std::io::Read;
-use std::sync::Arc;
-use std::time::Duration;
 
-use leadfactory_cli::campaign::CampaignFile;
-use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus};
+use leadfactory_cli::local::{LocalPipeline, NoProgress};
 use testkit::TestDb;
 
 struct Fixture {
@@ -19,19 +16,7 @@ struct Fixture {
 async fn funnel(buy_share: f64) -> Fixture {
     let db = TestDb::new().await;
     let store = tempfile::tempdir().unwrap();
-    let mut opts = LocalOptions::new(db.app_url(), store.path().to_owned());
-    opts.buy_share = buy_share;
-    let p = LocalPipeline::start(opts, Arc::new(memory_bus(Duration::from_secs(30), 3)))
-        .await
-        .unwrap();
-    p.ensure_tenant("Agency").await.unwrap();
-    let c = CampaignFile::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/san-jose-restaurants.toml"
-    )))
-    .unwrap();
-    let mut pool = p.pool().clone();
-    c.upsert(&mut pool, p.tenant).await.unwrap();
+    let p = testkit::local_pipeline(&db, store.path(), |o| o.buy_share = buy_share).await;
     p.run(&NoProgress).await.unwrap();
     p.simulate_recipients(&NoProgress).await.unwrap();
     Fixture { db, p, store }

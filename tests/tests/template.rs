@@ -45,6 +45,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
         ("delivery".to_owned(), delivery::SENDS_TO),
         ("storefront".to_owned(), storefront::SENDS_TO),
         ("alerts".to_owned(), alerts::SENDS_TO),
+        ("ops-api".to_owned(), ops_api::SENDS_TO),
         ("analytics".to_owned(), analytics::SENDS_TO),
         ("qa-sampler".to_owned(), qa_sampler::SENDS_TO),
         ("retention".to_owned(), retention::SENDS_TO),
@@ -166,6 +167,7 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
                     let served = match bin {
                         "sendgrid-webhook" => path == "/webhooks/sendgrid",
                         "stripe-webhook" => path == "/webhooks/stripe",
+                        "ops-api" => path.starts_with("/v1/"),
                         "storefront" => ["/r/", "/u/", "/d/", "/checkout/"]
                             .iter()
                             .any(|p| path.starts_with(p)),

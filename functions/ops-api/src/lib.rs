@@ -1,0 +1,483 @@
+//! ops-api: the operations API, one tenant per API key (`Authorization: Bearer lf_…`).
+//!
+//! Every query runs in a transaction scoped to the key's tenant, so row-level security — not
+//! this code — keeps tenants apart. Routes (all under `/v1`, described in `docs/openapi.yaml`):
+//! health; runs and one run's stage percentiles, vendor usage and cost; campaigns (list,
+//! create, update — validated by `shared::campaign`); a campaign's funnel; experiment results;
+//! cost per lead by tier; erasure; and CSV exports of leads, emails, purchases and costs,
+//! paged by a keyset cursor so memory stays bounded however large the table (`X-Next-After`
+//! carries the cursor of the next page).
+
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use futures_util::{StreamExt, pin_mut};
+use serde_json::{Value, json};
+use shared::bus::{Bus, queues};
+use shared::db::{Pool, begin_tenant};
+use shared::domain::{CampaignId, TenantId};
+use shared::lambda::http::{HttpError, body_bytes, header, method, path, text, with_header};
+use shared::store::ObjectStore;
+
+/// This function sends to no queue.
+pub const SENDS_TO: &[&str] = &[];
+/// Request bodies are small JSON documents.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Rows per CSV page by default, and at most.
+pub const DEFAULT_PAGE: i64 = 5_000;
+pub const MAX_PAGE: i64 = 20_000;
+
+pub struct OpsApi {
+    pub pool: Pool,
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn ObjectStore>,
+    /// The queues whose depth health reports.
+    pub queues: Vec<String>,
+}
+
+/// Every hop and its DLQ.
+pub fn wired_queues() -> Vec<String> {
+    queues::ALL
+        .iter()
+        .flat_map(|q| [(*q).to_owned(), queues::dlq(q)])
+        .collect()
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpError {
+    tracing::error!(error = %e, "ops api failed");
+    HttpError::new(503, "temporarily unable to answer; try again")
+}
+
+fn ok(v: Value) -> ApiGatewayV2httpResponse {
+    shared::lambda::http::json(200, &v)
+}
+
+fn query(req: &ApiGatewayV2httpRequest) -> HashMap<String, String> {
+    req.raw_query_string
+        .as_deref()
+        .map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+fn date(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: chrono::NaiveDate,
+) -> Result<chrono::NaiveDate, HttpError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+            HttpError::bad_request(format!("{name}: {v:?} is not a date (YYYY-MM-DD)"))
+        }),
+    }
+}
+
+fn number(q: &HashMap<String, String>, name: &str, default: i64) -> Result<i64, HttpError> {
+    q.get(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| HttpError::bad_request(format!("{name}: {v:?} is not a number")))
+        })
+        .transpose()
+        .map(|n| n.unwrap_or(default))
+}
+
+fn uuid_of(what: &str, v: &str) -> Result<uuid::Uuid, HttpError> {
+    uuid::Uuid::parse_str(v)
+        .map_err(|_| HttpError::bad_request(format!("{what}: {v:?} is not a UUID")))
+}
+
+impl OpsApi {
+    pub async fn handler(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        match self.handle(&req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(status = e.status, reason = %e.reason, "ops api refused a request");
+                e.into_response()
+            }
+        }
+    }
+
+    async fn tenant(&self, req: &ApiGatewayV2httpRequest) -> Result<TenantId, HttpError> {
+        let presented = header(req, "authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                HttpError::unauthorized("an API key is required: Authorization: Bearer lf_…")
+            })?;
+        let (key, tenant) = keys::authenticate(&self.pool, presented.trim())
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                HttpError::unauthorized("the API key is not valid or has been revoked")
+            })?;
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        tx.execute(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
+            &[&key],
+        )
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(tenant)
+    }
+
+    pub async fn handle(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let body = body_bytes(req, MAX_BODY_BYTES)?;
+        let tenant = self.tenant(req).await?;
+        let m = method(req).to_owned();
+        let p = path(req).to_owned();
+        let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
+        let q = query(req);
+        match (m.as_str(), parts.as_slice()) {
+            ("GET", ["v1", "health"]) => self.health(tenant).await,
+            ("GET", ["v1", "runs"]) => self.runs(tenant, &q).await,
+            ("GET", ["v1", "runs", id]) => self.run(tenant, uuid_of("run id", id)?).await,
+            ("GET", ["v1", "campaigns"]) => self.campaigns(tenant).await,
+            ("POST", ["v1", "campaigns"]) => {
+                let spec = shared::campaign::CampaignFile::from_json(&body)
+                    .map_err(|e| HttpError::bad_request(e.to_string()))?;
+                let id = spec
+                    .upsert(&mut self.pool.clone(), tenant)
+                    .await
+                    .map_err(campaign_error)?;
+                Ok(shared::lambda::http::json(201, &json!({ "id": id })))
+            }
+            ("PUT", ["v1", "campaigns", id]) => {
+                let id = CampaignId::from_uuid(uuid_of("campaign id", id)?);
+                let spec = shared::campaign::CampaignFile::from_json(&body)
+                    .map_err(|e| HttpError::bad_request(e.to_string()))?;
+                if spec
+                    .update(&self.pool, tenant, id)
+                    .await
+                    .map_err(campaign_error)?
+                {
+                    Ok(ok(json!({ "id": id })))
+                } else {
+                    Err(HttpError::not_found("no such campaign"))
+                }
+            }
+            ("GET", ["v1", "campaigns", id, "funnel"]) => {
+                let id = uuid_of("campaign id", id)?;
+                let today = chrono::Utc::now().date_naive();
+                let to = date(&q, "to", today)?;
+                let from = date(&q, "from", to - chrono::Duration::days(29))?;
+                self.with_tx(tenant, async |tx| {
+                    let f = analytics::funnels(tx, Some(id), from, to).await?;
+                    Ok(json!({ "from": from, "to": to, "funnel": f.into_iter().next() }))
+                })
+                .await
+            }
+            ("GET", ["v1", "experiments"]) => {
+                self.with_tx(tenant, async |tx| {
+                    Ok(json!({ "variants": analytics::experiment_results(tx).await? }))
+                })
+                .await
+            }
+            ("GET", ["v1", "costs", "tiers"]) => {
+                let days = number(&q, "days", 30)?;
+                let since = chrono::Utc::now() - chrono::Duration::days(days.clamp(1, 3650));
+                self.with_tx(tenant, async |tx| {
+                    Ok(json!({ "tiers": analytics::cost_per_tier(tx, since).await? }))
+                })
+                .await
+            }
+            ("POST", ["v1", "erasure"]) => self.erase(tenant, &body).await,
+            ("GET", ["v1", "exports", file]) => self.export(tenant, file, &q).await,
+            (_, ["v1", "health" | "runs" | "experiments" | "exports", ..])
+            | (_, ["v1", "costs", "tiers"]) => Err(HttpError::method_not_allowed("GET only")),
+            (_, ["v1", "campaigns", ..]) | (_, ["v1", "erasure"]) => {
+                Err(HttpError::method_not_allowed("method not allowed here"))
+            }
+            _ => Err(HttpError::not_found("no such endpoint")),
+        }
+    }
+
+    async fn with_tx(
+        &self,
+        tenant: TenantId,
+        f: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<Value, shared::db::DbError>,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let v = f(&tx).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(ok(v))
+    }
+
+    async fn health(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let mut depths = serde_json::Map::new();
+        for q in &self.queues {
+            if let Ok(d) = self.bus.depth(q).await {
+                depths.insert(
+                    q.clone(),
+                    json!({ "visible": d.visible, "in_flight": d.in_flight }),
+                );
+            }
+        }
+        self.with_tx(tenant, async |tx| {
+            let last = tx
+                .query_opt("SELECT id, kind, status, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1", &[])
+                .await?;
+            Ok(json!({
+                "database": "ok",
+                "queues": depths,
+                "last_run": last.map(|r| json!({
+                    "id": r.get::<_, uuid::Uuid>(0), "kind": r.get::<_, String>(1), "status": r.get::<_, String>(2),
+                    "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>(3),
+                    "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(4),
+                })),
+            }))
+        })
+        .await
+    }
+
+    async fn runs(
+        &self,
+        tenant: TenantId,
+        q: &HashMap<String, String>,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let limit = number(q, "limit", 20)?.clamp(1, 200);
+        self.with_tx(tenant, async |tx| {
+            let rows = tx
+                .query("SELECT id, kind, status, run_date, started_at, finished_at, stats FROM runs ORDER BY started_at DESC LIMIT $1", &[&limit])
+                .await?;
+            Ok(json!({ "runs": rows.iter().map(|r| json!({
+                "id": r.get::<_, uuid::Uuid>(0), "kind": r.get::<_, String>(1), "status": r.get::<_, String>(2),
+                "run_date": r.get::<_, chrono::NaiveDate>(3), "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>(4),
+                "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(5), "stats": r.get::<_, Value>(6),
+            })).collect::<Vec<_>>() }))
+        })
+        .await
+    }
+
+    async fn run(
+        &self,
+        tenant: TenantId,
+        id: uuid::Uuid,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let run = tx
+            .query_opt(
+                "SELECT kind, status, started_at, finished_at, stats FROM runs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| HttpError::not_found("no such run"))?;
+        let stages = tx
+            .query("SELECT stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms FROM run_stage_stats WHERE run_id = $1 ORDER BY stage", &[&id])
+            .await
+            .map_err(internal)?;
+        let vendors = tx
+            .query("SELECT vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&id])
+            .await
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        let cost: i64 = vendors.iter().map(|v| v.get::<_, i64>(5)).sum();
+        Ok(ok(json!({
+            "id": id, "kind": run.get::<_, String>(0), "status": run.get::<_, String>(1),
+            "started_at": run.get::<_, chrono::DateTime<chrono::Utc>>(2),
+            "finished_at": run.get::<_, Option<chrono::DateTime<chrono::Utc>>>(3), "stats": run.get::<_, Value>(4),
+            "stages": stages.iter().map(|s| json!({
+                "stage": s.get::<_, String>(0), "total": s.get::<_, i32>(1), "success": s.get::<_, i32>(2), "errors": s.get::<_, i32>(3),
+                "skipped": s.get::<_, i32>(4), "p50_ms": s.get::<_, Option<f64>>(5), "p95_ms": s.get::<_, Option<f64>>(6), "p99_ms": s.get::<_, Option<f64>>(7),
+            })).collect::<Vec<_>>(),
+            "vendors": vendors.iter().map(|v| json!({
+                "vendor": v.get::<_, String>(0), "calls": v.get::<_, i32>(1), "errors": v.get::<_, i32>(2), "tokens_in": v.get::<_, i64>(3),
+                "tokens_out": v.get::<_, i64>(4), "cost_micros": v.get::<_, i64>(5), "rate_limit_hits": v.get::<_, i32>(6), "quota_exhausted": v.get::<_, bool>(7),
+            })).collect::<Vec<_>>(),
+            "cost_micros": cost,
+        })))
+    }
+
+    async fn campaigns(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        self.with_tx(tenant, async |tx| {
+            let rows = tx
+                .query("SELECT id, name, vertical, status, daily_quota, zip_codes, city, qualify_tiers FROM campaigns ORDER BY name", &[])
+                .await?;
+            Ok(json!({ "campaigns": rows.iter().map(|r| json!({
+                "id": r.get::<_, uuid::Uuid>(0), "name": r.get::<_, String>(1), "vertical": r.get::<_, String>(2),
+                "status": r.get::<_, String>(3), "daily_quota": r.get::<_, i32>(4), "zip_codes": r.get::<_, Vec<String>>(5),
+                "city": r.get::<_, Option<String>>(6), "qualify_tiers": r.get::<_, Vec<String>>(7),
+            })).collect::<Vec<_>>() }))
+        })
+        .await
+    }
+
+    async fn erase(
+        &self,
+        tenant: TenantId,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Req {
+            email: Option<String>,
+            business_id: Option<String>,
+        }
+        let r: Req = serde_json::from_slice(body)
+            .map_err(|e| HttpError::bad_request(format!("body: {e}")))?;
+        let erased = match (r.email, r.business_id) {
+            (Some(e), None) => {
+                let email = shared::domain::Email::parse(&e)
+                    .map_err(|e| HttpError::bad_request(format!("email: {e}")))?;
+                retention::erase_email(&self.pool, self.store.as_ref(), tenant, &email, "ops-api")
+                    .await
+                    .map_err(internal)?
+            }
+            (None, Some(b)) => {
+                let id = shared::domain::BusinessId::from_uuid(uuid_of("business_id", &b)?);
+                retention::erase_business(&self.pool, self.store.as_ref(), tenant, id, "ops-api")
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| HttpError::not_found("no such business"))?
+            }
+            _ => {
+                return Err(HttpError::bad_request(
+                    "give exactly one of email, business_id",
+                ));
+            }
+        };
+        Ok(ok(json!({ "erased": erased })))
+    }
+
+    async fn export(
+        &self,
+        tenant: TenantId,
+        file: &str,
+        q: &HashMap<String, String>,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let (sql, cursor_type) = match file {
+            "leads.csv" => (EXPORT_LEADS, "uuid"),
+            "emails.csv" => (EXPORT_EMAILS, "uuid"),
+            "purchases.csv" => (EXPORT_PURCHASES, "uuid"),
+            "costs.csv" => (EXPORT_COSTS, "int8"),
+            other => {
+                return Err(HttpError::not_found(format!(
+                    "no export {other:?}: leads.csv, emails.csv, purchases.csv, costs.csv"
+                )));
+            }
+        };
+        let today = chrono::Utc::now().date_naive();
+        let to = date(q, "to", today)?;
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        let from = date(q, "from", epoch)?;
+        if from > to {
+            return Err(HttpError::bad_request("from is after to"));
+        }
+        let limit = number(q, "limit", DEFAULT_PAGE)?.clamp(1, MAX_PAGE);
+        let after = q.get("after").cloned();
+        if let Some(a) = &after {
+            let valid = match cursor_type {
+                "uuid" => uuid::Uuid::parse_str(a).is_ok(),
+                _ => a.parse::<i64>().is_ok(),
+            };
+            if !valid {
+                return Err(HttpError::bad_request(format!(
+                    "after: {a:?} is not a cursor from X-Next-After"
+                )));
+            }
+        }
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let from_ts = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        let to_ts = (to + chrono::Duration::days(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&from_ts, &to_ts, &after, &limit];
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut n = 0i64;
+        let mut last: Option<String> = None;
+        {
+            let rows = tx.query_raw(sql, params).await.map_err(internal)?;
+            pin_mut!(rows);
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(internal)?;
+                if n == 0 {
+                    w.write_record(row.columns().iter().map(|c| c.name()))
+                        .map_err(internal)?;
+                }
+                let fields: Vec<String> = (0..row.len())
+                    .map(|i| row.get::<_, Option<String>>(i).unwrap_or_default())
+                    .collect();
+                w.write_record(&fields).map_err(internal)?;
+                last = fields.into_iter().next();
+                n += 1;
+            }
+        }
+        tx.commit().await.map_err(internal)?;
+        let body = w.into_inner().map_err(internal)?;
+        let mut resp = text(
+            200,
+            "text/csv; charset=utf-8",
+            String::from_utf8_lossy(&body).into_owned(),
+        );
+        resp = with_header(
+            resp,
+            "Content-Disposition",
+            &format!("attachment; filename=\"{file}\""),
+        );
+        resp = with_header(resp, "X-Rows", &n.to_string());
+        if n == limit
+            && let Some(l) = last
+        {
+            resp = with_header(resp, "X-Next-After", &l);
+        }
+        Ok(resp)
+    }
+}
+
+fn campaign_error(e: shared::campaign::CampaignError) -> HttpError {
+    match e {
+        shared::campaign::CampaignError::Db(d)
+            if d.sqlstate() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            HttpError::new(409, "another campaign already has this name")
+        }
+        shared::campaign::CampaignError::Db(d) => internal(d),
+        other => HttpError::bad_request(other.to_string()),
+    }
+}
+
+// Each export: ($1 from, $2 to, $3 cursor, $4 limit); every column as text; the first column is
+// the keyset cursor.
+const EXPORT_LEADS: &str = "
+SELECT b.id::text, b.name, b.website_url, b.email, b.phone_e164, b.city, b.zip, b.campaign_id::text,
+       s.score::text, s.tier::text, s.qualified::text, b.created_at::text
+FROM businesses b
+LEFT JOIN LATERAL (SELECT score, tier, qualified FROM scores WHERE business_id = b.id ORDER BY scored_at DESC LIMIT 1) s ON true
+WHERE b.created_at >= $1 AND b.created_at < $2 AND ($3::text IS NULL OR b.id > $3::text::uuid)
+ORDER BY b.id LIMIT $4";
+
+const EXPORT_EMAILS: &str = "
+SELECT e.id::text, e.kind, e.campaign_id::text, e.business_id::text, e.to_email, e.subject, v.key AS variant, e.send_state,
+       e.delivery_status, e.sent_at::text, e.delivered_at::text, e.opened_at::text, e.clicked_at::text, e.created_at::text
+FROM emails e LEFT JOIN experiment_variants v ON v.id = e.variant_id
+WHERE e.created_at >= $1 AND e.created_at < $2 AND ($3::text IS NULL OR e.id > $3::text::uuid)
+ORDER BY e.id LIMIT $4";
+
+const EXPORT_PURCHASES: &str = "
+SELECT p.id::text, p.report_id::text, p.business_id::text, p.campaign_id::text, p.status, p.amount_cents::text,
+       p.refunded_cents::text, p.currency::text, p.customer_email, p.paid_at::text, p.fulfilled_at::text, p.created_at::text
+FROM purchases p
+WHERE p.created_at >= $1 AND p.created_at < $2 AND ($3::text IS NULL OR p.id > $3::text::uuid)
+ORDER BY p.id LIMIT $4";
+
+const EXPORT_COSTS: &str = "
+SELECT l.id::text, l.run_id::text, l.business_id::text, l.vendor, l.endpoint, l.status::text, l.units::text,
+       l.tokens_in::text, l.tokens_out::text, l.cost_micros::text, l.occurred_at::text
+FROM cost_ledger l
+WHERE l.occurred_at >= $1 AND l.occurred_at < $2 AND ($3::text IS NULL OR l.id > $3::text::int8)
+ORDER BY l.id LIMIT $4";

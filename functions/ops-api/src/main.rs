@@ -1,0 +1,24 @@
+//! ops-api: HTTP (API Gateway HTTP API, `/v1/…`) → tenant-scoped operations.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::obs::init_tracing();
+    let deps = shared::pipeline::Deps::from_env().await?;
+    let api = ops_api::OpsApi {
+        pool: deps.pool.clone(),
+        bus: deps.bus.clone(),
+        store: deps.store.clone(),
+        queues: ops_api::wired_queues(),
+    };
+    let api = Arc::new(api);
+    run(service_fn(|event: LambdaEvent<ApiGatewayV2httpRequest>| {
+        let api = api.clone();
+        async move { Ok::<_, lambda_runtime::Error>(api.handler(event.payload).await) }
+    }))
+    .await
+}
