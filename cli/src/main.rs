@@ -45,6 +45,10 @@ enum Command {
     Qa(ops::QaArgs),
     /// Ops API keys: create, rotate, revoke, list
     Apikey(ops::ApiKeyArgs),
+    /// Export the critical tables (CSV + manifest) to a directory or s3://bucket/prefix
+    Export(ops::ExportArgs),
+    /// Restore an export into an empty, migrated database
+    Restore(ops::RestoreArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -67,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Forget(args) => ops::forget(args).await,
         Command::Qa(args) => ops::qa(args).await,
         Command::Apikey(args) => ops::apikey(args).await,
+        Command::Export(args) => ops::export(args).await,
+        Command::Restore(args) => ops::restore(args).await,
         Command::Status { url, runs } => {
             let client = db::owner_client(url).await?;
             print!("{}", leadfactory_cli::status::report(&client, runs).await?);

@@ -277,3 +277,67 @@ pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A directory, or `s3://bucket/prefix`.
+async fn location(spec: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
+    match spec.strip_prefix("s3://") {
+        Some(rest) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            anyhow::ensure!(!bucket.is_empty(), "s3:// needs a bucket");
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+            let sdk = shared::aws::sdk_config(endpoint.as_deref()).await;
+            Ok((
+                Arc::new(shared::store::S3Store::from_sdk_config(&sdk, bucket)),
+                prefix.to_owned(),
+            ))
+        }
+        None => Ok((Arc::new(LocalStore::new(spec)), String::new())),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A directory, or s3://bucket/prefix
+    #[arg(long)]
+    to: String,
+    /// Owner URL of the database (default: the local cluster)
+    #[arg(long, env = "DATABASE_OWNER_URL")]
+    url: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// A directory, or s3://bucket/prefix, written by `leadfactory export`
+    #[arg(long)]
+    from: String,
+    /// Owner URL of the (empty, migrated) database (default: the local cluster)
+    #[arg(long, env = "DATABASE_OWNER_URL")]
+    url: Option<String>,
+}
+
+pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let client = crate::db::owner_client(args.url).await?;
+    let (store, prefix) = location(&args.to).await?;
+    let m = leadfactory_cli::backup::export(&client, store.as_ref(), &prefix).await?;
+    for t in &m.tables {
+        println!("{:<22} {:>9} rows  {}", t.table, t.rows, t.sha256);
+    }
+    eprintln!(
+        "exported schema version {} to {}",
+        m.schema_version, args.to
+    );
+    Ok(())
+}
+
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let mut client = crate::db::owner_client(args.url).await?;
+    let (store, prefix) = location(&args.from).await?;
+    let m = leadfactory_cli::backup::restore(&mut client, store.as_ref(), &prefix).await?;
+    let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
+    eprintln!(
+        "restored {rows} rows in {} tables from {}",
+        m.tables.len(),
+        args.from
+    );
+    Ok(())
+}
