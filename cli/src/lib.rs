@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod campaign;
+pub mod dashboard;
 pub mod dlq;
 pub mod gateway;
 pub mod local;

@@ -49,6 +49,8 @@ enum Command {
     Export(ops::ExportArgs),
     /// Restore an export into an empty, migrated database
     Restore(ops::RestoreArgs),
+    /// Write the dashboard (funnel, spend, latency, experiments) to out/dashboard.html and open it
+    Dashboard(ops::DashboardArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -71,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Forget(args) => ops::forget(args).await,
         Command::Qa(args) => ops::qa(args).await,
         Command::Apikey(args) => ops::apikey(args).await,
+        Command::Dashboard(args) => ops::dashboard(args).await,
         Command::Export(args) => ops::export(args).await,
         Command::Restore(args) => ops::restore(args).await,
         Command::Status { url, runs } => {

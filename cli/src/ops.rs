@@ -341,3 +341,37 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Days covered
+    #[arg(long, default_value_t = 30)]
+    days: i64,
+    /// Where the page is written
+    #[arg(long, default_value = "out/dashboard.html")]
+    out: PathBuf,
+    /// Do not open the page in a browser
+    #[arg(long)]
+    no_open: bool,
+}
+
+pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
+    let ops = args.target.open().await?;
+    let html = leadfactory_cli::dashboard::render(&ops.pool, ops.tenant, args.days).await?;
+    if let Some(dir) = args.out.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::write(&args.out, html).await?;
+    println!("{}", args.out.display());
+    if !args.no_open {
+        // Best effort: a desktop opens it; a server just has the file.
+        let _ = tokio::process::Command::new("xdg-open")
+            .arg(&args.out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    Ok(())
+}
