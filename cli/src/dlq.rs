@@ -18,13 +18,16 @@ pub struct DeadLetter {
     /// Why it could not even be read, when that is the reason it failed.
     pub parse_error: Option<String>,
     pub body_excerpt: String,
+    pub body: String,
 }
 
-/// Reads up to `max` messages from `queue`'s DLQ without removing them (each is made visible
-/// again at once).
+/// Reads up to `max` messages from `queue`'s DLQ without removing them. Each received message
+/// stays invisible until the listing is complete (so repeated receives reach the rest rather
+/// than the same few), then all are made visible again at once.
 pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLetter>, BusError> {
     let dlq = queues::dlq(queue);
     let mut out = Vec::new();
+    let mut receipts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while out.len() < max {
         let got = bus
@@ -33,14 +36,11 @@ pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLett
         if got.is_empty() {
             break;
         }
-        let mut new = 0;
         for d in got {
-            bus.change_visibility(&dlq, &d.receipt, Duration::ZERO)
-                .await?;
+            receipts.push(d.receipt.clone());
             if !seen.insert(d.message_id.clone()) {
                 continue;
             }
-            new += 1;
             let parsed = Envelope::<serde_json::Value>::parse(&d.body);
             out.push(DeadLetter {
                 message_id: d.message_id,
@@ -50,11 +50,12 @@ pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLett
                 trace_id: parsed.as_ref().ok().map(|e| e.trace_id.clone()),
                 parse_error: parsed.err().map(|e| e.to_string()),
                 body_excerpt: d.body.chars().take(200).collect(),
+                body: d.body,
             });
         }
-        if new == 0 {
-            break;
-        }
+    }
+    for r in &receipts {
+        bus.change_visibility(&dlq, r, Duration::ZERO).await?;
     }
     Ok(out)
 }

@@ -1,4 +1,4 @@
-//! `leadfactory dlq list|redrive --queue NAME`: SQS queues named `<prefix><name>` and
+//! `leadfactory dlq list|show|redrive --queue NAME`: SQS queues named `<prefix><name>` and
 //! `<prefix><name>-dlq` (the template's `leadfactory-<stage>-…`), credentials and endpoint from the
 //! usual AWS environment (`AWS_ENDPOINT_URL` for moto).
 
@@ -33,6 +33,17 @@ enum DlqAction {
         #[arg(long, env = "DATABASE_OWNER_URL")]
         database_url: Option<String>,
     },
+    /// One dead-lettered message in full, with the reason it failed
+    Show {
+        #[arg(long)]
+        queue: String,
+        /// The message id (from `dlq list`)
+        #[arg(long)]
+        message_id: String,
+        /// Owner URL of the database, to show the recorded failure
+        #[arg(long, env = "DATABASE_OWNER_URL")]
+        database_url: Option<String>,
+    },
     /// Move messages from the DLQ back to the source queue
     Redrive {
         #[arg(long)]
@@ -64,16 +75,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
                 .await
                 .context("finding the queues")?;
-            let db = match database_url {
-                Some(u) => {
-                    let (c, conn) = tokio_postgres::connect(&u, shared::db::tls_connector()?)
-                        .await
-                        .context("connecting to the database")?;
-                    tokio::spawn(conn);
-                    Some(c)
-                }
-                None => None,
-            };
+            let db = connect(database_url).await?;
             let letters = dlq::peek(&bus, &queue, max).await?;
             println!(
                 "{} message(s) in {}{}-dlq",
@@ -82,13 +84,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 queue
             );
             for l in letters {
-                let reason = match (&l.parse_error, &db, &l.trace_id) {
-                    (Some(e), _, _) => e.clone(),
-                    (None, Some(c), Some(t)) => dlq::failure_reason(c, t)
-                        .await?
-                        .unwrap_or_else(|| "no failure recorded (see the function's logs)".into()),
-                    _ => "see the function's logs by message id (or pass --database-url)".into(),
-                };
+                let reason = reason(&l, db.as_ref()).await?;
                 println!(
                     "- {} (received {}×) key={} tenant={}",
                     l.message_id,
@@ -99,6 +95,30 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 println!("    why: {reason}");
                 println!("    body: {}", l.body_excerpt);
             }
+        }
+        DlqAction::Show {
+            queue,
+            message_id,
+            database_url,
+        } => {
+            check(&queue)?;
+            let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
+                .await
+                .context("finding the queues")?;
+            let db = connect(database_url).await?;
+            let l = dlq::peek(&bus, &queue, 10_000)
+                .await?
+                .into_iter()
+                .find(|l| l.message_id == message_id)
+                .with_context(|| {
+                    format!("no message {message_id} in {}{queue}-dlq", args.prefix)
+                })?;
+            println!("message {} (received {}×)", l.message_id, l.receive_count);
+            println!("why: {}", reason(&l, db.as_ref()).await?);
+            let body = serde_json::from_str::<serde_json::Value>(&l.body)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or(l.body);
+            println!("{body}");
         }
         DlqAction::Redrive { queue, max } => {
             check(&queue)?;
@@ -113,4 +133,31 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn connect(url: Option<String>) -> anyhow::Result<Option<tokio_postgres::Client>> {
+    match url {
+        Some(u) => {
+            let (c, conn) = tokio_postgres::connect(&u, shared::db::tls_connector()?)
+                .await
+                .context("connecting to the database")?;
+            tokio::spawn(conn);
+            Ok(Some(c))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Why a dead letter failed: unreadable, or the failure its trace recorded.
+async fn reason(
+    l: &dlq::DeadLetter,
+    db: Option<&tokio_postgres::Client>,
+) -> anyhow::Result<String> {
+    Ok(match (&l.parse_error, db, &l.trace_id) {
+        (Some(e), _, _) => e.clone(),
+        (None, Some(c), Some(t)) => dlq::failure_reason(c, t)
+            .await?
+            .unwrap_or_else(|| "no failure recorded (see the function's logs)".into()),
+        _ => "see the function's logs by message id (or pass --database-url)".into(),
+    })
 }

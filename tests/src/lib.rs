@@ -356,3 +356,50 @@ pub async fn local_pipeline(
         .expect("campaign");
     p
 }
+
+/// Every hop's queue and its DLQ on moto (`maxReceiveCount` as given), under a fresh prefix,
+/// as a [`shared::bus::SqsBus`]: the pipeline over real SQS semantics.
+pub async fn moto_pipeline_bus(max_receive_count: u32) -> shared::bus::SqsBus {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sdk = moto_sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let prefix = format!("{}-", unique_name("lf"));
+    let mut urls = std::collections::HashMap::new();
+    for q in shared::bus::queues::ALL {
+        let dlq = shared::bus::queues::dlq(q);
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{prefix}{dlq}"))
+            .send()
+            .await
+            .expect("dlq")
+            .queue_url
+            .expect("url");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(A::QueueArn)
+            .send()
+            .await
+            .expect("arn")
+            .attributes
+            .expect("attributes")[&A::QueueArn]
+            .clone();
+        let url = sqs
+            .create_queue()
+            .queue_name(format!("{prefix}{q}"))
+            .attributes(A::VisibilityTimeout, "30")
+            .attributes(
+                A::RedrivePolicy,
+                serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count }).to_string(),
+            )
+            .send()
+            .await
+            .expect("queue")
+            .queue_url
+            .expect("url");
+        urls.insert((*q).to_owned(), url);
+        urls.insert(dlq, dlq_url);
+    }
+    shared::bus::SqsBus::new(sqs, urls)
+}
