@@ -1,5 +1,6 @@
-//! `leadfactory` — the operator CLI: the local database, migrations, and (as later issues land)
-//! the local pipeline run, the simulator, DLQ redrive and exports.
+//! `leadfactory` — the operator CLI: the local run and database, the simulator, and the
+//! operations commands (status, dashboard, DLQs, QA, API keys, erasure, sending pauses,
+//! export/restore).
 
 mod db;
 mod dlq_cmd;
@@ -51,6 +52,8 @@ enum Command {
     Restore(ops::RestoreArgs),
     /// Write the dashboard (funnel, spend, latency, experiments) to out/dashboard.html and open it
     Dashboard(ops::DashboardArgs),
+    /// Sending pauses: status, pause, resume
+    Sending(ops::SendingArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Qa(args) => ops::qa(args).await,
         Command::Apikey(args) => ops::apikey(args).await,
         Command::Dashboard(args) => ops::dashboard(args).await,
+        Command::Sending(args) => ops::sending(args).await,
         Command::Export(args) => ops::export(args).await,
         Command::Restore(args) => ops::restore(args).await,
         Command::Status { url, runs } => {

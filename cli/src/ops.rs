@@ -375,3 +375,82 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct SendingArgs {
+    #[command(subcommand)]
+    action: SendingAction,
+}
+
+#[derive(clap::Subcommand)]
+enum SendingAction {
+    /// Active pauses (the bounce-rate alert pauses all sending)
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Pause all sending for the tenant
+    Pause {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume sending (after fixing what paused it); queued emails go out at the next release
+    Resume {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub async fn sending(args: SendingArgs) -> anyhow::Result<()> {
+    let (target, action) = match &args.action {
+        SendingAction::Status { target } => (target, 0),
+        SendingAction::Pause { target, .. } => (target, 1),
+        SendingAction::Resume { target } => (target, 2),
+    };
+    let ops = target.open().await?;
+    let mut c = ops.pool.get().await?;
+    let tx = shared::db::begin_tenant(&mut c, ops.tenant).await?;
+    match (&args.action, action) {
+        (SendingAction::Pause { reason, .. }, 1) => {
+            tx.execute(
+                "INSERT INTO send_pauses (tenant_id, scope, reason) SELECT $1, 'all', $2
+                 WHERE NOT EXISTS (SELECT 1 FROM send_pauses WHERE scope = 'all' AND resumed_at IS NULL)",
+                &[&ops.tenant.as_uuid(), reason],
+            )
+            .await?;
+        }
+        (_, 2) => {
+            let n = tx
+                .execute(
+                    "UPDATE send_pauses SET resumed_at = now() WHERE resumed_at IS NULL",
+                    &[],
+                )
+                .await?;
+            eprintln!("resumed {n} pause(s)");
+        }
+        _ => {}
+    }
+    for r in tx
+        .query("SELECT scope, reason, paused_at FROM send_pauses WHERE resumed_at IS NULL ORDER BY paused_at", &[])
+        .await?
+    {
+        println!(
+            "paused ({}) since {}: {}",
+            r.get::<_, String>(0),
+            r.get::<_, chrono::DateTime<chrono::Utc>>(2).format("%Y-%m-%d %H:%M UTC"),
+            r.get::<_, String>(1)
+        );
+    }
+    let queued: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM emails WHERE kind = 'outreach' AND send_state = 'queued'",
+            &[],
+        )
+        .await?
+        .get(0);
+    println!("{queued} outreach email(s) queued");
+    tx.commit().await?;
+    Ok(())
+}

@@ -182,11 +182,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for b in bars.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
         b.finish();
     }
+    // What the schedules do after a nightly: roll the funnel up, sample for QA, check alerts.
+    let now = chrono::Utc::now();
+    analytics::rollup(pipeline.pool(), now.date_naive(), now.date_naive()).await?;
+    let qa = qa_sampler::sample(&pipeline.deps, qa_sampler::DEFAULT_SAMPLE, now).await?;
+    let sink: Arc<dyn shared::vendors::CallSink> = pipeline.deps.sink.clone();
+    let checker = alerts::Alerts::new(
+        pipeline.deps.vendors.slack(&sink, &pipeline.deps.policy)?,
+        alerts::Thresholds::default(),
+    );
+    let alerted = checker.run(&pipeline.deps, now).await?;
+    let slack: Vec<String> = sim::state::lock(&pipeline.sim.state.slack)
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect();
     let summary = summarize(pipeline.pool(), pipeline.tenant, run).await?;
     let pdfs = export_reports(&pipeline, run, std::path::Path::new("out/reports")).await?;
     let emls = export_outbox(&pipeline, std::path::Path::new("out/outbox")).await?;
     println!("run {run}");
     print_summary(&summary, &activity, started.elapsed().as_secs_f64());
+    println!(
+        "\n  QA: {} leads sampled for review (`leadfactory qa list`)",
+        qa.samples
+    );
+    println!(
+        "  alerts: {} rules checked, {} posted to Slack (simulated)",
+        alerted.findings, alerted.posted
+    );
+    for m in slack {
+        println!("    {m}");
+    }
+    println!(
+        "  dashboard: `leadfactory dashboard`, the ops API: `leadfactory apikey create --name me`"
+    );
     if let Some(first) = emls.first() {
         println!(
             "  {} emails in out/outbox/ (e.g. {})",

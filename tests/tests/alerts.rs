@@ -276,8 +276,18 @@ async fn every_rule_fires_past_its_threshold_and_stays_quiet_below_it() {
         "{quiet:?}"
     );
 
-    // Watchdog: an active campaign and no nightly run — quiet before 05:00, critical after;
-    // a finished nightly is fine.
+    // Watchdog: a tenant that has never had a nightly (local runs only) is not watched.
+    assert_eq!(level(&f.findings(at(5, 1)).await, "nightly_watchdog"), None);
+    f.admin
+        .execute(
+            "INSERT INTO runs (id, tenant_id, kind, status, run_date, started_at, finished_at)
+             VALUES (gen_random_uuid(), $1, 'nightly', 'succeeded', $2, now() - interval '1 day', now() - interval '1 day')",
+            &[&t, &(today - chrono::Duration::days(1))],
+        )
+        .await
+        .unwrap();
+    // On the schedule, no nightly today: quiet before 05:00, critical after; a finished
+    // nightly is fine.
     assert_eq!(
         level(&f.findings(at(4, 59)).await, "nightly_watchdog"),
         None

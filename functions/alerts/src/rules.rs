@@ -241,14 +241,16 @@ pub async fn evaluate(
         });
     }
 
-    // Watchdog: today's nightly finished by the hour (only for tenants with active campaigns).
+    // Watchdog: today's nightly finished by the hour — for tenants on the nightly schedule (an
+    // active campaign and a nightly run on an earlier day).
     let today = now.date_naive();
     if now.time()
         >= chrono::NaiveTime::from_hms_opt(t.watchdog_hour_utc.min(23), 0, 0).unwrap_or_default()
     {
         let r = tx
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE status = 'active'),
+                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE status = 'active')
+                        AND EXISTS (SELECT 1 FROM runs WHERE kind = 'nightly' AND run_date < $1),
                         (SELECT status FROM runs WHERE kind = 'nightly' AND run_date = $1)",
                 &[&today],
             )
