@@ -689,20 +689,7 @@ pub async fn export_reports(
     let mut out = Vec::new();
     for r in rows {
         let name: String = r.get(0);
-        let slug: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect::<String>()
-            .split('-')
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("-");
+        let slug = shared::domain::slug(&name);
         let key = shared::store::ObjectKey::parse(&r.get::<_, String>(1))
             .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?;
         let pdf = p

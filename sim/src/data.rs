@@ -197,18 +197,6 @@ pub fn place_of(zip: &str) -> (String, String, f64, f64) {
     }
 }
 
-fn slugify(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') && !out.is_empty() {
-            out.push('-');
-        }
-    }
-    out.trim_end_matches('-').to_owned()
-}
-
 fn phone_formats(area: u32, exch: u32, line: u32, style: u64) -> String {
     match style % 4 {
         0 => format!("({area}) {exch}-{line:04}"),
@@ -277,10 +265,14 @@ pub fn businesses(seed: u64, zip: &str, category: &str) -> Vec<SimBusiness> {
         let exch = 200 + ((n >> 30) % 700) as u32;
         let line = ((n >> 40) % 10_000) as u32;
         let has_site = (n >> 12) % 10 >= 2;
-        let slug = slugify(&format!("{name_core} {zip}"));
+        let slug = shared::domain::slug(&format!("{name_core} {zip}"));
         out.push(SimBusiness {
             yelp_id: yelp_id(seed, zip, category, i),
-            alias: format!("{}-{}", slugify(&name_core), slugify(&city)),
+            alias: format!(
+                "{}-{}",
+                shared::domain::slug(&name_core),
+                shared::domain::slug(&city)
+            ),
             name,
             category: category.to_owned(),
             zip: zip.to_owned(),

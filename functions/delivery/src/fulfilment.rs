@@ -18,17 +18,14 @@ use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkE
 use shared::vendors::CallContext;
 use shared::vendors::sendgrid::SendGridClient;
 
+use crate::Mailer;
 use crate::send::{self, Outbound, Sent};
 use crate::{Done, Plan, Settings};
 
 pub const STAGE: &str = "fulfilment";
 
-pub struct Fulfilment {
-    sendgrid: SendGridClient,
-    links: LinkSigner,
-    settings: Settings,
-    base: String,
-}
+/// The fulfilment queue's handler.
+pub struct Fulfilment(Mailer);
 
 impl Fulfilment {
     pub fn new(
@@ -37,12 +34,7 @@ impl Fulfilment {
         settings: Settings,
         public_base_url: &str,
     ) -> Self {
-        Self {
-            sendgrid,
-            links,
-            settings,
-            base: public_base_url.trim_end_matches('/').to_owned(),
-        }
+        Self(Mailer::new(sendgrid, links, settings, public_base_url))
     }
 }
 
@@ -100,7 +92,7 @@ impl StageHandler for Fulfilment {
         tx.execute(PREPARE, &[&ids]).await?;
         tx.execute(
             PARK_STALE,
-            &[&ids, &self.settings.stale_sending.as_secs_f64()],
+            &[&ids, &self.0.settings.stale_sending.as_secs_f64()],
         )
         .await?;
         let claimed: std::collections::HashSet<uuid::Uuid> = tx
@@ -118,17 +110,17 @@ impl StageHandler for Fulfilment {
             let state: Option<String> = r.get(7);
             let plan = match (email, state.as_deref()) {
                 (Some(id), Some("sending")) if claimed.contains(&id) => {
-                    let token = self.links.sign(
+                    let token = self.0.links.sign(
                         Purpose::Download,
                         tenant,
                         purchase,
-                        now + self.settings.download_ttl.as_secs() as i64,
+                        now + self.0.settings.download_ttl.as_secs() as i64,
                     );
-                    let days = self.settings.download_ttl.as_secs() / 86_400;
+                    let days = self.0.settings.download_ttl.as_secs() / 86_400;
                     let name: String = r.get(4);
                     let body = format!(
                         "Hello,\n\nThank you for buying the full website audit for {name}.\n\nDownload it here (the link works for {days} days): {}/d/{token}\n\nIt walks through every score, the Core Web Vitals against their thresholds, and the three fixes that matter most, step by step. If you have a question, just reply to this email.\n\nReceipt: ${}.{:02} paid by card through Stripe.",
-                        self.base,
+                        self.0.base,
                         r.get::<_, i64>(5) / 100,
                         r.get::<_, i64>(5) % 100,
                     );
@@ -180,32 +172,14 @@ impl StageHandler for Fulfilment {
         let plan = ctx.get(&env.payload.purchase_id).cloned().ok_or_else(|| {
             WorkError::Permanent(format!("no purchase {}", env.payload.purchase_id))
         })?;
-        let outbound = match plan {
-            Plan::Send(o, _, _) => o,
-            Plan::Skip(why) => return Ok(Done::Skipped(why)),
-            Plan::Suppressed(id) => return Ok(Done::Suppressed(id)),
-            Plan::Defer(why) => return Ok(Done::Deferred(why)),
-            Plan::InFlight => {
-                return Err(WorkError::Transient(
-                    "the fulfilment email is being sent by another invocation".into(),
-                ));
-            }
+        let (outbound, _, _) = match plan.claimed("the fulfilment email") {
+            Ok(claimed) => claimed,
+            Err(done) => return done,
         };
         let call = CallContext::new(env.tenant_id, env.run_id, None);
-        match send::classify(self.sendgrid.send(&call, &send::mail(&outbound)).await) {
-            Ok(sent) => Ok(Done::Sent(outbound.email_id, sent)),
-            Err(e) => {
-                send::release_claim(
-                    &deps.pool,
-                    env.tenant_id,
-                    outbound.email_id,
-                    None,
-                    &e.to_string(),
-                )
-                .await?;
-                Err(WorkError::Transient(e.to_string()))
-            }
-        }
+        self.0
+            .send(deps, env.tenant_id, &call, &outbound, None)
+            .await
     }
 
     async fn persist(

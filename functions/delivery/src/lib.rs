@@ -102,15 +102,16 @@ impl Settings {
     }
 }
 
-pub struct Delivery {
+/// What both senders (outreach and fulfilment) hold, and the send they share.
+pub struct Mailer {
     sendgrid: SendGridClient,
     links: LinkSigner,
     settings: Settings,
-    /// The storefront's public base URL (unsubscribe links).
+    /// The storefront's public base URL (unsubscribe and download links).
     base: String,
 }
 
-impl Delivery {
+impl Mailer {
     pub fn new(
         sendgrid: SendGridClient,
         links: LinkSigner,
@@ -123,6 +124,49 @@ impl Delivery {
             settings,
             base: public_base_url.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// Sends a claimed email. A refusal SendGrid answered puts the row back to `queued` (and
+    /// its claim off the day's `counter`) and fails the message, so the retry sends it.
+    async fn send(
+        &self,
+        deps: &Deps,
+        tenant: TenantId,
+        call: &CallContext,
+        outbound: &Outbound,
+        counter: Option<&str>,
+    ) -> Result<Done, WorkError> {
+        let result = self.sendgrid.send(call, &send::mail(outbound)).await;
+        match send::classify(result) {
+            Ok(sent) => Ok(Done::Sent(outbound.email_id, sent)),
+            Err(e) => {
+                send::release_claim(
+                    &deps.pool,
+                    tenant,
+                    outbound.email_id,
+                    counter,
+                    &e.to_string(),
+                )
+                .await?;
+                // Whatever SendGrid answered (a bad key included), retrying may succeed once it
+                // is fixed; the DLQ keeps the message meanwhile.
+                Err(WorkError::Transient(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Outreach: the delivery queue's handler.
+pub struct Delivery(Mailer);
+
+impl Delivery {
+    pub fn new(
+        sendgrid: SendGridClient,
+        links: LinkSigner,
+        settings: Settings,
+        public_base_url: &str,
+    ) -> Self {
+        Self(Mailer::new(sendgrid, links, settings, public_base_url))
     }
 }
 
@@ -139,6 +183,24 @@ pub enum Plan {
     Defer(&'static str),
     /// Claimed by another invocation moments ago: retry later.
     InFlight,
+}
+
+/// A claimed message: what to send, the business's name, the preview PDF's key to attach.
+type Claimed = (Box<Outbound>, String, Option<String>);
+
+impl Plan {
+    /// The claimed message to send — or, as `Err(Ok(done))`, how the work ends without one.
+    fn claimed(self, what: &str) -> Result<Claimed, Result<Done, WorkError>> {
+        match self {
+            Plan::Send(o, name, preview) => Ok((o, name, preview)),
+            Plan::Skip(why) => Err(Ok(Done::Skipped(why))),
+            Plan::Suppressed(id) => Err(Ok(Done::Suppressed(id))),
+            Plan::Defer(why) => Err(Ok(Done::Deferred(why))),
+            Plan::InFlight => Err(Err(WorkError::Transient(format!(
+                "{what} is being sent by another invocation"
+            )))),
+        }
+    }
 }
 
 /// What became of one lead.
@@ -193,21 +255,10 @@ pub fn campaign_scope(c: uuid::Uuid) -> String {
 }
 
 fn pdf_name(business: &str) -> String {
-    let slug: String = business
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
-        .split('-')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("-");
-    format!("{slug}-website-audit-preview.pdf")
+    format!(
+        "{}-website-audit-preview.pdf",
+        shared::domain::slug(business)
+    )
 }
 
 #[async_trait]
@@ -243,7 +294,7 @@ impl StageHandler for Delivery {
             .iter()
             .map(|e| e.payload.business_id.as_uuid())
             .collect();
-        let stale = self.settings.stale_sending.as_secs_f64();
+        let stale = self.0.settings.stale_sending.as_secs_f64();
         tx.execute(PARK_STALE, &[&campaigns, &businesses, &stale])
             .await?;
         let rows = tx.query(READ, &[&campaigns, &businesses]).await?;
@@ -271,7 +322,7 @@ impl StageHandler for Delivery {
                     let scope = campaign_scope(campaign);
                     let first: Option<chrono::NaiveDate> = r.get(19);
                     let day_index = first.map(|f| (today - f).num_days()).unwrap_or(0);
-                    caps.insert(scope.clone(), self.settings.cap(r.get(15), day_index));
+                    caps.insert(scope.clone(), self.0.settings.cap(r.get(15), day_index));
                     wanted.entry(scope).or_default().push(i);
                     Plan::Defer("daily_cap")
                 }
@@ -303,7 +354,7 @@ impl StageHandler for Delivery {
             .map(|r| r.get(0))
             .collect();
         let mut counts: BTreeMap<String, i32> = BTreeMap::new();
-        let base = self.public_base();
+        let base = &self.0.base;
         let now = chrono::Utc::now().timestamp();
         for &i in &chosen {
             let r = &rows[i];
@@ -315,11 +366,11 @@ impl StageHandler for Delivery {
             }
             let campaign: uuid::Uuid = r.get(2);
             *counts.entry(campaign_scope(campaign)).or_default() += 1;
-            let token = self.links.sign(
+            let token = self.0.links.sign(
                 Purpose::Unsubscribe,
                 tenant,
                 email_id,
-                now + self.settings.unsubscribe_ttl.as_secs() as i64,
+                now + self.0.settings.unsubscribe_ttl.as_secs() as i64,
             );
             let sender: String = r.get(12);
             let sender_domain = sender.rsplit('@').next().unwrap_or_default().to_owned();
@@ -366,7 +417,7 @@ impl StageHandler for Delivery {
                 Plan::Send(
                     Box::new(outbound),
                     name,
-                    preview.filter(|_| self.settings.attach_preview),
+                    preview.filter(|_| self.0.settings.attach_preview),
                 ),
             );
         }
@@ -389,16 +440,9 @@ impl StageHandler for Delivery {
             .get(&env.payload.business_id)
             .cloned()
             .unwrap_or(Plan::Skip("no_email"));
-        let (mut outbound, name, preview) = match plan {
-            Plan::Send(o, name, preview) => (o, name, preview),
-            Plan::Skip(why) => return Ok(Done::Skipped(why)),
-            Plan::Suppressed(id) => return Ok(Done::Suppressed(id)),
-            Plan::Defer(why) => return Ok(Done::Deferred(why)),
-            Plan::InFlight => {
-                return Err(WorkError::Transient(
-                    "the email is being sent by another invocation".into(),
-                ));
-            }
+        let (mut outbound, name, preview) = match plan.claimed("the email") {
+            Ok(claimed) => claimed,
+            Err(done) => return done,
         };
         let scope = campaign_scope(env.payload.campaign_id.as_uuid());
         if let Some(key) = preview {
@@ -424,21 +468,9 @@ impl StageHandler for Delivery {
             }
         }
         let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
-        let result = self.sendgrid.send(&call, &send::mail(&outbound)).await;
-        match send::classify(result) {
-            Ok(sent) => Ok(Done::Sent(outbound.email_id, sent)),
-            Err(e) => {
-                send::release_claim(
-                    &deps.pool,
-                    env.tenant_id,
-                    outbound.email_id,
-                    Some(&scope),
-                    &e.to_string(),
-                )
-                .await?;
-                Err(e.into_retry())
-            }
-        }
+        self.0
+            .send(deps, env.tenant_id, &call, &outbound, Some(&scope))
+            .await
     }
 
     async fn persist(
@@ -495,24 +527,6 @@ impl StageHandler for Delivery {
             extra,
             marker: false,
         }]
-    }
-}
-
-impl Delivery {
-    fn public_base(&self) -> &str {
-        &self.base
-    }
-}
-
-trait IntoRetry {
-    fn into_retry(self) -> WorkError;
-}
-
-impl IntoRetry for shared::vendors::VendorError {
-    /// Refusals SendGrid answered are retried, whatever their kind (a bad key is fixed and the
-    /// DLQ redriven); the row is already back to `queued`.
-    fn into_retry(self) -> WorkError {
-        WorkError::Transient(self.to_string())
     }
 }
 

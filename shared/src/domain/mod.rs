@@ -14,7 +14,7 @@ pub use ids::{BusinessId, CampaignId, RunId, TenantId};
 pub use money::Money;
 pub use phone::Phone;
 pub use score::{Score, Tier, TierThresholds};
-pub use text::{normalize_address, normalize_name};
+pub use text::{normalize_address, normalize_name, slug};
 pub use website::WebsiteUrl;
 
 /// Why a raw value was refused: names the kind of value and what was wrong with it.

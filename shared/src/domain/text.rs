@@ -1,6 +1,20 @@
 //! Normalised names and addresses: the fuzzy half of de-duplication ("Joe's Pizza, LLC" at
 //! "12 Main St." is "joes pizza" at "12 main street").
 
+/// A name as a URL/file slug: lower-case ASCII letters and digits, every other run of
+/// characters one `-` ("Joe's Pizza & Grill" → "joe-s-pizza-grill").
+pub fn slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_owned()
+}
+
 const LEGAL_SUFFIXES: &[&str] = &[
     "llc",
     "inc",
@@ -86,6 +100,14 @@ pub fn normalize_address(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("Joe's Pizza & Grill"), "joe-s-pizza-grill");
+        assert_eq!(slug("  --Blue Door--  "), "blue-door");
+        assert_eq!(slug("Café 95113"), "caf-95113");
+        assert_eq!(slug("!!!"), "");
+    }
 
     #[test]
     fn names() {
