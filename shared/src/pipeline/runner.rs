@@ -492,6 +492,16 @@ pub async fn handle_sqs<H: StageHandler>(
         })
         .collect();
     let outcome = process_batch(handler, deps, batch).await;
+    {
+        use crate::obs::metrics::{MetricLine, Unit};
+        MetricLine::new()
+            .dimension("Stage", handler.stage())
+            .value("Processed", outcome.processed as f64, Unit::Count)
+            .value("Failed", outcome.failed.len() as f64, Unit::Count)
+            .value("Duplicates", outcome.duplicates as f64, Unit::Count)
+            .value("Sent", outcome.sent as f64, Unit::Count)
+            .emit();
+    }
     let mut resp = aws_lambda_events::event::sqs::SqsBatchResponse::default();
     for id in outcome.failed {
         let mut f = aws_lambda_events::event::sqs::BatchItemFailure::default();
