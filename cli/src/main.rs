@@ -54,6 +54,8 @@ enum Command {
     Dashboard(ops::DashboardArgs),
     /// Sending pauses: status, pause, resume
     Sending(ops::SendingArgs),
+    /// Create a tenant (an agency); prints its id
+    TenantCreate(ops::TenantArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -78,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Apikey(args) => ops::apikey(args).await,
         Command::Dashboard(args) => ops::dashboard(args).await,
         Command::Sending(args) => ops::sending(args).await,
+        Command::TenantCreate(args) => ops::tenant_create(args).await,
         Command::Export(args) => ops::export(args).await,
         Command::Restore(args) => ops::restore(args).await,
         Command::Status { url, runs } => {

@@ -454,3 +454,41 @@ pub async fn sending(args: SendingArgs) -> anyhow::Result<()> {
     tx.commit().await?;
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct TenantArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The agency's name
+    #[arg(long)]
+    name: String,
+}
+
+/// Creates the tenant `--tenant` (a new id when it is the local default) named `--name`.
+pub async fn tenant_create(args: TenantArgs) -> anyhow::Result<()> {
+    let mut target = args.target.clone();
+    if target.tenant == leadfactory_cli::local::LOCAL_TENANT && target.database_url.is_some() {
+        target.tenant = uuid::Uuid::new_v4().to_string();
+    }
+    let ops = target.open().await?;
+    let mut c = ops.pool.get().await?;
+    let tx = shared::db::begin_tenant(&mut c, ops.tenant).await?;
+    let n = tx
+        .execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&ops.tenant.as_uuid(), &args.name],
+        )
+        .await?;
+    tx.commit().await?;
+    println!("{}", ops.tenant);
+    eprintln!(
+        "{}; next: `leadfactory apikey create --tenant {} --name ops`",
+        if n == 1 {
+            "tenant created"
+        } else {
+            "tenant already exists"
+        },
+        ops.tenant
+    );
+    Ok(())
+}
