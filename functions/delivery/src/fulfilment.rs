@@ -189,27 +189,16 @@ impl StageHandler for Fulfilment {
         _tenant: TenantId,
         items: &[StageItem<Fulfil, Done>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
-        let mut ids = Vec::new();
-        let mut states = Vec::new();
-        let mut msgs = Vec::new();
-        let mut errs = Vec::new();
         let mut fulfilled = Vec::new();
         let mut fulfilled_by = Vec::new();
         for it in items {
-            if let Done::Sent(id, s) = &it.work {
-                let (state, msg, err) = send::state_of(s);
-                ids.push(*id);
-                states.push(state);
-                msgs.push(msg);
-                errs.push(err);
-                if matches!(s, Sent::Sent { .. } | Sent::Unknown { .. }) {
-                    // `unknown` may have reached the buyer: an operator decides; not resent.
-                    fulfilled.push(it.env.payload.purchase_id);
-                    fulfilled_by.push(*id);
-                }
+            // `unknown` may have reached the buyer: an operator decides; it is not resent.
+            if let Done::Sent(id, Sent::Sent { .. } | Sent::Unknown { .. }) = &it.work {
+                fulfilled.push(it.env.payload.purchase_id);
+                fulfilled_by.push(*id);
             }
         }
-        send::write_states(tx, &ids, &states, &msgs, &errs).await?;
+        send::write_states(tx, items.iter().map(|it| &it.work)).await?;
         if !fulfilled.is_empty() {
             tx.execute(
                 "UPDATE purchases p SET fulfilled_at = coalesce(p.fulfilled_at, now()), fulfilment_email_id = coalesce(p.fulfilment_email_id, x.e)

@@ -480,29 +480,7 @@ impl StageHandler for Delivery {
         _tenant: TenantId,
         items: &[StageItem<LeadRef, Done>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
-        let mut ids = Vec::new();
-        let mut states = Vec::new();
-        let mut msgs = Vec::new();
-        let mut errs = Vec::new();
-        for it in items {
-            match &it.work {
-                Done::Sent(id, s) => {
-                    let (state, msg, err) = send::state_of(s);
-                    ids.push(*id);
-                    states.push(state);
-                    msgs.push(msg);
-                    errs.push(err);
-                }
-                Done::Suppressed(id) => {
-                    ids.push(*id);
-                    states.push("failed");
-                    msgs.push(None);
-                    errs.push(Some("suppressed"));
-                }
-                Done::Skipped(_) | Done::Deferred(_) => {}
-            }
-        }
-        send::write_states(tx, &ids, &states, &msgs, &errs).await?;
+        send::write_states(tx, items.iter().map(|it| &it.work)).await?;
         Ok(items.iter().map(|_| Vec::new()).collect())
     }
 

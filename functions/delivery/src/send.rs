@@ -190,15 +190,25 @@ pub fn state_of(s: &Sent) -> (&'static str, Option<&str>, Option<&str>) {
     }
 }
 
-/// Writes final states in one statement; only rows still `sending` (or `queued`, for refusals
-/// decided before a claim) move.
-pub async fn write_states(
+/// Writes the final state of every send (and every suppressed row) in one statement; only rows
+/// still `sending` (or `queued`, for suppressions decided before a claim) move.
+pub async fn write_states<'a>(
     tx: &tokio_postgres::Transaction<'_>,
-    ids: &[uuid::Uuid],
-    states: &[&str],
-    message_ids: &[Option<&str>],
-    errors: &[Option<&str>],
+    done: impl Iterator<Item = &'a crate::Done>,
 ) -> Result<u64, DbError> {
+    let (mut ids, mut states, mut msgs, mut errs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in done {
+        let (id, (state, msg, err)) = match d {
+            crate::Done::Sent(id, s) => (*id, state_of(s)),
+            crate::Done::Suppressed(id) => (*id, ("failed", None, Some("suppressed"))),
+            crate::Done::Skipped(_) | crate::Done::Deferred(_) => continue,
+        };
+        ids.push(id);
+        states.push(state);
+        msgs.push(msg);
+        errs.push(err);
+    }
     if ids.is_empty() {
         return Ok(0);
     }
@@ -208,7 +218,7 @@ pub async fn write_states(
                     sent_at = CASE WHEN x.state = 'sent' THEN now() ELSE e.sent_at END, last_error = x.err
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(id, state, msg, err)
              WHERE e.id = x.id AND e.send_state IN ('sending', 'queued')",
-            &[&ids, &states, &message_ids, &errors],
+            &[&ids, &states, &msgs, &errs],
         )
         .await?)
 }
