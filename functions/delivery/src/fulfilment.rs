@@ -211,14 +211,7 @@ impl StageHandler for Fulfilment {
     }
 
     fn describe(&self, item: &StageItem<Fulfil, Done>) -> Vec<EventInfo> {
-        let (event, status) = match &item.work {
-            Done::Sent(_, Sent::Sent { .. }) => ("fulfilled".to_owned(), "ok"),
-            Done::Sent(_, Sent::Failed { .. }) => ("failed:rejected".to_owned(), "error"),
-            Done::Sent(_, Sent::Unknown { .. }) => ("unknown".to_owned(), "error"),
-            Done::Suppressed(_) => ("skipped:suppressed".to_owned(), "skipped"),
-            Done::Skipped(why) => (format!("skipped:{why}"), "skipped"),
-            Done::Deferred(why) => (format!("deferred:{why}"), "skipped"),
-        };
+        let (event, status) = item.work.event("fulfilled");
         vec![EventInfo {
             entity_id: Some(item.env.payload.purchase_id.to_string()),
             event,

@@ -212,6 +212,20 @@ pub enum Done {
     Deferred(&'static str),
 }
 
+impl Done {
+    /// The run event and its status; `sent_as` names a successful send ("sent", "fulfilled").
+    pub fn event(&self, sent_as: &str) -> (String, &'static str) {
+        match self {
+            Done::Sent(_, Sent::Sent { .. }) => (sent_as.to_owned(), "ok"),
+            Done::Sent(_, Sent::Failed { .. }) => ("failed:rejected".to_owned(), "error"),
+            Done::Sent(_, Sent::Unknown { .. }) => ("unknown".to_owned(), "error"),
+            Done::Suppressed(_) => ("skipped:suppressed".to_owned(), "skipped"),
+            Done::Skipped(why) => (format!("skipped:{why}"), "skipped"),
+            Done::Deferred(why) => (format!("deferred:{why}"), "skipped"),
+        }
+    }
+}
+
 const PARK_STALE: &str = "
 UPDATE emails e SET send_state = 'unknown', last_error = 'cut off mid-send; not resent'
 FROM UNNEST($1::uuid[], $2::uuid[]) AS x(c, b)
@@ -485,14 +499,7 @@ impl StageHandler for Delivery {
     }
 
     fn describe(&self, item: &StageItem<LeadRef, Done>) -> Vec<EventInfo> {
-        let (event, status) = match &item.work {
-            Done::Sent(_, Sent::Sent { .. }) => ("sent".to_owned(), "ok"),
-            Done::Sent(_, Sent::Failed { .. }) => ("failed:rejected".to_owned(), "error"),
-            Done::Sent(_, Sent::Unknown { .. }) => ("unknown".to_owned(), "error"),
-            Done::Suppressed(_) => ("skipped:suppressed".to_owned(), "skipped"),
-            Done::Skipped(why) => (format!("skipped:{why}"), "skipped"),
-            Done::Deferred(why) => (format!("deferred:{why}"), "skipped"),
-        };
+        let (event, status) = item.work.event("sent");
         let extra = match &item.work {
             Done::Sent(id, s) => json!({ "email_id": id, "outcome": format!("{s:?}") }),
             Done::Suppressed(id) => json!({ "email_id": id }),
