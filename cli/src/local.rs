@@ -48,6 +48,9 @@ pub struct LocalOptions {
     pub buy_share: f64,
     /// Delivery's warm-up and link settings.
     pub delivery: delivery::Settings,
+    /// Serve the simulator from its own runtime with this many threads (benchmarks, so that
+    /// its CPU can be subtracted); `None` shares the caller's runtime.
+    pub sim_threads: Option<usize>,
 }
 
 impl LocalOptions {
@@ -67,6 +70,7 @@ impl LocalOptions {
             },
             buy_share: 0.5,
             delivery: delivery::Settings::default(),
+            sim_threads: None,
         }
     }
 }
@@ -132,8 +136,6 @@ pub enum LocalError {
     Targeting(#[from] targeting::TargetingError),
     #[error("scoring rules: {0}")]
     Rules(#[from] scoring::RulesError),
-    #[error("assessment: {0}")]
-    Assessment(#[from] assessment::BuildError),
     #[error(transparent)]
     Domain(#[from] shared::domain::DomainError),
     #[error("local gateway: {0}")]
@@ -143,9 +145,11 @@ pub enum LocalError {
 impl LocalPipeline {
     /// Starts the simulator and wires the stages to it, the database, the store and `bus`.
     pub async fn start(opts: LocalOptions, bus: Arc<dyn Bus>) -> Result<Self, LocalError> {
-        let sim = Simulator::start_local(opts.sim.clone())
-            .await
-            .map_err(LocalError::Sim)?;
+        let sim = match opts.sim_threads {
+            Some(n) => Simulator::start_on_own_runtime(opts.sim.clone(), n),
+            None => Simulator::start_local(opts.sim.clone()).await,
+        }
+        .map_err(LocalError::Sim)?;
         let base = sim.base_url();
         let (listener, gateway_addr) = crate::gateway::bind().await.map_err(LocalError::Sim)?;
         let gateway_url = format!("http://{gateway_addr}");
@@ -200,7 +204,7 @@ impl LocalPipeline {
                 &deps,
                 deps.vendors.pagespeed(&dyn_sink, &deps.policy)?,
                 deps.vendors.openai(&dyn_sink, &deps.policy)?,
-            )?,
+            ),
             scoring: scoring::Scoring::new(scoring::Rules::default_rules()?),
             reports: reports::Reports::new(shared::domain::Money::from_cents(
                 reports::DEFAULT_PRICE_CENTS,

@@ -17,5 +17,6 @@ pub mod obs;
 pub mod pipeline;
 pub mod secrets;
 pub mod store;
+pub mod tls;
 pub mod vendors;
 pub mod webhook;

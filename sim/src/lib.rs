@@ -91,11 +91,15 @@ pub fn router(state: Arc<SimState>) -> Router {
         .with_state(state)
 }
 
+/// The name of the threads of a simulator on its own runtime (benchmarks subtract their CPU).
+pub const SIM_THREAD: &str = "lf-sim";
+
 /// A running simulator; dropping it stops the server.
 pub struct Simulator {
     pub addr: SocketAddr,
     pub state: Arc<SimState>,
     task: tokio::task::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Simulator {
@@ -111,7 +115,43 @@ impl Simulator {
                 tracing::error!(error = %e, "simulator stopped");
             }
         });
-        Ok(Simulator { addr, state, task })
+        Ok(Simulator {
+            addr,
+            state,
+            task,
+            runtime: None,
+        })
+    }
+
+    /// On any free loopback port, served by its own runtime whose `workers` threads are named
+    /// [`SIM_THREAD`]: the CPU the vendors' stand-in burns can then be told apart from ours.
+    pub fn start_on_own_runtime(cfg: SimConfig, workers: usize) -> std::io::Result<Simulator> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name(SIM_THREAD)
+            .enable_all()
+            .build()?;
+        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SimState::new(cfg));
+        let _ = state.base_url.set(format!("http://{addr}"));
+        let app = router(state.clone());
+        let task = runtime.spawn(async move {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => axum::serve(l, app).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(Simulator {
+            addr,
+            state,
+            task,
+            runtime: Some(runtime),
+        })
     }
 
     /// On any free loopback port.
@@ -138,5 +178,9 @@ impl Simulator {
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.task.abort();
+        // Without blocking: the simulator is often dropped inside another runtime.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }

@@ -145,8 +145,9 @@ async fn sqs_bus_behaves_like_a_queue() {
         .unwrap()
         .queue_url
         .unwrap();
-    let bus = SqsBus::new(
-        sqs,
+    // As the functions build it: the client is made on the first call, from the shared config.
+    let bus = SqsBus::lazy(
+        &shared::aws::LazySdk::loaded(sdk.clone()),
         HashMap::from([("work".to_owned(), url), ("work-dlq".to_owned(), dlq_url)]),
     );
     behaves_like_a_queue(&bus, &Real, "work", "work-dlq").await;

@@ -123,7 +123,8 @@ async fn local_filesystem_store_behaves_like_an_object_store() {
 async fn s3_store_behaves_like_an_object_store() {
     let sdk = testkit::moto_sdk_config().await;
     let bucket = testkit::unique_name("lf-test");
-    let store = S3Store::from_sdk_config(&sdk, &bucket);
+    // As the functions build it: the client is made on the first call.
+    let store = S3Store::lazy(&shared::aws::LazySdk::loaded(sdk.clone()), &bucket);
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use scraper::{Html, Selector};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,23 @@ static COPYRIGHT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:©|&copy;|copyright)\s*(?:\d{4}\s*[-–]\s*)?((?:19|20)\d{2})")
         .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
 });
+/// CMS fingerprints, case-insensitive, in order of preference (one pass over the page, no
+/// lower-cased copy of it).
+const CMS_MARKERS: [(&str, &str); 5] = [
+    ("wp-content", "WordPress"),
+    ("wp-includes", "WordPress"),
+    ("static.wixstatic.com", "Wix"),
+    ("squarespace.com", "Squarespace"),
+    ("cdn.shopify.com", "Shopify"),
+];
+static CMS: LazyLock<Option<RegexSet>> = LazyLock::new(|| {
+    RegexSet::new(
+        CMS_MARKERS
+            .iter()
+            .map(|(needle, _)| format!("(?i){}", regex::escape(needle))),
+    )
+    .ok()
+});
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
         .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
@@ -69,7 +86,6 @@ fn clip(s: String, n: usize) -> String {
 
 pub fn analyze(html: &str) -> Checks {
     let doc = Html::parse_document(html);
-    let lower = html.to_lowercase();
     let mut c = Checks {
         title: doc
             .select(&TITLE)
@@ -132,16 +148,11 @@ pub fn analyze(html: &str) -> Checks {
         }
     }
     if c.cms.is_none() {
-        c.cms = [
-            ("wp-content", "WordPress"),
-            ("wp-includes", "WordPress"),
-            ("static.wixstatic.com", "Wix"),
-            ("squarespace.com", "Squarespace"),
-            ("cdn.shopify.com", "Shopify"),
-        ]
-        .into_iter()
-        .find(|(n, _)| lower.contains(n))
-        .map(|(_, cms)| cms.to_owned());
+        c.cms = CMS
+            .as_ref()
+            .and_then(|set| set.matches(html).iter().next())
+            .and_then(|i| CMS_MARKERS.get(i))
+            .map(|(_, cms)| (*cms).to_owned());
     }
     c.jquery_version = JQUERY
         .captures(&scripts)
@@ -226,6 +237,21 @@ mod tests {
         );
         assert!(c.uses_tables_for_layout);
         assert_eq!(c.contact_emails, vec!["owner@old.example.com"]);
+    }
+
+    #[test]
+    fn names_the_cms_from_its_markers_in_any_case_first_listed_wins() {
+        let cms = |html: &str| analyze(html).cms;
+        assert_eq!(
+            cms(r#"<img src="https://CDN.Shopify.com/x.png">"#).as_deref(),
+            Some("Shopify")
+        );
+        assert_eq!(
+            cms(r#"<img src="//static.wixstatic.com/a.png"><link href="/WP-CONTENT/s.css">"#)
+                .as_deref(),
+            Some("WordPress")
+        );
+        assert_eq!(cms("<p>wp content, not a marker</p>"), None);
     }
 
     #[test]

@@ -39,35 +39,25 @@ pub const LLM_MAX_TOKENS: u32 = 700;
 pub const RETENTION_DAYS: i64 = 90;
 
 pub struct Assessment {
-    fetcher: reqwest::Client,
+    fetcher: shared::tls::LazyHttp,
     max_bytes: usize,
     pagespeed: PageSpeedClient,
     openai: Option<OpenAiClient>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("homepage HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
 impl Assessment {
-    pub fn new(
-        deps: &Deps,
-        pagespeed: PageSpeedClient,
-        openai: Option<OpenAiClient>,
-    ) -> Result<Self, BuildError> {
+    pub fn new(deps: &Deps, pagespeed: PageSpeedClient, openai: Option<OpenAiClient>) -> Self {
         let guard = Guard {
             allow_private: deps.fetch.allow_private,
             restrict_ports: !deps.fetch.allow_private,
             test_tld_addr: deps.fetch.test_tld_addr,
         };
-        Ok(Self {
-            fetcher: guard::client(guard, deps.fetch.timeout, deps.fetch.max_redirects)?,
+        Self {
+            fetcher: guard::client(guard, deps.fetch.timeout, deps.fetch.max_redirects),
             max_bytes: deps.fetch.max_bytes,
             pagespeed,
             openai,
-        })
+        }
     }
 }
 
@@ -113,7 +103,7 @@ pub struct Assessed {
 }
 
 impl Assessment {
-    async fn fetch(&self, url: &str) -> Fetched {
+    async fn fetch(&self, fetcher: &reqwest::Client, url: &str) -> Fetched {
         let started = std::time::Instant::now();
         let mut f = Fetched::default();
         let parsed = match url::Url::parse(url) {
@@ -123,8 +113,7 @@ impl Assessment {
                 return f;
             }
         };
-        let resp = match self
-            .fetcher
+        let resp = match fetcher
             .get(parsed)
             .header("accept", "text/html,application/xhtml+xml")
             .send()
@@ -146,7 +135,11 @@ impl Assessment {
         f.status = Some(resp.status().as_u16());
         f.final_url = Some(resp.url().to_string());
         let mut resp = resp;
-        let mut buf: Vec<u8> = Vec::new();
+        // Sized from the announced length (capped: the server is not trusted) to spare regrowth.
+        let announced = resp.content_length().unwrap_or(0);
+        let mut buf: Vec<u8> = Vec::with_capacity(
+            usize::try_from(announced).map_or(self.max_bytes, |n| n.min(self.max_bytes)),
+        );
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
@@ -166,7 +159,10 @@ impl Assessment {
             }
         }
         f.bytes = buf.len();
-        f.html = Some(String::from_utf8_lossy(&buf).into_owned());
+        f.html = Some(match String::from_utf8(buf) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        });
         f.elapsed_ms = started.elapsed().as_millis() as u64;
         f
     }
@@ -239,7 +235,13 @@ impl StageHandler for Assessment {
         })?;
         let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
 
-        let fetched = self.fetch(&url).await;
+        // A client that cannot be built is our fault, not the site's: the message is retried
+        // and dead-lettered rather than the site recorded as unreachable.
+        let fetcher = self
+            .fetcher
+            .get()
+            .map_err(|e| WorkError::Transient(e.to_string()))?;
+        let fetched = self.fetch(fetcher, &url).await;
         let ok_page = fetched.status.is_some_and(|s| (200..300).contains(&s));
         let checks = if ok_page {
             fetched

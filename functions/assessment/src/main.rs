@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         &deps,
         deps.vendors.pagespeed(&sink, &deps.policy)?,
         deps.vendors.openai(&sink, &deps.policy)?,
-    )?;
+    );
     run(service_fn(|event: LambdaEvent<SqsEvent>| async {
         Ok::<_, lambda_runtime::Error>(
             shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,

@@ -91,15 +91,8 @@ impl StorefrontDeps {
         let secret = r.secret("LF_LINK_SECRET");
         let base = r.required("LF_PUBLIC_BASE_URL");
         r.finish(())?;
-        let sdk = shared::aws::sdk_config(core.aws_endpoint_url.as_deref()).await;
-        let store: Arc<dyn ObjectStore> = match &core.store {
-            shared::config::StoreConfig::S3 { bucket } => {
-                Arc::new(shared::store::S3Store::from_sdk_config(&sdk, bucket))
-            }
-            shared::config::StoreConfig::Local { root } => {
-                Arc::new(shared::store::LocalStore::new(root))
-            }
-        };
+        let sdk = shared::aws::LazySdk::new(core.aws_endpoint_url.clone());
+        let store = shared::store::from_config(&core.store, &sdk);
         Self::new(
             shared::db::connect(&core.database_url, core.db_pool_size)?,
             store,

@@ -53,9 +53,8 @@ impl WebhookDeps {
             r.parsed_or("LF_WEBHOOK_TOLERANCE_SECS", stripe::DEFAULT_TOLERANCE_SECS);
         let endpoint = r.optional("AWS_ENDPOINT_URL");
         r.finish(())?;
-        let sdk = shared::aws::sdk_config(endpoint.as_deref()).await;
-        let bus = shared::bus::SqsBus::new(
-            shared::bus::sqs_client(&sdk),
+        let bus = shared::bus::SqsBus::lazy(
+            &shared::aws::LazySdk::new(endpoint),
             std::collections::HashMap::from([(queues::FULFILMENT.to_owned(), queue)]),
         );
         Ok(Self {

@@ -3,6 +3,7 @@
 //! with backoff unless SQS says the sender is at fault.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
 
 #[derive(Debug, Clone)]
 pub struct SqsBus {
-    client: aws_sdk_sqs::Client,
+    client: Arc<crate::aws::LazyClient<aws_sdk_sqs::Client>>,
     urls: HashMap<String, String>,
 }
 
@@ -34,7 +35,18 @@ fn service(queue: &str, e: impl std::error::Error) -> BusError {
 
 impl SqsBus {
     pub fn new(client: aws_sdk_sqs::Client, urls: HashMap<String, String>) -> Self {
-        Self { client, urls }
+        Self {
+            client: Arc::new(crate::aws::LazyClient::ready(client)),
+            urls,
+        }
+    }
+
+    /// The client is built on the first send or receive (a function's cold start builds none).
+    pub fn lazy(sdk: &Arc<crate::aws::LazySdk>, urls: HashMap<String, String>) -> Self {
+        Self {
+            client: Arc::new(crate::aws::LazyClient::new(sdk.clone(), sqs_client)),
+            urls,
+        }
     }
 
     /// Looks up the URL of each `prefix + name` queue (one call per queue, at start-up).
@@ -57,7 +69,7 @@ impl SqsBus {
                 .ok_or_else(|| BusError::UnknownQueue(full.clone()))?;
             urls.insert(name.clone(), url.to_owned());
         }
-        Ok(Self { client, urls })
+        Ok(Self::new(client, urls))
     }
 
     fn url(&self, queue: &str) -> Result<&str, BusError> {
@@ -92,6 +104,8 @@ impl SqsBus {
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
                 .client
+                .get()
+                .await
                 .send_message_batch()
                 .queue_url(url)
                 .set_entries(Some(entries))
@@ -140,6 +154,8 @@ impl Bus for SqsBus {
         let url = self.url(queue)?;
         let out = self
             .client
+            .get()
+            .await
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH_ENTRIES) as i32)
@@ -167,6 +183,8 @@ impl Bus for SqsBus {
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError> {
         let url = self.url(queue)?;
         self.client
+            .get()
+            .await
             .delete_message()
             .queue_url(url)
             .receipt_handle(receipt)
@@ -184,6 +202,8 @@ impl Bus for SqsBus {
     ) -> Result<(), BusError> {
         let url = self.url(queue)?;
         self.client
+            .get()
+            .await
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(receipt)
@@ -198,6 +218,8 @@ impl Bus for SqsBus {
         let url = self.url(queue)?;
         let out = self
             .client
+            .get()
+            .await
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)

@@ -3,7 +3,6 @@
 //! server offers no TLS, as a local cluster does.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
@@ -18,17 +17,9 @@ pub fn pg_config(url: &SecretString) -> Result<tokio_postgres::Config, DbError> 
         .map_err(|e| DbError::BadUrl(e.to_string()))
 }
 
-/// The rustls connector every PostgreSQL connection uses.
+/// The rustls connector every PostgreSQL connection uses (the process's one TLS configuration).
 pub fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| DbError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::tls::client_config().map_err(|e| DbError::Tls(e.to_string()))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::budget::BudgetLimits;
 use crate::bus::{Bus, SqsBus};
-use crate::config::{ConfigError, CoreConfig, Mode, Reader, StoreConfig};
+use crate::config::{ConfigError, CoreConfig, Mode, Reader};
 use crate::db::Pool;
-use crate::store::{LocalStore, ObjectStore, S3Store};
+use crate::store::ObjectStore;
 use crate::vendors::config::VendorsConfig;
 use crate::vendors::{BufferSink, HttpPolicy};
 
@@ -97,12 +97,10 @@ impl Deps {
             }
         }
         r.finish(())?;
-        let sdk = crate::aws::sdk_config(core.aws_endpoint_url.as_deref()).await;
-        let store: Arc<dyn ObjectStore> = match &core.store {
-            StoreConfig::S3 { bucket } => Arc::new(S3Store::from_sdk_config(&sdk, bucket)),
-            StoreConfig::Local { root } => Arc::new(LocalStore::new(root)),
-        };
-        let bus: Arc<dyn Bus> = Arc::new(SqsBus::new(aws_sdk_sqs::Client::new(&sdk), urls));
+        // Clients are built on first use: a cold start makes no SDK call and loads no config.
+        let sdk = crate::aws::LazySdk::new(core.aws_endpoint_url.clone());
+        let store = crate::store::from_config(&core.store, &sdk);
+        let bus: Arc<dyn Bus> = Arc::new(SqsBus::lazy(&sdk, urls));
         let fetch = match core.mode {
             Mode::Production => FetchPolicy::production(),
             Mode::Development => FetchPolicy::development(),

@@ -5,6 +5,7 @@ mod key;
 mod local;
 mod s3;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,17 @@ use bytes::Bytes;
 pub use key::ObjectKey;
 pub use local::LocalStore;
 pub use s3::S3Store;
+
+/// The store a configuration names; an S3 client is built on first use.
+pub fn from_config(
+    config: &crate::config::StoreConfig,
+    sdk: &Arc<crate::aws::LazySdk>,
+) -> Arc<dyn ObjectStore> {
+    match config {
+        crate::config::StoreConfig::S3 { bucket } => Arc::new(S3Store::lazy(sdk, bucket)),
+        crate::config::StoreConfig::Local { root } => Arc::new(LocalStore::new(root)),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

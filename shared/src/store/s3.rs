@@ -1,5 +1,6 @@
 //! Amazon S3 (and any S3-compatible endpoint, such as moto in tests).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -7,30 +8,44 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
+use crate::aws::{LazyClient, LazySdk};
+
 use super::{ObjectKey, ObjectStore, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    client: aws_sdk_s3::Client,
+    client: Arc<LazyClient<aws_sdk_s3::Client>>,
     bucket: String,
+}
+
+/// The S3 client for shared SDK configuration; path-style addressing when a custom endpoint
+/// (moto) is configured, since it has no per-bucket DNS names.
+fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = sdk.endpoint_url().is_some();
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }
 
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         Self {
-            client,
+            client: Arc::new(LazyClient::ready(client)),
             bucket: bucket.into(),
         }
     }
 
-    /// Builds the S3 client from shared SDK configuration; path-style addressing when a custom
-    /// endpoint (moto) is configured, since it has no per-bucket DNS names.
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
-        let path_style = sdk.endpoint_url().is_some();
-        let conf = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(path_style)
-            .build();
-        Self::new(aws_sdk_s3::Client::from_conf(conf), bucket)
+        Self::new(s3_client(sdk), bucket)
+    }
+
+    /// The client is built on the first request (a function's cold start builds none).
+    pub fn lazy(sdk: &Arc<LazySdk>, bucket: impl Into<String>) -> Self {
+        Self {
+            client: Arc::new(LazyClient::new(sdk.clone(), s3_client)),
+            bucket: bucket.into(),
+        }
     }
 
     pub fn bucket(&self) -> &str {
@@ -54,6 +69,8 @@ impl ObjectStore for S3Store {
         content_type: &str,
     ) -> Result<(), StoreError> {
         self.client
+            .get()
+            .await
             .put_object()
             .bucket(&self.bucket)
             .key(key.as_str())
@@ -68,6 +85,8 @@ impl ObjectStore for S3Store {
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
         let out = self
             .client
+            .get()
+            .await
             .get_object()
             .bucket(&self.bucket)
             .key(key.as_str())
@@ -89,6 +108,8 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.client
+            .get()
+            .await
             .delete_object()
             .bucket(&self.bucket)
             .key(key.as_str())
@@ -102,6 +123,8 @@ impl ObjectStore for S3Store {
         let mut keys = Vec::new();
         let mut pages = self
             .client
+            .get()
+            .await
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
@@ -122,6 +145,8 @@ impl ObjectStore for S3Store {
     async fn presign_get(&self, key: &ObjectKey, ttl: Duration) -> Result<String, StoreError> {
         let cfg = PresigningConfig::expires_in(ttl).map_err(|e| service_err(key.as_str(), e))?;
         self.client
+            .get()
+            .await
             .get_object()
             .bucket(&self.bucket)
             .key(key.as_str())

@@ -55,7 +55,7 @@ pub struct Usage {
 pub struct VendorHttp {
     vendor: Vendor,
     base_url: String,
-    http: reqwest::Client,
+    http: crate::tls::LazyHttp,
     policy: HttpPolicy,
     limiter: DefaultDirectRateLimiter,
     breaker: CircuitBreaker,
@@ -90,15 +90,12 @@ impl VendorHttp {
         price: Price,
         sink: Arc<dyn CallSink>,
     ) -> Result<Self, VendorError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.request_timeout)
-            .user_agent(concat!("leadfactory/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| VendorError::InvalidInput {
-                vendor,
-                detail: format!("HTTP client: {e}"),
-            })?;
+        let (connect, request) = (policy.connect_timeout, policy.request_timeout);
+        let http = crate::tls::LazyHttp::new(move |b| {
+            b.connect_timeout(connect)
+                .timeout(request)
+                .user_agent(concat!("leadfactory/", env!("CARGO_PKG_VERSION")))
+        });
         let rps = NonZeroU32::new(policy.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(policy.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(Self {
@@ -126,10 +123,6 @@ impl VendorHttp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
-    }
-
-    pub fn client(&self) -> &reqwest::Client {
-        &self.http
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -347,6 +340,10 @@ impl VendorHttp {
         repeatable: bool,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<(Response, Instant), VendorError> {
+        let http = self.http.get().map_err(|e| VendorError::InvalidInput {
+            vendor: self.vendor,
+            detail: e.to_string(),
+        })?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -359,7 +356,7 @@ impl VendorHttp {
             self.limiter.until_ready().await;
             let started = Instant::now();
             match self
-                .attempt(ctx, endpoint, build(&self.http), attempt, repeatable)
+                .attempt(ctx, endpoint, build(http), attempt, repeatable)
                 .await
             {
                 Attempt::Done(r) => return Ok((r, started)),
