@@ -197,6 +197,12 @@ impl LocalPipeline {
         let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
             .map_err(|e| LocalError::Gateway(e.to_string()))?;
         let dyn_sink: Arc<dyn CallSink> = sink;
+        let mailer = Arc::new(delivery::Mailer::new(
+            deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
+            links.clone(),
+            opts.delivery.clone(),
+            &gateway_url,
+        ));
         let stages = Stages {
             sourcing: sourcing::Sourcing::new(deps.vendors.yelp(&dyn_sink, &deps.policy)?),
             enrichment: enrichment::Enrichment::new(deps.vendors.places(&dyn_sink, &deps.policy)?),
@@ -214,18 +220,8 @@ impl LocalPipeline {
                     .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?,
                 deps.vendors.openai(&dyn_sink, &deps.policy)?,
             ),
-            delivery: delivery::Delivery::new(
-                deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
-                links.clone(),
-                opts.delivery.clone(),
-                &gateway_url,
-            ),
-            fulfilment: delivery::Fulfilment::new(
-                deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
-                links.clone(),
-                opts.delivery.clone(),
-                &gateway_url,
-            ),
+            delivery: delivery::Delivery::from(mailer.clone()),
+            fulfilment: delivery::Fulfilment::from(mailer),
         };
         let sendgrid_key = sim
             .sendgrid_public_key()

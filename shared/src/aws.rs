@@ -83,8 +83,24 @@ impl<C> std::fmt::Debug for LazyClient<C> {
     }
 }
 
-/// The shared SDK configuration; `endpoint` overrides the service endpoints (moto).
+/// The first configuration loaded in this process, with the endpoint it was loaded for.
+static PROCESS_SDK: tokio::sync::OnceCell<(Option<String>, SdkConfig)> =
+    tokio::sync::OnceCell::const_new();
+
+/// The shared SDK configuration; `endpoint` overrides the service endpoints (moto). Loaded once
+/// per process: Secrets Manager at start-up and the clients built later share it.
 pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let (first, sdk) = PROCESS_SDK
+        .get_or_init(|| async { (endpoint.map(str::to_owned), load(endpoint).await) })
+        .await;
+    if first.as_deref() == endpoint {
+        sdk.clone()
+    } else {
+        load(endpoint).await
+    }
+}
+
+async fn load(endpoint: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);

@@ -6,35 +6,30 @@
 //! so the marketing suppression list does not apply and there is no unsubscribe footer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::Envelope;
 use shared::db::DbError;
 use shared::domain::TenantId;
-use shared::links::{LinkSigner, Purpose};
+use shared::links::Purpose;
 use shared::pipeline::messages::Fulfil;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
 use shared::vendors::CallContext;
-use shared::vendors::sendgrid::SendGridClient;
 
 use crate::Mailer;
 use crate::send::{self, Outbound, Sent};
-use crate::{Done, Plan, Settings};
+use crate::{Done, Plan};
 
 pub const STAGE: &str = "fulfilment";
 
 /// The fulfilment queue's handler.
-pub struct Fulfilment(Mailer);
+pub struct Fulfilment(Arc<Mailer>);
 
-impl Fulfilment {
-    pub fn new(
-        sendgrid: SendGridClient,
-        links: LinkSigner,
-        settings: Settings,
-        public_base_url: &str,
-    ) -> Self {
-        Self(Mailer::new(sendgrid, links, settings, public_base_url))
+impl From<Arc<Mailer>> for Fulfilment {
+    fn from(mailer: Arc<Mailer>) -> Self {
+        Self(mailer)
     }
 }
 

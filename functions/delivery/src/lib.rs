@@ -14,6 +14,7 @@ pub mod fulfilment;
 pub mod send;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -157,16 +158,12 @@ impl Mailer {
 }
 
 /// Outreach: the delivery queue's handler.
-pub struct Delivery(Mailer);
+/// Shares its [`Mailer`] (one SendGrid client, one rate limit) with [`Fulfilment`].
+pub struct Delivery(Arc<Mailer>);
 
-impl Delivery {
-    pub fn new(
-        sendgrid: SendGridClient,
-        links: LinkSigner,
-        settings: Settings,
-        public_base_url: &str,
-    ) -> Self {
-        Self(Mailer::new(sendgrid, links, settings, public_base_url))
+impl From<Arc<Mailer>> for Delivery {
+    fn from(mailer: Arc<Mailer>) -> Self {
+        Self(mailer)
     }
 }
 

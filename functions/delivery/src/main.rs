@@ -11,26 +11,22 @@ use shared::vendors::CallSink;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
     let source = shared::secrets::from_env().await?;
+    let deps = shared::pipeline::Deps::from_source(&source)?;
     let mut r = shared::config::Reader::new(&source);
     let secret = r.secret("LF_LINK_SECRET");
     let settings = delivery::Settings::load(&mut r);
     r.finish(())?;
     let links = shared::links::LinkSigner::new(secret)?;
     let sink: Arc<dyn CallSink> = deps.sink.clone();
-    let outreach = delivery::Delivery::new(
-        deps.vendors.sendgrid(&sink, &deps.policy)?,
-        links.clone(),
-        settings.clone(),
-        &deps.public_base_url,
-    );
-    let fulfilment = delivery::Fulfilment::new(
+    let mailer = Arc::new(delivery::Mailer::new(
         deps.vendors.sendgrid(&sink, &deps.policy)?,
         links,
         settings,
         &deps.public_base_url,
-    );
+    ));
+    let outreach = delivery::Delivery::from(mailer.clone());
+    let fulfilment = delivery::Fulfilment::from(mailer);
     run(service_fn(|event: LambdaEvent<Value>| async {
         let payload = event.payload;
         if payload.get("Records").is_none() {

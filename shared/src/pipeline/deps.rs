@@ -75,10 +75,15 @@ impl Deps {
     /// Production wiring from the environment: SQS queues from `LF_QUEUE_<NAME>_URL`, S3 or a local
     /// store, vendor clients' settings. Makes no network call (connections are lazy).
     pub async fn from_env() -> Result<Deps, DepsError> {
-        let source = crate::secrets::from_env().await?;
-        let core = CoreConfig::load(&source)?;
-        let vendors = VendorsConfig::load(&source)?;
-        let mut r = Reader::new(&source);
+        Self::from_source(&crate::secrets::from_env().await?)
+    }
+
+    /// As [`Self::from_env`], from a source already read (a function that needs more settings
+    /// fetches its secrets once).
+    pub fn from_source(source: &dyn crate::config::Source) -> Result<Deps, DepsError> {
+        let core = CoreConfig::load(source)?;
+        let vendors = VendorsConfig::load(source)?;
+        let mut r = Reader::new(source);
         let budgets = BudgetLimits {
             yelp: r.parsed_or("LF_BUDGET_YELP_MICROS", BudgetLimits::default().yelp),
             places: r.parsed_or("LF_BUDGET_PLACES_MICROS", BudgetLimits::default().places),
