@@ -1,9 +1,19 @@
-//! What a homepage says about the site, read with a real HTML parser (html5ever via `scraper`).
+//! What a homepage says about the site, read in one streaming pass: lol_html tokenises the page
+//! and calls our handlers for the elements and text we ask about, without building a DOM, so
+//! the cost is one linear scan and the memory a few small buffers (a DOM parse of every page was
+//! a third of the pipeline's CPU per lead).
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
+use html_escape::decode_html_entities;
+use lol_html::html_content::{Element, TextChunk};
+use lol_html::{
+    DocumentContentHandlers, ElementContentHandlers, HandlerResult, HtmlRewriter, Selector,
+    Settings,
+};
 use regex::{Regex, RegexSet};
-use scraper::{Html, Selector};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,21 +35,6 @@ pub struct Checks {
     pub image_count: usize,
     pub uses_tables_for_layout: bool,
 }
-
-fn sel(s: &'static str) -> Selector {
-    // Constant selectors: parsing cannot fail for these literals.
-    Selector::parse(s).unwrap_or_else(|_| Selector::parse("*").expect("universal selector parses"))
-}
-
-static TITLE: LazyLock<Selector> = LazyLock::new(|| sel("title"));
-static META: LazyLock<Selector> = LazyLock::new(|| sel("meta"));
-static H1: LazyLock<Selector> = LazyLock::new(|| sel("h1"));
-static LINK_CANONICAL: LazyLock<Selector> = LazyLock::new(|| sel(r#"link[rel="canonical"]"#));
-static SCRIPT: LazyLock<Selector> = LazyLock::new(|| sel("script"));
-static ANCHOR: LazyLock<Selector> = LazyLock::new(|| sel("a[href]"));
-static FORM: LazyLock<Selector> = LazyLock::new(|| sel("form"));
-static IMG: LazyLock<Selector> = LazyLock::new(|| sel("img"));
-static TABLE_WIDTH: LazyLock<Selector> = LazyLock::new(|| sel("table[width]"));
 
 static JQUERY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"jquery[-.]?(\d+\.\d+(?:\.\d+)?)")
@@ -70,129 +65,319 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
         .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
 });
+/// Script sources and bodies that name an analytics product.
+const ANALYTICS: [(&str, &str); 6] = [
+    ("googletagmanager.com/gtag/js", "google-analytics-4"),
+    ("google-analytics.com/analytics.js", "universal-analytics"),
+    ("googletagmanager.com/gtm.js", "google-tag-manager"),
+    ("fbq(", "meta-pixel"),
+    ("plausible.io", "plausible"),
+    ("static.hotjar.com", "hotjar"),
+];
+/// Caps on what a hostile page can make us keep (pages are already capped at 2 MB by the fetch).
+const MAX_H1S: usize = 100;
+const MAX_LINKS: usize = 100;
+const MAX_FIELD: usize = 4096;
+const MAX_TEXT: usize = 2 * 1024 * 1024;
 
-fn text_of(el: scraper::ElementRef<'_>) -> String {
-    el.text()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The elements the scan listens for, parsed once per process.
+struct Selectors {
+    title: Selector,
+    h1: Selector,
+    meta: Selector,
+    canonical: Selector,
+    script: Selector,
+    anchor: Selector,
+    form: Selector,
+    img: Selector,
+    table_width: Selector,
 }
 
-fn clip(s: String, n: usize) -> String {
+static SELECTORS: LazyLock<Option<Selectors>> = LazyLock::new(|| {
+    Some(Selectors {
+        title: "title".parse().ok()?,
+        h1: "h1".parse().ok()?,
+        meta: "meta".parse().ok()?,
+        canonical: r#"link[rel="canonical" i]"#.parse().ok()?,
+        script: "script".parse().ok()?,
+        anchor: "a[href]".parse().ok()?,
+        form: "form".parse().ok()?,
+        img: "img".parse().ok()?,
+        table_width: "table[width]".parse().ok()?,
+    })
+});
+
+/// What the handlers collect, raw (entities still encoded) until [`Scan::finish`].
+#[derive(Default)]
+struct Scan {
+    titles: usize,
+    title: String,
+    h1s: Vec<String>,
+    h1_total: usize,
+    meta_description: Option<String>,
+    generator: Option<String>,
+    has_viewport: bool,
+    has_open_graph: bool,
+    canonical: Option<String>,
+    /// Every script's `src` and body, lower-cased, for analytics and jQuery fingerprints.
+    scripts: String,
+    mailto: Vec<String>,
+    tel: Vec<String>,
+    has_form: bool,
+    images: usize,
+    table_layout: bool,
+    /// All text of the document (markup and comments excluded), for addresses written out.
+    text: String,
+}
+
+fn attr(el: &Element<'_, '_>, name: &str) -> Option<String> {
+    el.get_attribute(name)
+        .map(|v| decode_html_entities(&v).into_owned())
+}
+
+/// Appends as much of `chunk` as fits under `cap` bytes, on a character boundary.
+fn push_capped(buf: &mut String, chunk: &str, cap: usize) {
+    let room = cap.saturating_sub(buf.len());
+    if room >= chunk.len() {
+        buf.push_str(chunk);
+    } else if room > 0 {
+        let end = (0..=room)
+            .rev()
+            .find(|&i| chunk.is_char_boundary(i))
+            .unwrap_or(0);
+        buf.push_str(&chunk[..end]);
+    }
+}
+
+/// Entity-decoded, whitespace-collapsed, clipped to `n` characters; `None` when empty.
+fn clean(raw: &str, n: usize) -> Option<String> {
+    let decoded = decode_html_entities(raw);
+    let joined = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!joined.is_empty()).then(|| clip(&joined, n))
+}
+
+fn clip(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-pub fn analyze(html: &str) -> Checks {
-    let doc = Html::parse_document(html);
-    let mut c = Checks {
-        title: doc
-            .select(&TITLE)
-            .next()
-            .map(text_of)
-            .filter(|t| !t.is_empty())
-            .map(|t| clip(t, 300)),
-        ..Checks::default()
-    };
-    for m in doc.select(&META) {
-        let v = m.value();
-        let name = v
-            .attr("name")
-            .or(v.attr("property"))
+impl Scan {
+    fn title_text(&mut self, t: &TextChunk<'_>) {
+        if self.titles == 1 {
+            push_capped(&mut self.title, t.as_str(), MAX_FIELD);
+        }
+    }
+
+    fn h1_text(&mut self, t: &TextChunk<'_>) {
+        // Only while the latest <h1> is one we kept.
+        let kept = self.h1s.len() == self.h1_total;
+        if let Some(h1) = self.h1s.last_mut().filter(|_| kept) {
+            push_capped(h1, t.as_str(), MAX_FIELD);
+        }
+    }
+
+    fn canonical(&mut self, el: &Element<'_, '_>) {
+        if self.canonical.is_none() {
+            self.canonical = attr(el, "href").map(|h| clip(&h, 500));
+        }
+    }
+
+    fn script_text(&mut self, t: &TextChunk<'_>) {
+        push_capped(&mut self.scripts, &t.as_str().to_lowercase(), MAX_TEXT);
+    }
+
+    fn h1(&mut self) {
+        self.h1_total += 1;
+        if self.h1s.len() < MAX_H1S {
+            self.h1s.push(String::new());
+        }
+    }
+
+    fn meta(&mut self, el: &Element<'_, '_>) {
+        let name = el
+            .get_attribute("name")
+            .or_else(|| el.get_attribute("property"))
             .unwrap_or_default()
             .to_lowercase();
-        let content = v.attr("content").unwrap_or_default().trim().to_owned();
+        let content = attr(el, "content").unwrap_or_default();
+        let content = content.trim();
         match name.as_str() {
-            "description" if !content.is_empty() => c.meta_description = Some(clip(content, 500)),
-            "viewport" if content.contains("width") => c.has_viewport = true,
-            "generator" if !content.is_empty() => c.cms = Some(clip(content, 100)),
-            n if n.starts_with("og:") => c.has_open_graph = true,
+            "description" if !content.is_empty() && self.meta_description.is_none() => {
+                self.meta_description = Some(clip(content, 500));
+            }
+            "viewport" if content.contains("width") => self.has_viewport = true,
+            "generator" if !content.is_empty() && self.generator.is_none() => {
+                self.generator = Some(clip(content, 100));
+            }
+            n if n.starts_with("og:") => self.has_open_graph = true,
             _ => {}
         }
     }
-    let h1s: Vec<String> = doc
-        .select(&H1)
-        .map(text_of)
-        .filter(|t| !t.is_empty())
-        .collect();
-    c.h1_count = h1s.len();
-    c.h1 = h1s.into_iter().next().map(|t| clip(t, 300));
-    c.canonical = doc
-        .select(&LINK_CANONICAL)
-        .next()
-        .and_then(|l| l.value().attr("href"))
-        .map(|h| clip(h.to_owned(), 500));
-    let scripts: String = doc
-        .select(&SCRIPT)
-        .map(|s| {
-            format!(
-                "{} {}",
-                s.value().attr("src").unwrap_or_default(),
-                s.inner_html()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        .to_lowercase();
-    for (needle, name) in [
-        ("googletagmanager.com/gtag/js", "google-analytics-4"),
-        ("google-analytics.com/analytics.js", "universal-analytics"),
-        ("googletagmanager.com/gtm.js", "google-tag-manager"),
-        ("fbq(", "meta-pixel"),
-        ("plausible.io", "plausible"),
-        ("static.hotjar.com", "hotjar"),
-    ] {
-        if scripts.contains(needle) {
-            c.analytics.push(name.to_owned());
+
+    fn script(&mut self, el: &Element<'_, '_>) {
+        self.scripts.push('\n');
+        if let Some(src) = attr(el, "src") {
+            push_capped(&mut self.scripts, &src.to_lowercase(), MAX_TEXT);
+            self.scripts.push(' ');
         }
     }
-    if c.cms.is_none() {
-        c.cms = CMS
-            .as_ref()
-            .and_then(|set| set.matches(html).iter().next())
-            .and_then(|i| CMS_MARKERS.get(i))
-            .map(|(_, cms)| (*cms).to_owned());
-    }
-    c.jquery_version = JQUERY
-        .captures(&scripts)
-        .and_then(|m| m.get(1))
-        .map(|m| m.as_str().to_owned());
-    c.copyright_year = COPYRIGHT
-        .captures_iter(html)
-        .filter_map(|m| m.get(1)?.as_str().parse().ok())
-        .max();
-    let mut emails: Vec<String> = Vec::new();
-    let mut phones: Vec<String> = Vec::new();
-    for a in doc.select(&ANCHOR) {
-        let href = a.value().attr("href").unwrap_or_default().trim();
+
+    fn anchor(&mut self, el: &Element<'_, '_>) {
+        let Some(href) = attr(el, "href") else {
+            return;
+        };
+        let href = href.trim();
         if let Some(m) = href.strip_prefix("mailto:") {
-            emails.push(m.split('?').next().unwrap_or_default().to_owned());
-        } else if let Some(t) = href.strip_prefix("tel:") {
-            phones.push(t.to_owned());
+            if self.mailto.len() < MAX_LINKS {
+                let address = m.split('?').next().unwrap_or_default();
+                self.mailto.push(address.to_owned());
+            }
+        } else if let Some(t) = href.strip_prefix("tel:")
+            && self.tel.len() < MAX_LINKS
+        {
+            self.tel.push(t.to_owned());
         }
     }
-    let body_text: String = doc.root_element().text().collect::<Vec<_>>().join(" ");
-    emails.extend(EMAIL.find_iter(&body_text).map(|m| m.as_str().to_owned()));
-    let mut valid: Vec<String> = emails
-        .iter()
-        .filter_map(|e| shared::domain::Email::parse(e).ok())
-        .filter(|e| {
-            ![".png", ".jpg", ".gif", ".webp", ".svg"]
-                .iter()
-                .any(|x| e.as_str().ends_with(x))
-        })
-        .map(|e| e.to_string())
-        .collect();
-    valid.dedup();
-    valid.sort();
-    valid.dedup();
-    c.contact_emails = valid.into_iter().take(10).collect();
-    c.contact_phones = phones.into_iter().take(10).collect();
-    c.has_contact_form = doc.select(&FORM).next().is_some();
-    c.image_count = doc.select(&IMG).count();
-    c.uses_tables_for_layout = doc.select(&TABLE_WIDTH).next().is_some();
-    c
+
+    fn text(&mut self, t: &TextChunk<'_>) {
+        push_capped(&mut self.text, t.as_str(), MAX_TEXT);
+        if t.last_in_text_node() {
+            push_capped(&mut self.text, " ", MAX_TEXT);
+        }
+    }
+
+    fn finish(self, html: &str) -> Checks {
+        let h1s: Vec<String> = self.h1s.iter().filter_map(|h| clean(h, 300)).collect();
+        let overflow = self.h1_total.saturating_sub(self.h1s.len());
+        let analytics = ANALYTICS
+            .iter()
+            .filter(|(needle, _)| self.scripts.contains(needle))
+            .map(|(_, name)| (*name).to_owned())
+            .collect();
+        let cms = self.generator.or_else(|| {
+            CMS.as_ref()
+                .and_then(|set| set.matches(html).iter().next())
+                .and_then(|i| CMS_MARKERS.get(i))
+                .map(|(_, cms)| (*cms).to_owned())
+        });
+        let text = decode_html_entities(&self.text);
+        let mut emails: Vec<String> = self
+            .mailto
+            .iter()
+            .map(String::as_str)
+            .chain(EMAIL.find_iter(&text).map(|m| m.as_str()))
+            .filter_map(|e| shared::domain::Email::parse(e).ok())
+            .filter(|e| {
+                ![".png", ".jpg", ".gif", ".webp", ".svg"]
+                    .iter()
+                    .any(|x| e.as_str().ends_with(x))
+            })
+            .map(|e| e.to_string())
+            .collect();
+        emails.sort();
+        emails.dedup();
+        emails.truncate(10);
+        let mut phones = self.tel;
+        phones.truncate(10);
+        Checks {
+            title: clean(&self.title, 300),
+            meta_description: self.meta_description,
+            h1_count: h1s.len() + overflow,
+            h1: h1s.into_iter().next(),
+            has_viewport: self.has_viewport,
+            canonical: self.canonical,
+            has_open_graph: self.has_open_graph,
+            analytics,
+            cms,
+            jquery_version: JQUERY
+                .captures(&self.scripts)
+                .and_then(|m| m.get(1))
+                .map(|m| m.as_str().to_owned()),
+            copyright_year: COPYRIGHT
+                .captures_iter(html)
+                .filter_map(|m| m.get(1)?.as_str().parse().ok())
+                .max(),
+            contact_emails: emails,
+            contact_phones: phones,
+            has_contact_form: self.has_form,
+            image_count: self.images,
+            uses_tables_for_layout: self.table_layout,
+        }
+    }
+}
+
+type Handlers<'h> = (Cow<'static, Selector>, ElementContentHandlers<'h>);
+
+/// Calls `f` on the scan for every element `sel` matches.
+fn on_element<'h>(
+    sel: &'static Selector,
+    scan: &'h RefCell<Scan>,
+    f: fn(&mut Scan, &Element<'_, '_>),
+) -> Handlers<'h> {
+    let handler = move |el: &mut Element<'_, '_>| -> HandlerResult {
+        f(&mut scan.borrow_mut(), el);
+        Ok(())
+    };
+    (
+        Cow::Borrowed(sel),
+        ElementContentHandlers::default().element(handler),
+    )
+}
+
+/// Calls `f` on the scan for every chunk of text inside an element `sel` matches.
+fn on_text<'h>(
+    sel: &'static Selector,
+    scan: &'h RefCell<Scan>,
+    f: fn(&mut Scan, &TextChunk<'_>),
+) -> Handlers<'h> {
+    let handler = move |t: &mut TextChunk<'_>| -> HandlerResult {
+        f(&mut scan.borrow_mut(), t);
+        Ok(())
+    };
+    (
+        Cow::Borrowed(sel),
+        ElementContentHandlers::default().text(handler),
+    )
+}
+
+/// Reads the page in one pass. Markup that no browser would accept still yields what was read
+/// before it: the scan never fails, it only finds less.
+pub fn analyze(html: &str) -> Checks {
+    let scan = RefCell::new(Scan::default());
+    if let Some(s) = SELECTORS.as_ref() {
+        let sc = &scan;
+        let handlers = [
+            on_element(&s.title, sc, |scan, _| scan.titles += 1),
+            on_text(&s.title, sc, Scan::title_text),
+            on_element(&s.h1, sc, |scan, _| scan.h1()),
+            on_text(&s.h1, sc, Scan::h1_text),
+            on_element(&s.meta, sc, Scan::meta),
+            on_element(&s.canonical, sc, Scan::canonical),
+            on_element(&s.script, sc, Scan::script),
+            on_text(&s.script, sc, Scan::script_text),
+            on_element(&s.anchor, sc, Scan::anchor),
+            on_element(&s.form, sc, |scan, _| scan.has_form = true),
+            on_element(&s.img, sc, |scan, _| scan.images += 1),
+            on_element(&s.table_width, sc, |scan, _| scan.table_layout = true),
+        ];
+        let all_text = move |t: &mut TextChunk<'_>| -> HandlerResult {
+            sc.borrow_mut().text(t);
+            Ok(())
+        };
+        let settings = handlers
+            .into_iter()
+            .fold(
+                Settings::new().with_strict(false),
+                Settings::append_element_content_handler,
+            )
+            .append_document_content_handler(DocumentContentHandlers::default().text(all_text));
+        let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
+        // Handlers never fail and the scan is not strict, so an error here can only be the
+        // parser giving up on the rest of the page: keep what was read.
+        if rewriter.write(html.as_bytes()).is_ok() {
+            let _ = rewriter.end();
+        }
+    }
+    scan.into_inner().finish(html)
 }
 
 #[cfg(test)]
@@ -252,6 +437,53 @@ mod tests {
             Some("WordPress")
         );
         assert_eq!(cms("<p>wp content, not a marker</p>"), None);
+    }
+
+    #[test]
+    fn decodes_entities_and_reads_nested_text_like_a_browser() {
+        let html = r#"<html><head><title>Joe&#39;s Pizza &amp;
+   Pasta</title><title>second</title>
+<meta name="Description" content="Fish &amp; chips"><link rel="Canonical" href="/?a=1&amp;b=2"></head>
+<body><h1>Joe&rsquo;s <span>Pizza</span></h1><h1> </h1><h1>Menu</h1>
+<p>Write to joe&#64;joes.example</p><!-- ignored@comment.example -->
+<a href="mailto:Orders@Joes.example">x</a><img src="a.png"><img src="b@2x.png"></body></html>"#;
+        let c = analyze(html);
+        assert_eq!(c.title.as_deref(), Some("Joe's Pizza & Pasta"));
+        assert_eq!(c.meta_description.as_deref(), Some("Fish & chips"));
+        assert_eq!(c.canonical.as_deref(), Some("/?a=1&b=2"));
+        assert_eq!(
+            (c.h1.as_deref(), c.h1_count),
+            (Some("Joe\u{2019}s Pizza"), 2)
+        );
+        assert_eq!(
+            c.contact_emails,
+            vec!["joe@joes.example", "orders@joes.example"]
+        );
+        assert_eq!(c.image_count, 2);
+    }
+
+    #[test]
+    fn scripts_inline_and_external_are_fingerprinted() {
+        let html = r#"<script>!function(f,b,e,v,n,t,s){};fbq('init', '1');</script>
+<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>
+<script src="https://plausible.io/js/script.js"></script><p>no analytics here: fbq( in text</p>"#;
+        let c = analyze(html);
+        assert_eq!(c.analytics, vec!["meta-pixel", "plausible"]);
+        assert_eq!(c.jquery_version.as_deref(), Some("3.7.1"));
+        assert!(!c.has_contact_form && !c.uses_tables_for_layout);
+    }
+
+    #[test]
+    fn a_page_that_is_one_long_comment_or_deep_nesting_is_read_in_one_pass() {
+        let huge = format!(
+            "<title>Big</title><h1>Big</h1><!-- {} -->{}<footer>© 2024</footer>",
+            "x@y.example ".repeat(100_000),
+            "<div>".repeat(20_000)
+        );
+        let c = analyze(&huge);
+        assert_eq!((c.title.as_deref(), c.h1_count), (Some("Big"), 1));
+        assert!(c.contact_emails.is_empty(), "comments are not text");
+        assert_eq!(c.copyright_year, Some(2024));
     }
 
     #[test]
