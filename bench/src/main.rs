@@ -651,6 +651,7 @@ const WORKERS: usize = 2;
 const BLOCKING_THREAD: &str = "lf-blocking";
 
 fn main() -> anyhow::Result<()> {
+    leadfactory_cli::local::return_freed_buffers_to_the_os();
     let started = std::sync::atomic::AtomicUsize::new(0);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)

@@ -75,6 +75,19 @@ impl LocalOptions {
     }
 }
 
+/// Makes freed multi-megabyte buffers go back to the operating system at once, so a long local
+/// run's memory stays flat with its size. The in-process simulator serves 6 MB pages and the
+/// fetcher keeps up to 2 MB per page; glibc's dynamic mmap threshold would otherwise rise to
+/// those sizes and keep such buffers in its arenas after they are freed (3,000 leads: 184 MB
+/// peak instead of 88 MB). Call once, first thing in `main`.
+pub fn return_freed_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tuning parameter of glibc's allocator; it takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// The in-process bus with every hop's queue and its DLQ.
 pub fn memory_bus(visibility: Duration, max_receive_count: u32) -> MemoryBus {
     MemoryBus::new(

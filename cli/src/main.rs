@@ -68,6 +68,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    leadfactory_cli::local::return_freed_buffers_to_the_os();
     let cli = Cli::parse();
     match cli.command {
         Command::Db { action } => db::run(action).await,
