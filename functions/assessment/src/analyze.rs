@@ -13,7 +13,7 @@ use lol_html::{
     DocumentContentHandlers, ElementContentHandlers, HandlerResult, HtmlRewriter, Selector,
     Settings,
 };
-use regex::{Regex, RegexSet};
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,11 +41,10 @@ static JQUERY: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
 });
 static COPYRIGHT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:©|&copy;|copyright)\s*(?:\d{4}\s*[-–]\s*)?((?:19|20)\d{2})")
+    Regex::new(r"(?i)(?:©|copyright)\s*(?:\d{4}\s*[-–]\s*)?((?:19|20)\d{2})")
         .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
 });
-/// CMS fingerprints, case-insensitive, in order of preference (one pass over the page, no
-/// lower-cased copy of it).
+/// CMS fingerprints in the page's (lower-cased) resource URLs and scripts, in order of preference.
 const CMS_MARKERS: [(&str, &str); 5] = [
     ("wp-content", "WordPress"),
     ("wp-includes", "WordPress"),
@@ -53,14 +52,6 @@ const CMS_MARKERS: [(&str, &str); 5] = [
     ("squarespace.com", "Squarespace"),
     ("cdn.shopify.com", "Shopify"),
 ];
-static CMS: LazyLock<Option<RegexSet>> = LazyLock::new(|| {
-    RegexSet::new(
-        CMS_MARKERS
-            .iter()
-            .map(|(needle, _)| format!("(?i){}", regex::escape(needle))),
-    )
-    .ok()
-});
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
         .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
@@ -91,6 +82,8 @@ struct Selectors {
     form: Selector,
     img: Selector,
     table_width: Selector,
+    src: Selector,
+    href: Selector,
 }
 
 static SELECTORS: LazyLock<Option<Selectors>> = LazyLock::new(|| {
@@ -104,6 +97,8 @@ static SELECTORS: LazyLock<Option<Selectors>> = LazyLock::new(|| {
         form: "form".parse().ok()?,
         img: "img".parse().ok()?,
         table_width: "table[width]".parse().ok()?,
+        src: "[src]".parse().ok()?,
+        href: "[href]".parse().ok()?,
     })
 });
 
@@ -121,6 +116,8 @@ struct Scan {
     canonical: Option<String>,
     /// Every script's `src` and body, lower-cased, for analytics and jQuery fingerprints.
     scripts: String,
+    /// Every `src` and `href`, lower-cased, for CMS fingerprints.
+    urls: String,
     mailto: Vec<String>,
     tel: Vec<String>,
     has_form: bool,
@@ -178,6 +175,13 @@ impl Scan {
     fn canonical(&mut self, el: &Element<'_, '_>) {
         if self.canonical.is_none() {
             self.canonical = attr(el, "href").map(|h| clip(&h, 500));
+        }
+    }
+
+    fn url(&mut self, el: &Element<'_, '_>, name: &str) {
+        if let Some(url) = el.get_attribute(name) {
+            push_capped(&mut self.urls, &url.to_lowercase(), MAX_TEXT);
+            push_capped(&mut self.urls, "\n", MAX_TEXT);
         }
     }
 
@@ -245,7 +249,7 @@ impl Scan {
         }
     }
 
-    fn finish(self, html: &str) -> Checks {
+    fn finish(self) -> Checks {
         let h1s: Vec<String> = self.h1s.iter().filter_map(|h| clean(h, 300)).collect();
         let overflow = self.h1_total.saturating_sub(self.h1s.len());
         let analytics = ANALYTICS
@@ -254,9 +258,9 @@ impl Scan {
             .map(|(_, name)| (*name).to_owned())
             .collect();
         let cms = self.generator.or_else(|| {
-            CMS.as_ref()
-                .and_then(|set| set.matches(html).iter().next())
-                .and_then(|i| CMS_MARKERS.get(i))
+            CMS_MARKERS
+                .iter()
+                .find(|(needle, _)| self.urls.contains(needle) || self.scripts.contains(needle))
                 .map(|(_, cms)| (*cms).to_owned())
         });
         let text = decode_html_entities(&self.text);
@@ -293,7 +297,7 @@ impl Scan {
                 .and_then(|m| m.get(1))
                 .map(|m| m.as_str().to_owned()),
             copyright_year: COPYRIGHT
-                .captures_iter(html)
+                .captures_iter(&text)
                 .filter_map(|m| m.get(1)?.as_str().parse().ok())
                 .max(),
             contact_emails: emails,
@@ -358,6 +362,8 @@ pub fn analyze(html: &str) -> Checks {
             on_element(&s.form, sc, |scan, _| scan.has_form = true),
             on_element(&s.img, sc, |scan, _| scan.images += 1),
             on_element(&s.table_width, sc, |scan, _| scan.table_layout = true),
+            on_element(&s.src, sc, |scan, el| scan.url(el, "src")),
+            on_element(&s.href, sc, |scan, el| scan.url(el, "href")),
         ];
         let all_text = move |t: &mut TextChunk<'_>| -> HandlerResult {
             sc.borrow_mut().text(t);
@@ -377,7 +383,7 @@ pub fn analyze(html: &str) -> Checks {
             let _ = rewriter.end();
         }
     }
-    scan.into_inner().finish(html)
+    scan.into_inner().finish()
 }
 
 #[cfg(test)]
@@ -476,14 +482,15 @@ mod tests {
     #[test]
     fn a_page_that_is_one_long_comment_or_deep_nesting_is_read_in_one_pass() {
         let huge = format!(
-            "<title>Big</title><h1>Big</h1><!-- {} -->{}<footer>© 2024</footer>",
-            "x@y.example ".repeat(100_000),
+            "<title>Big</title><h1>Big</h1><!-- © 2031 {} -->{}<footer>© 2024</footer>",
+            "x@y.example wp-content ".repeat(100_000),
             "<div>".repeat(20_000)
         );
         let c = analyze(&huge);
         assert_eq!((c.title.as_deref(), c.h1_count), (Some("Big"), 1));
         assert!(c.contact_emails.is_empty(), "comments are not text");
         assert_eq!(c.copyright_year, Some(2024));
+        assert_eq!(c.cms, None, "nor are they resource URLs");
     }
 
     #[test]
