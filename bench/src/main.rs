@@ -63,6 +63,11 @@ enum Command {
         /// Simulated latency of every vendor call, ms
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Runs of each size (a size may also be listed more than once); with repeated sizes the
+        /// median CPU per lead is printed too: two cores shared with PostgreSQL and the
+        /// simulator make single runs vary by up to ±20 %
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
     },
 }
 
@@ -502,12 +507,16 @@ fn threads_cpu_seconds(name: &str) -> f64 {
 
 /// Each size runs in a process of its own (this binary again), so that one run's peak memory
 /// and allocator state never count toward the next.
-async fn pipeline(leads: &[u32], latency_ms: u64) -> anyhow::Result<()> {
-    let [n] = leads else {
+async fn pipeline(leads: &[u32], latency_ms: u64, repeat: u32) -> anyhow::Result<()> {
+    let ([n], 1) = (leads, repeat) else {
         let exe = std::env::current_exe()?;
         let mut rows = Vec::new();
         let mut tail = String::new();
-        for n in leads {
+        let mut per_lead: Vec<(u32, Vec<f64>)> = Vec::new();
+        for &n in leads
+            .iter()
+            .flat_map(|n| std::iter::repeat_n(n, repeat.max(1) as usize))
+        {
             let out = tokio::process::Command::new(&exe)
                 .args(["pipeline", "--leads", &n.to_string()])
                 .args(["--latency-ms", &latency_ms.to_string()])
@@ -521,10 +530,32 @@ async fn pipeline(leads: &[u32], latency_ms: u64) -> anyhow::Result<()> {
             if rows.is_empty() {
                 rows.extend(header.iter().map(|l| (*l).to_owned()));
             }
-            rows.extend(lines.next().map(str::to_owned));
+            let row = lines.next().unwrap_or_default();
+            // Column 10 of the row: CPU ms per lead, PDF excluded.
+            if let Some(ms) = row.split('|').nth(10).and_then(|c| c.trim().parse().ok()) {
+                match per_lead.iter_mut().find(|(size, _)| *size == n) {
+                    Some((_, v)) => v.push(ms),
+                    None => per_lead.push((n, vec![ms])),
+                }
+            }
+            rows.push(row.to_owned());
             tail = lines.collect::<Vec<_>>().join("\n");
         }
-        println!("{}\n{tail}", rows.join("\n"));
+        println!("{}", rows.join("\n"));
+        if per_lead.iter().any(|(_, v)| v.len() > 1) {
+            println!();
+            for (n, v) in &mut per_lead {
+                v.sort_by(f64::total_cmp);
+                println!(
+                    "CPU ms/lead (PDF excluded) at {n} leads: median {:.2} of {} runs (min {:.2}, max {:.2})  ",
+                    pct(v, 50.0),
+                    v.len(),
+                    v[0],
+                    v[v.len() - 1]
+                );
+            }
+        }
+        println!("\n{tail}");
         return Ok(());
     };
     pipeline_one(*n, latency_ms).await
@@ -684,6 +715,10 @@ async fn run() -> anyhow::Result<()> {
             rounds,
             invokes,
         } => webhook(batch, rounds, invokes).await,
-        Command::Pipeline { leads, latency_ms } => pipeline(&leads, latency_ms).await,
+        Command::Pipeline {
+            leads,
+            latency_ms,
+            repeat,
+        } => pipeline(&leads, latency_ms, repeat).await,
     }
 }
