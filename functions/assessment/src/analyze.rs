@@ -218,10 +218,10 @@ impl Scan {
     }
 
     fn script(&mut self, el: &Element<'_, '_>) {
-        self.scripts.push('\n');
+        push_capped(&mut self.scripts, "\n", MAX_TEXT);
         if let Some(src) = attr(el, "src") {
             push_capped(&mut self.scripts, &src.to_lowercase(), MAX_TEXT);
-            self.scripts.push(' ');
+            push_capped(&mut self.scripts, " ", MAX_TEXT);
         }
     }
 
