@@ -2,15 +2,43 @@
 //! their profile says: good, no viewport, missing title/meta/h1, outdated stack, slow, huge,
 //! redirect chain, 404, 500.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
 
 use crate::data::{self, SimBusiness, SiteProfile};
 use crate::state::SimState;
+
+/// Where the huge site's filler goes in its page.
+const FILLER_AT: &str = "<!--filler-->";
+
+/// The huge site's 6 MB filler, built once per process and shared by every response: serving
+/// it must not cost the simulator (which runs inside the local pipeline's process) 6 MB and
+/// several copies per request.
+static HUGE_FILLER: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(format!("<!-- {} -->", "x".repeat(6 * 1024 * 1024))));
+
+/// A page as a response body: the huge site's is streamed around the shared filler.
+fn page_response(b: &SimBusiness, profile: SiteProfile, slug: &str) -> Response {
+    let html = page(b, profile, slug);
+    let Some((before, after)) = html.split_once(FILLER_AT) else {
+        return Html(html).into_response();
+    };
+    let chunks = [
+        Bytes::copy_from_slice(before.as_bytes()),
+        HUGE_FILLER.clone(),
+        Bytes::copy_from_slice(after.as_bytes()),
+    ];
+    let body = Body::from_stream(futures_util::stream::iter(
+        chunks.map(Ok::<_, std::convert::Infallible>),
+    ));
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
 
 fn page(b: &SimBusiness, profile: SiteProfile, slug: &str) -> String {
     let year = chrono::Utc::now().format("%Y").to_string();
@@ -45,7 +73,7 @@ fn page(b: &SimBusiness, profile: SiteProfile, slug: &str) -> String {
         ),
         SiteProfile::Huge => (
             format!(r#"<meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{}</title>"#, b.name),
-            format!("<!-- {} -->", "x".repeat(6 * 1024 * 1024)),
+            FILLER_AT.to_owned(),
             year.clone(),
         ),
         _ => (
@@ -118,9 +146,9 @@ pub async fn serve(State(state): State<Arc<SimState>>, headers: HeaderMap, uri: 
         }
         (SiteProfile::Slow, _) => {
             tokio::time::sleep(Duration::from_millis(2_500)).await;
-            Html(page(&b, profile, &slug)).into_response()
+            page_response(&b, profile, &slug)
         }
-        (_, "/" | "/home") => Html(page(&b, profile, &slug)).into_response(),
+        (_, "/" | "/home") => page_response(&b, profile, &slug),
         _ => (StatusCode::NOT_FOUND, Html("<h1>Not Found</h1>")).into_response(),
     }
 }

@@ -346,3 +346,34 @@ async fn webhooks_the_simulator_signs_verify_with_our_verification_code() {
         (cs.id, Some("paid"))
     );
 }
+
+/// The simulated sites answer by `Host`; the huge profile's page arrives whole (streamed around a
+/// filler the simulator builds once), between the same head and footer as every other page.
+#[tokio::test]
+async fn the_simulators_huge_site_serves_a_whole_page_over_six_megabytes() {
+    let sim = Simulator::start_local(SimConfig::default()).await.unwrap();
+    let seed = sim.state.cfg.seed;
+    let huge = (95100..95300)
+        .flat_map(|zip| sim::data::businesses(seed, &zip.to_string(), "restaurants"))
+        .find(|b| b.site == Some(sim::data::SiteProfile::Huge))
+        .expect("a huge site among 200 zips");
+    let slug = huge.site_slug.clone().unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/", sim.addr))
+        .header("Host", format!("www.{slug}.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.len() > 6 * 1024 * 1024, "{}", body.len());
+    assert!(body.starts_with("<!DOCTYPE html>") && body.ends_with("</body></html>"));
+    assert!(body.contains(&format!("<h1>{}</h1>", huge.name)));
+    assert!(body.contains("<!-- xxxx") && !body.contains("<!--filler-->"));
+}
