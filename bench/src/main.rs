@@ -676,24 +676,15 @@ async fn writeln_top(admin: &tokio_postgres::Client, out: &mut String) -> anyhow
     Ok(())
 }
 
-/// Worker threads, then blocking-pool threads, by name: tokio starts its workers when the runtime
-/// is built, before any blocking thread, so the first `WORKERS` names go to them.
-const WORKERS: usize = 2;
+/// The blocking pool's threads (PDF rendering, file I/O), by name, so their CPU can be told
+/// apart. The runtime itself is single-threaded, as in the functions (docs/performance.md): it
+/// runs on the main thread and starts no workers.
 const BLOCKING_THREAD: &str = "lf-blocking";
 
 fn main() -> anyhow::Result<()> {
     leadfactory_cli::local::return_freed_buffers_to_the_os();
-    let started = std::sync::atomic::AtomicUsize::new(0);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .thread_name_fn(move || {
-            let n = started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if n < WORKERS {
-                "lf-worker".to_owned()
-            } else {
-                BLOCKING_THREAD.to_owned()
-            }
-        })
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name(BLOCKING_THREAD)
         // A blocking thread that ended would take its CPU time out of /proc/self/task.
         .thread_keep_alive(Duration::from_secs(24 * 3600))
         .enable_all()

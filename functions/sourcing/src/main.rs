@@ -6,7 +6,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use shared::vendors::CallSink;
 
-#[tokio::main]
+// One event at a time on at most one vCPU (256–512 MB): a single-threaded runtime has no
+// cross-thread wake-ups and starts no worker threads (docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env().await?;
