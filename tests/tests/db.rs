@@ -41,6 +41,17 @@ async fn seed_campaign_and_business(
     (c, b)
 }
 
+/// Agencies A and B, each with one business: (A, B, A's business, B's business).
+async fn two_tenants_with_a_business_each(
+    admin: &tokio_postgres::Client,
+) -> (TenantId, TenantId, uuid::Uuid, uuid::Uuid) {
+    let a = seed_tenant(admin, "Agency A").await;
+    let b = seed_tenant(admin, "Agency B").await;
+    let (_, business_a) = seed_campaign_and_business(admin, a).await;
+    let (_, business_b) = seed_campaign_and_business(admin, b).await;
+    (a, b, business_a, business_b)
+}
+
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
     let test = TestDb::new().await; // already migrated from the template
@@ -128,10 +139,7 @@ async fn every_tenant_owned_table_has_forced_rls_with_a_policy() {
 async fn rls_isolates_tenants_for_the_application_role() {
     let test = TestDb::new().await;
     let admin = test.admin().await;
-    let a = seed_tenant(&admin, "Agency A").await;
-    let b = seed_tenant(&admin, "Agency B").await;
-    let (_, business_a) = seed_campaign_and_business(&admin, a).await;
-    let (_, business_b) = seed_campaign_and_business(&admin, b).await;
+    let (a, b, business_a, business_b) = two_tenants_with_a_business_each(&admin).await;
 
     let pool = test.app_pool();
     let mut client = pool.get().await.unwrap();
@@ -203,6 +211,62 @@ async fn rls_isolates_tenants_for_the_application_role() {
         .unwrap()
         .get(0);
     assert_eq!(name, "Joe's Pizza");
+}
+
+#[tokio::test]
+async fn execute_alone_is_tenant_scoped_commits_and_rolls_back_a_failure() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let (a, _, business_a, business_b) = two_tenants_with_a_business_each(&admin).await;
+    let pool = test.app_pool();
+    let client = pool.get().await.unwrap();
+    let rename = "UPDATE businesses SET name = $2 WHERE id = ANY($1)";
+
+    // Scoped to A: A's row changes and is committed; B's is invisible to it.
+    let n = db::execute_alone(&client, a, rename, &[&vec![business_a, business_b], &"A2"])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let names: Vec<String> = admin
+        .query(
+            "SELECT name FROM businesses WHERE id = ANY($1) ORDER BY name",
+            &[&vec![business_a, business_b]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["A2", "Joe's Pizza"]);
+
+    // A failing statement (name is NOT NULL) is an error, changes nothing, and leaves the
+    // connection idle rather than inside an aborted transaction.
+    let none: Option<&str> = None;
+    let err = db::execute_alone(&client, a, rename, &[&vec![business_a], &none])
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some(&SqlState::NOT_NULL_VIOLATION), "{err}");
+    let name: String = admin
+        .query_one("SELECT name FROM businesses WHERE id = $1", &[&business_a])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "A2");
+    let in_tx: String = client
+        .query_one(
+            "SELECT coalesce(current_setting('app.tenant_id', true), '')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_tx, "", "the tenant setting outlived its transaction");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM businesses", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a statement after it ran inside the old transaction");
 }
 
 #[tokio::test]

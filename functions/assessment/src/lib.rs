@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, TenantId};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
@@ -207,17 +208,28 @@ impl StageHandler for Assessment {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
         let ids = shared::pipeline::messages::LeadColumns::of(envs).businesses;
-        Ok(tx
-            .query("SELECT id, name, website_url FROM businesses WHERE id = ANY($1) AND erased_at IS NULL", &[&ids])
-            .await?
-            .iter()
-            .map(|r| (BusinessId::from_uuid(r.get(0)), Target { name: r.get(1), website: r.get(2) }))
-            .collect())
+        Ok(cached::query(
+            tx,
+            "SELECT id, name, website_url FROM businesses WHERE id = ANY($1) AND erased_at IS NULL",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                BusinessId::from_uuid(r.get(0)),
+                Target {
+                    name: r.get(1),
+                    website: r.get(2),
+                },
+            )
+        })
+        .collect())
     }
 
     async fn work(
@@ -378,7 +390,7 @@ impl StageHandler for Assessment {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Assessed>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -429,7 +441,8 @@ impl StageHandler for Assessment {
             }
             next.push(vec![Outgoing::forward(&it.env, queues::SCORING)?]);
         }
-        tx.execute(
+        cached::execute(
+            tx,
             "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
              ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET final_url = EXCLUDED.final_url, http_status = EXCLUDED.http_status,
                 fetch_error = EXCLUDED.fetch_error, https = EXCLUDED.https, has_viewport = EXCLUDED.has_viewport, title = EXCLUDED.title,
@@ -445,10 +458,11 @@ impl StageHandler for Assessment {
         )
         .await?;
         if !logs.is_empty() {
-            tx.execute("INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
+            cached::execute(tx, "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
         }
         if !email_ids.is_empty() {
-            tx.execute(
+            cached::execute(
+                tx,
                 "UPDATE businesses b SET email = x.e, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS x(id, e) WHERE b.id = x.id",
                 &[&email_ids, &emails],
             )

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::Envelope;
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::TenantId;
 use shared::links::Purpose;
 use shared::pipeline::messages::Fulfil;
@@ -79,26 +80,26 @@ impl StageHandler for Fulfilment {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         envs: &[&Envelope<Fulfil>],
     ) -> Result<Self::Context, DbError> {
         let ids: Vec<uuid::Uuid> = envs.iter().map(|e| e.payload.purchase_id).collect();
-        tx.execute(PREPARE, &[&ids]).await?;
-        tx.execute(
+        cached::execute(tx, PREPARE, &[&ids]).await?;
+        cached::execute(
+            tx,
             PARK_STALE,
             &[&ids, &self.0.settings.stale_sending.as_secs_f64()],
         )
         .await?;
-        let claimed: std::collections::HashSet<uuid::Uuid> = tx
-            .query(CLAIM, &[&ids])
+        let claimed: std::collections::HashSet<uuid::Uuid> = cached::query(tx, CLAIM, &[&ids])
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
         let now = chrono::Utc::now().timestamp();
         let mut plans = HashMap::new();
-        for r in tx.query(READ, &[&ids]).await? {
+        for r in cached::query(tx, READ, &[&ids]).await? {
             let purchase: uuid::Uuid = r.get(0);
             let status: String = r.get(1);
             let email: Option<uuid::Uuid> = r.get(6);
@@ -180,7 +181,7 @@ impl StageHandler for Fulfilment {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _tenant: TenantId,
         items: &[StageItem<Fulfil, Done>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -195,7 +196,8 @@ impl StageHandler for Fulfilment {
         }
         send::write_states(tx, items.iter().map(|it| &it.work)).await?;
         if !fulfilled.is_empty() {
-            tx.execute(
+            cached::execute(
+                tx,
                 "UPDATE purchases p SET fulfilled_at = coalesce(p.fulfilled_at, now()), fulfilment_email_id = coalesce(p.fulfilment_email_id, x.e)
                  FROM UNNEST($1::uuid[], $2::uuid[]) AS x(p, e) WHERE p.id = x.p",
                 &[&fulfilled, &fulfilled_by],

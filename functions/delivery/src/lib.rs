@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Bus, Envelope, queues};
 use shared::db::{DbError, begin_tenant};
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, CampaignId, RunId, TenantId};
 use shared::links::{LinkSigner, Purpose};
 use shared::pipeline::messages::LeadRef;
@@ -293,7 +294,7 @@ impl StageHandler for Delivery {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -306,9 +307,8 @@ impl StageHandler for Delivery {
             .map(|e| e.payload.business_id.as_uuid())
             .collect();
         let stale = self.0.settings.stale_sending.as_secs_f64();
-        tx.execute(PARK_STALE, &[&campaigns, &businesses, &stale])
-            .await?;
-        let rows = tx.query(READ, &[&campaigns, &businesses]).await?;
+        cached::execute(tx, PARK_STALE, &[&campaigns, &businesses, &stale]).await?;
+        let rows = cached::query(tx, READ, &[&campaigns, &businesses]).await?;
         let today = chrono::Utc::now().date_naive();
         let mut plans: HashMap<BusinessId, Plan> = envs
             .iter()
@@ -344,12 +344,12 @@ impl StageHandler for Delivery {
             return Ok(plans);
         }
         let scopes: Vec<String> = wanted.keys().cloned().collect();
-        let sent_today: HashMap<String, i32> = tx
-            .query(LOCK_COUNTERS, &[&tenant.as_uuid(), &today, &scopes])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let sent_today: HashMap<String, i32> =
+            cached::query(tx, LOCK_COUNTERS, &[&tenant.as_uuid(), &today, &scopes])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
         let mut chosen: Vec<usize> = Vec::new();
         for (scope, idx) in &wanted {
             let room = (caps.get(scope).copied().unwrap_or(0)
@@ -358,8 +358,7 @@ impl StageHandler for Delivery {
             chosen.extend(idx.iter().take(room));
         }
         let ids: Vec<uuid::Uuid> = chosen.iter().map(|&i| rows[i].get(0)).collect();
-        let claimed: std::collections::HashSet<uuid::Uuid> = tx
-            .query(CLAIM, &[&ids])
+        let claimed: std::collections::HashSet<uuid::Uuid> = cached::query(tx, CLAIM, &[&ids])
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -434,8 +433,7 @@ impl StageHandler for Delivery {
         }
         if !counts.is_empty() {
             let (s, n): (Vec<String>, Vec<i32>) = counts.into_iter().unzip();
-            tx.execute(COUNT, &[&tenant.as_uuid(), &today, &s, &n])
-                .await?;
+            cached::execute(tx, COUNT, &[&tenant.as_uuid(), &today, &s, &n]).await?;
         }
         Ok(plans)
     }
@@ -487,7 +485,7 @@ impl StageHandler for Delivery {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _tenant: TenantId,
         items: &[StageItem<LeadRef, Done>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -531,8 +529,8 @@ pub async fn release_backlog(
     for tenant in tenants {
         let mut c = deps.pool.get().await?;
         let tx = begin_tenant(&mut c, tenant).await?;
-        let rows = tx
-            .query(
+        let rows = cached::query(
+                &tx,
                 "SELECT e.id, e.business_id, e.campaign_id, e.run_id FROM emails e JOIN campaigns c ON c.id = e.campaign_id
                  WHERE e.kind = 'outreach' AND e.send_state = 'queued' AND c.status = 'active'
                    AND e.created_at < $1::date ORDER BY e.created_at LIMIT 10000",

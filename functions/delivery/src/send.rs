@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use shared::db::{DbError, Pool, begin_tenant};
+use shared::db::{Tx, cached};
 use shared::domain::TenantId;
 use shared::vendors::VendorError;
 use shared::vendors::sendgrid::{Address, Attachment, Content, Mail, Personalization};
@@ -193,7 +194,7 @@ pub fn state_of(s: &Sent) -> (&'static str, Option<&str>, Option<&str>) {
 /// Writes the final state of every send (and every suppressed row) in one statement; only rows
 /// still `sending` (or `queued`, for suppressions decided before a claim) move.
 pub async fn write_states<'a>(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     done: impl Iterator<Item = &'a crate::Done>,
 ) -> Result<u64, DbError> {
     let (mut ids, mut states, mut msgs, mut errs) =
@@ -212,15 +213,15 @@ pub async fn write_states<'a>(
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(tx
-        .execute(
-            "UPDATE emails e SET send_state = x.state, sg_message_id = coalesce(x.msg, e.sg_message_id),
-                    sent_at = CASE WHEN x.state = 'sent' THEN now() ELSE e.sent_at END, last_error = x.err
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(id, state, msg, err)
-             WHERE e.id = x.id AND e.send_state IN ('sending', 'queued')",
-            &[&ids, &states, &msgs, &errs],
-        )
-        .await?)
+    cached::execute(
+        tx,
+        "UPDATE emails e SET send_state = x.state, sg_message_id = coalesce(x.msg, e.sg_message_id),
+                sent_at = CASE WHEN x.state = 'sent' THEN now() ELSE e.sent_at END, last_error = x.err
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(id, state, msg, err)
+         WHERE e.id = x.id AND e.send_state IN ('sending', 'queued')",
+        &[&ids, &states, &msgs, &errs],
+    )
+    .await
 }
 
 /// A refusal SendGrid answered: the row goes back to `queued` (and its claim off the day's
@@ -234,14 +235,15 @@ pub async fn release_claim(
 ) -> Result<(), DbError> {
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
-    let released = tx
-        .execute(
+    let released = cached::execute(
+            &tx,
             "UPDATE emails SET send_state = 'queued', sending_at = NULL, last_error = $2 WHERE id = $1 AND send_state = 'sending'",
             &[&email_id, &error],
         )
         .await?;
     if let (1, Some(scope)) = (released, counter_scope) {
-        tx.execute(
+        cached::execute(
+            &tx,
             "UPDATE send_counters SET sent = greatest(sent - 1, 0) WHERE tenant_id = $1 AND scope = $2 AND day = (now() AT TIME ZONE 'UTC')::date",
             &[&tenant.as_uuid(), &scope],
         )

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, Phone, TenantId, WebsiteUrl};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
@@ -83,13 +84,12 @@ impl StageHandler for Enrichment {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
         let ids = shared::pipeline::messages::LeadColumns::of(envs).businesses;
-        Ok(tx
-            .query("SELECT id, name, address1, city, state, zip, phone_e164 FROM businesses WHERE id = ANY($1) AND erased_at IS NULL", &[&ids])
+        Ok(cached::query(tx, "SELECT id, name, address1, city, state, zip, phone_e164 FROM businesses WHERE id = ANY($1) AND erased_at IS NULL", &[&ids])
             .await?
             .iter()
             .map(|r| {
@@ -174,7 +174,7 @@ impl StageHandler for Enrichment {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Outcome>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -192,8 +192,8 @@ impl StageHandler for Enrichment {
             .iter()
             .map(|i| i.env.payload.business_id.as_uuid())
             .collect();
-        let mut owner_of: HashMap<String, uuid::Uuid> = tx
-            .query(
+        let mut owner_of: HashMap<String, uuid::Uuid> = cached::query(
+                tx,
                 "SELECT DISTINCT ON (website_domain) website_domain, id FROM businesses
                  WHERE website_domain = ANY($1) AND id <> ALL($2) AND duplicate_of IS NULL ORDER BY website_domain, created_at",
                 &[&domains, &ids],
@@ -247,7 +247,8 @@ impl StageHandler for Enrichment {
             next.push(out);
         }
         if !enrich_rows.is_empty() {
-            tx.execute(
+            cached::execute(
+                tx,
                 "INSERT INTO enrichments SELECT * FROM jsonb_populate_recordset(NULL::enrichments, $1::jsonb)
                  ON CONFLICT (business_id) DO UPDATE SET place_id = EXCLUDED.place_id, website_url = EXCLUDED.website_url,
                     phone_e164 = EXCLUDED.phone_e164, hours = EXCLUDED.hours, rating = EXCLUDED.rating,
@@ -258,7 +259,8 @@ impl StageHandler for Enrichment {
             .await?;
         }
         if !upd.0.is_empty() {
-            tx.execute(
+            cached::execute(
+                tx,
                 "UPDATE businesses b SET website_url = coalesce(x.w, b.website_url), website_domain = coalesce(x.d, b.website_domain),
                         phone_e164 = coalesce(b.phone_e164, x.p), duplicate_of = x.dup, updated_at = now()
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS x(id, w, d, p, dup) WHERE b.id = x.id",

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, TenantId};
 use shared::pipeline::messages::{LeadColumns, LeadRef};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
@@ -122,44 +123,34 @@ impl StageHandler for Personalization {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
         let cols = LeadColumns::of(envs);
-        Ok(tx
-            .query(LOAD, &[&cols.businesses, &cols.campaigns, &cols.runs])
-            .await?
-            .iter()
-            .map(|r| {
-                let insights: Option<serde_json::Value> = r.get(7);
-                let problems = insights
-                    .as_ref()
-                    .and_then(|i| i.get("recommendations"))
-                    .and_then(|v| v.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| {
-                                x.get("title").and_then(|t| t.as_str()).map(str::to_owned)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (
-                    BusinessId::from_uuid(r.get(0)),
-                    Lead {
-                        name: r.get(1),
-                        email: r.get(2),
-                        suppressed: r.get(3),
-                        report_id: r.get(4),
-                        token: r.get(5),
-                        score: r.get::<_, i16>(6).clamp(0, 100) as u8,
-                        problems,
-                        sender: r.get(8),
-                    },
-                )
-            })
-            .collect())
+        Ok(
+            cached::query(tx, LOAD, &[&cols.businesses, &cols.campaigns, &cols.runs])
+                .await?
+                .iter()
+                .map(|r| {
+                    let insights: Option<serde_json::Value> = r.get(7);
+                    let problems = shared::domain::recommendation_titles(insights.as_ref());
+                    (
+                        BusinessId::from_uuid(r.get(0)),
+                        Lead {
+                            name: r.get(1),
+                            email: r.get(2),
+                            suppressed: r.get(3),
+                            report_id: r.get(4),
+                            token: r.get(5),
+                            score: r.get::<_, i16>(6).clamp(0, 100) as u8,
+                            problems,
+                            sender: r.get(8),
+                        },
+                    )
+                })
+                .collect(),
+        )
     }
 
     async fn work(
@@ -273,21 +264,21 @@ impl StageHandler for Personalization {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Written>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
         let e = &self.experiment;
-        let exp_id: uuid::Uuid = tx
-            .query_one(
+        let exp_id: uuid::Uuid = cached::query_one(
+                tx,
                 "INSERT INTO experiments (id, tenant_id, key, name, min_sample, confidence, holdout_bp) VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (tenant_id, key) DO UPDATE SET name = EXCLUDED.name RETURNING id",
                 &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &e.key, &e.name, &e.min_sample, &e.confidence, &(e.holdout_bp as i32)],
             )
             .await?
             .get(0);
-        let variant_ids: HashMap<String, uuid::Uuid> = tx
-            .query(
+        let variant_ids: HashMap<String, uuid::Uuid> = cached::query(
+                tx,
                 "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
                  SELECT gen_random_uuid(), $1, $2, k, w, s FROM UNNEST($3::text[], $4::float8[], $5::text[]) AS x(k, w, s)
                  ON CONFLICT (experiment_id, key) DO UPDATE SET weight = EXCLUDED.weight, subject_template = EXCLUDED.subject_template
@@ -342,7 +333,8 @@ impl StageHandler for Personalization {
                 }
             }
         }
-        tx.execute(
+        cached::execute(
+            tx,
             "INSERT INTO experiment_assignments SELECT * FROM jsonb_populate_recordset(NULL::experiment_assignments, $1::jsonb)
              ON CONFLICT (experiment_id, business_id) DO NOTHING",
             &[&serde_json::Value::Array(assignments)],
@@ -351,7 +343,8 @@ impl StageHandler for Personalization {
         let written: std::collections::HashSet<uuid::Uuid> = if emails.is_empty() {
             Default::default()
         } else {
-            tx.query(
+            cached::query(
+                tx,
                 "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
                  ON CONFLICT (tenant_id, campaign_id, business_id) WHERE kind = 'outreach' DO NOTHING RETURNING business_id",
                 &[&serde_json::Value::Array(emails)],
@@ -362,7 +355,7 @@ impl StageHandler for Personalization {
             .collect()
         };
         if !logs.is_empty() {
-            tx.execute("INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
+            cached::execute(tx, "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
         }
         items
             .iter()

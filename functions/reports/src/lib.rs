@@ -12,6 +12,7 @@ use rand::Rng;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, Money, TenantId};
 use shared::pipeline::messages::LeadRef;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
@@ -165,7 +166,7 @@ impl StageHandler for Reports {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -174,8 +175,7 @@ impl StageHandler for Reports {
             campaigns: c,
             runs: r,
         } = shared::pipeline::messages::LeadColumns::of(envs);
-        Ok(tx
-            .query(LOAD, &[&b, &c, &r])
+        Ok(cached::query(tx, LOAD, &[&b, &c, &r])
             .await?
             .iter()
             .map(|row| {
@@ -247,7 +247,7 @@ impl StageHandler for Reports {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Rendered>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -264,7 +264,8 @@ impl StageHandler for Reports {
                 })
             })
             .collect();
-        tx.execute(
+        cached::execute(
+            tx,
             "INSERT INTO reports SELECT * FROM jsonb_populate_recordset(NULL::reports, $1::jsonb)
              ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET preview_key = EXCLUDED.preview_key,
                 full_key = EXCLUDED.full_key, pages = EXCLUDED.pages, bytes = EXCLUDED.bytes, score_id = EXCLUDED.score_id",

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, TenantId, Tier};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
@@ -86,7 +87,7 @@ impl StageHandler for Scoring {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -100,7 +101,7 @@ impl StageHandler for Scoring {
             .to_string()
             .parse()
             .unwrap_or(2026);
-        let rows = tx.query(LOAD, &[&b, &c, &r]).await?;
+        let rows = cached::query(tx, LOAD, &[&b, &c, &r]).await?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -173,7 +174,7 @@ impl StageHandler for Scoring {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Scored>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -190,8 +191,8 @@ impl StageHandler for Scoring {
                 })
             })
             .collect();
-        let ids: std::collections::HashMap<uuid::Uuid, uuid::Uuid> = tx
-            .query(
+        let ids: std::collections::HashMap<uuid::Uuid, uuid::Uuid> = cached::query(
+                tx,
                 "INSERT INTO scores SELECT * FROM jsonb_populate_recordset(NULL::scores, $1::jsonb)
                  ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET score = EXCLUDED.score, tier = EXCLUDED.tier,
                     rules_version = EXCLUDED.rules_version, breakdown = EXCLUDED.breakdown, qualified = EXCLUDED.qualified,

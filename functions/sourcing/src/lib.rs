@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::DbError;
+use shared::db::{Tx, cached};
 use shared::domain::{BusinessId, TenantId};
 use shared::pipeline::messages::{LeadRef, SourcingJob, stage};
 use shared::pipeline::runs::{self, RunEvent};
@@ -140,7 +141,7 @@ impl StageHandler for Sourcing {
 
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         _: TenantId,
         envs: &[&Envelope<SourcingJob>],
     ) -> Result<Self::Context, DbError> {
@@ -148,15 +149,15 @@ impl StageHandler for Sourcing {
             .iter()
             .map(|e| e.payload.campaign_id.as_uuid())
             .collect();
-        Ok(tx
-            .query(
-                "SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'active'",
-                &[&ids],
-            )
-            .await?
-            .iter()
-            .map(|r| shared::domain::CampaignId::from_uuid(r.get(0)))
-            .collect())
+        Ok(cached::query(
+            tx,
+            "SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'active'",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| shared::domain::CampaignId::from_uuid(r.get(0)))
+        .collect())
     }
 
     async fn work(
@@ -204,7 +205,7 @@ impl StageHandler for Sourcing {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<SourcingJob, Page>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
@@ -226,8 +227,8 @@ impl StageHandler for Sourcing {
             .collect();
         let names: Vec<&str> = cands.iter().map(|(_, c)| c.name_norm.as_str()).collect();
         let addrs: Vec<&str> = cands.iter().map(|(_, c)| c.address_norm.as_str()).collect();
-        let existing: Vec<Existing> = tx
-            .query(
+        let existing: Vec<Existing> = cached::query(
+                tx,
                 "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
                         greatest((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id),
                                  (SELECT e.enriched_at FROM enrichments e WHERE e.business_id = b.id)) > now() - make_interval(days => $5)
@@ -274,7 +275,8 @@ impl StageHandler for Sourcing {
             }
         }
         if !rows.is_empty() {
-            tx.execute(
+            cached::execute(
+                tx,
                 "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
                  ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()",
                 &[&serde_json::Value::Array(rows)],
@@ -282,7 +284,8 @@ impl StageHandler for Sourcing {
             .await?;
         }
         if !seen_ids.is_empty() {
-            tx.execute(
+            cached::execute(
+                tx,
                 "UPDATE businesses b SET last_seen_at = now(), updated_at = now(), rating = x.r::numeric(2,1), review_count = GREATEST(b.review_count, x.n)
                  FROM UNNEST($1::uuid[], $2::float8[], $3::int4[]) AS x(id, r, n) WHERE b.id = x.id",
                 &[&seen_ids, &seen_rating, &seen_reviews],

@@ -248,16 +248,7 @@ async fn report(deps: &StorefrontDeps, token: &str) -> Result<(TenantId, ReportR
         .ok_or_else(|| HttpError::not_found("no such report"))?;
     tx.commit().await.map_err(internal)?;
     let insights: Option<serde_json::Value> = row.get(5);
-    let problems = insights
-        .as_ref()
-        .and_then(|i| i.get("recommendations"))
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.get("title").and_then(|t| t.as_str()).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let problems = shared::domain::recommendation_titles(insights.as_ref());
     Ok((
         tenant,
         ReportRow {

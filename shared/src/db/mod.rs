@@ -2,14 +2,16 @@
 //! transactions (the row-level-security contract), and a throwaway local cluster for the CLI and
 //! tests.
 
+pub mod cached;
 pub mod cluster;
 mod migrate;
 mod pool;
 mod tenant;
 
+pub use cached::Tx;
 pub use migrate::{MIGRATIONS_APPLIED_TABLE, migrate};
 pub use pool::{Pool, connect, pg_config, tls_connector};
-pub use tenant::{begin_tenant, tenant_ids, with_tenant_setting};
+pub use tenant::{begin_tenant, execute_alone, tenant_ids, with_tenant_setting};
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,33 @@ pub async fn begin_tenant(
     Ok(tx)
 }
 
+/// Runs one tenant-scoped statement in a transaction of its own, in one round trip: the start of
+/// the transaction (with the tenant set), the statement and the commit are sent together and the
+/// server runs them in order. If the statement fails, the server has aborted the transaction and
+/// the `COMMIT` ends it as a rollback, so the connection goes back to the pool idle either way.
+/// The statement is prepared (once per connection) before anything is sent: a statement given as
+/// text would be prepared in a round trip of its own, after the commit had already gone.
+pub async fn execute_alone(
+    client: &deadpool_postgres::Client,
+    tenant: TenantId,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, DbError> {
+    let statement = client.prepare_cached(sql).await?;
+    let begin = format!("START TRANSACTION; {}", with_tenant_setting(tenant));
+    // `join3` polls in argument order, and each request is queued on its first poll.
+    let (begun, executed, committed) = futures_util::future::join3(
+        client.batch_execute(&begin),
+        client.execute(&statement, params),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let n = executed?;
+    committed?;
+    Ok(n)
+}
+
 /// Every tenant (through the `list_tenant_ids` definer function): scheduled jobs work tenant by
 /// tenant, each under its own RLS scope.
 pub async fn tenant_ids(client: &deadpool_postgres::Client) -> Result<Vec<TenantId>, DbError> {

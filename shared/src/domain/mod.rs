@@ -3,6 +3,7 @@
 
 mod email;
 mod ids;
+mod insights;
 mod money;
 mod phone;
 mod score;
@@ -11,6 +12,7 @@ mod website;
 
 pub use email::Email;
 pub use ids::{BusinessId, CampaignId, RunId, TenantId};
+pub use insights::recommendation_titles;
 pub use money::Money;
 pub use phone::Phone;
 pub use score::{Score, Tier, TierThresholds};

@@ -4,7 +4,7 @@
 //! so concurrent stages in many Lambdas can never overspend. A batch reserves all its units in
 //! one statement and gets back how many it may spend.
 
-use crate::db::DbError;
+use crate::db::{DbError, Tx, cached};
 use crate::domain::TenantId;
 
 /// Budgeted vendor classes.
@@ -60,11 +60,28 @@ FROM grant_units g
 WHERE b.tenant_id = $1 AND b.vendor_class = $2 AND b.day = current_date
 RETURNING g.units";
 
-/// Reserves up to `units` calls of `unit_cost_micros` each; returns how many were granted.
-/// Its own short transaction: the budget row is locked only for the reservation itself, never
-/// across the vendor calls it pays for. Free calls are always granted.
+/// Reserves up to `units` calls of `unit_cost_micros` each in a short transaction of its own;
+/// returns how many were granted. Free calls are always granted.
 pub async fn reserve(
     client: &mut deadpool_postgres::Client,
+    tenant: TenantId,
+    class: &str,
+    limit_micros: i64,
+    unit_cost_micros: i64,
+    units: i64,
+) -> Result<i64, DbError> {
+    let tx = crate::db::begin_tenant(client, tenant).await?;
+    let granted = reserve_in(&tx, tenant, class, limit_micros, unit_cost_micros, units).await?;
+    tx.commit().await?;
+    Ok(granted)
+}
+
+/// [`reserve`] inside the caller's transaction, which should commit soon after: the budget row
+/// stays locked until it does, so a caller never holds it across the vendor calls it pays for.
+/// Today's row is created on the day's first reservation only (a miss), so a reservation is one
+/// statement.
+pub async fn reserve_in(
+    tx: &Tx<'_>,
     tenant: TenantId,
     class: &str,
     limit_micros: i64,
@@ -77,26 +94,21 @@ pub async fn reserve(
     if unit_cost_micros <= 0 {
         return Ok(units);
     }
-    let tx = crate::db::begin_tenant(client, tenant).await?;
-    let ensure = tx.prepare_cached(ENSURE).await?;
-    tx.execute(&ensure, &[&tenant.as_uuid(), &class, &limit_micros])
-        .await?;
-    let stmt = tx.prepare_cached(RESERVE).await?;
-    let granted: i64 = tx
-        .query_opt(
-            &stmt,
-            &[&tenant.as_uuid(), &class, &units, &unit_cost_micros],
-        )
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&tenant.as_uuid(), &class, &units, &unit_cost_micros];
+    if let Some(r) = cached::query_opt(tx, RESERVE, &params).await? {
+        return Ok(r.get(0));
+    }
+    cached::execute(tx, ENSURE, &[&tenant.as_uuid(), &class, &limit_micros]).await?;
+    Ok(cached::query_opt(tx, RESERVE, &params)
         .await?
         .map(|r| r.get(0))
-        .unwrap_or(0);
-    tx.commit().await?;
-    Ok(granted)
+        .unwrap_or(0))
 }
 
 /// Gives back `micros` of today's reservation (work that was granted a paid call but failed).
 pub async fn release(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     tenant: TenantId,
     class: &str,
     micros: i64,
@@ -104,7 +116,8 @@ pub async fn release(
     if micros <= 0 {
         return Ok(());
     }
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE budgets SET reserved_micros = GREATEST(reserved_micros - $3, 0), updated_at = now()
          WHERE tenant_id = $1 AND vendor_class = $2 AND day = current_date",
         &[&tenant.as_uuid(), &class, &micros],
@@ -116,7 +129,7 @@ pub async fn release(
 /// Adds actual spend (from the call records) to the day's budget rows, one statement for all
 /// classes, inside the caller's transaction.
 pub async fn record_spend(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     tenant: TenantId,
     spend: &[(&str, i64)],
 ) -> Result<(), DbError> {
@@ -126,7 +139,8 @@ pub async fn record_spend(
     }
     let classes: Vec<&str> = spend.iter().map(|(c, _)| *c).collect();
     let micros: Vec<i64> = spend.iter().map(|(_, m)| *m).collect();
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE budgets b SET spent_micros = b.spent_micros + x.m, updated_at = now()
          FROM UNNEST($2::text[], $3::int8[]) AS x(c, m)
          WHERE b.tenant_id = $1 AND b.vendor_class = x.c AND b.day = current_date",

@@ -4,12 +4,12 @@
 //! 1. one query reads the idempotency records of the batch's keys: a message already done is
 //!    acknowledged; one whose results were stored but whose next hop was not yet sent (a crash
 //!    between commit and send) has its stored next hop sent now;
-//! 2. the budget gate grants the batch's paid calls in one reservation;
+//! 2. the budget gate grants the batch's paid calls in one reservation, in the same transaction;
 //! 3. the stage's per-message work (vendor calls, fetches) runs concurrently, outside any
 //!    transaction;
 //! 4. one transaction stores the results with set-based statements, the idempotency records
 //!    (with the next-hop messages as their outcome), the run events, vendor usage and ledger;
-//! 5. the next hop is sent in batches and the records marked done.
+//! 5. the next hop is sent in batches and the records marked done (one pipelined round trip).
 //!
 //! Round trips per batch are constant, whatever its size. Unparseable messages and failed work
 //! are reported as failures, so SQS redelivers them and finally moves them to the DLQ.
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Deps;
 use super::runs::{self, RunEvent};
 use crate::bus::Envelope;
-use crate::db::{DbError, begin_tenant};
+use crate::db::{DbError, Tx, begin_tenant, cached, execute_alone};
 use crate::domain::TenantId;
 
 /// A message as it arrived (SQS record or local bus delivery).
@@ -117,7 +117,7 @@ pub trait StageHandler: Send + Sync {
     /// Reads what the work needs for these messages (one round trip for the batch).
     async fn load(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         envs: &[&Envelope<Self::Payload>],
     ) -> Result<Self::Context, DbError>;
@@ -146,7 +146,7 @@ pub trait StageHandler: Send + Sync {
     async fn persist(
         &self,
         deps: &Deps,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &Tx<'_>,
         tenant: TenantId,
         items: &[StageItem<Self::Payload, Self::Work>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError>;
@@ -231,12 +231,12 @@ async fn process_tenant<H: StageHandler>(
         .map(|(_, e)| e.idempotency_key.clone())
         .collect();
     let tx = begin_tenant(&mut client, tenant).await?;
-    let rows = tx
-        .query(
-            "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
-            &[&stage, &keys],
-        )
-        .await?;
+    let rows = cached::query(
+        &tx,
+        "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
+        &[&stage, &keys],
+    )
+    .await?;
     let mut done: HashSet<String> = HashSet::new();
     let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::new();
     for r in rows {
@@ -269,14 +269,13 @@ async fn process_tenant<H: StageHandler>(
 
     let envs: Vec<&Envelope<H::Payload>> = fresh.iter().map(|(_, e)| e).collect();
     let ctx = handler.load(&tx, tenant, &envs).await?;
-    tx.commit().await?;
-    let ctx = &ctx;
 
-    // 2. Budget for the batch's paid calls.
+    // 2. Budget for the batch's paid calls, reserved last so the budget row is locked only until
+    //    this transaction's commit, never across the vendor calls.
     let granted = match handler.budget(deps) {
         Some((class, unit_cost)) if !fresh.is_empty() => {
-            super::budget::reserve(
-                &mut client,
+            super::budget::reserve_in(
+                &tx,
                 tenant,
                 class,
                 deps.budgets.for_class(class),
@@ -287,6 +286,8 @@ async fn process_tenant<H: StageHandler>(
         }
         _ => fresh.len() as i64,
     };
+    tx.commit().await?;
+    let ctx = &ctx;
 
     // 3. Work, concurrently, outside any transaction.
     let results: Vec<WorkResult<H>> = futures_util::stream::iter(fresh.into_iter().enumerate())
@@ -386,7 +387,8 @@ async fn process_tenant<H: StageHandler>(
     let inserted: HashSet<String> = if new_keys.is_empty() {
         HashSet::new()
     } else {
-        tx.query(
+        cached::query(
+            &tx,
             "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
              SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
              ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key",
@@ -461,14 +463,14 @@ async fn process_tenant<H: StageHandler>(
     }
     let sent_keys: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
     if !sent_keys.is_empty() {
-        let tx = begin_tenant(&mut client, tenant).await?;
-        tx.execute(
+        execute_alone(
+            &client,
+            tenant,
             "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
              WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3)",
             &[&tenant.as_uuid(), &stage, &sent_keys],
         )
         .await?;
-        tx.commit().await?;
     }
     Ok(())
 }

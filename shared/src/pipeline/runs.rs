@@ -6,33 +6,29 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::db::DbError;
+use crate::db::{DbError, Tx, cached};
 use crate::domain::{RunId, TenantId};
 use crate::vendors::CallRecord;
 
 /// Begins the tenant's run: the nightly run of today is one row, so a re-fired schedule joins it.
-pub async fn begin_run(
-    tx: &tokio_postgres::Transaction<'_>,
-    tenant: TenantId,
-    kind: &str,
-) -> Result<RunId, DbError> {
+pub async fn begin_run(tx: &Tx<'_>, tenant: TenantId, kind: &str) -> Result<RunId, DbError> {
     let id = RunId::new();
-    let row = tx
-        .query_opt(
-            "INSERT INTO runs (id, tenant_id, kind) VALUES ($1, $2, $3)
+    let row = cached::query_opt(
+        tx,
+        "INSERT INTO runs (id, tenant_id, kind) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id, run_date) WHERE kind = 'nightly' DO NOTHING RETURNING id",
-            &[&id.as_uuid(), &tenant.as_uuid(), &kind],
-        )
-        .await?;
+        &[&id.as_uuid(), &tenant.as_uuid(), &kind],
+    )
+    .await?;
     if let Some(r) = row {
         return Ok(RunId::from_uuid(r.get(0)));
     }
-    let r = tx
-        .query_one(
-            "SELECT id FROM runs WHERE tenant_id = $1 AND run_date = current_date AND kind = 'nightly'",
-            &[&tenant.as_uuid()],
-        )
-        .await?;
+    let r = cached::query_one(
+        tx,
+        "SELECT id FROM runs WHERE tenant_id = $1 AND run_date = current_date AND kind = 'nightly'",
+        &[&tenant.as_uuid()],
+    )
+    .await?;
     Ok(RunId::from_uuid(r.get(0)))
 }
 
@@ -55,14 +51,15 @@ pub struct RunEvent {
 
 /// Inserts events in one statement.
 pub async fn insert_events(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     tenant: TenantId,
     events: &[RunEvent],
 ) -> Result<(), DbError> {
     if events.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO run_event_logs (tenant_id, run_id, stage, entity_id, event, status, error_code, duration_ms, trace_id, extra)
          SELECT $1, r, s, e, ev, st, ec, d, t, x
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int4[], $9::text[], $10::jsonb[])
@@ -86,7 +83,7 @@ pub async fn insert_events(
 
 /// Adds call records to `run_vendor_usage` (one statement) and the cost ledger (one statement).
 pub async fn record_vendor_usage(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     tenant: TenantId,
     records: &[CallRecord],
 ) -> Result<(), DbError> {
@@ -122,7 +119,8 @@ pub async fn record_vendor_usage(
     if !by.is_empty() {
         let keys: Vec<_> = by.keys().collect();
         let vals: Vec<_> = by.values().collect();
-        tx.execute(
+        cached::execute(
+            tx,
             "INSERT INTO run_vendor_usage AS u (run_id, tenant_id, vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted)
              SELECT r, $1, v, c, e, ti, tto, co, rl, q
              FROM UNNEST($2::uuid[], $3::text[], $4::int4[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::bool[])
@@ -155,12 +153,13 @@ pub async fn record_vendor_usage(
 
 /// Computes per-stage counts and p50/p95/p99 from the run's events and closes the run.
 pub async fn finalize_run(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     tenant: TenantId,
     run: RunId,
     status: &str,
 ) -> Result<(), DbError> {
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO run_stage_stats AS s (run_id, tenant_id, stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms)
          SELECT run_id, tenant_id, stage, count(*), count(*) FILTER (WHERE status = 'ok'),
                 count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'skipped'),
@@ -176,7 +175,8 @@ pub async fn finalize_run(
         &[&run.as_uuid(), &tenant.as_uuid()],
     )
     .await?;
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE runs SET status = $3, finished_at = now(),
             stats = (SELECT coalesce(jsonb_object_agg(stage, jsonb_build_object('total', total, 'errors', errors, 'skipped', skipped)), '{}')
                      FROM run_stage_stats WHERE run_id = $1)

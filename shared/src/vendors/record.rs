@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::Vendor;
-use crate::db::DbError;
+use crate::db::{DbError, Tx, cached};
 use crate::domain::{BusinessId, RunId, TenantId};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,7 +133,7 @@ FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int2[], $7::int4
 
 /// Inserts one tenant's records into the cost ledger in one statement, inside `tx`.
 pub async fn insert_ledger(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     tenant: TenantId,
     recs: &[CallRecord],
 ) -> Result<u64, DbError> {
@@ -141,34 +141,34 @@ pub async fn insert_ledger(
         return Ok(0);
     }
     let col = |f: &dyn Fn(&CallRecord) -> i32| recs.iter().map(f).collect::<Vec<i32>>();
-    Ok(tx
-        .execute(
-            INSERT_LEDGER,
-            &[
-                &tenant.as_uuid(),
-                &recs
-                    .iter()
-                    .map(|r| r.run.map(|x| x.as_uuid()))
-                    .collect::<Vec<_>>(),
-                &recs
-                    .iter()
-                    .map(|r| r.business.map(|x| x.as_uuid()))
-                    .collect::<Vec<_>>(),
-                &recs.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>(),
-                &recs.iter().map(|r| r.endpoint).collect::<Vec<_>>(),
-                &recs
-                    .iter()
-                    .map(|r| r.status.map(|s| s as i16))
-                    .collect::<Vec<_>>(),
-                &col(&|r| r.latency_ms.min(i32::MAX as u32) as i32),
-                &col(&|r| r.units as i32),
-                &col(&|r| r.tokens_in as i32),
-                &col(&|r| r.tokens_out as i32),
-                &recs.iter().map(|r| r.cost_micros).collect::<Vec<_>>(),
-                &recs.iter().map(|r| r.at).collect::<Vec<_>>(),
-            ],
-        )
-        .await?)
+    cached::execute(
+        tx,
+        INSERT_LEDGER,
+        &[
+            &tenant.as_uuid(),
+            &recs
+                .iter()
+                .map(|r| r.run.map(|x| x.as_uuid()))
+                .collect::<Vec<_>>(),
+            &recs
+                .iter()
+                .map(|r| r.business.map(|x| x.as_uuid()))
+                .collect::<Vec<_>>(),
+            &recs.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>(),
+            &recs.iter().map(|r| r.endpoint).collect::<Vec<_>>(),
+            &recs
+                .iter()
+                .map(|r| r.status.map(|s| s as i16))
+                .collect::<Vec<_>>(),
+            &col(&|r| r.latency_ms.min(i32::MAX as u32) as i32),
+            &col(&|r| r.units as i32),
+            &col(&|r| r.tokens_in as i32),
+            &col(&|r| r.tokens_out as i32),
+            &recs.iter().map(|r| r.cost_micros).collect::<Vec<_>>(),
+            &recs.iter().map(|r| r.at).collect::<Vec<_>>(),
+        ],
+    )
+    .await
 }
 
 /// Writes records to the cost ledger: one transaction and one statement per tenant. Records
