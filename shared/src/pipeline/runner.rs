@@ -7,8 +7,9 @@
 //! 2. the budget gate grants the batch's paid calls in one reservation, in the same transaction;
 //! 3. the stage's per-message work (vendor calls, fetches) runs concurrently, outside any
 //!    transaction;
-//! 4. one transaction stores the results with set-based statements, the idempotency records
-//!    (with the next-hop messages as their outcome), the run events, vendor usage and ledger;
+//! 4. one transaction stores the results with set-based statements, then the idempotency records
+//!    (with the next-hop messages as their outcome), the run events, vendor usage and ledger,
+//!    sent together (pipelined) as they do not depend on one another;
 //! 5. the next hop is sent in batches and the records marked done (one pipelined round trip).
 //!
 //! Round trips per batch are constant, whatever its size. Unparseable messages and failed work
@@ -364,6 +365,23 @@ async fn process_tenant<H: StageHandler>(
     for r in others {
         crate::vendors::CallSink::record(deps.sink.as_ref(), r);
     }
+    let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in &mine {
+        let class = match r.vendor {
+            crate::vendors::Vendor::Yelp => super::budget::class::YELP,
+            crate::vendors::Vendor::Places => super::budget::class::PLACES,
+            crate::vendors::Vendor::OpenAi => super::budget::class::LLM,
+            _ => continue,
+        };
+        *spend.entry(class).or_default() += r.cost_micros;
+    }
+    let spend: Vec<(&str, i64)> = spend.into_iter().collect();
+    // Reservations of paid calls whose work failed go back: a vendor outage must not use up
+    // the day's budget without spending it (the retry reserves again).
+    let unspent = handler
+        .budget(deps)
+        .map(|(class, unit_cost)| (class, failed_paid * unit_cost));
+
     let tx = begin_tenant(&mut client, tenant).await?;
     let next = if item_vals.is_empty() {
         Vec::new()
@@ -384,39 +402,27 @@ async fn process_tenant<H: StageHandler>(
             .unwrap_or_default()
         })
         .collect();
-    let inserted: HashSet<String> = if new_keys.is_empty() {
-        HashSet::new()
-    } else {
-        cached::query(
-            &tx,
-            "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
-             SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
-             ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key",
-            &[&tenant.as_uuid(), &stage, &new_keys, &outcomes],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-    };
-    runs::insert_events(&tx, tenant, &events).await?;
-    runs::record_vendor_usage(&tx, tenant, &mine).await?;
-    let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
-    for r in &mine {
-        let class = match r.vendor {
-            crate::vendors::Vendor::Yelp => super::budget::class::YELP,
-            crate::vendors::Vendor::Places => super::budget::class::PLACES,
-            crate::vendors::Vendor::OpenAi => super::budget::class::LLM,
-            _ => continue,
-        };
-        *spend.entry(class).or_default() += r.cost_micros;
-    }
-    // Reservations of paid calls whose work failed go back: a vendor outage must not use up
-    // the day's budget without spending it (the retry reserves again).
-    if let Some((class, unit_cost)) = handler.budget(deps) {
-        super::budget::release(&tx, tenant, class, failed_paid * unit_cost).await?;
-    }
-    super::budget::record_spend(&tx, tenant, &spend.into_iter().collect::<Vec<_>>()).await?;
+    // The bookkeeping statements do not depend on one another: they are sent together and
+    // answered in one round trip. Their results are read in order, so the first error returned
+    // is the one that aborted the transaction, not a later "transaction is aborted".
+    let (claimed, logged, used, released, spent) = futures_util::future::join5(
+        claim_keys(&tx, tenant, stage, &new_keys, &outcomes),
+        runs::insert_events(&tx, tenant, &events),
+        runs::record_vendor_usage(&tx, tenant, &mine),
+        async {
+            match unspent {
+                Some((class, micros)) => super::budget::release(&tx, tenant, class, micros).await,
+                None => Ok(()),
+            }
+        },
+        super::budget::record_spend(&tx, tenant, &spend),
+    )
+    .await;
+    let inserted = claimed?;
+    logged?;
+    used?;
+    released?;
+    spent?;
     tx.commit().await?;
     out.processed += item_vals.len();
 
@@ -473,6 +479,31 @@ async fn process_tenant<H: StageHandler>(
         .await?;
     }
     Ok(())
+}
+
+/// Records the batch's keys as `in_progress` with their next hops; returns the keys that were
+/// new (a key another delivery recorded first is that delivery's to send).
+async fn claim_keys(
+    tx: &Tx<'_>,
+    tenant: TenantId,
+    stage: &str,
+    keys: &[String],
+    outcomes: &[serde_json::Value],
+) -> Result<HashSet<String>, DbError> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(cached::query(
+        tx,
+        "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+         SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+         ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key",
+        &[&tenant.as_uuid(), &stage, &keys, &outcomes],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }
 
 /// The Lambda entry for an SQS-triggered stage: the batch in, partial failures out.
