@@ -4,15 +4,14 @@
 //! was about a third of the pipeline's non-PDF CPU per lead, and quadratic on deep nesting).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use html_escape::decode_html_entities;
-use lol_html::html_content::{Element, TextChunk};
-use lol_html::{
-    DocumentContentHandlers, ElementContentHandlers, HandlerResult, HtmlRewriter, Selector,
-    Settings,
+use lol_html::html_content::TextChunk;
+use lol_html::send::{
+    DocumentContentHandlers, Element, ElementContentHandlers, HtmlRewriter, Settings,
 };
+use lol_html::{HandlerResult, Selector};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -309,16 +308,25 @@ impl Scan {
     }
 }
 
-type Handlers<'h> = (Cow<'static, Selector>, ElementContentHandlers<'h>);
+type Handlers = (Cow<'static, Selector>, ElementContentHandlers<'static>);
+
+/// The scan the handlers write to. A `Mutex` (never contended: one page, one task) because the
+/// page is read across awaits, so the rewriter and its handlers must be `Send`.
+type Shared = Arc<Mutex<Scan>>;
+
+fn with_scan(scan: &Shared, f: impl FnOnce(&mut Scan)) {
+    f(&mut scan.lock().unwrap_or_else(PoisonError::into_inner));
+}
 
 /// Calls `f` on the scan for every element `sel` matches.
-fn on_element<'h>(
+fn on_element(
     sel: &'static Selector,
-    scan: &'h RefCell<Scan>,
+    scan: &Shared,
     f: fn(&mut Scan, &Element<'_, '_>),
-) -> Handlers<'h> {
+) -> Handlers {
+    let scan = scan.clone();
     let handler = move |el: &mut Element<'_, '_>| -> HandlerResult {
-        f(&mut scan.borrow_mut(), el);
+        with_scan(&scan, |s| f(s, el));
         Ok(())
     };
     (
@@ -328,13 +336,10 @@ fn on_element<'h>(
 }
 
 /// Calls `f` on the scan for every chunk of text inside an element `sel` matches.
-fn on_text<'h>(
-    sel: &'static Selector,
-    scan: &'h RefCell<Scan>,
-    f: fn(&mut Scan, &TextChunk<'_>),
-) -> Handlers<'h> {
+fn on_text(sel: &'static Selector, scan: &Shared, f: fn(&mut Scan, &TextChunk<'_>)) -> Handlers {
+    let scan = scan.clone();
     let handler = move |t: &mut TextChunk<'_>| -> HandlerResult {
-        f(&mut scan.borrow_mut(), t);
+        with_scan(&scan, |s| f(s, t));
         Ok(())
     };
     (
@@ -343,47 +348,87 @@ fn on_text<'h>(
     )
 }
 
-/// Reads the page in one pass. Markup that no browser would accept still yields what was read
-/// before it: the scan never fails, it only finds less.
-pub fn analyze(html: &str) -> Checks {
-    let scan = RefCell::new(Scan::default());
-    if let Some(s) = SELECTORS.as_ref() {
-        let sc = &scan;
-        let handlers = [
-            on_element(&s.title, sc, |scan, _| scan.titles += 1),
-            on_text(&s.title, sc, Scan::title_text),
-            on_element(&s.h1, sc, |scan, _| scan.h1()),
-            on_text(&s.h1, sc, Scan::h1_text),
-            on_element(&s.meta, sc, Scan::meta),
-            on_element(&s.canonical, sc, Scan::canonical),
-            on_element(&s.script, sc, Scan::script),
-            on_text(&s.script, sc, Scan::script_text),
-            on_element(&s.anchor, sc, Scan::anchor),
-            on_element(&s.form, sc, |scan, _| scan.has_form = true),
-            on_element(&s.img, sc, |scan, _| scan.images += 1),
-            on_element(&s.table_width, sc, |scan, _| scan.table_layout = true),
-            on_element(&s.src, sc, |scan, el| scan.url(el, "src")),
-            on_element(&s.href, sc, |scan, el| scan.url(el, "href")),
-        ];
-        let all_text = move |t: &mut TextChunk<'_>| -> HandlerResult {
-            sc.borrow_mut().text(t);
-            Ok(())
-        };
-        let settings = handlers
-            .into_iter()
-            .fold(
-                Settings::new().with_strict(false),
-                Settings::append_element_content_handler,
-            )
-            .append_document_content_handler(DocumentContentHandlers::default().text(all_text));
-        let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
-        // Handlers never fail and the scan is not strict, so an error here can only be the
-        // parser giving up on the rest of the page: keep what was read.
-        if rewriter.write(html.as_bytes()).is_ok() {
-            let _ = rewriter.end();
+type Discard = fn(&[u8]);
+
+/// A page read as it arrives: `write` each chunk of the body, then `finish`. Only what the scan
+/// keeps (capped) is held, never the page. Markup that no browser would accept still yields what
+/// was read before it: the scan never fails, it only finds less.
+pub struct PageScan {
+    scan: Shared,
+    rewriter: Option<HtmlRewriter<'static, Discard>>,
+}
+
+impl Default for PageScan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PageScan {
+    pub fn new() -> Self {
+        let scan: Shared = Arc::default();
+        let rewriter = SELECTORS.as_ref().map(|s| {
+            let sc = &scan;
+            let handlers = [
+                on_element(&s.title, sc, |scan, _| scan.titles += 1),
+                on_text(&s.title, sc, Scan::title_text),
+                on_element(&s.h1, sc, |scan, _| scan.h1()),
+                on_text(&s.h1, sc, Scan::h1_text),
+                on_element(&s.meta, sc, Scan::meta),
+                on_element(&s.canonical, sc, Scan::canonical),
+                on_element(&s.script, sc, Scan::script),
+                on_text(&s.script, sc, Scan::script_text),
+                on_element(&s.anchor, sc, Scan::anchor),
+                on_element(&s.form, sc, |scan, _| scan.has_form = true),
+                on_element(&s.img, sc, |scan, _| scan.images += 1),
+                on_element(&s.table_width, sc, |scan, _| scan.table_layout = true),
+                on_element(&s.src, sc, |scan, el| scan.url(el, "src")),
+                on_element(&s.href, sc, |scan, el| scan.url(el, "href")),
+            ];
+            let all = scan.clone();
+            let all_text = move |t: &mut TextChunk<'_>| -> HandlerResult {
+                with_scan(&all, |s| s.text(t));
+                Ok(())
+            };
+            let settings = handlers
+                .into_iter()
+                .fold(
+                    Settings::new_send().with_strict(false),
+                    Settings::append_element_content_handler,
+                )
+                .append_document_content_handler(DocumentContentHandlers::default().text(all_text));
+            let discard: Discard = |_| {};
+            HtmlRewriter::new(settings, discard)
+        });
+        Self { scan, rewriter }
+    }
+
+    /// Reads the next chunk of the page.
+    pub fn write(&mut self, chunk: &[u8]) {
+        // Handlers never fail and the scan is not strict, so an error can only be the parser
+        // giving up on the rest of the page: keep what was read, ignore the rest.
+        if let Some(r) = self.rewriter.as_mut()
+            && r.write(chunk).is_err()
+        {
+            self.rewriter = None;
         }
     }
-    scan.into_inner().finish()
+
+    /// What the page said.
+    pub fn finish(mut self) -> Checks {
+        if let Some(r) = self.rewriter.take() {
+            let _ = r.end();
+        }
+        let mut scan = self.scan.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *scan).finish()
+    }
+}
+
+/// Reads a whole page in one pass (see [`PageScan`]).
+pub fn analyze(html: &str) -> Checks {
+    let mut page = PageScan::new();
+    page.write(html.as_bytes());
+    page.finish()
 }
 
 #[cfg(test)]
@@ -408,6 +453,28 @@ mod tests {
         assert_eq!(c.copyright_year, Some(2026));
         assert_eq!(c.contact_emails, vec!["info@joes.example"]);
         assert_eq!(c.contact_phones, vec!["+14085550100"]);
+    }
+
+    #[test]
+    fn a_page_read_in_small_chunks_says_what_the_whole_page_says() {
+        // Chunks of 1, 3 and 7 bytes split tags, attributes, entities and the multi-byte
+        // characters (é, ©, emoji) across chunk boundaries.
+        let html = r#"<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Café Éclair &amp; Co 🍰</title><meta name="description" content="Pâtisserie &quot;fine&quot;.">
+<meta name="generator" content="WordPress 6.1"><script src="/js/jquery-3.6.0.min.js"></script>
+<script>gtag('config', 'G-1');</script></head><body><h1>Le <b>Café</b></h1><h1>Second</h1>
+<form><input name="q"></form><img src="a.png"><a href="mailto:bonjour@cafe.example">Écrire</a>
+<a href="tel:+33123456789">Appeler</a><footer>&copy; 2019 Café Éclair</footer></body></html>"#;
+        let whole = analyze(html);
+        assert_eq!(whole.title.as_deref(), Some("Café Éclair & Co 🍰"));
+        assert_eq!(whole.h1_count, 2);
+        for size in [1, 3, 7] {
+            let mut page = PageScan::new();
+            for chunk in html.as_bytes().chunks(size) {
+                page.write(chunk);
+            }
+            assert_eq!(page.finish(), whole, "chunks of {size} bytes");
+        }
     }
 
     #[test]
