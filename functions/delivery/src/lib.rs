@@ -20,8 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Bus, Envelope, queues};
-use shared::db::{DbError, begin_tenant};
-use shared::db::{Tx, cached};
+use shared::db::{DbError, Tx, begin_tenant, cached};
 use shared::domain::{BusinessId, CampaignId, RunId, TenantId};
 use shared::links::{LinkSigner, Purpose};
 use shared::pipeline::messages::LeadRef;
@@ -530,13 +529,13 @@ pub async fn release_backlog(
         let mut c = deps.pool.get().await?;
         let tx = begin_tenant(&mut c, tenant).await?;
         let rows = cached::query(
-                &tx,
-                "SELECT e.id, e.business_id, e.campaign_id, e.run_id FROM emails e JOIN campaigns c ON c.id = e.campaign_id
-                 WHERE e.kind = 'outreach' AND e.send_state = 'queued' AND c.status = 'active'
-                   AND e.created_at < $1::date ORDER BY e.created_at LIMIT 10000",
-                &[&today],
-            )
-            .await?;
+            &tx,
+            "SELECT e.id, e.business_id, e.campaign_id, e.run_id FROM emails e JOIN campaigns c ON c.id = e.campaign_id
+             WHERE e.kind = 'outreach' AND e.send_state = 'queued' AND c.status = 'active'
+               AND e.created_at < $1::date ORDER BY e.created_at LIMIT 10000",
+            &[&today],
+        )
+        .await?;
         tx.commit().await?;
         out.tenants += 1;
         let bodies: Vec<String> = rows

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use shared::db::{DbError, Pool, begin_tenant};
-use shared::db::{Tx, cached};
+use shared::db::{DbError, Pool, Tx, begin_tenant, cached};
 use shared::domain::TenantId;
 use shared::vendors::VendorError;
 use shared::vendors::sendgrid::{Address, Attachment, Content, Mail, Personalization};
@@ -236,11 +235,11 @@ pub async fn release_claim(
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let released = cached::execute(
-            &tx,
-            "UPDATE emails SET send_state = 'queued', sending_at = NULL, last_error = $2 WHERE id = $1 AND send_state = 'sending'",
-            &[&email_id, &error],
-        )
-        .await?;
+        &tx,
+        "UPDATE emails SET send_state = 'queued', sending_at = NULL, last_error = $2 WHERE id = $1 AND send_state = 'sending'",
+        &[&email_id, &error],
+    )
+    .await?;
     if let (1, Some(scope)) = (released, counter_scope) {
         cached::execute(
             &tx,

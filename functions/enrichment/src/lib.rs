@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
-use shared::db::DbError;
-use shared::db::{Tx, cached};
+use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, Phone, TenantId, WebsiteUrl};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
@@ -193,15 +192,15 @@ impl StageHandler for Enrichment {
             .map(|i| i.env.payload.business_id.as_uuid())
             .collect();
         let mut owner_of: HashMap<String, uuid::Uuid> = cached::query(
-                tx,
-                "SELECT DISTINCT ON (website_domain) website_domain, id FROM businesses
-                 WHERE website_domain = ANY($1) AND id <> ALL($2) AND duplicate_of IS NULL ORDER BY website_domain, created_at",
-                &[&domains, &ids],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            tx,
+            "SELECT DISTINCT ON (website_domain) website_domain, id FROM businesses
+             WHERE website_domain = ANY($1) AND id <> ALL($2) AND duplicate_of IS NULL ORDER BY website_domain, created_at",
+            &[&domains, &ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
         let mut enrich_rows = Vec::new();
         let mut upd = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut next = Vec::new();

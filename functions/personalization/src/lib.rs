@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
-use shared::db::DbError;
-use shared::db::{Tx, cached};
+use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId};
 use shared::pipeline::messages::{LeadColumns, LeadRef};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
@@ -270,31 +269,31 @@ impl StageHandler for Personalization {
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {
         let e = &self.experiment;
         let exp_id: uuid::Uuid = cached::query_one(
-                tx,
-                "INSERT INTO experiments (id, tenant_id, key, name, min_sample, confidence, holdout_bp) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (tenant_id, key) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-                &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &e.key, &e.name, &e.min_sample, &e.confidence, &(e.holdout_bp as i32)],
-            )
-            .await?
-            .get(0);
+            tx,
+            "INSERT INTO experiments (id, tenant_id, key, name, min_sample, confidence, holdout_bp) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (tenant_id, key) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+            &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &e.key, &e.name, &e.min_sample, &e.confidence, &(e.holdout_bp as i32)],
+        )
+        .await?
+        .get(0);
         let variant_ids: HashMap<String, uuid::Uuid> = cached::query(
-                tx,
-                "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
-                 SELECT gen_random_uuid(), $1, $2, k, w, s FROM UNNEST($3::text[], $4::float8[], $5::text[]) AS x(k, w, s)
-                 ON CONFLICT (experiment_id, key) DO UPDATE SET weight = EXCLUDED.weight, subject_template = EXCLUDED.subject_template
-                 RETURNING key, id",
-                &[
-                    &tenant.as_uuid(),
-                    &exp_id,
-                    &e.variants.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
-                    &e.variants.iter().map(|v| v.weight).collect::<Vec<_>>(),
-                    &e.variants.iter().map(|v| v.subject.as_str()).collect::<Vec<_>>(),
-                ],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            tx,
+            "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
+             SELECT gen_random_uuid(), $1, $2, k, w, s FROM UNNEST($3::text[], $4::float8[], $5::text[]) AS x(k, w, s)
+             ON CONFLICT (experiment_id, key) DO UPDATE SET weight = EXCLUDED.weight, subject_template = EXCLUDED.subject_template
+             RETURNING key, id",
+            &[
+                &tenant.as_uuid(),
+                &exp_id,
+                &e.variants.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
+                &e.variants.iter().map(|v| v.weight).collect::<Vec<_>>(),
+                &e.variants.iter().map(|v| v.subject.as_str()).collect::<Vec<_>>(),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
         let variant_of = |a: &Assignment| match a {
             Assignment::Variant { index, .. } => variant_ids.get(&e.variants[*index].key).copied(),
             Assignment::Holdout { .. } => None,

@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
-use shared::db::DbError;
-use shared::db::{Tx, cached};
+use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId, Tier};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
@@ -192,18 +191,18 @@ impl StageHandler for Scoring {
             })
             .collect();
         let ids: std::collections::HashMap<uuid::Uuid, uuid::Uuid> = cached::query(
-                tx,
-                "INSERT INTO scores SELECT * FROM jsonb_populate_recordset(NULL::scores, $1::jsonb)
-                 ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET score = EXCLUDED.score, tier = EXCLUDED.tier,
-                    rules_version = EXCLUDED.rules_version, breakdown = EXCLUDED.breakdown, qualified = EXCLUDED.qualified,
-                    disqualify_reason = EXCLUDED.disqualify_reason, assessment_id = EXCLUDED.assessment_id, scored_at = EXCLUDED.scored_at
-                 RETURNING business_id, id",
-                &[&serde_json::Value::Array(rows)],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            tx,
+            "INSERT INTO scores SELECT * FROM jsonb_populate_recordset(NULL::scores, $1::jsonb)
+             ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET score = EXCLUDED.score, tier = EXCLUDED.tier,
+                rules_version = EXCLUDED.rules_version, breakdown = EXCLUDED.breakdown, qualified = EXCLUDED.qualified,
+                disqualify_reason = EXCLUDED.disqualify_reason, assessment_id = EXCLUDED.assessment_id, scored_at = EXCLUDED.scored_at
+             RETURNING business_id, id",
+            &[&serde_json::Value::Array(rows)],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
         items
             .iter()
             .map(|it| {

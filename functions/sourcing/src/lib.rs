@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
-use shared::db::DbError;
-use shared::db::{Tx, cached};
+use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId};
 use shared::pipeline::messages::{LeadRef, SourcingJob, stage};
 use shared::pipeline::runs::{self, RunEvent};
@@ -228,26 +227,26 @@ impl StageHandler for Sourcing {
         let names: Vec<&str> = cands.iter().map(|(_, c)| c.name_norm.as_str()).collect();
         let addrs: Vec<&str> = cands.iter().map(|(_, c)| c.address_norm.as_str()).collect();
         let existing: Vec<Existing> = cached::query(
-                tx,
-                "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
-                        greatest((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id),
-                                 (SELECT e.enriched_at FROM enrichments e WHERE e.business_id = b.id)) > now() - make_interval(days => $5)
-                        IS TRUE
-                 FROM businesses b
-                 WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
-                    OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
-                &[&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS],
-            )
-            .await?
-            .iter()
-            .map(|r| Existing {
-                id: BusinessId::from_uuid(r.get(0)),
-                yelp_id: r.get(1),
-                phone: r.get(2),
-                name_addr: (r.get(3), r.get(4)),
-                fresh: r.get(5),
-            })
-            .collect();
+            tx,
+            "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
+                    greatest((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id),
+                             (SELECT e.enriched_at FROM enrichments e WHERE e.business_id = b.id)) > now() - make_interval(days => $5)
+                    IS TRUE
+             FROM businesses b
+             WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
+                OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
+            &[&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS],
+        )
+        .await?
+        .iter()
+        .map(|r| Existing {
+            id: BusinessId::from_uuid(r.get(0)),
+            yelp_id: r.get(1),
+            phone: r.get(2),
+            name_addr: (r.get(3), r.get(4)),
+            fresh: r.get(5),
+        })
+        .collect();
         let refs: Vec<&Candidate> = cands.iter().map(|(_, c)| *c).collect();
         let resolved = resolve(&refs, &existing);
 
