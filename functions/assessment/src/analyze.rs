@@ -424,16 +424,16 @@ impl PageScan {
     }
 }
 
-/// Reads a whole page in one pass (see [`PageScan`]).
-pub fn analyze(html: &str) -> Checks {
-    let mut page = PageScan::new();
-    page.write(html.as_bytes());
-    page.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole page in one chunk.
+    fn analyze(html: &str) -> Checks {
+        let mut page = PageScan::new();
+        page.write(html.as_bytes());
+        page.finish()
+    }
 
     #[test]
     fn reads_a_good_page() {
