@@ -7,7 +7,8 @@ mod pii;
 pub use pii::{hash_email, hash_pii};
 
 /// JSON logs for CloudWatch: no ANSI, no timestamp (CloudWatch stamps each line), the level
-/// from `RUST_LOG` (default `info`). Safe to call twice (the second call does nothing).
+/// from `RUST_LOG` (default `info`; release builds compile out debug and trace, see the workspace
+/// `Cargo.toml`). Safe to call twice (the second call does nothing).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

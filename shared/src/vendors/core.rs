@@ -372,7 +372,7 @@ impl VendorHttp {
                     }
                     let delay =
                         retry_delay(&self.policy, attempt, server_delay, rand::random::<f64>());
-                    tracing::debug!(vendor = %self.vendor, endpoint, attempt, ?delay, error = %err, "retrying vendor call");
+                    tracing::info!(vendor = %self.vendor, endpoint, attempt, ?delay, error = %err, "retrying vendor call");
                     self.pause.wait(delay).await;
                 }
             }
