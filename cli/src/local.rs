@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use secrecy::SecretString;
-use shared::bus::{Bus, Delivery, MemoryBus, QueueSpec, queues};
+use shared::bus::{Bus, Delivery, MAX_BATCH_ENTRIES, MemoryBus, QueueSpec, queues};
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::{RunId, TenantId};
 use shared::pipeline::budget::BudgetLimits;
@@ -76,10 +76,10 @@ impl LocalOptions {
 }
 
 /// Makes freed multi-megabyte buffers go back to the operating system at once, so a long local
-/// run's memory stays flat with its size. The in-process simulator serves 6 MB pages and the
-/// fetcher keeps up to 2 MB per page; glibc's dynamic mmap threshold would otherwise rise to
-/// those sizes and keep such buffers in its arenas after they are freed (3,000 leads: 184 MB
-/// peak instead of 88 MB). Call once, first thing in `main`.
+/// run's memory stays flat with its size. The in-process simulator serves pages of up to 6 MB;
+/// glibc's dynamic mmap threshold would otherwise rise to that size and keep such buffers in its
+/// arenas after they are freed (3,000 leads, when the fetch still held whole pages: 184 MB peak
+/// instead of 88 MB). Call once, first thing in `main`.
 pub fn return_freed_buffers_to_the_os() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a tuning parameter of glibc's allocator; it takes no pointers.
@@ -295,6 +295,12 @@ impl LocalPipeline {
         Ok(())
     }
 
+    /// Visible messages on a stage's next queue above which the stage is not pumped: two rounds
+    /// of the next stage's batches.
+    fn high_water(&self) -> u64 {
+        (2 * self.parallel * MAX_BATCH_ENTRIES) as u64
+    }
+
     /// Processes up to `parallel` batches from `queue` with `handler`; acknowledges successes and
     /// releases failures for redelivery (the bus dead-letters them after `maxReceiveCount`).
     async fn pump<H: StageHandler>(
@@ -304,9 +310,18 @@ impl LocalPipeline {
         progress: &dyn Progress,
         counts: &mut (usize, usize),
     ) -> Result<bool, LocalError> {
+        // Flow control: a stage whose next queue already holds two rounds of work waits for it
+        // to drain, so the backlog held in memory (SQS's, in production) is bounded by the
+        // driver's parallelism, not by the run's size. The most downstream stage with work
+        // always runs, so the drain cannot stall.
+        for next in handler.sends_to().iter().filter(|q| **q != queue) {
+            if self.deps.bus.depth(next).await?.visible >= self.high_water() {
+                return Ok(false);
+            }
+        }
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         for _ in 0..self.parallel {
-            let b = self.deps.bus.receive(queue, 10).await?;
+            let b = self.deps.bus.receive(queue, MAX_BATCH_ENTRIES).await?;
             if b.is_empty() {
                 break;
             }

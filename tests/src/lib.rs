@@ -263,11 +263,12 @@ pub enum OnSend {
 }
 
 /// Delegates to an in-process bus, letting a test decide what each send does
-/// (`hook(queue, call_number)`).
+/// (`hook(queue, call_number)`), and keeps each queue's deepest visible backlog after a send.
 pub struct HookedBus<F> {
     pub inner: Arc<shared::bus::MemoryBus>,
     calls: std::sync::atomic::AtomicUsize,
     hook: F,
+    deepest: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl<F: Fn(&str, usize) -> OnSend + Send + Sync> HookedBus<F> {
@@ -276,7 +277,28 @@ impl<F: Fn(&str, usize) -> OnSend + Send + Sync> HookedBus<F> {
             inner,
             calls: std::sync::atomic::AtomicUsize::new(0),
             hook,
+            deepest: Default::default(),
         }
+    }
+
+    /// The most visible messages `queue` held right after any send so far.
+    pub fn deepest(&self, queue: &str) -> u64 {
+        self.deepest
+            .lock()
+            .unwrap()
+            .get(queue)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    async fn note_depth(&self, queue: &str) -> Result<(), shared::bus::BusError> {
+        let visible = shared::bus::Bus::depth(self.inner.as_ref(), queue)
+            .await?
+            .visible;
+        let mut deepest = self.deepest.lock().unwrap();
+        let d = deepest.entry(queue.to_owned()).or_default();
+        *d = (*d).max(visible);
+        Ok(())
     }
 }
 
@@ -289,16 +311,19 @@ impl<F: Fn(&str, usize) -> OnSend + Send + Sync> shared::bus::Bus for HookedBus<
     ) -> Result<(), shared::bus::BusError> {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match (self.hook)(queue, n) {
-            OnSend::Pass => self.inner.send_batch(queue, bodies).await,
+            OnSend::Pass => self.inner.send_batch(queue, bodies).await?,
             OnSend::Twice => {
                 self.inner.send_batch(queue, bodies).await?;
-                self.inner.send_batch(queue, bodies).await
+                self.inner.send_batch(queue, bodies).await?
             }
-            OnSend::Fail => Err(shared::bus::BusError::Service {
-                queue: queue.into(),
-                detail: "injected outage".into(),
-            }),
+            OnSend::Fail => {
+                return Err(shared::bus::BusError::Service {
+                    queue: queue.into(),
+                    detail: "injected outage".into(),
+                });
+            }
         }
+        self.note_depth(queue).await
     }
     async fn receive(
         &self,

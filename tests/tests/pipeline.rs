@@ -534,3 +534,41 @@ async fn status_shows_the_latest_run_with_its_stage_table() {
     }
     assert!(text.lines().any(|l| l.starts_with("places")), "{text}");
 }
+
+#[tokio::test]
+async fn the_local_driver_bounds_every_queues_backlog_whatever_the_runs_size() {
+    let bus = Arc::new(HookedBus::new(local_bus(), |_, _| OnSend::Pass));
+    // One batch of ten per stage and round: a stage is held back once its next queue holds
+    // 2 × 10 visible messages.
+    let f = fixture(bus.clone(), |o| o.parallel_batches = 1).await;
+    // 48 sourcing jobs of two listings each. A round of sourcing sends 20 businesses and a
+    // round of enrichment takes 10, so without flow control the enrichment backlog grows by
+    // about ten a round, past 50; with it, sourcing runs only below 20, so the backlog stays
+    // under 20 + 20.
+    let mut c = campaign(96);
+    c.zip_codes = (0..48).map(|i| format!("95{:03}", 100 + i)).collect();
+    let mut pool = f.pipeline.pool().clone();
+    c.upsert(&mut pool, f.pipeline.tenant).await.unwrap();
+
+    let run = f.pipeline.run(&NoProgress).await.unwrap();
+
+    let s = summarize(f.pipeline.pool(), f.pipeline.tenant, run)
+        .await
+        .unwrap();
+    assert!(s.sourced >= 80, "most of the 96 listings: {s:?}");
+    assert_eq!(s.assessed, s.enriched, "nothing stalled: {s:?}");
+    assert!(
+        bus.deepest(queues::ENRICHMENT) >= 20,
+        "the enrichment queue filled up to the mark, so the bound was exercised"
+    );
+    for q in [
+        queues::ENRICHMENT,
+        queues::ASSESSMENT,
+        queues::SCORING,
+        queues::REPORTS,
+        queues::PERSONALIZATION,
+    ] {
+        let deepest = bus.deepest(q);
+        assert!(deepest < 40, "{q} held {deepest} messages");
+    }
+}
