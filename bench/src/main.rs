@@ -41,6 +41,10 @@ enum Command {
         runs: usize,
         #[arg(long, default_value_t = 20)]
         warm: usize,
+        /// Copy each binary's /proc/PID/smaps here after its last invoke (last run wins): which
+        /// mappings make up its resident memory
+        #[arg(long)]
+        smaps: Option<PathBuf>,
     },
     /// Report rendering
     Pdf {
@@ -137,6 +141,7 @@ async fn measure(
     env: &HashMap<String, String>,
     event: &str,
     warm: usize,
+    smaps: Option<&Path>,
 ) -> anyhow::Result<Start> {
     let mut api = runtime_api::start().await?;
     let mut cmd = tokio::process::Command::new(bin);
@@ -178,6 +183,14 @@ async fn measure(
         times.push(ms(at - sent));
     }
     let rss = peak_rss_kb(pid);
+    if let Some(dir) = smaps {
+        let name = bin.file_name().unwrap_or_default().to_string_lossy();
+        std::fs::copy(
+            format!("/proc/{pid}/smaps"),
+            dir.join(format!("{name}.smaps")),
+        )
+        .with_context(|| format!("copying {name}'s smaps"))?;
+    }
     let _ = child.kill().await;
     Ok(Start {
         init_ms: init,
@@ -248,6 +261,7 @@ async fn coldstart(
     mut functions: Vec<String>,
     runs: usize,
     warm: usize,
+    smaps: Option<&Path>,
 ) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     if functions.is_empty() {
@@ -269,8 +283,8 @@ async fn coldstart(
             results
                 .entry(f.clone())
                 .or_default()
-                .push(measure(&bins.join(f), &env, &event, warm).await?);
-            base.push(measure(&hello, &env, hello_event, warm).await?);
+                .push(measure(&bins.join(f), &env, &event, warm, smaps).await?);
+            base.push(measure(&hello, &env, hello_event, warm, smaps).await?);
         }
         eprintln!("run {}/{runs} done", run + 1);
     }
@@ -687,6 +701,11 @@ fn main() -> anyhow::Result<()> {
         .thread_name(BLOCKING_THREAD)
         // A blocking thread that ended would take its CPU time out of /proc/self/task.
         .thread_keep_alive(Duration::from_secs(24 * 3600))
+        // Kept threads are never reused away: without a cap, every momentary burst of file
+        // I/O would leave threads (and their allocator arenas) behind for the rest of the run,
+        // and memory would grow with the run's length. 16 = the local driver's concurrent PDF
+        // renders (8 batches × 2), the pool's only long tasks.
+        .max_blocking_threads(16)
         .enable_all()
         .build()?
         .block_on(run())
@@ -699,7 +718,8 @@ async fn run() -> anyhow::Result<()> {
             functions,
             runs,
             warm,
-        } => coldstart(&bins, functions, runs, warm).await,
+            smaps,
+        } => coldstart(&bins, functions, runs, warm, smaps.as_deref()).await,
         Command::Pdf { n } => pdf(n),
         Command::Webhook {
             batch,
