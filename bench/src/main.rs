@@ -701,10 +701,10 @@ fn main() -> anyhow::Result<()> {
         .thread_name(BLOCKING_THREAD)
         // A blocking thread that ended would take its CPU time out of /proc/self/task.
         .thread_keep_alive(Duration::from_secs(24 * 3600))
-        // Kept threads are never reused away: without a cap, every momentary burst of file
-        // I/O would leave threads (and their allocator arenas) behind for the rest of the run,
-        // and memory would grow with the run's length. 16 = the local driver's concurrent PDF
-        // renders (8 batches × 2), the pool's only long tasks.
+        // Kept threads never end: without a cap, every momentary burst of file I/O would leave
+        // threads (and their allocator arenas) behind for the rest of the run, and memory would
+        // grow with the run's length. 16 = the local driver's concurrent PDF renders
+        // (8 batches × 2), the pool's only long tasks.
         .max_blocking_threads(16)
         .enable_all()
         .build()?
