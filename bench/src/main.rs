@@ -7,12 +7,15 @@
 //! * `webhook` — SendGrid ingest: a 1,000-event batch (verify + parse + store, real PostgreSQL)
 //!   and warm 10-event invokes of the handler.
 //! * `pipeline` — the local pipeline end to end at N leads with simulated vendor latency: wall
-//!   time, CPU per lead, peak memory, database statements per stage (pg_stat_statements).
+//!   time, CPU per lead, peak memory, database statements (pg_stat_statements) and round trips
+//!   (counted by a relay in front of PostgreSQL) per batch.
 
 mod runtime_api;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -578,13 +581,24 @@ async fn pipeline(leads: &[u32], latency_ms: u64, repeat: u32) -> anyhow::Result
 async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
     use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
     println!(
-        "| leads asked | sourced | emailed | wall s | leads/s | CPU s, all ours | simulator CPU s | reports | PDF + file I/O CPU s | CPU ms/lead, PDF excluded | peak RSS MB | statements | statements/lead |"
+        "| leads asked | sourced | emailed | wall s | leads/s | CPU s, all ours | simulator CPU s | reports | PDF + file I/O CPU s | CPU ms/lead, PDF excluded | peak RSS MB | statements | statements/lead | stage batches | statements/batch | round trips/batch |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut statement_table = String::new();
     {
         let tmp = std::env::temp_dir().join(format!("lf-bench-pl-{}-{n}", std::process::id()));
         let (owner, app) = database(&tmp.join("pg")).await?;
+        // The pipeline reaches PostgreSQL through the counting relay.
+        let pg_port = *tokio_postgres::Config::from_str(&app)?
+            .get_ports()
+            .first()
+            .context("the app URL has no port")?;
+        let relay =
+            testkit::round_trips::Relay::start(SocketAddr::from(([127, 0, 0, 1], pg_port)))?;
+        let app = app.replace(
+            &format!("127.0.0.1:{pg_port}/"),
+            &format!("127.0.0.1:{}/", relay.port),
+        );
         let (admin, conn) = tokio_postgres::connect(&owner, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         let mut opts = LocalOptions::new(SecretString::from(app), tmp.join("store"));
@@ -639,30 +653,44 @@ async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
         admin
             .batch_execute("SELECT pg_stat_statements_reset()")
             .await?;
+        let turns0 = relay.turns();
+        let relay0 = threads_cpu_seconds(testkit::round_trips::RELAY_THREAD);
         let sim0 = threads_cpu_seconds(sim::SIM_THREAD);
         let blocking0 = threads_cpu_seconds(BLOCKING_THREAD);
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         let run = p.run(&NoProgress).await?;
         let sim_cpu = threads_cpu_seconds(sim::SIM_THREAD) - sim0;
         let blocking_cpu = threads_cpu_seconds(BLOCKING_THREAD) - blocking0;
-        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0 - sim_cpu);
+        let relay_cpu = threads_cpu_seconds(testkit::round_trips::RELAY_THREAD) - relay0;
+        let turns = relay.turns() - turns0;
+        let (wall, cpu) = (
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu0 - sim_cpu - relay_cpu,
+        );
         let s = summarize(p.pool(), p.tenant, run).await?;
         let rss = peak_rss_kb(std::process::id());
         let stmts: i64 = admin
             .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query NOT ILIKE '%pg_stat_statements%'", &[])
             .await?
             .get(0);
+        // Every stage batch with results claims its keys in one statement.
+        let batches: i64 = admin
+            .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query ILIKE 'INSERT INTO processed_messages%'", &[])
+            .await?
+            .get(0);
         let leads_done = s.sourced.max(1);
         let ours_ms = (cpu - blocking_cpu).max(0.0) * 1000.0;
         println!(
-            "| {n} | {} | {} | {wall:.1} | {:.0} | {cpu:.1} | {sim_cpu:.1} | {} | {blocking_cpu:.1} | {:.2} | {:.0} | {stmts} | {:.1} |",
+            "| {n} | {} | {} | {wall:.1} | {:.0} | {cpu:.1} | {sim_cpu:.1} | {} | {blocking_cpu:.1} | {:.2} | {:.0} | {stmts} | {:.1} | {batches} | {:.1} | {:.1} |",
             s.sourced,
             s.sent,
             s.sourced as f64 / wall,
             s.reports,
             ours_ms / leads_done as f64,
             rss as f64 / 1024.0,
-            stmts as f64 / leads_done as f64
+            stmts as f64 / leads_done as f64,
+            stmts as f64 / batches.max(1) as f64,
+            turns as f64 / batches.max(1) as f64
         );
         let _ = writeln_top(&admin, &mut statement_table).await;
         drop(p);

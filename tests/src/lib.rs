@@ -9,6 +9,8 @@
 //! Services the harness starts are stopped by a watchdog when the test process exits. Nothing
 //! is ever skipped for want of a service: failing to start one fails the test, with the reason.
 
+pub mod round_trips;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -141,6 +143,18 @@ impl TestDb {
     /// Application-role URL: what functions use; RLS applies.
     pub fn app_url(&self) -> SecretString {
         SecretString::from(url_for(cluster::APP_LOGIN, self.port, &self.name))
+    }
+
+    /// The server's address, e.g. for a relay in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// A pool as the application role that reaches the server through `relay` (which counts
+    /// round trips).
+    pub fn app_pool_through(&self, relay: &round_trips::Relay, size: usize) -> shared::db::Pool {
+        let url = SecretString::from(url_for(cluster::APP_LOGIN, relay.port, &self.name));
+        shared::db::connect(&url, size).expect("app pool")
     }
 
     pub async fn admin(&self) -> tokio_postgres::Client {
