@@ -1,6 +1,6 @@
 //! The schema against a real PostgreSQL server: migrations, row-level security, constraints.
 
-use shared::db::{self, begin_tenant};
+use shared::db::{self, PipelinedTx, Tx, begin_tenant, cached};
 use shared::domain::TenantId;
 use testkit::TestDb;
 use tokio_postgres::error::SqlState;
@@ -267,6 +267,231 @@ async fn execute_alone_is_tenant_scoped_commits_and_rolls_back_a_failure() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "a statement after it ran inside the old transaction");
+}
+
+const ADD_BUSINESS: &str =
+    "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, $3, lower($3))";
+
+async fn business_names(admin: &tokio_postgres::Client, t: TenantId) -> Vec<String> {
+    admin
+        .query(
+            "SELECT name FROM businesses WHERE tenant_id = $1 ORDER BY name",
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn add_business(tx: &dyn Tx, t: TenantId, name: &str) -> Result<u64, db::DbError> {
+    cached::execute(
+        tx,
+        ADD_BUSINESS,
+        &[&uuid::Uuid::new_v4(), &t.as_uuid(), &name],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_pipelined_transaction_costs_no_round_trip_of_its_own_and_stays_one_transaction() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let t = seed_tenant(&admin, "Agency").await;
+    let relay = testkit::round_trips::Relay::start(test.addr()).unwrap();
+    let pool = test.app_pool_through(&relay, 1);
+    let count = "SELECT count(*) FROM businesses";
+    // On a new connection nothing is prepared yet: the commit must wait for both statements'
+    // prepares and still follow them, so both rows belong to one transaction.
+    let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
+    let seen = cached::query_one(&tx, count, &[]).await.unwrap();
+    assert_eq!(seen.get::<_, i64>(0), 0);
+    let ((a, b), committed) = tx
+        .commit_after(futures_util::future::join(
+            add_business(&tx, t, "A"),
+            add_business(&tx, t, "B"),
+        ))
+        .await;
+    assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
+    committed.unwrap();
+    let client = tx.release().unwrap();
+    let xmins: i64 = admin
+        .query_one(
+            "SELECT count(DISTINCT xmin::text) FROM businesses WHERE tenant_id = $1",
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        xmins, 1,
+        "the two rows were written by different transactions"
+    );
+
+    // Warm (statements prepared): a read with the start, then two writes with the commit —
+    // two round trips in all, where BEGIN, SET LOCAL and COMMIT would each cost one more.
+    let before = relay.turns();
+    let tx = PipelinedTx::begin(client, t);
+    let seen = cached::query_one(&tx, count, &[]).await.unwrap();
+    assert_eq!(
+        seen.get::<_, i64>(0),
+        2,
+        "the read did not run as the tenant"
+    );
+    let ((c, d), committed) = tx
+        .commit_after(futures_util::future::join(
+            add_business(&tx, t, "C"),
+            add_business(&tx, t, "D"),
+        ))
+        .await;
+    assert_eq!((c.unwrap(), d.unwrap()), (1, 1));
+    committed.unwrap();
+    assert_eq!(relay.turns() - before, 2);
+    let client = tx.release().unwrap();
+    assert_eq!(business_names(&admin, t).await, ["A", "B", "C", "D"]);
+
+    // The connection went back idle: no transaction, no tenant.
+    let tenant: String = client
+        .query_one(
+            "SELECT coalesce(current_setting('app.tenant_id', true), '')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant, "");
+}
+
+#[tokio::test]
+async fn a_pipelined_commit_becomes_a_rollback_when_any_statement_fails() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let t = seed_tenant(&admin, "Agency").await;
+    let pool = test.app_pool();
+
+    // A parameter of the wrong type fails before its statement is sent; the statement beside it
+    // succeeds, and the commit sent after both must not keep it.
+    let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
+    let ((ok, bad), committed) = tx
+        .commit_after(futures_util::future::join(
+            cached::execute(
+                &tx,
+                ADD_BUSINESS,
+                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Kept?"],
+            ),
+            cached::execute(&tx, ADD_BUSINESS, &[&"not a uuid", &t.as_uuid(), &"Bad"]),
+        ))
+        .await;
+    assert_eq!(ok.unwrap(), 1);
+    assert!(bad.is_err());
+    assert!(
+        matches!(committed, Err(db::DbError::RolledBack)),
+        "{committed:?}"
+    );
+    let client = tx.release().unwrap();
+    assert!(business_names(&admin, t).await.is_empty());
+
+    // A statement the server refuses (name is NOT NULL) rolls back its neighbour too.
+    let none: Option<&str> = None;
+    let tx = PipelinedTx::begin(client, t);
+    let ((ok, bad), committed) = tx
+        .commit_after(futures_util::future::join(
+            cached::execute(
+                &tx,
+                ADD_BUSINESS,
+                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Kept?"],
+            ),
+            cached::execute(
+                &tx,
+                ADD_BUSINESS,
+                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &none],
+            ),
+        ))
+        .await;
+    assert_eq!(ok.unwrap(), 1);
+    assert_eq!(
+        bad.unwrap_err().sqlstate(),
+        Some(&SqlState::NOT_NULL_VIOLATION)
+    );
+    assert!(
+        matches!(committed, Err(db::DbError::RolledBack)),
+        "{committed:?}"
+    );
+    drop(tx.release().unwrap());
+    assert!(business_names(&admin, t).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_statement_started_after_a_pipelined_commit_is_refused_not_run_outside() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let t = seed_tenant(&admin, "Agency").await;
+    let pool = test.app_pool();
+    let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
+    let (second, committed) = tx
+        .commit_after(async {
+            cached::execute(
+                &tx,
+                ADD_BUSINESS,
+                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"First"],
+            )
+            .await?;
+            cached::execute(
+                &tx,
+                ADD_BUSINESS,
+                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Second"],
+            )
+            .await
+        })
+        .await;
+    assert!(
+        matches!(second, Err(db::DbError::AfterCommit)),
+        "{second:?}"
+    );
+    committed.unwrap();
+    drop(tx.release().unwrap());
+    assert_eq!(business_names(&admin, t).await, ["First"]);
+}
+
+#[tokio::test]
+async fn a_pipelined_transaction_dropped_open_takes_its_connection_with_it() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let t = seed_tenant(&admin, "Agency").await;
+    let pool = test.app_pool();
+    let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
+    cached::execute(
+        &tx,
+        ADD_BUSINESS,
+        &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Never"],
+    )
+    .await
+    .unwrap();
+    let pid: i32 = cached::query_one(&tx, "SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(matches!(tx.release(), Err(db::DbError::TransactionOpen)));
+
+    // The next user gets a new connection, outside any transaction and tenant; the server
+    // rolled the old one back.
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT pg_backend_pid(), coalesce(current_setting('app.tenant_id', true), '')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_ne!(row.get::<_, i32>(0), pid);
+    assert_eq!(row.get::<_, String>(1), "");
+    assert!(business_names(&admin, t).await.is_empty());
+
+    // A transaction that never ran a statement sent nothing and hands its connection back.
+    let tx = PipelinedTx::begin(client, t);
+    tx.commit().await.unwrap();
+    drop(tx.release().unwrap());
 }
 
 #[tokio::test]

@@ -224,7 +224,7 @@ impl StageHandler for Assessment {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -401,7 +401,7 @@ impl StageHandler for Assessment {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Assessed>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

@@ -79,7 +79,7 @@ impl StageHandler for Fulfilment {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         envs: &[&Envelope<Fulfil>],
     ) -> Result<Self::Context, DbError> {
@@ -180,7 +180,7 @@ impl StageHandler for Fulfilment {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _tenant: TenantId,
         items: &[StageItem<Fulfil, Done>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

@@ -293,7 +293,7 @@ impl StageHandler for Delivery {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -484,7 +484,7 @@ impl StageHandler for Delivery {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _tenant: TenantId,
         items: &[StageItem<LeadRef, Done>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

@@ -193,7 +193,7 @@ pub fn state_of(s: &Sent) -> (&'static str, Option<&str>, Option<&str>) {
 /// Writes the final state of every send (and every suppressed row) in one statement; only rows
 /// still `sending` (or `queued`, for suppressions decided before a claim) move.
 pub async fn write_states<'a>(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     done: impl Iterator<Item = &'a crate::Done>,
 ) -> Result<u64, DbError> {
     let (mut ids, mut states, mut msgs, mut errs) =

@@ -83,7 +83,7 @@ impl StageHandler for Enrichment {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -173,7 +173,7 @@ impl StageHandler for Enrichment {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Outcome>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

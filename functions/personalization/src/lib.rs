@@ -122,7 +122,7 @@ impl StageHandler for Personalization {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -263,7 +263,7 @@ impl StageHandler for Personalization {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Written>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

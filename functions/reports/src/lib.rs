@@ -165,7 +165,7 @@ impl StageHandler for Reports {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -246,7 +246,7 @@ impl StageHandler for Reports {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Rendered>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

@@ -86,7 +86,7 @@ impl StageHandler for Scoring {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _: TenantId,
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
@@ -173,7 +173,7 @@ impl StageHandler for Scoring {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Scored>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

@@ -140,7 +140,7 @@ impl StageHandler for Sourcing {
 
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         _: TenantId,
         envs: &[&Envelope<SourcingJob>],
     ) -> Result<Self::Context, DbError> {
@@ -204,7 +204,7 @@ impl StageHandler for Sourcing {
     async fn persist(
         &self,
         _deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<SourcingJob, Page>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError> {

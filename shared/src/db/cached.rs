@@ -7,36 +7,69 @@
 //! a migration (`SELECT *`, `RETURNING *`) must not come through here: a cached plan cannot change
 //! its result type.
 
+use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::DbError;
 
-/// A transaction from the pool (what [`super::begin_tenant`] returns); it has the cache.
-pub type Tx<'a> = deadpool_postgres::Transaction<'a>;
+/// Statement parameters.
+pub type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
-type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+/// A tenant-scoped transaction that runs cached statements: the pool's transaction (what
+/// [`super::begin_tenant`] returns) or the batch runner's [`super::PipelinedTx`], so the code
+/// that stores a stage's results does not care which.
+#[async_trait]
+pub trait Tx: Sync {
+    /// The rows `sql` returns.
+    async fn query_cached(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError>;
+    /// Executes `sql`; the number of rows it changed.
+    async fn execute_cached(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError>;
+}
+
+#[async_trait]
+impl Tx for deadpool_postgres::Transaction<'_> {
+    async fn query_cached(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        let st = self.prepare_cached(sql).await?;
+        Ok(self.client().query(&st, params).await?)
+    }
+
+    async fn execute_cached(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+        let st = self.prepare_cached(sql).await?;
+        Ok(self.client().execute(&st, params).await?)
+    }
+}
 
 /// Executes `sql`; the number of rows it changed.
-pub async fn execute(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.execute(&st, params).await?)
+pub async fn execute(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+    tx.execute_cached(sql, params).await
 }
 
 /// The rows `sql` returns.
-pub async fn query(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query(&st, params).await?)
+pub async fn query(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+    tx.query_cached(sql, params).await
 }
 
 /// The row `sql` returns, if any (an error if more than one).
-pub async fn query_opt(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query_opt(&st, params).await?)
+pub async fn query_opt(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
+    let mut rows = tx.query_cached(sql, params).await?;
+    match rows.len() {
+        0 | 1 => Ok(rows.pop()),
+        got => Err(DbError::UnexpectedRows {
+            expected: "at most one",
+            got,
+        }),
+    }
 }
 
 /// The one row `sql` returns (an error if none or more).
-pub async fn query_one(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Row, DbError> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query_one(&st, params).await?)
+pub async fn query_one(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<Row, DbError> {
+    let mut rows = tx.query_cached(sql, params).await?;
+    match (rows.pop(), rows.len()) {
+        (Some(row), 0) => Ok(row),
+        (last, before) => Err(DbError::UnexpectedRows {
+            expected: "exactly one",
+            got: before + usize::from(last.is_some()),
+        }),
+    }
 }

@@ -5,11 +5,13 @@
 pub mod cached;
 pub mod cluster;
 mod migrate;
+mod pipelined;
 mod pool;
 mod tenant;
 
 pub use cached::Tx;
 pub use migrate::{MIGRATIONS_APPLIED_TABLE, migrate};
+pub use pipelined::PipelinedTx;
 pub use pool::{Pool, connect, pg_config, tls_connector};
 pub use tenant::{begin_tenant, execute_alone, tenant_ids, with_tenant_setting};
 
@@ -28,6 +30,14 @@ pub enum DbError {
     Encode(String),
     #[error("TLS set-up failed: {0}")]
     Tls(String),
+    #[error("the statement returned {got} rows, {expected} expected")]
+    UnexpectedRows { expected: &'static str, got: usize },
+    #[error("a statement was started after its transaction's end had been sent")]
+    AfterCommit,
+    #[error("a statement of the transaction failed, so it was rolled back")]
+    RolledBack,
+    #[error("the transaction was left open; its connection was closed to roll it back")]
+    TransactionOpen,
 }
 
 impl DbError {

@@ -81,34 +81,50 @@ pub async fn reserve(
 /// Today's row is created on the day's first reservation only (a miss), so a reservation is one
 /// statement.
 pub async fn reserve_in(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     class: &str,
     limit_micros: i64,
     unit_cost_micros: i64,
     units: i64,
 ) -> Result<i64, DbError> {
-    if units <= 0 {
-        return Ok(0);
-    }
-    if unit_cost_micros <= 0 {
-        return Ok(units);
-    }
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&tenant.as_uuid(), &class, &units, &unit_cost_micros];
-    if let Some(r) = cached::query_opt(tx, RESERVE, &params).await? {
-        return Ok(r.get(0));
+    if let Some(granted) = try_reserve(tx, tenant, class, unit_cost_micros, units).await? {
+        return Ok(granted);
     }
     cached::execute(tx, ENSURE, &[&tenant.as_uuid(), &class, &limit_micros]).await?;
-    Ok(cached::query_opt(tx, RESERVE, &params)
+    Ok(try_reserve(tx, tenant, class, unit_cost_micros, units)
         .await?
-        .map(|r| r.get(0))
         .unwrap_or(0))
+}
+
+/// The reservation's one statement, without creating today's row: `None` when the row does not
+/// exist yet (then [`reserve`] or [`reserve_in`]). Being one statement started when first polled,
+/// it can travel with a pipelined commit.
+pub async fn try_reserve(
+    tx: &dyn Tx,
+    tenant: TenantId,
+    class: &str,
+    unit_cost_micros: i64,
+    units: i64,
+) -> Result<Option<i64>, DbError> {
+    if units <= 0 {
+        return Ok(Some(0));
+    }
+    if unit_cost_micros <= 0 {
+        return Ok(Some(units));
+    }
+    Ok(cached::query_opt(
+        tx,
+        RESERVE,
+        &[&tenant.as_uuid(), &class, &units, &unit_cost_micros],
+    )
+    .await?
+    .map(|r| r.get(0)))
 }
 
 /// Gives back `micros` of today's reservation (work that was granted a paid call but failed).
 pub async fn release(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     class: &str,
     micros: i64,
@@ -129,7 +145,7 @@ pub async fn release(
 /// Adds actual spend (from the call records) to the day's budget rows, one statement for all
 /// classes, inside the caller's transaction.
 pub async fn record_spend(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     spend: &[(&str, i64)],
 ) -> Result<(), DbError> {

@@ -1,15 +1,17 @@
 //! The batch runner every SQS-triggered stage uses.
 //!
 //! For one batch, per tenant:
-//! 1. one query reads the idempotency records of the batch's keys: a message already done is
+//! 1. one query reads the idempotency records of the batch's keys (the transaction's start
+//!    travels with it, see [`PipelinedTx`]): a message already done is
 //!    acknowledged; one whose results were stored but whose next hop was not yet sent (a crash
 //!    between commit and send) has its stored next hop sent now;
 //! 2. the budget gate grants the batch's paid calls in one reservation, in the same transaction;
 //! 3. the stage's per-message work (vendor calls, fetches) runs concurrently, outside any
 //!    transaction;
-//! 4. one transaction stores the results with set-based statements, then the idempotency records
-//!    (with the next-hop messages as their outcome), the run events, vendor usage and ledger,
-//!    sent together (pipelined) as they do not depend on one another;
+//! 4. one transaction stores the results with set-based statements (its start travelling with the
+//!    first), then the idempotency records (with the next-hop messages as their outcome), the run
+//!    events, vendor usage and ledger, sent together with the commit (pipelined) as they do not
+//!    depend on one another;
 //! 5. the next hop is sent in batches and the records marked done (one pipelined round trip).
 //!
 //! Round trips per batch are constant, whatever its size. Unparseable messages and failed work
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::Deps;
 use super::runs::{self, RunEvent};
 use crate::bus::Envelope;
-use crate::db::{DbError, Tx, begin_tenant, cached, execute_alone};
+use crate::db::{DbError, PipelinedTx, Tx, cached, execute_alone};
 use crate::domain::TenantId;
 
 /// A message as it arrived (SQS record or local bus delivery).
@@ -118,7 +120,7 @@ pub trait StageHandler: Send + Sync {
     /// Reads what the work needs for these messages (one round trip for the batch).
     async fn load(
         &self,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         envs: &[&Envelope<Self::Payload>],
     ) -> Result<Self::Context, DbError>;
@@ -147,7 +149,7 @@ pub trait StageHandler: Send + Sync {
     async fn persist(
         &self,
         deps: &Deps,
-        tx: &Tx<'_>,
+        tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<Self::Payload, Self::Work>],
     ) -> Result<Vec<Vec<Outgoing>>, DbError>;
@@ -224,14 +226,14 @@ async fn process_tenant<H: StageHandler>(
     out: &mut BatchOutcome,
 ) -> Result<(), DbError> {
     let stage = handler.stage();
-    let mut client = deps.pool.get().await?;
+    let client = deps.pool.get().await?;
 
-    // 1. What has been done already.
+    // 1. What has been done already (the transaction's start travels with this query).
     let keys: Vec<String> = msgs
         .iter()
         .map(|(_, e)| e.idempotency_key.clone())
         .collect();
-    let tx = begin_tenant(&mut client, tenant).await?;
+    let tx = PipelinedTx::begin(client, tenant);
     let rows = cached::query(
         &tx,
         "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
@@ -272,22 +274,39 @@ async fn process_tenant<H: StageHandler>(
     let ctx = handler.load(&tx, tenant, &envs).await?;
 
     // 2. Budget for the batch's paid calls, reserved last so the budget row is locked only until
-    //    this transaction's commit, never across the vendor calls.
-    let granted = match handler.budget(deps) {
-        Some((class, unit_cost)) if !fresh.is_empty() => {
-            super::budget::reserve_in(
-                &tx,
+    //    this transaction's commit, never across the vendor calls. The reservation travels with
+    //    the commit; on the day's first reservation the row does not exist yet, and a short
+    //    transaction of its own creates it and reserves.
+    let budget = handler.budget(deps).filter(|_| !fresh.is_empty());
+    let units = fresh.len() as i64;
+    let (reserved, committed) = tx
+        .commit_after(async {
+            match budget {
+                Some((class, unit_cost)) => {
+                    super::budget::try_reserve(&tx, tenant, class, unit_cost, units).await
+                }
+                None => Ok(Some(units)),
+            }
+        })
+        .await;
+    let reserved = reserved?;
+    committed?;
+    let mut client = tx.release()?;
+    let granted = match (reserved, budget) {
+        (Some(granted), _) => granted,
+        (None, Some((class, unit_cost))) => {
+            super::budget::reserve(
+                &mut client,
                 tenant,
                 class,
                 deps.budgets.for_class(class),
                 unit_cost,
-                fresh.len() as i64,
+                units,
             )
             .await?
         }
-        _ => fresh.len() as i64,
+        (None, None) => units,
     };
-    tx.commit().await?;
     let ctx = &ctx;
 
     // 3. Work, concurrently, outside any transaction.
@@ -382,7 +401,7 @@ async fn process_tenant<H: StageHandler>(
         .budget(deps)
         .map(|(class, unit_cost)| (class, failed_paid * unit_cost));
 
-    let tx = begin_tenant(&mut client, tenant).await?;
+    let tx = PipelinedTx::begin(client, tenant);
     let next = if item_vals.is_empty() {
         Vec::new()
     } else {
@@ -402,28 +421,33 @@ async fn process_tenant<H: StageHandler>(
             .unwrap_or_default()
         })
         .collect();
-    // The bookkeeping statements do not depend on one another: they are sent together and
-    // answered in one round trip. Their results are read in order, so the first error returned
-    // is the one that aborted the transaction, not a later "transaction is aborted".
-    let (claimed, logged, used, released, spent) = futures_util::future::join5(
-        claim_keys(&tx, tenant, stage, &new_keys, &outcomes),
-        runs::insert_events(&tx, tenant, &events),
-        runs::record_vendor_usage(&tx, tenant, &mine),
-        async {
-            match unspent {
-                Some((class, micros)) => super::budget::release(&tx, tenant, class, micros).await,
-                None => Ok(()),
-            }
-        },
-        super::budget::record_spend(&tx, tenant, &spend),
-    )
-    .await;
+    // The bookkeeping statements do not depend on one another: they are sent together with the
+    // commit and answered in one round trip. Each starts its statements when first polled, as
+    // `commit_after` requires. Their results are read in order, so the first error returned is
+    // the one that made the transaction roll back, not a later "transaction is aborted".
+    let ((claimed, logged, used, released, spent), committed) = tx
+        .commit_after(futures_util::future::join5(
+            claim_keys(&tx, tenant, stage, &new_keys, &outcomes),
+            runs::insert_events(&tx, tenant, &events),
+            runs::record_vendor_usage(&tx, tenant, &mine),
+            async {
+                match unspent {
+                    Some((class, micros)) => {
+                        super::budget::release(&tx, tenant, class, micros).await
+                    }
+                    None => Ok(()),
+                }
+            },
+            super::budget::record_spend(&tx, tenant, &spend),
+        ))
+        .await;
     let inserted = claimed?;
     logged?;
     used?;
     released?;
     spent?;
-    tx.commit().await?;
+    committed?;
+    let client = tx.release()?;
     out.processed += item_vals.len();
 
     // 5. Send next hops (new results, and any left pending by an earlier crash), then mark done.
@@ -484,7 +508,7 @@ async fn process_tenant<H: StageHandler>(
 /// Records the batch's keys as `in_progress` with their next hops; returns the keys that were
 /// new (a key another delivery recorded first is that delivery's to send).
 async fn claim_keys(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     stage: &str,
     keys: &[String],

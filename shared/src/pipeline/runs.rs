@@ -11,7 +11,7 @@ use crate::domain::{RunId, TenantId};
 use crate::vendors::CallRecord;
 
 /// Begins the tenant's run: the nightly run of today is one row, so a re-fired schedule joins it.
-pub async fn begin_run(tx: &Tx<'_>, tenant: TenantId, kind: &str) -> Result<RunId, DbError> {
+pub async fn begin_run(tx: &dyn Tx, tenant: TenantId, kind: &str) -> Result<RunId, DbError> {
     let id = RunId::new();
     let row = cached::query_opt(
         tx,
@@ -51,7 +51,7 @@ pub struct RunEvent {
 
 /// Inserts events in one statement.
 pub async fn insert_events(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     events: &[RunEvent],
 ) -> Result<(), DbError> {
@@ -81,9 +81,10 @@ pub async fn insert_events(
     Ok(())
 }
 
-/// Adds call records to `run_vendor_usage` (one statement) and the cost ledger (one statement).
+/// Adds call records to `run_vendor_usage` (one statement) and the cost ledger (one statement),
+/// sent together.
 pub async fn record_vendor_usage(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     records: &[CallRecord],
 ) -> Result<(), DbError> {
@@ -116,9 +117,12 @@ pub async fn record_vendor_usage(
         u.rl += i32::from(r.rate_limited);
         u.quota |= r.quota_exhausted;
     }
-    if !by.is_empty() {
-        let keys: Vec<_> = by.keys().collect();
-        let vals: Vec<_> = by.values().collect();
+    let keys: Vec<_> = by.keys().collect();
+    let vals: Vec<_> = by.values().collect();
+    let usage = async {
+        if by.is_empty() {
+            return Ok(0);
+        }
         cached::execute(
             tx,
             "INSERT INTO run_vendor_usage AS u (run_id, tenant_id, vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted)
@@ -143,17 +147,23 @@ pub async fn record_vendor_usage(
                 &vals.iter().map(|u| u.quota).collect::<Vec<_>>(),
             ],
         )
-        .await?;
-    }
-    let owned: Vec<CallRecord> = mine.into_iter().cloned().collect();
-    crate::vendors::record::insert_ledger(tx, tenant, &owned)
         .await
-        .map(|_| ())
+    };
+    let owned: Vec<CallRecord> = mine.into_iter().cloned().collect();
+    // Both statements start at once, so the pair can travel with a pipelined commit.
+    let (usage, ledger) = futures_util::future::join(
+        usage,
+        crate::vendors::record::insert_ledger(tx, tenant, &owned),
+    )
+    .await;
+    usage?;
+    ledger?;
+    Ok(())
 }
 
 /// Computes per-stage counts and p50/p95/p99 from the run's events and closes the run.
 pub async fn finalize_run(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     run: RunId,
     status: &str,

@@ -133,7 +133,7 @@ FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int2[], $7::int4
 
 /// Inserts one tenant's records into the cost ledger in one statement, inside `tx`.
 pub async fn insert_ledger(
-    tx: &Tx<'_>,
+    tx: &dyn Tx,
     tenant: TenantId,
     recs: &[CallRecord],
 ) -> Result<u64, DbError> {
