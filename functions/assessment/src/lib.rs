@@ -452,8 +452,14 @@ impl StageHandler for Assessment {
             }
             next.push(vec![Outgoing::forward(&it.env, queues::SCORING)?]);
         }
-        cached::execute(
-            tx,
+        // Independent writes, sent together.
+        let rows = serde_json::Value::Array(rows);
+        let logged = !logs.is_empty();
+        let logs = serde_json::Value::Array(logs);
+        let (stored, logged, emailed) = futures_util::future::join3(
+            cached::execute(
+                tx,
+
             "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
              ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET final_url = EXCLUDED.final_url, http_status = EXCLUDED.http_status,
                 fetch_error = EXCLUDED.fetch_error, https = EXCLUDED.https, has_viewport = EXCLUDED.has_viewport, title = EXCLUDED.title,
@@ -465,20 +471,26 @@ impl StageHandler for Assessment {
                 psi_best_practices = EXCLUDED.psi_best_practices, lcp_ms = EXCLUDED.lcp_ms, fcp_ms = EXCLUDED.fcp_ms, cls = EXCLUDED.cls,
                 tbt_ms = EXCLUDED.tbt_ms, speed_index_ms = EXCLUDED.speed_index_ms, insights = EXCLUDED.insights,
                 skipped_paid = EXCLUDED.skipped_paid, assessed_at = EXCLUDED.assessed_at",
-            &[&serde_json::Value::Array(rows)],
-        )
-        .await?;
-        if !logs.is_empty() {
-            cached::execute(tx, "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
-        }
-        if !email_ids.is_empty() {
-            cached::execute(
+                &[&rows],
+            ),
+            cached::execute_if(
                 tx,
+                logged,
+                "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)",
+                &[&logs],
+            ),
+            cached::execute_if(
+                tx,
+                !email_ids.is_empty(),
+
                 "UPDATE businesses b SET email = x.e, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS x(id, e) WHERE b.id = x.id",
                 &[&email_ids, &emails],
-            )
-            .await?;
-        }
+            ),
+        )
+        .await;
+        stored?;
+        logged?;
+        emailed?;
         Ok(next)
     }
 

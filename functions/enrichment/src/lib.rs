@@ -245,28 +245,32 @@ impl StageHandler for Enrichment {
             }
             next.push(out);
         }
-        if !enrich_rows.is_empty() {
-            cached::execute(
+        // Independent writes, sent together.
+        let enriched = !enrich_rows.is_empty();
+        let enrich_rows = serde_json::Value::Array(enrich_rows);
+        let (stored, updated) = futures_util::future::join(
+            cached::execute_if(
                 tx,
+                enriched,
                 "INSERT INTO enrichments SELECT * FROM jsonb_populate_recordset(NULL::enrichments, $1::jsonb)
                  ON CONFLICT (business_id) DO UPDATE SET place_id = EXCLUDED.place_id, website_url = EXCLUDED.website_url,
                     phone_e164 = EXCLUDED.phone_e164, hours = EXCLUDED.hours, rating = EXCLUDED.rating,
                     user_rating_count = EXCLUDED.user_rating_count, business_status = EXCLUDED.business_status,
                     match_confidence = EXCLUDED.match_confidence, matched = EXCLUDED.matched, raw = EXCLUDED.raw, enriched_at = now()",
-                &[&serde_json::Value::Array(enrich_rows)],
-            )
-            .await?;
-        }
-        if !upd.0.is_empty() {
-            cached::execute(
+                &[&enrich_rows],
+            ),
+            cached::execute_if(
                 tx,
+                !upd.0.is_empty(),
                 "UPDATE businesses b SET website_url = coalesce(x.w, b.website_url), website_domain = coalesce(x.d, b.website_domain),
                         phone_e164 = coalesce(b.phone_e164, x.p), duplicate_of = x.dup, updated_at = now()
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS x(id, w, d, p, dup) WHERE b.id = x.id",
                 &[&upd.0, &upd.1, &upd.2, &upd.3, &upd.4],
-            )
-            .await?;
-        }
+            ),
+        )
+        .await;
+        stored?;
+        updated?;
         Ok(next)
     }
 

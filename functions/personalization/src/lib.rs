@@ -332,30 +332,44 @@ impl StageHandler for Personalization {
                 }
             }
         }
-        cached::execute(
-            tx,
-            "INSERT INTO experiment_assignments SELECT * FROM jsonb_populate_recordset(NULL::experiment_assignments, $1::jsonb)
-             ON CONFLICT (experiment_id, business_id) DO NOTHING",
-            &[&serde_json::Value::Array(assignments)],
-        )
-        .await?;
-        let written: std::collections::HashSet<uuid::Uuid> = if emails.is_empty() {
-            Default::default()
-        } else {
-            cached::query(
+        // Independent writes, sent together.
+        let assignments = serde_json::Value::Array(assignments);
+        let (any_emails, any_logs) = (!emails.is_empty(), !logs.is_empty());
+        let (emails, logs) = (
+            serde_json::Value::Array(emails),
+            serde_json::Value::Array(logs),
+        );
+        let (assigned, written, logged) = futures_util::future::join3(
+            cached::execute(
                 tx,
-                "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
-                 ON CONFLICT (tenant_id, campaign_id, business_id) WHERE kind = 'outreach' DO NOTHING RETURNING business_id",
-                &[&serde_json::Value::Array(emails)],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-        };
-        if !logs.is_empty() {
-            cached::execute(tx, "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)", &[&serde_json::Value::Array(logs)]).await?;
-        }
+                "INSERT INTO experiment_assignments SELECT * FROM jsonb_populate_recordset(NULL::experiment_assignments, $1::jsonb)
+                 ON CONFLICT (experiment_id, business_id) DO NOTHING",
+                &[&assignments],
+            ),
+            async {
+                if !any_emails {
+                    return Ok(Vec::new());
+                }
+                cached::query(
+                    tx,
+                    "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
+                     ON CONFLICT (tenant_id, campaign_id, business_id) WHERE kind = 'outreach' DO NOTHING RETURNING business_id",
+                    &[&emails],
+                )
+                .await
+            },
+            cached::execute_if(
+                tx,
+                any_logs,
+                "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)",
+                &[&logs],
+            ),
+        )
+        .await;
+        assigned?;
+        logged?;
+        let written: std::collections::HashSet<uuid::Uuid> =
+            written?.iter().map(|r| r.get(0)).collect();
         items
             .iter()
             .map(|it| {

@@ -273,25 +273,6 @@ impl StageHandler for Sourcing {
                 seen_reviews.push(c.review_count as i32);
             }
         }
-        if !rows.is_empty() {
-            cached::execute(
-                tx,
-                "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
-                 ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()",
-                &[&serde_json::Value::Array(rows)],
-            )
-            .await?;
-        }
-        if !seen_ids.is_empty() {
-            cached::execute(
-                tx,
-                "UPDATE businesses b SET last_seen_at = now(), updated_at = now(), rating = x.r::numeric(2,1), review_count = GREATEST(b.review_count, x.n)
-                 FROM UNNEST($1::uuid[], $2::float8[], $3::int4[]) AS x(id, r, n) WHERE b.id = x.id",
-                &[&seen_ids, &seen_rating, &seen_reviews],
-            )
-            .await?;
-        }
-
         // One event per business; next hop for new or stale open businesses, once per batch.
         let mut events = Vec::new();
         let mut next: Vec<Vec<Outgoing>> = items.iter().map(|_| Vec::new()).collect();
@@ -336,7 +317,30 @@ impl StageHandler for Sourcing {
                 });
             }
         }
-        runs::insert_events(tx, tenant, &events).await?;
+        // Independent writes, sent together.
+        let new_rows = !rows.is_empty();
+        let rows = serde_json::Value::Array(rows);
+        let (inserted, seen, logged) = futures_util::future::join3(
+            cached::execute_if(
+                tx,
+                new_rows,
+                "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
+                 ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()",
+                &[&rows],
+            ),
+            cached::execute_if(
+                tx,
+                !seen_ids.is_empty(),
+                "UPDATE businesses b SET last_seen_at = now(), updated_at = now(), rating = x.r::numeric(2,1), review_count = GREATEST(b.review_count, x.n)
+                 FROM UNNEST($1::uuid[], $2::float8[], $3::int4[]) AS x(id, r, n) WHERE b.id = x.id",
+                &[&seen_ids, &seen_rating, &seen_reviews],
+            ),
+            runs::insert_events(tx, tenant, &events),
+        )
+        .await;
+        inserted?;
+        seen?;
+        logged?;
         Ok(next)
     }
 

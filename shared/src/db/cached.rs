@@ -45,6 +45,20 @@ pub async fn execute(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<u64, 
     tx.execute_cached(sql, params).await
 }
 
+/// Executes `sql` if there is something to write (`when`): an optional write that can still be
+/// joined with others, so independent writes travel together in one round trip.
+pub async fn execute_if(
+    tx: &dyn Tx,
+    when: bool,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, DbError> {
+    if !when {
+        return Ok(0);
+    }
+    tx.execute_cached(sql, params).await
+}
+
 /// The rows `sql` returns.
 pub async fn query(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
     tx.query_cached(sql, params).await
