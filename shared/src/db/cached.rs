@@ -46,7 +46,9 @@ pub async fn execute(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<u64, 
 }
 
 /// Executes `sql` if there is something to write (`when`): an optional write that can still be
-/// joined with others, so independent writes travel together in one round trip.
+/// joined with others, so independent writes travel together in one round trip. Joined writes
+/// must be independent: a statement not yet prepared on the connection is sent after its
+/// prepare's answer, so behind those joined after it.
 pub async fn execute_if(
     tx: &dyn Tx,
     when: bool,

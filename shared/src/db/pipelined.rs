@@ -16,6 +16,10 @@
 //!   encoded), turns the end into `ROLLBACK`: a pipelined `COMMIT` must never keep the other
 //!   statements of a transaction one of whose statements did not run.
 //!
+//! Statements joined together must not depend on one another's effects: one used for the first
+//! time on a connection is prepared first and queued only after that answer, behind statements
+//! that were polled after it.
+//!
 //! If the transaction is dropped open (an error returned early, a cancelled future), its
 //! connection is taken out of the pool and closed, so the server rolls it back and no later
 //! user of the pool can inherit it or its tenant.
