@@ -150,11 +150,14 @@ impl TestDb {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// A pool as the application role that reaches the server through `relay` (which counts
-    /// round trips).
+    /// The application-role URL through `relay` (which counts round trips).
+    pub fn app_url_through(&self, relay: &round_trips::Relay) -> SecretString {
+        SecretString::from(url_for(cluster::APP_LOGIN, relay.port, &self.name))
+    }
+
+    /// A pool as the application role that reaches the server through `relay`.
     pub fn app_pool_through(&self, relay: &round_trips::Relay, size: usize) -> shared::db::Pool {
-        let url = SecretString::from(url_for(cluster::APP_LOGIN, relay.port, &self.name));
-        shared::db::connect(&url, size).expect("app pool")
+        shared::db::connect(&self.app_url_through(relay), size).expect("app pool")
     }
 
     pub async fn admin(&self) -> tokio_postgres::Client {

@@ -572,3 +572,77 @@ async fn the_local_driver_bounds_every_queues_backlog_whatever_the_runs_size() {
         assert!(deepest < 40, "{q} held {deepest} messages");
     }
 }
+
+#[tokio::test]
+async fn a_stage_batch_costs_the_same_four_round_trips_whatever_its_size() {
+    use shared::bus::Envelope;
+    use shared::domain::{BusinessId, CampaignId, RunId};
+    use shared::pipeline::messages::LeadRef;
+    use shared::pipeline::{Incoming, process_batch};
+
+    let db = TestDb::new().await;
+    let relay = testkit::round_trips::Relay::start(db.addr()).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let opts = LocalOptions::new(db.app_url_through(&relay), store.path().to_owned());
+    let p = LocalPipeline::start(opts, local_bus()).await.unwrap();
+    p.ensure_tenant("Test agency").await.unwrap();
+    let mut pool = p.pool().clone();
+    campaign(20).upsert(&mut pool, p.tenant).await.unwrap();
+    p.run(&NoProgress).await.unwrap();
+
+    // Re-score the run's scored businesses under new keys: fresh messages with real data.
+    let admin = db.admin().await;
+    let campaign_id: uuid::Uuid = admin
+        .query_one("SELECT id FROM campaigns", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let leads: Vec<(uuid::Uuid, uuid::Uuid)> = admin
+        .query(
+            "SELECT business_id, run_id FROM scores ORDER BY business_id LIMIT 10",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(leads.len(), 10, "the run scored fewer than 10 businesses");
+    let batch = |size: usize, tag: &str| -> Vec<Incoming> {
+        leads[..size]
+            .iter()
+            .enumerate()
+            .map(|(i, (business, run))| Incoming {
+                id: format!("{tag}-{i}"),
+                body: Envelope::new(
+                    p.tenant,
+                    Some(RunId::from_uuid(*run)),
+                    format!("{tag}:{business}"),
+                    LeadRef {
+                        business_id: BusinessId::from_uuid(*business),
+                        campaign_id: CampaignId::from_uuid(campaign_id),
+                    },
+                )
+                .to_body()
+                .unwrap(),
+            })
+            .collect()
+    };
+    let scoring = &p.stages.scoring;
+    // Every pooled connection prepares the stage's statements once; measure on warm ones.
+    for round in 0..=p.deps.pool.status().size {
+        let out = process_batch(scoring, &p.deps, batch(10, &format!("warm{round}"))).await;
+        assert_eq!(out.processed, 10, "{out:?}");
+    }
+
+    let mut trips = Vec::new();
+    for size in [1, 10, 1, 10] {
+        let before = relay.turns();
+        let out = process_batch(scoring, &p.deps, batch(size, &format!("n{}", trips.len()))).await;
+        assert_eq!((out.processed, out.failed.len()), (size, 0), "{out:?}");
+        trips.push(relay.turns() - before);
+    }
+    // The check, load and first commit; the results with the start; the bookkeeping with the
+    // commit; the "done" mark after the next hop went.
+    assert_eq!(trips, [4, 4, 4, 4]);
+}

@@ -77,6 +77,11 @@ impl StageHandler for Fulfilment {
         &[]
     }
 
+    /// It parks stale sends and claims the ones it will make.
+    fn load_writes(&self) -> bool {
+        true
+    }
+
     async fn load(
         &self,
         tx: &dyn Tx,

@@ -291,6 +291,11 @@ impl StageHandler for Delivery {
         10
     }
 
+    /// It parks stale sends and claims the ones it will make.
+    fn load_writes(&self) -> bool {
+        true
+    }
+
     async fn load(
         &self,
         tx: &dyn Tx,

@@ -2,7 +2,8 @@
 //!
 //! For one batch, per tenant:
 //! 1. one query reads the idempotency records of the batch's keys (the transaction's start
-//!    travels with it, see [`PipelinedTx`]): a message already done is
+//!    travels with it, see [`PipelinedTx`], and so does the stage's load if it only reads): a
+//!    message already done is
 //!    acknowledged; one whose results were stored but whose next hop was not yet sent (a crash
 //!    between commit and send) has its stored next hop sent now;
 //! 2. the budget gate grants the batch's paid calls in one reservation, in the same transaction;
@@ -117,13 +118,22 @@ pub trait StageHandler: Send + Sync {
     /// The only queues this stage may send to (its `SENDS_TO`, which the template grants).
     fn sends_to(&self) -> &'static [&'static str];
 
-    /// Reads what the work needs for these messages (one round trip for the batch).
+    /// Reads what the work needs for these messages, in one round trip for the batch: its
+    /// statements must all start when it is first polled, as it may travel with the commit
+    /// ([`PipelinedTx::commit_after`]).
     async fn load(
         &self,
         tx: &dyn Tx,
         tenant: TenantId,
         envs: &[&Envelope<Self::Payload>],
     ) -> Result<Self::Context, DbError>;
+
+    /// Whether `load` changes rows (claims or parks them, as delivery does). A load that only
+    /// reads is given the whole batch, duplicates included, and runs in the same round trip as
+    /// the idempotency check; one that writes is given only the messages not done yet.
+    fn load_writes(&self) -> bool {
+        false
+    }
 
     /// How many messages' work runs at once.
     fn concurrency(&self) -> usize {
@@ -234,12 +244,31 @@ async fn process_tenant<H: StageHandler>(
         .map(|(_, e)| e.idempotency_key.clone())
         .collect();
     let tx = PipelinedTx::begin(client, tenant);
-    let rows = cached::query(
+    let check_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stage, &keys];
+    let check = cached::query(
         &tx,
         "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
-        &[&stage, &keys],
-    )
-    .await?;
+        &check_params,
+    );
+    // A load that only reads runs for the whole batch (duplicates included, which costs nothing
+    // but rows) in the same round trip as the check — and, for a stage without a budget, the
+    // commit. One that writes runs after the check, for the messages not done yet.
+    let budgeted = handler.budget(deps).is_some();
+    let (rows, early) = if handler.load_writes() {
+        (check.await?, None)
+    } else {
+        let all: Vec<&Envelope<H::Payload>> = msgs.iter().map(|(_, e)| e).collect();
+        let both = futures_util::future::join(check, handler.load(&tx, tenant, &all));
+        if budgeted {
+            let (rows, ctx) = both.await;
+            (rows?, Some((ctx?, false)))
+        } else {
+            let ((rows, ctx), committed) = tx.commit_after(both).await;
+            let (rows, ctx) = (rows?, ctx?);
+            committed?;
+            (rows, Some((ctx, true)))
+        }
+    };
     let mut done: HashSet<String> = HashSet::new();
     let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::new();
     for r in rows {
@@ -270,8 +299,13 @@ async fn process_tenant<H: StageHandler>(
         fresh.push((id, env));
     }
 
-    let envs: Vec<&Envelope<H::Payload>> = fresh.iter().map(|(_, e)| e).collect();
-    let ctx = handler.load(&tx, tenant, &envs).await?;
+    let (ctx, committed) = match early {
+        Some(loaded) => loaded,
+        None => {
+            let envs: Vec<&Envelope<H::Payload>> = fresh.iter().map(|(_, e)| e).collect();
+            (handler.load(&tx, tenant, &envs).await?, false)
+        }
+    };
 
     // 2. Budget for the batch's paid calls, reserved last so the budget row is locked only until
     //    this transaction's commit, never across the vendor calls. The reservation travels with
@@ -279,18 +313,23 @@ async fn process_tenant<H: StageHandler>(
     //    transaction of its own creates it and reserves.
     let budget = handler.budget(deps).filter(|_| !fresh.is_empty());
     let units = fresh.len() as i64;
-    let (reserved, committed) = tx
-        .commit_after(async {
-            match budget {
-                Some((class, unit_cost)) => {
-                    super::budget::try_reserve(&tx, tenant, class, unit_cost, units).await
+    let reserved = if committed {
+        Some(units)
+    } else {
+        let (reserved, committed) = tx
+            .commit_after(async {
+                match budget {
+                    Some((class, unit_cost)) => {
+                        super::budget::try_reserve(&tx, tenant, class, unit_cost, units).await
+                    }
+                    None => Ok(Some(units)),
                 }
-                None => Ok(Some(units)),
-            }
-        })
-        .await;
-    let reserved = reserved?;
-    committed?;
+            })
+            .await;
+        let reserved = reserved?;
+        committed?;
+        reserved
+    };
     let mut client = tx.release()?;
     let granted = match (reserved, budget) {
         (Some(granted), _) => granted,
