@@ -2,7 +2,7 @@
 //! travels with its last ones: the batch runner's transactions cost no round trip of their own.
 //!
 //! `tokio_postgres` sends a request when its future is first polled and the server answers in
-//! that order, so requests polled together travel together (pipelining). Two orders must hold:
+//! that order, so requests polled together travel together (pipelining). Three rules keep that safe:
 //! * the start (`START TRANSACTION; SET LOCAL app.tenant_id`) goes before any statement: the
 //!   first statement takes it and queues it before its own request, and no statement of this
 //!   transaction can be queued before that first one;
@@ -50,7 +50,7 @@ pub struct PipelinedTx {
     failed: AtomicBool,
     /// The end (`COMMIT` or `ROLLBACK`) has been queued: no statement may follow.
     ending: AtomicBool,
-    /// `COMMIT` has been answered: the transaction is over, whatever the answer.
+    /// The end has been answered: the transaction is over, whatever the answer.
     closed: AtomicBool,
     /// Statements started whose request is not queued yet.
     unqueued: AtomicUsize,
@@ -99,6 +99,15 @@ impl PipelinedTx {
         self.client.take().ok_or(DbError::TransactionOpen)
     }
 
+    /// The start, for the first statement (or to drop it at the end). The lock is never held
+    /// across anything that could panic, and a poisoned one still holds the right value.
+    fn take_start(&self) -> Option<String> {
+        self.start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     fn is_open(&self) -> bool {
         self.begun.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
     }
@@ -108,6 +117,10 @@ impl PipelinedTx {
     }
 
     async fn send_commit(&self) -> Result<(), DbError> {
+        if self.ending.load(Ordering::Acquire) {
+            // Ended already: a second end would only draw a warning from the server.
+            return Err(DbError::AfterCommit);
+        }
         loop {
             let queued = self.queued.notified();
             if self.unqueued.load(Ordering::Acquire) == 0 {
@@ -120,9 +133,7 @@ impl PipelinedTx {
         self.ending.store(true, Ordering::Release);
         if !self.begun.load(Ordering::Acquire) {
             // Nothing was sent, and nothing may be now: there is no transaction to end.
-            if let Ok(mut start) = self.start.lock() {
-                start.take();
-            }
+            self.take_start();
             return Ok(());
         }
         let failed = self.failed.load(Ordering::Acquire);
@@ -155,7 +166,7 @@ impl PipelinedTx {
             return Err(DbError::AfterCommit);
         }
         let client = self.client()?;
-        let start = self.start.lock().ok().and_then(|mut s| s.take());
+        let start = self.take_start();
         let begin = async {
             let Some(sql) = start else {
                 return Ok(());

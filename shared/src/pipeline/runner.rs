@@ -3,10 +3,10 @@
 //! For one batch, per tenant:
 //! 1. one query reads the idempotency records of the batch's keys (the transaction's start
 //!    travels with it, see [`PipelinedTx`], and so does the stage's load if it only reads): a
-//!    message already done is
-//!    acknowledged; one whose results were stored but whose next hop was not yet sent (a crash
-//!    between commit and send) has its stored next hop sent now;
-//! 2. the budget gate grants the batch's paid calls in one reservation, in the same transaction;
+//!    message already done is acknowledged; one whose results were stored but whose next hop
+//!    was not yet sent (a crash between commit and send) has its stored next hop sent now;
+//! 2. the budget gate grants the batch's paid calls in one reservation, sent with the commit of
+//!    the same transaction;
 //! 3. the stage's per-message work (vendor calls, fetches) runs concurrently, outside any
 //!    transaction;
 //! 4. one transaction stores the results with set-based statements (its start travelling with the
@@ -254,19 +254,19 @@ async fn process_tenant<H: StageHandler>(
     // but rows) in the same round trip as the check — and, for a stage without a budget, the
     // commit. One that writes runs after the check, for the messages not done yet.
     let budgeted = handler.budget(deps).is_some();
-    let (rows, early) = if handler.load_writes() {
-        (check.await?, None)
+    let (rows, loaded, committed) = if handler.load_writes() {
+        (check.await?, None, false)
     } else {
         let all: Vec<&Envelope<H::Payload>> = msgs.iter().map(|(_, e)| e).collect();
         let both = futures_util::future::join(check, handler.load(&tx, tenant, &all));
         if budgeted {
             let (rows, ctx) = both.await;
-            (rows?, Some((ctx?, false)))
+            (rows?, Some(ctx?), false)
         } else {
-            let ((rows, ctx), committed) = tx.commit_after(both).await;
+            let ((rows, ctx), ended) = tx.commit_after(both).await;
             let (rows, ctx) = (rows?, ctx?);
-            committed?;
-            (rows, Some((ctx, true)))
+            ended?;
+            (rows, Some(ctx), true)
         }
     };
     let mut done: HashSet<String> = HashSet::new();
@@ -299,11 +299,11 @@ async fn process_tenant<H: StageHandler>(
         fresh.push((id, env));
     }
 
-    let (ctx, committed) = match early {
-        Some(loaded) => loaded,
+    let ctx = match loaded {
+        Some(ctx) => ctx,
         None => {
             let envs: Vec<&Envelope<H::Payload>> = fresh.iter().map(|(_, e)| e).collect();
-            (handler.load(&tx, tenant, &envs).await?, false)
+            handler.load(&tx, tenant, &envs).await?
         }
     };
 
@@ -316,7 +316,7 @@ async fn process_tenant<H: StageHandler>(
     let reserved = if committed {
         Some(units)
     } else {
-        let (reserved, committed) = tx
+        let (reserved, ended) = tx
             .commit_after(async {
                 match budget {
                     Some((class, unit_cost)) => {
@@ -327,7 +327,7 @@ async fn process_tenant<H: StageHandler>(
             })
             .await;
         let reserved = reserved?;
-        committed?;
+        ended?;
         reserved
     };
     let mut client = tx.release()?;
