@@ -7,8 +7,8 @@
 //! * `webhook` — SendGrid ingest: a 1,000-event batch (verify + parse + store, real PostgreSQL)
 //!   and warm 10-event invokes of the handler.
 //! * `pipeline` — the local pipeline end to end at N leads with simulated vendor latency: wall
-//!   time, CPU per lead, peak memory, database statements (pg_stat_statements) and round trips
-//!   (counted by a relay in front of PostgreSQL) per batch.
+//!   time, CPU per lead, peak memory, database statements (pg_stat_statements) per batch and,
+//!   with `--round-trips`, round trips per batch (counted by a relay in front of PostgreSQL).
 
 mod runtime_api;
 
@@ -75,6 +75,10 @@ enum Command {
         /// simulator make single runs vary by up to ±20 %
         #[arg(long, default_value_t = 1)]
         repeat: u32,
+        /// Reach PostgreSQL through a relay that counts round trips (it adds a hop to each, so
+        /// runs that measure CPU or wall time go without it)
+        #[arg(long)]
+        round_trips: bool,
     },
 }
 
@@ -524,7 +528,12 @@ fn threads_cpu_seconds(name: &str) -> f64 {
 
 /// Each size runs in a process of its own (this binary again), so that one run's peak memory
 /// and allocator state never count toward the next.
-async fn pipeline(leads: &[u32], latency_ms: u64, repeat: u32) -> anyhow::Result<()> {
+async fn pipeline(
+    leads: &[u32],
+    latency_ms: u64,
+    repeat: u32,
+    round_trips: bool,
+) -> anyhow::Result<()> {
     let ([n], 1) = (leads, repeat) else {
         let exe = std::env::current_exe()?;
         let mut rows = Vec::new();
@@ -537,6 +546,7 @@ async fn pipeline(leads: &[u32], latency_ms: u64, repeat: u32) -> anyhow::Result
             let out = tokio::process::Command::new(&exe)
                 .args(["pipeline", "--leads", &n.to_string()])
                 .args(["--latency-ms", &latency_ms.to_string()])
+                .args(round_trips.then_some("--round-trips"))
                 .stderr(std::process::Stdio::inherit())
                 .output()
                 .await?;
@@ -575,10 +585,10 @@ async fn pipeline(leads: &[u32], latency_ms: u64, repeat: u32) -> anyhow::Result
         println!("\n{tail}");
         return Ok(());
     };
-    pipeline_one(*n, latency_ms).await
+    pipeline_one(*n, latency_ms, round_trips).await
 }
 
-async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
+async fn pipeline_one(n: u32, latency_ms: u64, round_trips: bool) -> anyhow::Result<()> {
     use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
     println!(
         "| leads asked | sourced | emailed | wall s | leads/s | CPU s, all ours | simulator CPU s | reports | PDF + file I/O CPU s | CPU ms/lead, PDF excluded | peak RSS MB | statements | statements/lead | stage batches | statements/batch | round trips/batch |"
@@ -588,17 +598,27 @@ async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
     {
         let tmp = std::env::temp_dir().join(format!("lf-bench-pl-{}-{n}", std::process::id()));
         let (owner, app) = database(&tmp.join("pg")).await?;
-        // The pipeline reaches PostgreSQL through the counting relay.
-        let pg_port = *tokio_postgres::Config::from_str(&app)?
-            .get_ports()
-            .first()
-            .context("the app URL has no port")?;
-        let relay =
-            testkit::round_trips::Relay::start(SocketAddr::from(([127, 0, 0, 1], pg_port)))?;
-        let app = app.replace(
-            &format!("127.0.0.1:{pg_port}/"),
-            &format!("127.0.0.1:{}/", relay.port),
-        );
+        // With --round-trips the pipeline reaches PostgreSQL through the counting relay.
+        let relay = if round_trips {
+            let pg_port = *tokio_postgres::Config::from_str(&app)?
+                .get_ports()
+                .first()
+                .context("the app URL has no port")?;
+            let relay =
+                testkit::round_trips::Relay::start(SocketAddr::from(([127, 0, 0, 1], pg_port)))?;
+            Some((relay, pg_port))
+        } else {
+            None
+        };
+        let app = match &relay {
+            Some((relay, pg_port)) => app.replace(
+                &format!("127.0.0.1:{pg_port}/"),
+                &format!("127.0.0.1:{}/", relay.port),
+            ),
+            None => app,
+        };
+        let relay = relay.map(|(relay, _)| relay);
+        let turns_now = || relay.as_ref().map(|r| r.turns());
         let (admin, conn) = tokio_postgres::connect(&owner, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         let mut opts = LocalOptions::new(SecretString::from(app), tmp.join("store"));
@@ -653,7 +673,7 @@ async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
         admin
             .batch_execute("SELECT pg_stat_statements_reset()")
             .await?;
-        let turns0 = relay.turns();
+        let turns0 = turns_now();
         let relay0 = threads_cpu_seconds(testkit::round_trips::RELAY_THREAD);
         let sim0 = threads_cpu_seconds(sim::SIM_THREAD);
         let blocking0 = threads_cpu_seconds(BLOCKING_THREAD);
@@ -662,7 +682,7 @@ async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
         let sim_cpu = threads_cpu_seconds(sim::SIM_THREAD) - sim0;
         let blocking_cpu = threads_cpu_seconds(BLOCKING_THREAD) - blocking0;
         let relay_cpu = threads_cpu_seconds(testkit::round_trips::RELAY_THREAD) - relay0;
-        let turns = relay.turns() - turns0;
+        let turns = turns_now().zip(turns0).map(|(now, then)| now - then);
         let (wall, cpu) = (
             t0.elapsed().as_secs_f64(),
             cpu_seconds() - cpu0 - sim_cpu - relay_cpu,
@@ -681,7 +701,7 @@ async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
         let leads_done = s.sourced.max(1);
         let ours_ms = (cpu - blocking_cpu).max(0.0) * 1000.0;
         println!(
-            "| {n} | {} | {} | {wall:.1} | {:.0} | {cpu:.1} | {sim_cpu:.1} | {} | {blocking_cpu:.1} | {:.2} | {:.0} | {stmts} | {:.1} | {batches} | {:.1} | {:.1} |",
+            "| {n} | {} | {} | {wall:.1} | {:.0} | {cpu:.1} | {sim_cpu:.1} | {} | {blocking_cpu:.1} | {:.2} | {:.0} | {stmts} | {:.1} | {batches} | {:.1} | {} |",
             s.sourced,
             s.sent,
             s.sourced as f64 / wall,
@@ -690,7 +710,10 @@ async fn pipeline_one(n: u32, latency_ms: u64) -> anyhow::Result<()> {
             rss as f64 / 1024.0,
             stmts as f64 / leads_done as f64,
             stmts as f64 / batches.max(1) as f64,
-            turns as f64 / batches.max(1) as f64
+            turns.map_or("–".to_owned(), |t| format!(
+                "{:.1}",
+                t as f64 / batches.max(1) as f64
+            ))
         );
         let _ = writeln_top(&admin, &mut statement_table).await;
         drop(p);
@@ -758,6 +781,7 @@ async fn run() -> anyhow::Result<()> {
             leads,
             latency_ms,
             repeat,
-        } => pipeline(&leads, latency_ms, repeat).await,
+            round_trips,
+        } => pipeline(&leads, latency_ms, repeat, round_trips).await,
     }
 }
