@@ -41,6 +41,18 @@ async fn seed_campaign_and_business(
     (c, b)
 }
 
+/// The tenant the connection is scoped to ("" outside a tenant transaction).
+async fn tenant_setting(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one(
+            "SELECT coalesce(current_setting('app.tenant_id', true), '')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Agencies A and B, each with one business: (A, B, A's business, B's business).
 async fn two_tenants_with_a_business_each(
     admin: &tokio_postgres::Client,
@@ -252,15 +264,11 @@ async fn execute_alone_is_tenant_scoped_commits_and_rolls_back_a_failure() {
         .unwrap()
         .get(0);
     assert_eq!(name, "A2");
-    let in_tx: String = client
-        .query_one(
-            "SELECT coalesce(current_setting('app.tenant_id', true), '')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(in_tx, "", "the tenant setting outlived its transaction");
+    assert_eq!(
+        tenant_setting(&client).await,
+        "",
+        "the tenant setting outlived its transaction"
+    );
     let n: i64 = client
         .query_one("SELECT count(*) FROM businesses", &[])
         .await
@@ -352,15 +360,7 @@ async fn a_pipelined_transaction_costs_no_round_trip_of_its_own_and_stays_one_tr
     assert_eq!(business_names(&admin, t).await, ["A", "B", "C", "D"]);
 
     // The connection went back idle: no transaction, no tenant.
-    let tenant: String = client
-        .query_one(
-            "SELECT coalesce(current_setting('app.tenant_id', true), '')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(tenant, "");
+    assert_eq!(tenant_setting(&client).await, "");
 }
 
 #[tokio::test]
