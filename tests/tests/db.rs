@@ -375,11 +375,7 @@ async fn a_pipelined_commit_becomes_a_rollback_when_any_statement_fails() {
     let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
     let ((ok, bad), committed) = tx
         .commit_after(futures_util::future::join(
-            cached::execute(
-                &tx,
-                ADD_BUSINESS,
-                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Kept?"],
-            ),
+            add_business(&tx, t, "Kept?"),
             cached::execute(&tx, ADD_BUSINESS, &[&"not a uuid", &t.as_uuid(), &"Bad"]),
         ))
         .await;
@@ -397,11 +393,7 @@ async fn a_pipelined_commit_becomes_a_rollback_when_any_statement_fails() {
     let tx = PipelinedTx::begin(client, t);
     let ((ok, bad), committed) = tx
         .commit_after(futures_util::future::join(
-            cached::execute(
-                &tx,
-                ADD_BUSINESS,
-                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Kept?"],
-            ),
+            add_business(&tx, t, "Kept?"),
             cached::execute(
                 &tx,
                 ADD_BUSINESS,
@@ -431,18 +423,8 @@ async fn a_statement_started_after_a_pipelined_commit_is_refused_not_run_outside
     let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
     let (second, committed) = tx
         .commit_after(async {
-            cached::execute(
-                &tx,
-                ADD_BUSINESS,
-                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"First"],
-            )
-            .await?;
-            cached::execute(
-                &tx,
-                ADD_BUSINESS,
-                &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Second"],
-            )
-            .await
+            add_business(&tx, t, "First").await?;
+            add_business(&tx, t, "Second").await
         })
         .await;
     assert!(
@@ -461,13 +443,7 @@ async fn a_pipelined_transaction_dropped_open_takes_its_connection_with_it() {
     let t = seed_tenant(&admin, "Agency").await;
     let pool = test.app_pool();
     let tx = PipelinedTx::begin(pool.get().await.unwrap(), t);
-    cached::execute(
-        &tx,
-        ADD_BUSINESS,
-        &[&uuid::Uuid::new_v4(), &t.as_uuid(), &"Never"],
-    )
-    .await
-    .unwrap();
+    add_business(&tx, t, "Never").await.unwrap();
     let pid: i32 = cached::query_one(&tx, "SELECT pg_backend_pid()", &[])
         .await
         .unwrap()
