@@ -599,25 +599,21 @@ async fn pipeline_one(n: u32, latency_ms: u64, round_trips: bool) -> anyhow::Res
         let tmp = std::env::temp_dir().join(format!("lf-bench-pl-{}-{n}", std::process::id()));
         let (owner, app) = database(&tmp.join("pg")).await?;
         // With --round-trips the pipeline reaches PostgreSQL through the counting relay.
-        let relay = if round_trips {
-            let pg_port = *tokio_postgres::Config::from_str(&app)?
-                .get_ports()
-                .first()
-                .context("the app URL has no port")?;
-            let relay =
-                testkit::round_trips::Relay::start(SocketAddr::from(([127, 0, 0, 1], pg_port)))?;
-            Some((relay, pg_port))
-        } else {
-            None
+        let pg_port = *tokio_postgres::Config::from_str(&app)?
+            .get_ports()
+            .first()
+            .context("the app URL has no port")?;
+        let relay = match round_trips {
+            true => Some(testkit::round_trips::Relay::start(SocketAddr::from((
+                [127, 0, 0, 1],
+                pg_port,
+            )))?),
+            false => None,
         };
         let app = match &relay {
-            Some((relay, pg_port)) => app.replace(
-                &format!("127.0.0.1:{pg_port}/"),
-                &format!("127.0.0.1:{}/", relay.port),
-            ),
+            Some(r) => app.replace(&format!(":{pg_port}/"), &format!(":{}/", r.port)),
             None => app,
         };
-        let relay = relay.map(|(relay, _)| relay);
         let turns_now = || relay.as_ref().map(|r| r.turns());
         let (admin, conn) = tokio_postgres::connect(&owner, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);

@@ -119,12 +119,12 @@ pub async fn record_vendor_usage(
     }
     let keys: Vec<_> = by.keys().collect();
     let vals: Vec<_> = by.values().collect();
-    let usage = async {
-        if by.is_empty() {
-            return Ok(0);
-        }
-        cached::execute(
+    let owned: Vec<CallRecord> = mine.into_iter().cloned().collect();
+    // Both statements start at once, so the pair can travel with a pipelined commit.
+    let (usage, ledger) = futures_util::future::join(
+        cached::execute_if(
             tx,
+            !by.is_empty(),
             "INSERT INTO run_vendor_usage AS u (run_id, tenant_id, vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted)
              SELECT r, $1, v, c, e, ti, tto, co, rl, q
              FROM UNNEST($2::uuid[], $3::text[], $4::int4[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::bool[])
@@ -146,13 +146,7 @@ pub async fn record_vendor_usage(
                 &vals.iter().map(|u| u.rl).collect::<Vec<_>>(),
                 &vals.iter().map(|u| u.quota).collect::<Vec<_>>(),
             ],
-        )
-        .await
-    };
-    let owned: Vec<CallRecord> = mine.into_iter().cloned().collect();
-    // Both statements start at once, so the pair can travel with a pipelined commit.
-    let (usage, ledger) = futures_util::future::join(
-        usage,
+        ),
         crate::vendors::record::insert_ledger(tx, tenant, &owned),
     )
     .await;
