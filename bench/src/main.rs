@@ -9,7 +9,10 @@
 //! * `pipeline` — the local pipeline end to end at N leads with simulated vendor latency: wall
 //!   time, CPU per lead, peak memory, database statements (pg_stat_statements) per batch and,
 //!   with `--round-trips`, round trips per batch (counted by a relay in front of PostgreSQL).
+//! * `hot-text` — `functions/hot-text.ld` from callgrind profiles (`coldstart --callgrind`; see
+//!   `scripts/hot-text`).
 
+mod hot_text;
 mod runtime_api;
 
 use std::collections::HashMap;
@@ -48,6 +51,20 @@ enum Command {
         /// mappings make up its resident memory
         #[arg(long)]
         smaps: Option<PathBuf>,
+        /// Run each function (not the baseline) under valgrind's callgrind, writing its profile
+        /// here, and end it with SIGTERM so the profile is complete (timings are meaningless)
+        #[arg(long)]
+        callgrind: Option<PathBuf>,
+    },
+    /// The linker script that gathers the functions run in callgrind profiles (see
+    /// functions/build.rs)
+    HotText {
+        /// Directories of callgrind profiles, in placement order (a function profiled in
+        /// several is placed with the first)
+        #[arg(long, value_delimiter = ',', required = true)]
+        profiles: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Report rendering
     Pdf {
@@ -142,16 +159,41 @@ struct Start {
     errors: usize,
 }
 
+/// What `coldstart` keeps of each function process besides its figures.
+#[derive(Clone, Copy, Default)]
+struct Profile<'a> {
+    /// Copy /proc/PID/smaps here after the last invoke.
+    smaps: Option<&'a Path>,
+    /// Run under callgrind, profiles here.
+    callgrind: Option<&'a Path>,
+}
+
 /// Starts `bin` with `env` against a fresh runtime API, invokes it `1 + warm` times with `event`.
 async fn measure(
     bin: &Path,
     env: &HashMap<String, String>,
     event: &str,
     warm: usize,
-    smaps: Option<&Path>,
+    profile: Profile<'_>,
 ) -> anyhow::Result<Start> {
     let mut api = runtime_api::start().await?;
-    let mut cmd = tokio::process::Command::new(bin);
+    let name = bin.file_name().unwrap_or_default().to_string_lossy();
+    let mut cmd = match profile.callgrind {
+        Some(dir) => {
+            let mut c = tokio::process::Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg("--dump-instr=no")
+                // Mangled names: the linker script matches them.
+                .arg("--demangle=no")
+                .arg(format!(
+                    "--callgrind-out-file={}",
+                    dir.join(format!("{name}.%p")).display()
+                ))
+                .arg(bin);
+            c
+        }
+        None => tokio::process::Command::new(bin),
+    };
     cmd.env_clear()
         .envs(env)
         .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
@@ -190,13 +232,22 @@ async fn measure(
         times.push(ms(at - sent));
     }
     let rss = peak_rss_kb(pid);
-    if let Some(dir) = smaps {
-        let name = bin.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(dir) = profile.smaps {
         std::fs::copy(
             format!("/proc/{pid}/smaps"),
             dir.join(format!("{name}.smaps")),
         )
         .with_context(|| format!("copying {name}'s smaps"))?;
+    }
+    if profile.callgrind.is_some() {
+        // SIGKILL would lose the profile: valgrind writes it when the program ends.
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("kill -TERM")?;
+        tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .with_context(|| format!("{name} did not end on SIGTERM"))??;
     }
     let _ = child.kill().await;
     Ok(Start {
@@ -268,12 +319,16 @@ async fn coldstart(
     mut functions: Vec<String>,
     runs: usize,
     warm: usize,
-    smaps: Option<&Path>,
+    profile: Profile<'_>,
 ) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     if functions.is_empty() {
         for e in std::fs::read_dir(root.join("functions"))? {
-            functions.push(e?.file_name().to_string_lossy().into_owned());
+            let e = e?;
+            // A crate per directory; functions/ also holds their shared build script.
+            if e.file_type()?.is_dir() {
+                functions.push(e.file_name().to_string_lossy().into_owned());
+            }
         }
         functions.sort();
     }
@@ -290,8 +345,12 @@ async fn coldstart(
             results
                 .entry(f.clone())
                 .or_default()
-                .push(measure(&bins.join(f), &env, &event, warm, smaps).await?);
-            base.push(measure(&hello, &env, hello_event, warm, smaps).await?);
+                .push(measure(&bins.join(f), &env, &event, warm, profile).await?);
+            let baseline = Profile {
+                callgrind: None,
+                ..profile
+            };
+            base.push(measure(&hello, &env, hello_event, warm, baseline).await?);
         }
         eprintln!("run {}/{runs} done", run + 1);
     }
@@ -327,6 +386,42 @@ async fn coldstart(
     }
     LocalCluster::stop(&tmp.join("pg")).await?;
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// `lf-bench hot-text`: one tier per profile directory, in the order given.
+fn hot_text(dirs: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+    let mut tiers = Vec::new();
+    for dir in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.sort();
+        if files.is_empty() {
+            bail!("no callgrind profiles in {}", dir.display());
+        }
+        let mut profiles = Vec::new();
+        for f in &files {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            profiles.push(hot_text::functions_run(&text));
+        }
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        tiers.push((name.into_owned(), profiles));
+    }
+    let header = format!(
+        "Generated by scripts/hot-text on {} from callgrind profiles.\n\
+         Do not edit: regenerate when the code the functions run has changed (functions/build.rs).",
+        chrono::Utc::now().format("%Y-%m-%d"),
+    );
+    let script = hot_text::linker_script(&header, &tiers);
+    std::fs::write(out, &script).with_context(|| format!("writing {}", out.display()))?;
+    let patterns = script
+        .lines()
+        .filter(|l| l.trim_start().starts_with("*("))
+        .count();
+    println!("{}: {patterns} patterns", out.display());
     Ok(())
 }
 
@@ -766,7 +861,15 @@ async fn run() -> anyhow::Result<()> {
             runs,
             warm,
             smaps,
-        } => coldstart(&bins, functions, runs, warm, smaps.as_deref()).await,
+            callgrind,
+        } => {
+            let profile = Profile {
+                smaps: smaps.as_deref(),
+                callgrind: callgrind.as_deref(),
+            };
+            coldstart(&bins, functions, runs, warm, profile).await
+        }
+        Command::HotText { profiles, out } => hot_text(&profiles, &out),
         Command::Pdf { n } => pdf(n),
         Command::Webhook {
             batch,

@@ -256,6 +256,17 @@ pub async fn moto_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The function crates: the directories under `functions/` (which also holds the build script
+/// and linker script they share).
+pub fn function_dirs() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+        .expect("functions/ is readable")
+        .map(|e| e.expect("functions/ entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A name no other test uses, for buckets and queues on the shared moto server.
 pub fn unique_name(prefix: &str) -> String {
     format!(

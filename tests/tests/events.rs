@@ -26,11 +26,7 @@ fn failures(r: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> 
 
 #[test]
 fn every_function_has_a_sample_event_that_parses() {
-    let functions: Vec<String> =
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+    let functions = testkit::function_dirs();
     for f in &functions {
         assert!(
             std::path::Path::new(&format!(

@@ -56,11 +56,7 @@ fn crates() -> BTreeMap<String, &'static [&'static str]> {
 fn every_function_crate_has_a_resource_and_every_resource_a_crate() {
     let t = template();
     let resources = t["Resources"].as_mapping().unwrap();
-    let dirs: BTreeSet<String> =
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+    let dirs = testkit::function_dirs();
     assert_eq!(
         dirs,
         crates().keys().cloned().collect(),
