@@ -150,6 +150,39 @@ pub fn linker_script(header: &str, tiers: &[(String, Vec<Vec<String>>)]) -> Stri
 mod tests {
     use super::*;
 
+    /// Release links use the committed script, and no test links a release binary: a hand edit
+    /// that broke its form would first show in `scripts/package`. Its shape is checked here.
+    #[test]
+    fn the_committed_script_has_the_generated_form() {
+        let script = include_str!("../../functions/hot-text.ld");
+        let body = script
+            .split_once(" */\nSECTIONS\n{\n  .text.hot :\n  {\n")
+            .expect("header, then the one output section")
+            .1;
+        let body = body
+            .strip_suffix("  }\n}\nINSERT BEFORE .text;\n")
+            .expect("inserted before .text");
+        let mut patterns = 0;
+        for line in body.lines() {
+            let line = line.trim_start();
+            if line.starts_with("/*") {
+                assert!(line.ends_with("*/"), "{line}");
+                continue;
+            }
+            let p = line
+                .strip_prefix("*(.text*.")
+                .and_then(|l| l.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("not a pattern line: {line}"));
+            assert!(
+                p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.$*".contains(&b)),
+                "{p}"
+            );
+            patterns += 1;
+        }
+        assert!(patterns > 500, "only {patterns} patterns");
+    }
+
     #[test]
     fn legacy_symbols_lose_their_hash_and_nothing_else() {
         assert_eq!(
