@@ -67,6 +67,30 @@ pub fn pattern(symbol: &str) -> Option<String> {
     {
         return None;
     }
+    // LLVM numbers the copies of a local function it makes unique (`name.1234`,
+    // `name.llvm.1234`); the numbers change with every build, so they become a wildcard.
+    let (symbol, numbered) = match without_copy_number(symbol) {
+        Some(base) => (base, true),
+        None => (symbol, false),
+    };
+    let p = hash_free(symbol);
+    Some(if numbered && !p.ends_with('*') {
+        format!("{p}*")
+    } else {
+        p
+    })
+}
+
+/// `name` of `name.1234` or `name.llvm.1234`.
+fn without_copy_number(symbol: &str) -> Option<&str> {
+    let (base, number) = symbol.rsplit_once('.')?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || base.is_empty() {
+        return None;
+    }
+    Some(base.strip_suffix(".llvm").unwrap_or(base))
+}
+
+fn hash_free(symbol: &str) -> String {
     if let Some(path) = symbol.strip_prefix("_ZN") {
         // _ZN <path> 17h <16 hex> E
         let hashed = path.len().checked_sub(20).and_then(|at| {
@@ -76,12 +100,12 @@ pub fn pattern(symbol: &str) -> Option<String> {
                 && tail[3..19].bytes().all(|b| b.is_ascii_hexdigit());
             is_hash.then(|| format!("_ZN{head}17h*"))
         });
-        return Some(hashed.unwrap_or_else(|| symbol.to_owned()));
+        return hashed.unwrap_or_else(|| symbol.to_owned());
     }
     if symbol.starts_with("_R") {
-        return Some(glob_crate_disambiguators(symbol));
+        return glob_crate_disambiguators(symbol);
     }
-    Some(symbol.to_owned())
+    symbol.to_owned()
 }
 
 /// `Cs<base-62>_` → `Cs*_` in a v0-mangled symbol.
@@ -194,6 +218,25 @@ mod tests {
             pattern("_ZN5tokio4pollE").as_deref(),
             Some("_ZN5tokio4pollE")
         );
+    }
+
+    #[test]
+    fn copy_numbers_llvm_gives_local_functions_become_wildcards() {
+        assert_eq!(
+            pattern("_ZN5tokio4park5inner17h0123456789abcdefE.llvm.4711").as_deref(),
+            Some("_ZN5tokio4park5inner17h*")
+        );
+        assert_eq!(
+            pattern("_RNvNtCsab_5alloc5boxed14box_new_uninit.10133").as_deref(),
+            Some("_RNvNtCs*_5alloc5boxed14box_new_uninit*")
+        );
+        assert_eq!(pattern("helper.12").as_deref(), Some("helper*"));
+        // A dot that is part of a name, not a number after it, stays.
+        assert_eq!(
+            pattern("_ZN4core3fmt5write17h0123456789abcdefE").as_deref(),
+            Some("_ZN4core3fmt5write17h*")
+        );
+        assert_eq!(pattern("x.y").as_deref(), Some("x.y"));
     }
 
     #[test]
