@@ -21,7 +21,8 @@ pub fn functions_run(profile: &str) -> Vec<String> {
     for line in profile.lines() {
         if let Some(ob) = line.strip_prefix("ob=") {
             let path = resolve(ob, &mut objects);
-            in_shared_object = path.contains(".so");
+            let file = path.rsplit('/').next().unwrap_or_default();
+            in_shared_object = file.ends_with(".so") || file.contains(".so.");
         } else if let Some(f) = line.strip_prefix("fn=") {
             let name = resolve(f, &mut names);
             if !in_shared_object && !name.is_empty() {
