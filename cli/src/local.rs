@@ -13,7 +13,7 @@ use shared::bus::{Bus, Delivery, MAX_BATCH_ENTRIES, MemoryBus, QueueSpec, queues
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::{RunId, TenantId};
 use shared::pipeline::budget::BudgetLimits;
-use shared::pipeline::{Deps, FetchPolicy, Incoming, StageHandler, process_batch, runs};
+use shared::pipeline::{Deps, FetchPolicy, Incoming, StageHandler, process_batch};
 use shared::store::LocalStore;
 use shared::vendors::config::VendorsConfig;
 use shared::vendors::{BufferSink, CallSink, HttpPolicy};
@@ -153,6 +153,8 @@ pub enum LocalError {
     Domain(#[from] shared::domain::DomainError),
     #[error("local gateway: {0}")]
     Gateway(String),
+    #[error("run {0} is still running with every queue empty: its completion was never counted")]
+    Unfinished(RunId),
 }
 
 impl LocalPipeline {
@@ -206,6 +208,7 @@ impl LocalPipeline {
             budgets: opts.budgets.clone(),
             fetch: FetchPolicy::development(),
             public_base_url: gateway_url.clone(),
+            max_receive_count: opts.max_receive_count,
         };
         let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
             .map_err(|e| LocalError::Gateway(e.to_string()))?;
@@ -306,7 +309,6 @@ impl LocalPipeline {
     async fn pump<H: StageHandler>(
         &self,
         handler: &H,
-        queue: &str,
         progress: &dyn Progress,
         counts: &mut (usize, usize),
     ) -> Result<bool, LocalError> {
@@ -314,6 +316,7 @@ impl LocalPipeline {
         // to drain, so the backlog held in memory (SQS's, in production) is bounded by the
         // driver's parallelism, not by the run's size. The most downstream stage with work
         // always runs, so the drain cannot stall.
+        let queue = handler.input_queue();
         for next in handler.sends_to().iter().filter(|q| **q != queue) {
             if self.deps.bus.depth(next).await?.visible >= self.high_water() {
                 return Ok(false);
@@ -336,6 +339,7 @@ impl LocalPipeline {
                 .map(|d| Incoming {
                     id: d.message_id.clone(),
                     body: d.body.clone(),
+                    receive_count: d.receive_count,
                 })
                 .collect();
             process_batch(handler, &self.deps, incoming)
@@ -365,31 +369,15 @@ impl LocalPipeline {
         progress: &dyn Progress,
         counts: &mut HashMap<&'static str, (usize, usize)>,
     ) -> Result<(), LocalError> {
-        const QUEUES: &[&str] = &[
-            queues::SOURCING,
-            queues::ENRICHMENT,
-            queues::ASSESSMENT,
-            queues::SCORING,
-            queues::REPORTS,
-            queues::PERSONALIZATION,
-            queues::DELIVERY,
-            queues::FULFILMENT,
-        ];
         loop {
             let s = &self.stages;
             let mut busy = false;
             busy |= self
-                .pump(
-                    &s.sourcing,
-                    queues::SOURCING,
-                    progress,
-                    counts.entry("sourcing").or_default(),
-                )
+                .pump(&s.sourcing, progress, counts.entry("sourcing").or_default())
                 .await?;
             busy |= self
                 .pump(
                     &s.enrichment,
-                    queues::ENRICHMENT,
                     progress,
                     counts.entry("enrichment").or_default(),
                 )
@@ -397,54 +385,36 @@ impl LocalPipeline {
             busy |= self
                 .pump(
                     &s.assessment,
-                    queues::ASSESSMENT,
                     progress,
                     counts.entry("assessment").or_default(),
                 )
                 .await?;
             busy |= self
-                .pump(
-                    &s.scoring,
-                    queues::SCORING,
-                    progress,
-                    counts.entry("scoring").or_default(),
-                )
+                .pump(&s.scoring, progress, counts.entry("scoring").or_default())
                 .await?;
             busy |= self
-                .pump(
-                    &s.reports,
-                    queues::REPORTS,
-                    progress,
-                    counts.entry("reports").or_default(),
-                )
+                .pump(&s.reports, progress, counts.entry("reports").or_default())
                 .await?;
             busy |= self
                 .pump(
                     &s.personalization,
-                    queues::PERSONALIZATION,
                     progress,
                     counts.entry("personalization").or_default(),
                 )
                 .await?;
             busy |= self
-                .pump(
-                    &s.delivery,
-                    queues::DELIVERY,
-                    progress,
-                    counts.entry("delivery").or_default(),
-                )
+                .pump(&s.delivery, progress, counts.entry("delivery").or_default())
                 .await?;
             busy |= self
                 .pump(
                     &s.fulfilment,
-                    queues::FULFILMENT,
                     progress,
                     counts.entry("fulfilment").or_default(),
                 )
                 .await?;
             if !busy {
                 let mut in_flight = 0;
-                for q in QUEUES {
+                for q in queues::ALL {
                     let d = self.deps.bus.depth(q).await?;
                     in_flight += d.visible + d.in_flight;
                 }
@@ -462,7 +432,9 @@ impl LocalPipeline {
         self.drain(&NoProgress, &mut HashMap::new()).await
     }
 
-    /// Targeting, then every stage through delivery until all queues are empty; finalises the run.
+    /// Targeting, then every stage through delivery until all queues are empty. The functions
+    /// finish the run themselves (the batch that ends its last message); a run still `running`
+    /// once every queue is empty means a loop did not close, and is an error here.
     pub async fn run(&self, progress: &dyn Progress) -> Result<RunId, LocalError> {
         let report = targeting::handler(
             &self.deps,
@@ -479,11 +451,22 @@ impl LocalPipeline {
             )))?;
         let mut counts = HashMap::new();
         self.drain(progress, &mut counts).await?;
-        let mut c = self.deps.pool.get().await.map_err(DbError::from)?;
-        let tx = begin_tenant(&mut c, self.tenant).await?;
-        runs::finalize_run(&tx, self.tenant, run, "succeeded").await?;
-        tx.commit().await.map_err(DbError::from)?;
+        let status = self.run_status(run).await?;
+        if status == "running" {
+            return Err(LocalError::Unfinished(run));
+        }
         Ok(run)
+    }
+
+    /// A run's status as the functions left it.
+    pub async fn run_status(&self, run: RunId) -> Result<String, DbError> {
+        let mut c = self.deps.pool.get().await?;
+        let tx = begin_tenant(&mut c, self.tenant).await?;
+        let row = tx
+            .query_one("SELECT status FROM runs WHERE id = $1", &[&run.as_uuid()])
+            .await?;
+        tx.commit().await?;
+        Ok(row.get("status"))
     }
 
     /// The recipients' side, simulated against the real handlers: SendGrid posts signed events

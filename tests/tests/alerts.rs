@@ -296,32 +296,36 @@ async fn every_rule_fires_past_its_threshold_and_stays_quiet_below_it() {
         level(&f.findings(at(5, 1)).await, "nightly_watchdog"),
         Some((Level::Critical, "critical"))
     );
-    let nightly = uuid::Uuid::new_v4();
+    // Today's nightly, started by the targeting function for a one-lead campaign, whose job
+    // nobody processes: once nothing has moved for the stall period, the scheduled check
+    // finalises it `stalled` and says so once.
     f.admin
-        .execute("INSERT INTO runs (id, tenant_id, kind, status, run_date, started_at) VALUES ($1, $2, 'nightly', 'running', $3, now() - interval '3 hours')", &[&nightly, &t, &today])
+        .execute("UPDATE campaigns SET daily_quota = 1", &[])
         .await
         .unwrap();
-    let found = f.findings(chrono::Utc::now()).await;
-    // Running for 3 h with no events: stalled.
+    let targeted = targeting::handler(&f.p.deps, serde_json::json!({}))
+        .await
+        .unwrap();
+    let nightly = targeted.runs[0].as_uuid();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "run_stalled"),
+        None
+    );
+    let stall = chrono::Duration::minutes(Thresholds::default().stall_minutes + 1);
+    let found = f.findings(chrono::Utc::now() + stall).await;
     assert_eq!(
         level(&found, "run_stalled"),
         Some((Level::Critical, "critical"))
     );
-    f.admin
-        .execute("INSERT INTO run_event_logs (tenant_id, run_id, stage, event, status) VALUES ($1, $2, 'sourcing', 'sourced', 'ok')", &[&t, &nightly])
-        .await
-        .unwrap();
+    assert_eq!(f.p.run_status(targeted.runs[0]).await.unwrap(), "stalled");
+    // Reported by the evaluation that finalised it, not again.
     assert_eq!(
-        level(&f.findings(chrono::Utc::now()).await, "run_stalled"),
-        Some((Level::Ok, "ok"))
+        level(&f.findings(chrono::Utc::now() + stall).await, "run_stalled"),
+        None
     );
-    f.admin
-        .execute(
-            "UPDATE runs SET status = 'succeeded', finished_at = now()",
-            &[],
-        )
-        .await
-        .unwrap();
+    // The job is processed after all (a redrive): the pipeline's last batch finishes the run.
+    f.p.settle().await.unwrap();
+    assert_eq!(f.p.run_status(targeted.runs[0]).await.unwrap(), "succeeded");
     let found = f.findings(at(5, 30).max(chrono::Utc::now())).await;
     assert_eq!(level(&found, "nightly_watchdog"), Some((Level::Ok, "ok")));
     // It found 1 candidate (< 20).
@@ -340,7 +344,7 @@ async fn every_rule_fires_past_its_threshold_and_stays_quiet_below_it() {
         f.admin
             .execute(
                 "INSERT INTO budgets (tenant_id, vendor_class, day, limit_micros, spent_micros) VALUES ($1, 'llm', $2, 100, $3)
-                 ON CONFLICT (tenant_id, vendor_class, day) DO UPDATE SET spent_micros = $3",
+                 ON CONFLICT (tenant_id, vendor_class, day) DO UPDATE SET limit_micros = 100, reserved_micros = 0, spent_micros = $3",
                 &[&t, &today, &(spent as i64)],
             )
             .await
@@ -355,7 +359,8 @@ async fn every_rule_fires_past_its_threshold_and_stays_quiet_below_it() {
     // Vendor errors: 40 % of 10 calls is below the volume; 40 % of 30 is critical; rate
     // limiting warns; quota exhaustion is critical.
     f.admin
-        .execute("INSERT INTO run_vendor_usage (run_id, tenant_id, vendor, calls, errors) VALUES ($1, $2, 'places', 10, 4)", &[&nightly, &t])
+        .execute("INSERT INTO run_vendor_usage (run_id, tenant_id, vendor, calls, errors) VALUES ($1, $2, 'places', 10, 4)
+                  ON CONFLICT (run_id, vendor) DO UPDATE SET calls = 10, errors = 4", &[&nightly, &t])
         .await
         .unwrap();
     let found = f.findings(chrono::Utc::now()).await;

@@ -84,7 +84,7 @@ async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
     // Sourcing: the job's campaign does not exist (permanent, before any paid call) and the
     // second record is malformed.
     let s: SqsEvent = serde_json::from_str(&event("sourcing.json")).unwrap();
-    let r = handle_sqs(&p.stages.sourcing, &p.deps, s).await;
+    let r = handle_sqs(&p.stages.sourcing, &p.deps, s, None).await;
     assert_eq!(failures(&r), vec!["msg-1", "msg-2"]);
     assert!(
         p.sim.state.requests.lock().unwrap().get("yelp").is_none(),
@@ -93,7 +93,7 @@ async fn the_lambda_entry_reports_exactly_the_unprocessable_messages() {
 
     // Scoring: the business is unknown (permanent failure) and the second record is malformed.
     let e: SqsEvent = serde_json::from_str(&event("scoring.json")).unwrap();
-    let r = handle_sqs(&p.stages.scoring, &p.deps, e).await;
+    let r = handle_sqs(&p.stages.scoring, &p.deps, e, None).await;
     assert_eq!(failures(&r), vec!["msg-1", "msg-2"]);
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["batchItemFailures"].as_array().unwrap().len(), 2);

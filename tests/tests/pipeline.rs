@@ -513,15 +513,56 @@ async fn a_vendor_outage_dead_letters_its_messages_without_using_up_the_budget()
         "failed calls gave their reservations back"
     );
     assert!(s.failed > 0);
+    // The run ended by itself when its last message was dead-lettered: partial (sourcing
+    // succeeded), each dead message recorded with its reason, nothing pending.
+    assert_eq!(f.pipeline.run_status(run).await.unwrap(), "partial");
+    let work = f
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state = 'dead' AND queue = 'enrichment' AND reason LIKE '%places%'),
+                    count(*) FILTER (WHERE state = 'pending')
+             FROM run_work WHERE run_id = $1",
+            &[&run.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (work.get::<_, i64>(0), work.get::<_, i64>(1)),
+        (dead, 0),
+        "every dead-lettered message is the run's dead work, with the vendor's error"
+    );
 }
 
 #[tokio::test]
 async fn status_shows_the_latest_run_with_its_stage_table() {
     let f = fixture(local_bus(), |_| {}).await;
     let run = f.pipeline.run(&NoProgress).await.unwrap();
-    let text = leadfactory_cli::status::report(&f.db.admin().await, 5)
+    // The functions finished the run themselves: no work left, stage percentiles computed.
+    let admin = f.db.admin().await;
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM run_work WHERE run_id = $1",
+            &[&run.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let stats = admin
+        .query_one(
+            "SELECT r.status, r.finished_at IS NOT NULL, count(s.stage), count(s.p99_ms)
+             FROM runs r JOIN run_stage_stats s ON s.run_id = r.id WHERE r.id = $1 GROUP BY r.id",
+            &[&run.as_uuid()],
+        )
         .await
         .unwrap();
+    assert_eq!(stats.get::<_, String>(0), "succeeded");
+    assert!(stats.get::<_, bool>(1));
+    assert!(stats.get::<_, i64>(2) >= 7, "a stats row per stage");
+    assert_eq!(stats.get::<_, i64>(2), stats.get::<_, i64>(3));
+    let text = leadfactory_cli::status::report(&admin, 5).await.unwrap();
     assert!(
         text.contains(&run.to_string()) && text.contains("succeeded"),
         "{text}"
@@ -614,6 +655,7 @@ async fn a_stage_batch_costs_the_same_four_round_trips_whatever_its_size() {
             .enumerate()
             .map(|(i, (business, run))| Incoming {
                 id: format!("{tag}-{i}"),
+                receive_count: 1,
                 body: Envelope::new(
                     p.tenant,
                     Some(RunId::from_uuid(*run)),
@@ -645,4 +687,153 @@ async fn a_stage_batch_costs_the_same_four_round_trips_whatever_its_size() {
     // The check, load and first commit; the results with the start; the bookkeeping with the
     // commit; the "done" mark after the next hop went.
     assert_eq!(trips, [4, 4, 4, 4]);
+}
+
+/// A stage whose work takes as long as its message says, with a paid call per message.
+struct Sleepy;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Nap {
+    ms: u64,
+}
+
+#[async_trait::async_trait]
+impl shared::pipeline::StageHandler for Sleepy {
+    type Payload = Nap;
+    type Work = ();
+    type Context = ();
+
+    fn stage(&self) -> &'static str {
+        "sleepy"
+    }
+
+    fn input_queue(&self) -> &'static str {
+        queues::SCORING
+    }
+
+    fn sends_to(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn budget(&self, _: &shared::pipeline::Deps) -> Option<(&'static str, i64)> {
+        Some((shared::pipeline::budget::class::LLM, 1_000))
+    }
+
+    async fn load(
+        &self,
+        _: &dyn shared::db::Tx,
+        _: TenantId,
+        _: &[&shared::bus::Envelope<Nap>],
+    ) -> Result<(), shared::db::DbError> {
+        Ok(())
+    }
+
+    async fn work(
+        &self,
+        _: &shared::pipeline::Deps,
+        _: &(),
+        env: &shared::bus::Envelope<Nap>,
+        _: bool,
+    ) -> Result<(), shared::pipeline::WorkError> {
+        tokio::time::sleep(Duration::from_millis(env.payload.ms)).await;
+        Ok(())
+    }
+
+    async fn persist(
+        &self,
+        _: &shared::pipeline::Deps,
+        _: &dyn shared::db::Tx,
+        _: TenantId,
+        items: &[shared::pipeline::StageItem<Nap, ()>],
+    ) -> Result<Vec<Vec<shared::pipeline::Outgoing>>, shared::db::DbError> {
+        Ok(items.iter().map(|_| Vec::new()).collect())
+    }
+
+    fn describe(
+        &self,
+        _: &shared::pipeline::StageItem<Nap, ()>,
+    ) -> Vec<shared::pipeline::EventInfo> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn work_past_the_invocations_deadline_is_returned_unfinished_and_the_finished_is_stored() {
+    let f = fixture(local_bus(), |_| {}).await;
+    let tenant = f.pipeline.tenant;
+    let batch: Vec<shared::pipeline::Incoming> = [(1, 10), (2, 5_000), (3, 5_000)]
+        .into_iter()
+        .map(|(i, ms)| shared::pipeline::Incoming {
+            id: format!("m{i}"),
+            body: shared::bus::Envelope::new(tenant, None, format!("nap:{i}"), Nap { ms })
+                .to_body()
+                .unwrap(),
+            receive_count: 1,
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let out =
+        shared::pipeline::process_batch_until(&Sleepy, &f.pipeline.deps, batch, Some(deadline))
+            .await;
+    assert_eq!(
+        (out.processed, out.failed.clone()),
+        (1, vec!["m2".to_owned(), "m3".to_owned()])
+    );
+    let admin = f.db.admin().await;
+    let done: Vec<String> = admin
+        .query(
+            "SELECT key FROM processed_messages WHERE stage = 'sleepy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        done,
+        ["nap:1"],
+        "the finished message is stored; the cut ones are not"
+    );
+    let reserved: i64 = admin
+        .query_one(
+            "SELECT reserved_micros FROM budgets WHERE vendor_class = 'llm'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        reserved, 1_000,
+        "the unfinished messages' reservations went back"
+    );
+}
+
+#[test]
+fn the_work_deadline_leaves_a_margin_for_storing_the_batch() {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(
+            shared::pipeline::work_deadline(0),
+            None,
+            "no deadline known"
+        );
+        // 60 s left: stop 6 s early; 10 s left: 2 s early (the least margin).
+        for (left, margin) in [(60_000u64, 6_000u64), (10_000, 2_000)] {
+            let at = shared::pipeline::work_deadline(now_ms + left).unwrap();
+            let until = at.duration_since(tokio::time::Instant::now()).as_millis() as i64;
+            let want = (left - margin) as i64;
+            assert!(
+                (until - want).abs() < 200,
+                "{left} ms left: work until {until}, not {want}"
+            );
+        }
+    });
 }

@@ -124,11 +124,17 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
                     let dlq = target(&queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
                         .unwrap_or_else(|| panic!("{q} has no DLQ"));
                     assert_eq!(res[dlq.as_str()]["Type"], "AWS::SQS::Queue");
-                    assert!(
-                        queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
-                            .as_i64()
-                            .unwrap()
-                            > 1
+                    // One value for the queues and the functions, which count a failure on
+                    // the last receive as the message's end.
+                    assert_eq!(
+                        queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]["Ref"],
+                        "MaxReceiveCount",
+                        "{q}"
+                    );
+                    assert_eq!(
+                        t["Globals"]["Function"]["Environment"]["Variables"]
+                            ["LF_MAX_RECEIVE_COUNT"]["Ref"],
+                        "MaxReceiveCount"
                     );
                     let types: Vec<&str> = e["Properties"]["FunctionResponseTypes"]
                         .as_sequence()

@@ -137,9 +137,10 @@ fn pct(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
-/// Evaluates every database rule for one tenant (inside its RLS transaction).
+/// Evaluates every database rule for one tenant (inside its RLS transaction). It is also the
+/// scheduled check that finalises runs whose work stopped moving (`run_stalled`).
 pub async fn evaluate(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     t: &Thresholds,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Finding>, DbError> {
@@ -291,25 +292,25 @@ pub async fn evaluate(
         }
     }
 
-    // Nothing processed for a while during a run.
-    for r in tx
-        .query(
-            "SELECT r.id, extract(epoch FROM ($1::timestamptz - greatest(r.started_at, coalesce(max(l.created_at), r.started_at))))::float8 / 60
-             FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
-             WHERE r.status = 'running' AND r.started_at > $1::timestamptz - interval '2 days'
-             GROUP BY r.id, r.started_at",
-            &[&now],
-        )
-        .await?
-    {
-        let run: uuid::Uuid = r.get(0);
-        let idle: f64 = r.get(1);
-        let f = Finding::new("run_stalled", run.to_string());
-        out.push(if idle >= t.stall_minutes as f64 {
-            f.at(Level::Critical, "critical", idle, t.stall_minutes as f64, format!("Run {run} has processed nothing for {idle:.0} minutes."))
-        } else {
-            f.at(Level::Ok, "ok", idle, t.stall_minutes as f64, format!("Run {run} is processing again."))
-        });
+    // Runs whose work stopped moving: the scheduled check finalises them here (`stalled` when
+    // work is still pending, so none stays `running`), and each one finalised stalled is
+    // reported once, by the evaluation that finalised it.
+    let idle_since = now - chrono::Duration::minutes(t.stall_minutes);
+    for finished in shared::pipeline::runs::finish_idle(tx, idle_since).await? {
+        if finished.status != "stalled" {
+            continue;
+        }
+        let run = finished.run;
+        out.push(Finding::new("run_stalled", run.to_string()).at(
+            Level::Critical,
+            "critical",
+            t.stall_minutes as f64,
+            t.stall_minutes as f64,
+            format!(
+                "Run {run} processed nothing for {} minutes with work still on its queues: finalised as stalled (see the DLQs).",
+                t.stall_minutes
+            ),
+        ));
     }
 
     // Vendors: error rate, rate limiting and quota, over runs started in the window.

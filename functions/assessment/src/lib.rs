@@ -204,6 +204,10 @@ impl StageHandler for Assessment {
         stage::ASSESSMENT
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::ASSESSMENT
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

@@ -18,9 +18,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         deps.vendors.pagespeed(&sink, &deps.policy)?,
         deps.vendors.openai(&sink, &deps.policy)?,
     );
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+    let (stage, deps) = (&stage, &deps);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let deadline = shared::pipeline::work_deadline(event.context.deadline);
         Ok::<_, lambda_runtime::Error>(
-            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+            shared::pipeline::handle_sqs(stage, deps, event.payload, deadline).await,
         )
     }))
     .await

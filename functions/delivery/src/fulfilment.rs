@@ -73,6 +73,10 @@ impl StageHandler for Fulfilment {
         STAGE
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::FULFILMENT
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         &[]
     }

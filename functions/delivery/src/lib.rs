@@ -282,6 +282,10 @@ impl StageHandler for Delivery {
         STAGE
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::DELIVERY
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

@@ -29,15 +29,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     ));
     let outreach = delivery::Delivery::from(mailer.clone());
     let fulfilment = delivery::Fulfilment::from(mailer);
-    run(service_fn(|event: LambdaEvent<Value>| async {
+    let (deps, outreach, fulfilment) = (&deps, &outreach, &fulfilment);
+    run(service_fn(|event: LambdaEvent<Value>| async move {
+        let deadline = shared::pipeline::work_deadline(event.context.deadline);
         let payload = event.payload;
         if payload.get("Records").is_none() {
-            let released = delivery::release_backlog(
-                &deps,
-                deps.bus.as_ref(),
-                chrono::Utc::now().date_naive(),
-            )
-            .await?;
+            let released =
+                delivery::release_backlog(deps, deps.bus.as_ref(), chrono::Utc::now().date_naive())
+                    .await?;
             return Ok::<_, lambda_runtime::Error>(serde_json::to_value(released)?);
         }
         let sqs: SqsEvent = serde_json::from_value(payload)?;
@@ -48,13 +47,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         if !o.is_empty() {
             let mut e = SqsEvent::default();
             e.records = o;
-            let r = shared::pipeline::handle_sqs(&outreach, &deps, e).await;
+            let r = shared::pipeline::handle_sqs(outreach, deps, e, deadline).await;
             resp.batch_item_failures.extend(r.batch_item_failures);
         }
         if !f.is_empty() {
             let mut e = SqsEvent::default();
             e.records = f;
-            let r = shared::pipeline::handle_sqs(&fulfilment, &deps, e).await;
+            let r = shared::pipeline::handle_sqs(fulfilment, deps, e, deadline).await;
             resp.batch_item_failures.extend(r.batch_item_failures);
         }
         Ok(serde_json::to_value(resp)?)

@@ -67,6 +67,10 @@ impl StageHandler for Enrichment {
         stage::ENRICHMENT
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::ENRICHMENT
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

@@ -14,9 +14,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = shared::pipeline::Deps::from_env().await?;
     let sink: Arc<dyn CallSink> = deps.sink.clone();
     let stage = enrichment::Enrichment::new(deps.vendors.places(&sink, &deps.policy)?);
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+    let (stage, deps) = (&stage, &deps);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let deadline = shared::pipeline::work_deadline(event.context.deadline);
         Ok::<_, lambda_runtime::Error>(
-            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+            shared::pipeline::handle_sqs(stage, deps, event.payload, deadline).await,
         )
     }))
     .await

@@ -103,6 +103,10 @@ impl StageHandler for Personalization {
         STAGE
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::PERSONALIZATION
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

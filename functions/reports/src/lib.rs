@@ -155,6 +155,10 @@ impl StageHandler for Reports {
         STAGE
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::REPORTS
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

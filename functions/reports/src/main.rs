@@ -14,9 +14,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(reports::DEFAULT_PRICE_CENTS);
     let stage = reports::Reports::new(shared::domain::Money::from_cents(price)?);
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+    let (stage, deps) = (&stage, &deps);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let deadline = shared::pipeline::work_deadline(event.context.deadline);
         Ok::<_, lambda_runtime::Error>(
-            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+            shared::pipeline::handle_sqs(stage, deps, event.payload, deadline).await,
         )
     }))
     .await

@@ -80,6 +80,10 @@ impl StageHandler for Scoring {
         stage::SCORING
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::SCORING
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

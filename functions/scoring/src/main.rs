@@ -10,9 +10,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env().await?;
     let stage = scoring::Scoring::from_env()?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+    let (stage, deps) = (&stage, &deps);
+    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let deadline = shared::pipeline::work_deadline(event.context.deadline);
         Ok::<_, lambda_runtime::Error>(
-            shared::pipeline::handle_sqs(&stage, &deps, event.payload).await,
+            shared::pipeline::handle_sqs(stage, deps, event.payload, deadline).await,
         )
     }))
     .await

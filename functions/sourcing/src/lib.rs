@@ -120,6 +120,10 @@ impl StageHandler for Sourcing {
         stage::SOURCING
     }
 
+    fn input_queue(&self) -> &'static str {
+        shared::bus::queues::SOURCING
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }
@@ -301,20 +305,14 @@ impl StageHandler for Sourcing {
                     "{}:{id}",
                     env.run_id.map(|r| r.to_string()).unwrap_or_default()
                 );
-                let body = env
-                    .child(
-                        key,
-                        LeadRef {
-                            business_id: *id,
-                            campaign_id: env.payload.campaign_id,
-                        },
-                    )
-                    .to_body()
-                    .map_err(|e| DbError::Encode(e.to_string()))?;
-                next[*i].push(Outgoing {
-                    queue: queues::ENRICHMENT.into(),
-                    body,
-                });
+                let lead = env.child(
+                    key,
+                    LeadRef {
+                        business_id: *id,
+                        campaign_id: env.payload.campaign_id,
+                    },
+                );
+                next[*i].push(Outgoing::new(queues::ENRICHMENT, &lead)?);
             }
         }
         // Independent writes, sent together.

@@ -12,7 +12,7 @@ use shared::bus::{Envelope, queues};
 use shared::db::{DbError, begin_tenant};
 use shared::domain::{CampaignId, RunId, TenantId};
 use shared::pipeline::messages::stage;
-use shared::pipeline::{Deps, runs};
+use shared::pipeline::{Deps, Outgoing, runs};
 
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[&str] = &[shared::bus::queues::SOURCING];
@@ -98,26 +98,52 @@ async fn target_tenant(
         .collect();
     let mut keys = Vec::new();
     let mut outcomes = Vec::new();
+    let (mut job_parents, mut job_keys) = (Vec::new(), Vec::new());
     for c in &campaigns {
-        let bodies = expand(c)
+        let expansion = format!("{run}:{}", c.id);
+        let hops = expand(c)
             .into_iter()
             .map(|job| {
                 let key = format!(
                     "{run}:{}:{}:{}:{}",
                     c.id, job.location, job.category, job.offset
                 );
-                Envelope::new(tenant, Some(run), key, job).to_body()
+                job_parents.push(expansion.clone());
+                job_keys.push(key.clone());
+                Outgoing::new(
+                    queues::SOURCING,
+                    &Envelope::new(tenant, Some(run), key, job),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        keys.push(format!("{run}:{}", c.id));
-        outcomes.push(serde_json::json!({ "next": bodies.iter().map(|b| serde_json::json!({ "queue": queues::SOURCING, "body": b })).collect::<Vec<_>>() }));
+        keys.push(expansion);
+        outcomes.push(serde_json::json!({ "next": hops }));
     }
-    // New expansions are stored with their jobs; ones stored earlier but not sent are re-sent.
+    // New expansions are stored with their jobs, and the jobs counted as the run's work (a run
+    // finished earlier today is open again while they last); ones stored earlier but not sent
+    // are re-sent.
     tx.execute(
-        "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
-         SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
-         ON CONFLICT (tenant_id, stage, key) DO NOTHING",
-        &[&tenant.as_uuid(), &stage::TARGETING, &keys, &outcomes],
+        "WITH expanded AS (
+             INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+             SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+             ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key),
+         begun AS (
+             INSERT INTO run_work (tenant_id, run_id, queue, key)
+             SELECT $1, $5, $6, j.k FROM UNNEST($7::text[], $8::text[]) AS j(parent, k)
+             JOIN expanded e ON e.key = j.parent
+             ON CONFLICT DO NOTHING RETURNING 1)
+         UPDATE runs SET status = 'running', finished_at = NULL
+         WHERE id = $5 AND status <> 'running' AND EXISTS (SELECT 1 FROM begun)",
+        &[
+            &tenant.as_uuid(),
+            &stage::TARGETING,
+            &keys,
+            &outcomes,
+            &run.as_uuid(),
+            &queues::SOURCING,
+            &job_parents,
+            &job_keys,
+        ],
     )
     .await?;
     let pending = tx
@@ -126,6 +152,8 @@ async fn target_tenant(
             &[&stage::TARGETING, &keys],
         )
         .await?;
+    // A run with nothing to do is finished at once; otherwise its last message finishes it.
+    runs::finish_if_done(&tx, &[run]).await?;
     tx.commit().await?;
     let mut bodies = Vec::new();
     let mut sent_keys = Vec::new();

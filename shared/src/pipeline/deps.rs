@@ -59,7 +59,14 @@ pub struct Deps {
     pub fetch: FetchPolicy,
     /// Public base URL of the storefront (links in emails and reports).
     pub public_base_url: String,
+    /// The queues' `maxReceiveCount` (`LF_MAX_RECEIVE_COUNT`, which the template sets from the
+    /// same parameter as every queue's redrive policy): a message failing on this receive is
+    /// dead-lettered, and its run counts it as ended.
+    pub max_receive_count: u32,
 }
+
+/// `maxReceiveCount` of the queues when `LF_MAX_RECEIVE_COUNT` is not set.
+pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DepsError {
@@ -92,6 +99,7 @@ impl Deps {
         let public_base_url = r
             .optional("LF_PUBLIC_BASE_URL")
             .unwrap_or_else(|| "https://reports.example.com".into());
+        let max_receive_count = r.parsed_or("LF_MAX_RECEIVE_COUNT", DEFAULT_MAX_RECEIVE_COUNT);
         let mut urls = HashMap::new();
         for q in crate::bus::queues::ALL {
             for name in [(*q).to_owned(), crate::bus::queues::dlq(q)] {
@@ -121,6 +129,7 @@ impl Deps {
             budgets,
             fetch,
             public_base_url,
+            max_receive_count,
         })
     }
 }

@@ -8,8 +8,8 @@ pub mod messages;
 mod runner;
 pub mod runs;
 
-pub use deps::{Deps, FetchPolicy};
+pub use deps::{DEFAULT_MAX_RECEIVE_COUNT, Deps, FetchPolicy};
 pub use runner::{
     BatchOutcome, EventInfo, Incoming, Outgoing, StageHandler, StageItem, WorkError, handle_sqs,
-    process_batch,
+    process_batch, process_batch_until, work_deadline,
 };

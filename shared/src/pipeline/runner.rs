@@ -19,7 +19,7 @@
 //! are reported as failures, so SQS redelivers them and finally moves them to the DLQ.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -30,33 +30,47 @@ use super::Deps;
 use super::runs::{self, RunEvent};
 use crate::bus::Envelope;
 use crate::db::{DbError, PipelinedTx, Tx, cached, execute_alone};
-use crate::domain::TenantId;
+use crate::domain::{RunId, TenantId};
 
 /// A message as it arrived (SQS record or local bus delivery).
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub id: String,
     pub body: String,
+    /// How many times the queue has handed this message out, this time included (SQS's
+    /// `ApproximateReceiveCount`). A failure at the queue's `maxReceiveCount` is the message's
+    /// last: it moves to the dead-letter queue, and its run counts it as ended with a failure.
+    pub receive_count: u32,
 }
 
-/// A next-hop message.
+/// A next-hop message: the body, and the run and key it is counted under until it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outgoing {
     pub queue: String,
     pub body: String,
+    #[serde(default)]
+    pub run: Option<RunId>,
+    #[serde(default)]
+    pub key: String,
 }
 
 impl Outgoing {
-    /// The same lead handed on to `queue`: same payload, key, tenant, run and trace.
-    pub fn forward<P: Serialize + Clone>(env: &Envelope<P>, queue: &str) -> Result<Self, DbError> {
-        let body = env
-            .child(env.idempotency_key.clone(), env.payload.clone())
-            .to_body()
-            .map_err(|e| DbError::Encode(e.to_string()))?;
+    /// `env` on its way to `queue`.
+    pub fn new<P: Serialize>(queue: &str, env: &Envelope<P>) -> Result<Self, DbError> {
         Ok(Self {
             queue: queue.to_owned(),
-            body,
+            body: env.to_body().map_err(|e| DbError::Encode(e.to_string()))?,
+            run: env.run_id,
+            key: env.idempotency_key.clone(),
         })
+    }
+
+    /// The same lead handed on to `queue`: same payload, key, tenant, run and trace.
+    pub fn forward<P: Serialize + Clone>(env: &Envelope<P>, queue: &str) -> Result<Self, DbError> {
+        Self::new(
+            queue,
+            &env.child(env.idempotency_key.clone(), env.payload.clone()),
+        )
     }
 }
 
@@ -114,6 +128,9 @@ pub trait StageHandler: Send + Sync {
     type Context: Send + Sync + 'static;
 
     fn stage(&self) -> &'static str;
+
+    /// The queue this stage consumes: the one its messages wait on while their run counts them.
+    fn input_queue(&self) -> &'static str;
 
     /// The only queues this stage may send to (its `SENDS_TO`, which the template grants).
     fn sends_to(&self) -> &'static [&'static str];
@@ -194,15 +211,30 @@ struct Stored {
     next: Vec<Outgoing>,
 }
 
-/// Processes one batch with `handler`.
+/// Processes one batch with `handler`, with no deadline of its own.
 pub async fn process_batch<H: StageHandler>(
     handler: &H,
     deps: &Deps,
     batch: Vec<Incoming>,
 ) -> BatchOutcome {
+    process_batch_until(handler, deps, batch, None).await
+}
+
+/// Processes one batch with `handler`; per-message work still running at `deadline` is stopped
+/// and the message reported as failed (its reservation released, nothing of it stored).
+pub async fn process_batch_until<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    batch: Vec<Incoming>,
+    deadline: Option<tokio::time::Instant>,
+) -> BatchOutcome {
     let mut out = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Received<H>>> = BTreeMap::new();
+    let mut last_tries: HashSet<String> = HashSet::new();
     for m in batch {
+        if m.receive_count >= deps.max_receive_count {
+            last_tries.insert(m.id.clone());
+        }
         match Envelope::<H::Payload>::parse(&m.body) {
             Ok(env) => by_tenant
                 .entry(env.tenant_id)
@@ -216,7 +248,12 @@ pub async fn process_batch<H: StageHandler>(
     }
     for (tenant, msgs) in by_tenant {
         let ids: Vec<String> = msgs.iter().map(|(id, _)| id.clone()).collect();
-        if let Err(e) = process_tenant(handler, deps, tenant, msgs, &mut out).await {
+        let batch = TenantBatch {
+            tenant,
+            last_tries: &last_tries,
+            deadline,
+        };
+        if let Err(e) = process_tenant(handler, deps, &batch, msgs, &mut out).await {
             tracing::error!(stage = handler.stage(), %tenant, error = %e, "batch failed; its messages will be redelivered");
             for id in ids {
                 if !out.failed.contains(&id) {
@@ -228,15 +265,37 @@ pub async fn process_batch<H: StageHandler>(
     out
 }
 
+/// One tenant's part of a batch, and what bounds it.
+#[derive(Clone, Copy)]
+struct TenantBatch<'a> {
+    tenant: TenantId,
+    /// Ids of the messages on their last receive.
+    last_tries: &'a HashSet<String>,
+    deadline: Option<tokio::time::Instant>,
+}
+
 async fn process_tenant<H: StageHandler>(
     handler: &H,
     deps: &Deps,
-    tenant: TenantId,
+    batch: &TenantBatch<'_>,
     msgs: Vec<(String, Envelope<H::Payload>)>,
     out: &mut BatchOutcome,
 ) -> Result<(), DbError> {
+    let TenantBatch {
+        tenant,
+        last_tries,
+        deadline,
+    } = *batch;
     let stage = handler.stage();
     let client = deps.pool.get().await?;
+    // The runs this batch's messages belong to: after the batch, any of them whose work has all
+    // ended is finalised here.
+    let touched: Vec<uuid::Uuid> = msgs
+        .iter()
+        .filter_map(|(_, e)| e.run_id.map(|r| r.as_uuid()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
 
     // 1. What has been done already (the transaction's start travels with this query).
     let keys: Vec<String> = msgs
@@ -353,7 +412,15 @@ async fn process_tenant<H: StageHandler>(
         .map(|(i, (id, env))| async move {
             let started = Instant::now();
             let paid = (i as i64) < granted;
-            let r = handler.work(deps, ctx, &env, paid).await;
+            let work = handler.work(deps, ctx, &env, paid);
+            let r = match deadline {
+                Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                    Err(WorkError::Transient(
+                        "deadline: the invocation's time ran out before this message's work finished".into(),
+                    ))
+                }),
+                None => work.await,
+            };
             (
                 id,
                 env,
@@ -367,10 +434,14 @@ async fn process_tenant<H: StageHandler>(
         .await;
     let mut items = Vec::new();
     let mut events = Vec::new();
+    let mut dead: Vec<(RunId, String, String)> = Vec::new();
     let mut failed_paid = 0i64;
     for (id, env, r, duration_ms, paid) in results {
         if r.is_err() && paid {
             failed_paid += 1;
+        }
+        if let (Err(e), Some(run), true) = (&r, env.run_id, last_tries.contains(&id)) {
+            dead.push((run, env.idempotency_key.clone(), e.to_string()));
         }
         match r {
             Ok(work) => items.push(StageItem {
@@ -446,38 +517,39 @@ async fn process_tenant<H: StageHandler>(
     } else {
         handler.persist(deps, &tx, tenant, &item_vals).await?
     };
-    let new_keys: Vec<String> = item_vals
-        .iter()
-        .map(|i| i.env.idempotency_key.clone())
-        .collect();
-    let outcomes: Vec<serde_json::Value> = item_vals
+    let claims: Vec<(&str, Option<RunId>, serde_json::Value, &[Outgoing])> = item_vals
         .iter()
         .enumerate()
-        .map(|(i, _)| {
-            serde_json::to_value(Stored {
-                next: next.get(i).cloned().unwrap_or_default(),
+        .map(|(i, it)| {
+            let hops = next.get(i).map_or(&[][..], Vec::as_slice);
+            let stored = serde_json::to_value(Stored {
+                next: hops.to_vec(),
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+            (it.env.idempotency_key.as_str(), it.env.run_id, stored, hops)
         })
         .collect();
     // The bookkeeping statements do not depend on one another: they are sent together with the
     // commit and answered in one round trip. Each starts its statements when first polled, as
     // `commit_after` requires. Their results are read in order, so the first error returned is
     // the one that made the transaction roll back, not a later "transaction is aborted".
-    let ((claimed, logged, used, released, spent), committed) = tx
-        .commit_after(futures_util::future::join5(
-            claim_keys(&tx, tenant, stage, &new_keys, &outcomes),
-            runs::insert_events(&tx, tenant, &events),
-            runs::record_vendor_usage(&tx, tenant, &mine),
-            async {
-                match unspent {
-                    Some((class, micros)) => {
-                        super::budget::release(&tx, tenant, class, micros).await
+    let (((claimed, logged, used, released, spent), ended), committed) = tx
+        .commit_after(futures_util::future::join(
+            futures_util::future::join5(
+                claim_keys(&tx, tenant, stage, handler.input_queue(), &claims),
+                runs::insert_events(&tx, tenant, &events),
+                runs::record_vendor_usage(&tx, tenant, &mine),
+                async {
+                    match unspent {
+                        Some((class, micros)) => {
+                            super::budget::release(&tx, tenant, class, micros).await
+                        }
+                        None => Ok(()),
                     }
-                    None => Ok(()),
-                }
-            },
-            super::budget::record_spend(&tx, tenant, &spend),
+                },
+                super::budget::record_spend(&tx, tenant, &spend),
+            ),
+            mark_dead(&tx, handler.input_queue(), &dead),
         ))
         .await;
     let inserted = claimed?;
@@ -485,6 +557,7 @@ async fn process_tenant<H: StageHandler>(
     used?;
     released?;
     spent?;
+    ended?;
     committed?;
     let client = tx.release()?;
     out.processed += item_vals.len();
@@ -530,14 +603,19 @@ async fn process_tenant<H: StageHandler>(
         }
         return Ok(());
     }
+    // The records are done, and any run whose last work this batch ended is finalised: the
+    // store transaction has committed, so whichever of two concurrent last batches gets here
+    // second sees no pending work and finishes the run.
     let sent_keys: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
-    if !sent_keys.is_empty() {
+    if !sent_keys.is_empty() || !touched.is_empty() {
         execute_alone(
             &client,
             tenant,
-            "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
-             WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3)",
-            &[&tenant.as_uuid(), &stage, &sent_keys],
+            "WITH done AS (
+                 UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
+                 WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3))
+             SELECT finish_runs($4::uuid[])",
+            &[&tenant.as_uuid(), &stage, &sent_keys, &touched],
         )
         .await?;
     }
@@ -545,41 +623,126 @@ async fn process_tenant<H: StageHandler>(
 }
 
 /// Records the batch's keys as `in_progress` with their next hops; returns the keys that were
-/// new (a key another delivery recorded first is that delivery's to send).
+/// new (a key another delivery recorded first is that delivery's to send). In the same
+/// statement, and only for the keys it recorded, the run's count of work moves on: each
+/// consumed message's `run_work` row ends and its next hops' rows begin.
 async fn claim_keys(
     tx: &dyn Tx,
     tenant: TenantId,
     stage: &str,
-    keys: &[String],
-    outcomes: &[serde_json::Value],
+    input_queue: &str,
+    items: &[(&str, Option<RunId>, serde_json::Value, &[Outgoing])],
 ) -> Result<HashSet<String>, DbError> {
-    if keys.is_empty() {
+    if items.is_empty() {
         return Ok(HashSet::new());
     }
+    let keys: Vec<&str> = items.iter().map(|i| i.0).collect();
+    let runs: Vec<Option<uuid::Uuid>> = items.iter().map(|i| i.1.map(|r| r.as_uuid())).collect();
+    let outcomes: Vec<&serde_json::Value> = items.iter().map(|i| &i.2).collect();
+    let next: Vec<(&str, &Outgoing)> = items
+        .iter()
+        .flat_map(|i| i.3.iter().map(move |o| (i.0, o)))
+        .filter(|(_, o)| o.run.is_some())
+        .collect();
     Ok(cached::query(
         tx,
-        "INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
-         SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
-         ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key",
-        &[&tenant.as_uuid(), &stage, &keys, &outcomes],
+        "WITH claimed AS (
+             INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+             SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+             ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key),
+         ended AS (
+             DELETE FROM run_work w USING claimed c, UNNEST($3::text[], $5::uuid[]) AS m(k, r)
+             WHERE c.key = m.k AND w.run_id = m.r AND w.queue = $6 AND w.key = m.k),
+         begun AS (
+             INSERT INTO run_work (tenant_id, run_id, queue, key)
+             SELECT $1, n.r, n.q, n.k
+             FROM UNNEST($7::text[], $8::uuid[], $9::text[], $10::text[]) AS n(parent, r, q, k)
+             JOIN claimed c ON c.key = n.parent JOIN runs ON runs.id = n.r
+             ON CONFLICT DO NOTHING)
+         SELECT key FROM claimed",
+        &[
+            &tenant.as_uuid(),
+            &stage,
+            &keys,
+            &outcomes,
+            &runs,
+            &input_queue,
+            &next.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            &next
+                .iter()
+                .map(|(_, o)| o.run.map(|r| r.as_uuid()))
+                .collect::<Vec<_>>(),
+            &next
+                .iter()
+                .map(|(_, o)| o.queue.as_str())
+                .collect::<Vec<_>>(),
+            &next.iter().map(|(_, o)| o.key.as_str()).collect::<Vec<_>>(),
+        ],
     )
     .await?
     .iter()
-    .map(|r| r.get(0))
+    .map(|r| r.get("key"))
     .collect())
 }
 
-/// The Lambda entry for an SQS-triggered stage: the batch in, partial failures out.
+/// Marks the run work of messages that failed on their last receive as `dead`, with the error:
+/// the queue moves them to its DLQ, and their run ends with a failure instead of waiting.
+async fn mark_dead(
+    tx: &dyn Tx,
+    queue: &str,
+    dead: &[(RunId, String, String)],
+) -> Result<(), DbError> {
+    cached::execute_if(
+        tx,
+        !dead.is_empty(),
+        "UPDATE run_work w SET state = 'dead', reason = x.why, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(r, k, why)
+         WHERE w.run_id = x.r AND w.queue = $4 AND w.key = x.k",
+        &[
+            &dead.iter().map(|d| d.0.as_uuid()).collect::<Vec<_>>(),
+            &dead.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(),
+            &dead.iter().map(|d| d.2.as_str()).collect::<Vec<_>>(),
+            &queue,
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// When an invocation's per-message work must stop: the invocation's deadline (Lambda's
+/// `lambda-runtime-deadline-ms`, milliseconds since the epoch; 0 when unknown) less a margin for
+/// storing the finished work — a tenth of the time left, at least 2 s and at most 20 s.
+pub fn work_deadline(deadline_epoch_ms: u64) -> Option<tokio::time::Instant> {
+    if deadline_epoch_ms == 0 {
+        return None;
+    }
+    let deadline = std::time::UNIX_EPOCH + Duration::from_millis(deadline_epoch_ms);
+    let left = deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let margin = (left / 10).clamp(Duration::from_secs(2), Duration::from_secs(20));
+    Some(tokio::time::Instant::now() + left.saturating_sub(margin))
+}
+
+/// The Lambda entry for an SQS-triggered stage: the batch in, partial failures out. Work still
+/// running at `deadline` (see [`work_deadline`]) is stopped and its messages reported as failed,
+/// so the finished ones are stored before the function's timeout.
 pub async fn handle_sqs<H: StageHandler>(
     handler: &H,
     deps: &Deps,
     event: aws_lambda_events::event::sqs::SqsEvent,
+    deadline: Option<tokio::time::Instant>,
 ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
     let mut anonymous = 0usize;
     let batch: Vec<Incoming> = event
         .records
         .into_iter()
         .map(|r| Incoming {
+            receive_count: r
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
             id: r.message_id.unwrap_or_else(|| {
                 anonymous += 1;
                 format!("missing-id-{anonymous}")
@@ -587,7 +750,7 @@ pub async fn handle_sqs<H: StageHandler>(
             body: r.body.unwrap_or_default(),
         })
         .collect();
-    let outcome = process_batch(handler, deps, batch).await;
+    let outcome = process_batch_until(handler, deps, batch, deadline).await;
     {
         use crate::obs::metrics::{MetricLine, Unit};
         MetricLine::new()

@@ -1,6 +1,13 @@
 //! Run tracking: a `run` per nightly execution; one event row per business per stage (PII
-//! hashed, batched); vendor usage per run (upserted additively); stage percentiles computed in
-//! SQL (`percentile_cont`) into `run_stage_stats` when the run is finalised.
+//! hashed, batched); vendor usage per run (upserted additively).
+//!
+//! A run finishes by itself. Every message it has on a queue is a `run_work` row, begun and
+//! ended in the transactions that record next hops and mark messages processed (the batch
+//! runner's `claim_keys`, targeting's expansion); a message failing on its last receive is
+//! marked dead. The batch that ends a run's last message finalises it ([`finish_if_done`]:
+//! stage percentiles in SQL, status succeeded / partial / failed), and the scheduled check
+//! ([`finish_idle`], in the alerts function) finalises a run whose work stopped moving as
+//! `stalled`. The SQL lives in `migrations/V6__run_completion.sql`.
 
 use std::collections::BTreeMap;
 
@@ -155,38 +162,38 @@ pub async fn record_vendor_usage(
     Ok(())
 }
 
-/// Computes per-stage counts and p50/p95/p99 from the run's events and closes the run.
-pub async fn finalize_run(
+/// Finalises those of `runs` whose work has all ended (the SQL function `finish_runs`, which
+/// computes stage counts and p50/p95/p99 and sets the status); returns how many it finalised.
+pub async fn finish_if_done(tx: &dyn Tx, runs: &[RunId]) -> Result<i32, DbError> {
+    let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.as_uuid()).collect();
+    let row = cached::query_one(tx, "SELECT finish_runs($1::uuid[]) AS n", &[&ids]).await?;
+    Ok(row.get("n"))
+}
+
+/// A run the scheduled check finalised, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRun {
+    pub run: RunId,
+    /// `stalled` when work was still pending; otherwise as [`finish_if_done`] decides.
+    pub status: String,
+}
+
+/// The scheduled check: finalises the tenant's running runs in which nothing has moved since
+/// `idle_since` (`stalled` when work is still pending).
+pub async fn finish_idle(
     tx: &dyn Tx,
-    tenant: TenantId,
-    run: RunId,
-    status: &str,
-) -> Result<(), DbError> {
-    cached::execute(
+    idle_since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<FinishedRun>, DbError> {
+    Ok(cached::query(
         tx,
-        "INSERT INTO run_stage_stats AS s (run_id, tenant_id, stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms)
-         SELECT run_id, tenant_id, stage, count(*), count(*) FILTER (WHERE status = 'ok'),
-                count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'skipped'),
-                percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ms),
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms),
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
-         -- One sample per processed message; detail events and markers carry no duration.
-         FROM run_event_logs WHERE run_id = $1 AND tenant_id = $2 AND duration_ms IS NOT NULL
-         GROUP BY run_id, tenant_id, stage
-         ON CONFLICT (run_id, stage) DO UPDATE SET total = EXCLUDED.total, success = EXCLUDED.success,
-            errors = EXCLUDED.errors, skipped = EXCLUDED.skipped, p50_ms = EXCLUDED.p50_ms,
-            p95_ms = EXCLUDED.p95_ms, p99_ms = EXCLUDED.p99_ms, updated_at = now()",
-        &[&run.as_uuid(), &tenant.as_uuid()],
+        "SELECT run_id, status FROM finish_idle_runs($1)",
+        &[&idle_since],
     )
-    .await?;
-    cached::execute(
-        tx,
-        "UPDATE runs SET status = $3, finished_at = now(),
-            stats = (SELECT coalesce(jsonb_object_agg(stage, jsonb_build_object('total', total, 'errors', errors, 'skipped', skipped)), '{}')
-                     FROM run_stage_stats WHERE run_id = $1)
-         WHERE id = $1 AND tenant_id = $2",
-        &[&run.as_uuid(), &tenant.as_uuid(), &status],
-    )
-    .await?;
-    Ok(())
+    .await?
+    .iter()
+    .map(|r| FinishedRun {
+        run: RunId::from_uuid(r.get("run_id")),
+        status: r.get("status"),
+    })
+    .collect())
 }
