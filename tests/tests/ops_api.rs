@@ -101,8 +101,11 @@ async fn keys_are_required_checked_and_revocable_and_tenants_see_only_their_own(
         .await;
     assert_eq!(s, 401);
     let h = f.get("/v1/health").await;
-    assert_eq!(h["database"], "ok");
-    assert!(h["queues"]["sourcing"]["visible"].is_u64());
+    assert_eq!((&h["status"], &h["database"]), (&json!("ok"), &json!("ok")));
+    for q in ops_api::wired_queues() {
+        assert!(h["queues"][&q]["visible"].is_u64(), "{q}: {h}");
+        assert!(h["queues"][&q]["in_flight"].is_u64(), "{q}: {h}");
+    }
 
     // Tenant B's key sees none of tenant A's campaigns, and cannot change them.
     let (s, _, b) = f
@@ -366,4 +369,45 @@ async fn a_100k_row_export_comes_in_bounded_pages_that_add_up() {
         )
         .await;
     assert_eq!(h["x-rows"], ops_api::MAX_PAGE.to_string());
+}
+
+#[tokio::test]
+async fn health_names_every_queue_it_cannot_read_instead_of_leaving_it_out() {
+    let f = fixture(false).await;
+    // A deployment whose function can read only the sourcing queue (a missing URL or grant).
+    let bus = shared::bus::MemoryBus::new(shared::bus::QueueSpec::with_dlq(
+        shared::bus::queues::SOURCING,
+        std::time::Duration::from_secs(30),
+        3,
+    ));
+    let api = ops_api::OpsApi {
+        pool: f.p.deps.pool.clone(),
+        bus: std::sync::Arc::new(bus),
+        store: f.p.deps.store.clone(),
+        queues: ops_api::wired_queues(),
+    };
+    let mut req = aws_lambda_events::event::apigw::ApiGatewayV2httpRequest::default();
+    req.raw_path = Some("/v1/health".into());
+    req.request_context.http.method = http::Method::GET;
+    req.headers.insert(
+        "authorization",
+        format!("Bearer {}", f.key).parse().unwrap(),
+    );
+    let resp = api.handler(req).await;
+    assert_eq!(resp.status_code, 200);
+    let body = match resp.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["queues"]["sourcing"]["visible"].is_u64(), "{h}");
+    assert!(h["queues"]["sourcing-dlq"]["visible"].is_u64(), "{h}");
+    for q in ops_api::wired_queues()
+        .into_iter()
+        .filter(|q| !q.starts_with("sourcing"))
+    {
+        let error = h["queues"][&q]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&q), "{q} is reported with its error: {h}");
+    }
 }

@@ -132,8 +132,8 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
                         "{q}"
                     );
                     assert_eq!(
-                        t["Globals"]["Function"]["Environment"]["Variables"]
-                            ["LF_MAX_RECEIVE_COUNT"]["Ref"],
+                        t["Globals"]["Function"]["Environment"]["Variables"]["LF_MAX_RECEIVE_COUNT"]
+                            ["Ref"],
                         "MaxReceiveCount"
                     );
                     let types: Vec<&str> = e["Properties"]["FunctionResponseTypes"]
@@ -273,16 +273,31 @@ fn functions_may_send_to_exactly_the_queues_their_code_sends_to() {
             expected.insert(resource);
         }
         assert_eq!(granted, expected, "{bin}: send permissions");
-        let queue_vars: Vec<_> = env
-            .keys()
-            .filter_map(Value::as_str)
-            .filter(|k| k.starts_with("LF_QUEUE_") && !k.ends_with("_DLQ_URL"))
+        // Any other queue URL is one the function only watches: it must be granted reading
+        // the queue's depth (and, by the check above, not sending to it).
+        let watched: BTreeSet<String> = r["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["Statement"].as_sequence().cloned().unwrap_or_default())
+            .filter(|st| {
+                st["Action"]
+                    .as_sequence()
+                    .is_some_and(|a| a.iter().any(|x| x == "sqs:GetQueueAttributes"))
+            })
+            .flat_map(|st| st["Resource"].as_sequence().cloned().unwrap_or_default())
+            .filter_map(|arn| target(&arn))
             .collect();
-        assert_eq!(
-            queue_vars.len(),
-            sends.len(),
-            "{bin}: no queue URL beyond what it sends to (DLQ URLs are for watching depth)"
-        );
+        for (var, value) in &env {
+            let Some(var) = var.as_str().filter(|k| k.starts_with("LF_QUEUE_")) else {
+                continue;
+            };
+            let resource = target(value).unwrap_or_else(|| panic!("{bin}: {var}"));
+            assert!(
+                expected.contains(&resource) || watched.contains(&resource),
+                "{bin}: {var} names {resource}, which it neither sends to nor may watch"
+            );
+        }
     }
 }
 

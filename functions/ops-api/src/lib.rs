@@ -214,20 +214,28 @@ impl OpsApi {
     }
 
     async fn health(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        // Every queue is reported: its depth, or why it could not be read (a missing grant or
+        // URL in the deployment is a finding, not a gap in the answer).
         let mut depths = serde_json::Map::new();
+        let mut degraded = false;
         for q in &self.queues {
-            if let Ok(d) = self.bus.depth(q).await {
-                depths.insert(
-                    q.clone(),
-                    json!({ "visible": d.visible, "in_flight": d.in_flight }),
-                );
-            }
+            let entry = match self.bus.depth(q).await {
+                Ok(d) => json!({ "visible": d.visible, "in_flight": d.in_flight }),
+                Err(e) => {
+                    tracing::warn!(queue = %q, error = %e, "queue depth not readable");
+                    degraded = true;
+                    json!({ "error": e.to_string() })
+                }
+            };
+            depths.insert(q.clone(), entry);
         }
+        let status = if degraded { "degraded" } else { "ok" };
         self.with_tx(tenant, async |tx| {
             let last = tx
                 .query_opt("SELECT id, kind, status, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1", &[])
                 .await?;
             Ok(json!({
+                "status": status,
                 "database": "ok",
                 "queues": depths,
                 "last_run": last.map(|r| json!({
