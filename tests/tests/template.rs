@@ -400,3 +400,128 @@ fn every_function_may_read_exactly_the_secrets_it_is_told_to_load() {
         );
     }
 }
+
+/// What an SQS-triggered function runs per message: each stage it serves, with how many
+/// messages it works on at once and the longest one message's work can take, built as the
+/// function's `main` builds it from a production environment (default vendor policies).
+fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
+    use shared::pipeline::StageHandler;
+    use std::sync::Arc;
+    let env: std::collections::HashMap<&str, &str> = [
+        (
+            "DATABASE_URL",
+            "postgres://app:secret@127.0.0.1:9/leadfactory",
+        ),
+        ("LF_BUCKET", "leadfactory-artifacts"),
+        ("YELP_API_KEY", "k"),
+        ("GOOGLE_PLACES_API_KEY", "k"),
+        ("GOOGLE_PAGESPEED_API_KEY", "k"),
+        ("OPENAI_API_KEY", "k"),
+        ("SENDGRID_API_KEY", "k"),
+    ]
+    .into_iter()
+    .collect();
+    let deps = shared::pipeline::Deps::from_source(&env).unwrap();
+    let sink: Arc<dyn shared::vendors::CallSink> = deps.sink.clone();
+    let v = &deps.vendors;
+    fn of(
+        h: &impl StageHandler,
+        v: &shared::vendors::config::VendorsConfig,
+    ) -> (usize, std::time::Duration) {
+        (h.concurrency(), h.worst_case_work(v))
+    }
+    match bin {
+        "sourcing" => vec![of(
+            &sourcing::Sourcing::new(v.yelp(&sink, &deps.policy).unwrap()),
+            v,
+        )],
+        "enrichment" => vec![of(
+            &enrichment::Enrichment::new(v.places(&sink, &deps.policy).unwrap()),
+            v,
+        )],
+        "assessment" => vec![of(
+            &assessment::Assessment::new(
+                &deps,
+                v.pagespeed(&sink, &deps.policy).unwrap(),
+                v.openai(&sink, &deps.policy).unwrap(),
+            ),
+            v,
+        )],
+        "scoring" => vec![of(
+            &scoring::Scoring::new(scoring::Rules::default_rules().unwrap()),
+            v,
+        )],
+        "reports" => vec![of(
+            &reports::Reports::new(
+                shared::domain::Money::from_cents(reports::DEFAULT_PRICE_CENTS).unwrap(),
+            ),
+            v,
+        )],
+        "personalization" => vec![of(
+            &personalization::Personalization::new(
+                personalization::Experiment::default_experiment().unwrap(),
+                v.openai(&sink, &deps.policy).unwrap(),
+            ),
+            v,
+        )],
+        "delivery" => {
+            let mailer = Arc::new(delivery::Mailer::new(
+                v.sendgrid(&sink, &deps.policy).unwrap(),
+                shared::links::LinkSigner::new(secrecy::SecretString::from("x".repeat(32)))
+                    .unwrap(),
+                delivery::Settings::default(),
+                &deps.public_base_url,
+            ));
+            vec![
+                of(&delivery::Delivery::from(mailer.clone()), v),
+                of(&delivery::Fulfilment::from(mailer), v),
+            ]
+        }
+        other => panic!("{other} is SQS-triggered but runs no known stage"),
+    }
+}
+
+#[tokio::test]
+async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
+    let t = template();
+    let res = &t["Resources"];
+    let global_timeout = t["Globals"]["Function"]["Timeout"].as_i64().unwrap();
+    // The store step's margin `work_deadline` keeps at most.
+    let store_margin = std::time::Duration::from_secs(20);
+    let mut checked = 0;
+    for (name, r) in res
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        let timeout = r["Properties"]["Timeout"]
+            .as_i64()
+            .unwrap_or(global_timeout) as u64;
+        let bin = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        for (_, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if e["Type"] != "SQS" {
+                continue;
+            }
+            let batch = e["Properties"]["BatchSize"].as_u64().unwrap_or(10) as u32;
+            let q = target(&e["Properties"]["Queue"]).unwrap();
+            let visibility = res[q.as_str()]["Properties"]["VisibilityTimeout"]
+                .as_u64()
+                .unwrap();
+            for (concurrency, worst) in stages_of(bin) {
+                let rounds = batch.div_ceil(concurrency.max(1) as u32);
+                let needed = worst * rounds + store_margin;
+                assert!(
+                    needed.as_secs() <= timeout,
+                    "{name:?}: a batch of {batch} ({rounds} round(s) of {worst:?} of vendor time) and the store step need {needed:?}, more than the {timeout} s Timeout"
+                );
+                assert!(
+                    visibility >= timeout,
+                    "{q}: visibility below {name:?}'s timeout"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "every stage was checked ({checked})");
+}

@@ -388,6 +388,39 @@ async fn persistent_5xx_opens_the_circuit_and_later_calls_fail_fast() {
 }
 
 #[tokio::test]
+async fn a_call_makes_no_retry_that_could_end_past_its_time_budget() {
+    for v in Vendor::ALL {
+        let mut h = Harness::new().await;
+        // Room for exactly one full attempt: a failure is not retried.
+        h.policy.max_call_time = h.policy.request_timeout;
+        h.clients = Some(h.build(true));
+        h.fault(
+            sim_name(v),
+            Fault {
+                rate_5xx: 1.0,
+                ..Fault::default()
+            },
+        );
+        let err = h.call(v, true).await.unwrap_err();
+        assert!(err.is_transient(), "{v}: {err}");
+        assert_eq!(h.requests(sim_name(v)), 1, "{v}: no retry past the budget");
+        // Room enough for every attempt the policy allows (the recorded pauses take no time).
+        let mut h = Harness::new().await;
+        h.policy.max_call_time = h.policy.request_timeout * 2 + h.policy.max_backoff;
+        h.clients = Some(h.build(true));
+        h.fault(
+            sim_name(v),
+            Fault {
+                rate_5xx: 1.0,
+                ..Fault::default()
+            },
+        );
+        h.call(v, true).await.unwrap_err();
+        assert_eq!(h.requests(sim_name(v)), 3, "{v}: retries that fit are made");
+    }
+}
+
+#[tokio::test]
 async fn unauthorised_is_not_retried() {
     for v in Vendor::ALL {
         let h = Harness::new().await;

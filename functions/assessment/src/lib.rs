@@ -40,6 +40,8 @@ pub const RETENTION_DAYS: i64 = 90;
 
 pub struct Assessment {
     fetcher: shared::tls::LazyHttp,
+    /// The whole fetch, redirects and body included.
+    fetch_timeout: std::time::Duration,
     max_bytes: usize,
     pagespeed: PageSpeedClient,
     openai: Option<OpenAiClient>,
@@ -54,6 +56,7 @@ impl Assessment {
         };
         Self {
             fetcher: guard::client(guard, deps.fetch.timeout, deps.fetch.max_redirects),
+            fetch_timeout: deps.fetch.timeout,
             max_bytes: deps.fetch.max_bytes,
             pagespeed,
             openai,
@@ -206,6 +209,14 @@ impl StageHandler for Assessment {
 
     fn input_queue(&self) -> &'static str {
         shared::bus::queues::ASSESSMENT
+    }
+
+    /// The homepage fetch, then PageSpeed, then the LLM, one after another.
+    fn worst_case_work(
+        &self,
+        vendors: &shared::vendors::config::VendorsConfig,
+    ) -> std::time::Duration {
+        self.fetch_timeout + vendors.pagespeed.call_time + vendors.openai.call_time
     }
 
     fn sends_to(&self) -> &'static [&'static str] {

@@ -77,6 +77,13 @@ impl StageHandler for Fulfilment {
         shared::bus::queues::FULFILMENT
     }
 
+    fn worst_case_work(
+        &self,
+        vendors: &shared::vendors::config::VendorsConfig,
+    ) -> std::time::Duration {
+        vendors.sendgrid.call_time
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         &[]
     }

@@ -286,6 +286,13 @@ impl StageHandler for Delivery {
         shared::bus::queues::DELIVERY
     }
 
+    fn worst_case_work(
+        &self,
+        vendors: &shared::vendors::config::VendorsConfig,
+    ) -> std::time::Duration {
+        vendors.sendgrid.call_time
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

@@ -71,6 +71,13 @@ impl StageHandler for Enrichment {
         shared::bus::queues::ENRICHMENT
     }
 
+    fn worst_case_work(
+        &self,
+        vendors: &shared::vendors::config::VendorsConfig,
+    ) -> std::time::Duration {
+        vendors.places.call_time
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

@@ -107,6 +107,13 @@ impl StageHandler for Personalization {
         shared::bus::queues::PERSONALIZATION
     }
 
+    fn worst_case_work(
+        &self,
+        vendors: &shared::vendors::config::VendorsConfig,
+    ) -> std::time::Duration {
+        vendors.openai.call_time
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

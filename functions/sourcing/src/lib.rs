@@ -124,6 +124,13 @@ impl StageHandler for Sourcing {
         shared::bus::queues::SOURCING
     }
 
+    fn worst_case_work(
+        &self,
+        vendors: &shared::vendors::config::VendorsConfig,
+    ) -> std::time::Duration {
+        vendors.yelp.call_time
+    }
+
     fn sends_to(&self) -> &'static [&'static str] {
         SENDS_TO
     }

@@ -157,6 +157,14 @@ pub trait StageHandler: Send + Sync {
         8
     }
 
+    /// The longest one message's work can take under the configured vendor policies: the sum
+    /// of the time budgets of the calls it makes one after another (each call's
+    /// `max_call_time`, retries included). The template test checks that a batch of this fits
+    /// the function's Timeout; at run time the invocation's deadline bounds it as well.
+    fn worst_case_work(&self, _vendors: &crate::vendors::config::VendorsConfig) -> Duration {
+        Duration::ZERO
+    }
+
     /// The budget class and unit cost of the stage's paid call, if it has one.
     fn budget(&self, _deps: &Deps) -> Option<(&'static str, i64)> {
         None

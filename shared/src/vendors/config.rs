@@ -22,6 +22,9 @@ pub struct VendorSettings {
     pub key: Option<SecretString>,
     pub requests_per_second: u32,
     pub request_timeout: Duration,
+    /// The most one call may take, retries included (`LF_<VENDOR>_CALL_SECS`; by default two
+    /// full attempts): what a stage's worst-case work time is computed from.
+    pub call_time: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -52,13 +55,20 @@ fn settings(r: &mut Reader<'_>, d: Defaults) -> VendorSettings {
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
         r.invalid(&format!("LF_{}_URL", d.prefix), "must be an http(s) URL");
     }
+    let timeout_secs = r.parsed_or(&format!("LF_{}_TIMEOUT_SECS", d.prefix), d.timeout_secs);
+    let call_secs = r.parsed_or(&format!("LF_{}_CALL_SECS", d.prefix), 2 * timeout_secs);
+    if call_secs < timeout_secs {
+        r.invalid(
+            &format!("LF_{}_CALL_SECS", d.prefix),
+            "must be at least the request timeout",
+        );
+    }
     VendorSettings {
         base_url,
         key: r.optional_secret(d.key_var),
         requests_per_second: r.parsed_or(&format!("LF_{}_RPS", d.prefix), d.rps),
-        request_timeout: Duration::from_secs(
-            r.parsed_or(&format!("LF_{}_TIMEOUT_SECS", d.prefix), d.timeout_secs),
-        ),
+        request_timeout: Duration::from_secs(timeout_secs),
+        call_time: Duration::from_secs(call_secs),
     }
 }
 
@@ -150,6 +160,7 @@ impl VendorsConfig {
     ) -> Result<VendorHttp, VendorError> {
         let policy = HttpPolicy {
             request_timeout: s.request_timeout,
+            max_call_time: s.call_time,
             requests_per_second: s.requests_per_second,
             burst: s.requests_per_second.max(1),
             ..base.clone()
@@ -274,6 +285,7 @@ impl VendorsConfig {
                     key: None,
                     requests_per_second: 1,
                     request_timeout: Duration::from_secs(10),
+                    call_time: Duration::from_secs(20),
                 };
                 Ok(Some(SlackClient::new(
                     self.http(Vendor::Slack, &s, sink, policy)?,

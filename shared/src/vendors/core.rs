@@ -345,6 +345,7 @@ impl VendorHttp {
             detail: e.to_string(),
         })?;
         let mut attempt = 0;
+        let call_started = Instant::now();
         loop {
             attempt += 1;
             if let Err(retry_in) = self.breaker.allow() {
@@ -372,6 +373,12 @@ impl VendorHttp {
                     }
                     let delay =
                         retry_delay(&self.policy, attempt, server_delay, rand::random::<f64>());
+                    // The next attempt must be able to end within the call's time.
+                    if call_started.elapsed() + delay + self.policy.request_timeout
+                        > self.policy.max_call_time
+                    {
+                        return Err(err);
+                    }
                     tracing::info!(vendor = %self.vendor, endpoint, attempt, ?delay, error = %err, "retrying vendor call");
                     self.pause.wait(delay).await;
                 }

@@ -12,6 +12,11 @@ use super::BreakerConfig;
 pub struct HttpPolicy {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The whole call — every attempt and every wait between them — ends within this: a retry
+    /// that could not finish inside it is not made. It is what a function's worst case is
+    /// computed from (one call can take no longer), so a retry policy cannot outlast the
+    /// function's timeout.
+    pub max_call_time: Duration,
     /// Attempts in all, the first included.
     pub max_attempts: u32,
     pub base_backoff: Duration,
@@ -31,6 +36,7 @@ impl Default for HttpPolicy {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            max_call_time: Duration::from_secs(60),
             max_attempts: 4,
             base_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(8),
