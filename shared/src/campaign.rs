@@ -1,7 +1,7 @@
 //! A campaign as operators write it — a TOML file for the CLI, a JSON body for the ops API —
 //! validated field by field into the campaign row.
 
-use crate::domain::{CampaignId, Email, TenantId, Tier};
+use crate::domain::{CampaignId, Email, TenantId};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,6 +14,7 @@ pub struct CampaignFile {
     #[serde(default)]
     pub zip_codes: Vec<String>,
     pub city: Option<String>,
+    #[serde(deserialize_with = "whole_number")]
     pub daily_quota: u32,
     #[serde(default = "default_tiers")]
     pub qualify_tiers: Vec<String>,
@@ -29,6 +30,59 @@ pub struct Sender {
     pub email: String,
     pub name: String,
     pub postal_address: String,
+}
+
+/// The bounds the document states for a campaign's fields.
+pub mod limits {
+    /// Characters in a name (the table's `CHECK (length(name) BETWEEN 1 AND 200)`).
+    pub const NAME: usize = 200;
+    /// Characters in any other text field.
+    pub const TEXT: usize = 500;
+    /// Entries in a list (categories, ZIP codes).
+    pub const ITEMS: usize = 100;
+}
+
+/// A text field: `min..=max` characters, at least one of them other than a space, tab, CR or
+/// LF, and no NUL (which PostgreSQL cannot store). The document states the same as a pattern,
+/// so both sides draw the line at the same characters.
+fn text(field: &'static str, v: &str, min: usize, max: usize) -> Result<(), CampaignError> {
+    let n = v.chars().count();
+    let detail = if v.contains('\0') {
+        "contains a NUL character".to_owned()
+    } else if n < min || n > max {
+        format!("has {n} characters, outside {min}..={max}")
+    } else if v.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
+        "is blank".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(CampaignError::Invalid { field, detail })
+}
+
+/// A whole number as JSON Schema's `integer` means it: `60` or `60.0` (a JSON number without a
+/// fraction), not `60.5`; out-of-range values are refused like any other.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number from 0 to 4294967295")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is out of range")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u32, E> {
+            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(E::custom(format!("{v} is not a whole number in range")))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
 }
 
 fn default_tiers() -> Vec<String> {
@@ -59,19 +113,21 @@ impl CampaignFile {
         Ok(c)
     }
 
+    /// Every rule the `campaigns` table enforces, and the ones the document states
+    /// (`docs/openapi.yaml`'s `Campaign`), checked before the database sees the row: a request
+    /// that breaks one gets a 400 naming the field, never a constraint violation.
     pub fn validate(&self) -> Result<(), CampaignError> {
         let bad = |field, detail: String| Err(CampaignError::Invalid { field, detail });
-        if self.name.trim().is_empty() {
-            return bad("name", "is empty".into());
+        text("name", &self.name, 1, limits::NAME)?;
+        text("vertical", &self.vertical, 1, limits::TEXT)?;
+        if self.categories.len() > limits::ITEMS {
+            return bad("categories", format!("more than {} items", limits::ITEMS));
         }
-        if self.daily_quota == 0 || self.daily_quota > 10_000 {
-            return bad(
-                "daily_quota",
-                format!("{} is outside 1..=10000", self.daily_quota),
-            );
+        for c in &self.categories {
+            text("categories", c, 1, limits::TEXT)?;
         }
-        if self.zip_codes.is_empty() && self.city.is_none() {
-            return bad("zip_codes", "give ZIP codes or a city".into());
+        if self.zip_codes.len() > limits::ITEMS {
+            return bad("zip_codes", format!("more than {} items", limits::ITEMS));
         }
         if let Some(z) = self
             .zip_codes
@@ -80,17 +136,27 @@ impl CampaignFile {
         {
             return bad("zip_codes", format!("{z:?} is not a five-digit ZIP"));
         }
-        if let Err(e) = Email::parse(&self.sender.email) {
-            return bad("sender.email", e.to_string());
+        if let Some(city) = &self.city {
+            text("city", city, 1, limits::TEXT)?;
         }
-        if self.sender.postal_address.trim().len() < 10 {
+        if self.zip_codes.is_empty() && self.city.is_none() {
+            return bad("zip_codes", "give ZIP codes or a city".into());
+        }
+        if self.daily_quota == 0 || self.daily_quota > 10_000 {
             return bad(
-                "sender.postal_address",
-                "a full postal address is required (CAN-SPAM)".into(),
+                "daily_quota",
+                format!("{} is outside 1..=10000", self.daily_quota),
             );
         }
-        if self.vertical.trim().is_empty() {
-            return bad("vertical", "is empty".into());
+        if self.qualify_tiers.is_empty() {
+            return bad("qualify_tiers", "name at least one tier".into());
+        }
+        if let Some(t) = self
+            .qualify_tiers
+            .iter()
+            .find(|t| !matches!(t.as_str(), "A" | "B" | "C" | "D"))
+        {
+            return bad("qualify_tiers", format!("{t:?} is not A, B, C or D"));
         }
         if let Some(s) = self
             .status
@@ -99,18 +165,45 @@ impl CampaignFile {
         {
             return bad("status", format!("{s:?} is not active, paused or archived"));
         }
-        if let Some(t) = self.qualify_tiers.iter().find(|t| Tier::parse(t).is_err()) {
-            return bad("qualify_tiers", format!("{t:?} is not A, B, C or D"));
+        if self.sender.email != self.sender.email.trim() {
+            return bad("sender.email", "has spaces around it".into());
         }
+        if let Err(e) = Email::parse(&self.sender.email) {
+            return bad("sender.email", e.to_string());
+        }
+        text("sender.name", &self.sender.name, 1, limits::NAME)?;
+        text(
+            "sender.postal_address",
+            &self.sender.postal_address,
+            10,
+            limits::TEXT,
+        )
+        .map_err(|_| CampaignError::Invalid {
+            field: "sender.postal_address",
+            detail: format!(
+                "a full postal address of {} to {} characters is required (CAN-SPAM)",
+                10,
+                limits::TEXT
+            ),
+        })?;
         Ok(())
     }
 
     /// Parses and validates a JSON body (the ops API): unknown fields are refused by name.
     pub fn from_json(body: &[u8]) -> Result<Self, CampaignError> {
-        let c: CampaignFile = serde_json::from_slice(body).map_err(|e| CampaignError::File {
+        // The error names the field it is about (`daily_quota: 2.5 is not a whole number…`).
+        let bad = |detail: String| CampaignError::File {
             path: "request body".into(),
-            detail: e.to_string(),
+            detail,
+        };
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let c: CampaignFile = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            bad(match e.path().to_string().as_str() {
+                "." => e.inner().to_string(),
+                field => format!("{field}: {}", e.inner()),
+            })
         })?;
+        json.end().map_err(|e| bad(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }

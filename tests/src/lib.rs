@@ -196,16 +196,22 @@ fn moto_bin() -> PathBuf {
     if let Ok(p) = std::env::var("LF_MOTO_BIN") {
         return p.into();
     }
+    tool_bin("moto_server")
+}
+
+/// A Python tool `scripts/test` installs into the project's tool venv (`LF_TOOLS_VENV`, by
+/// default `~/.cache/leadfactory-venv`), or the one on `PATH`.
+pub fn tool_bin(name: &str) -> PathBuf {
     let venv = std::env::var("LF_TOOLS_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/leadfactory-venv")
         });
-    let candidate = venv.join("bin/moto_server");
+    let candidate = venv.join("bin").join(name);
     if candidate.is_file() {
         candidate
     } else {
-        "moto_server".into()
+        name.into()
     }
 }
 

@@ -359,8 +359,8 @@ async fn a_100k_row_export_comes_in_bounded_pages_that_add_up() {
     assert_eq!(pages, 6, "five full pages and an empty last one");
     // A page is bounded by its row limit, not by the table: ~20k short rows.
     assert!(largest < 4 * 1024 * 1024, "{largest}");
-    // Asking for more than the maximum page gets the maximum.
-    let (_, h, _) = f
+    // Asking for more than the maximum page is refused with the bounds (not silently clamped).
+    let (s, _, b) = f
         .call(
             "GET",
             "/v1/exports/costs.csv?limit=1000000",
@@ -368,7 +368,8 @@ async fn a_100k_row_export_comes_in_bounded_pages_that_add_up() {
             None,
         )
         .await;
-    assert_eq!(h["x-rows"], ops_api::MAX_PAGE.to_string());
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains(&format!("1 to {}", ops_api::MAX_PAGE)), "{b}");
 }
 
 #[tokio::test]

@@ -69,27 +69,82 @@ fn date(
     name: &str,
     default: chrono::NaiveDate,
 ) -> Result<chrono::NaiveDate, HttpError> {
+    // RFC 3339's full-date exactly (chrono alone would take one-digit months and signed years).
+    let shaped = |v: &str| {
+        let b = v.as_bytes();
+        b.len() == 10
+            && b.iter().enumerate().all(|(i, c)| {
+                if i == 4 || i == 7 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
+    };
     match q.get(name) {
         None => Ok(default),
-        Some(v) => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-            HttpError::bad_request(format!("{name}: {v:?} is not a date (YYYY-MM-DD)"))
-        }),
+        Some(v) => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .ok()
+            .filter(|_| shaped(v))
+            .ok_or_else(|| {
+                HttpError::bad_request(format!("{name}: {v:?} is not a date (YYYY-MM-DD)"))
+            }),
     }
 }
 
-fn number(q: &HashMap<String, String>, name: &str, default: i64) -> Result<i64, HttpError> {
-    q.get(name)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| HttpError::bad_request(format!("{name}: {v:?} is not a number")))
-        })
-        .transpose()
-        .map(|n| n.unwrap_or(default))
+/// An integer query parameter within `min..=max` (the document's bounds): anything else is a
+/// 400 naming them, never silently clamped.
+fn number(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    (min, max): (i64, i64),
+) -> Result<i64, HttpError> {
+    let Some(v) = q.get(name) else {
+        return Ok(default);
+    };
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(HttpError::bad_request(format!(
+            "{name}: {v:?} is not a whole number from {min} to {max}"
+        ))),
+    }
 }
 
+/// A database error as the caller should see it: a constraint or data error the validation
+/// did not catch is the request's fault (400, or 409 for a conflict with another row), named by
+/// the constraint; only the rest is unavailability (503, retry).
+fn db_error(e: &shared::db::DbError) -> HttpError {
+    use tokio_postgres::error::SqlState;
+    let Some(code) = e.sqlstate() else {
+        return internal(e);
+    };
+    let constraint = match e {
+        shared::db::DbError::Postgres(pg) => pg
+            .as_db_error()
+            .and_then(|d| d.constraint().or(d.column()))
+            .map(str::to_owned),
+        _ => None,
+    }
+    .unwrap_or_else(|| "a rule of the stored data".to_owned());
+    if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+        HttpError::new(409, format!("conflicts with another row ({constraint})"))
+    } else if code.code().starts_with("23") {
+        HttpError::bad_request(format!("breaks {constraint}"))
+    } else if code.code().starts_with("22") {
+        HttpError::bad_request("a value cannot be stored as given (encoding or range)")
+    } else {
+        internal(e)
+    }
+}
+
+/// A UUID in its hyphenated form only (the document's `format: uuid`; the crate alone would
+/// also take the simple, braced and URN forms).
 fn uuid_of(what: &str, v: &str) -> Result<uuid::Uuid, HttpError> {
     uuid::Uuid::parse_str(v)
-        .map_err(|_| HttpError::bad_request(format!("{what}: {v:?} is not a UUID")))
+        .ok()
+        .filter(|_| v.len() == 36)
+        .ok_or_else(|| HttpError::bad_request(format!("{what}: {v:?} is not a UUID")))
 }
 
 impl OpsApi {
@@ -170,11 +225,29 @@ impl OpsApi {
                 let today = chrono::Utc::now().date_naive();
                 let to = date(&q, "to", today)?;
                 let from = date(&q, "from", to - chrono::Duration::days(29))?;
-                self.with_tx(tenant, async |tx| {
-                    let f = analytics::funnels(tx, Some(id), from, to).await?;
-                    Ok(json!({ "from": from, "to": to, "funnel": f.into_iter().next() }))
-                })
-                .await
+                // A period that ends before it starts is empty: its funnel is zeros.
+                let mut c = self.pool.get().await.map_err(internal)?;
+                let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+                let known = tx
+                    .query_opt("SELECT 1 FROM campaigns WHERE id = $1", &[&id])
+                    .await
+                    .map_err(internal)?
+                    .is_some();
+                if !known {
+                    return Err(HttpError::not_found("no such campaign"));
+                }
+                // A period with no activity is a funnel of zeros, not an absent one.
+                let funnel = analytics::funnels(&tx, Some(id), from, to)
+                    .await
+                    .map_err(internal)?
+                    .into_iter()
+                    .next()
+                    .unwrap_or(analytics::Funnel {
+                        campaign_id: id,
+                        ..analytics::Funnel::default()
+                    });
+                tx.commit().await.map_err(internal)?;
+                Ok(ok(json!({ "from": from, "to": to, "funnel": funnel })))
             }
             ("GET", ["v1", "experiments"]) => {
                 self.with_tx(tenant, async |tx| {
@@ -183,8 +256,8 @@ impl OpsApi {
                 .await
             }
             ("GET", ["v1", "costs", "tiers"]) => {
-                let days = number(&q, "days", 30)?;
-                let since = chrono::Utc::now() - chrono::Duration::days(days.clamp(1, 3650));
+                let days = number(&q, "days", 30, (1, 3650))?;
+                let since = chrono::Utc::now() - chrono::Duration::days(days);
                 self.with_tx(tenant, async |tx| {
                     Ok(json!({ "tiers": analytics::cost_per_tier(tx, since).await? }))
                 })
@@ -192,11 +265,16 @@ impl OpsApi {
             }
             ("POST", ["v1", "erasure"]) => self.erase(tenant, &body).await,
             ("GET", ["v1", "exports", file]) => self.export(tenant, file, &q).await,
-            (_, ["v1", "health" | "runs" | "experiments" | "exports", ..])
-            | (_, ["v1", "costs", "tiers"]) => Err(HttpError::method_not_allowed("GET only")),
-            (_, ["v1", "campaigns", ..]) | (_, ["v1", "erasure"]) => {
-                Err(HttpError::method_not_allowed("method not allowed here"))
-            }
+            (
+                _,
+                ["v1", "health" | "runs" | "experiments"]
+                | ["v1", "runs" | "exports", _]
+                | ["v1", "costs", "tiers"]
+                | ["v1", "campaigns", _, "funnel"],
+            ) => Err(HttpError::method_not_allowed("GET")),
+            (_, ["v1", "campaigns"]) => Err(HttpError::method_not_allowed("GET, POST")),
+            (_, ["v1", "campaigns", _]) => Err(HttpError::method_not_allowed("PUT")),
+            (_, ["v1", "erasure"]) => Err(HttpError::method_not_allowed("POST")),
             _ => Err(HttpError::not_found("no such endpoint")),
         }
     }
@@ -253,7 +331,7 @@ impl OpsApi {
         tenant: TenantId,
         q: &HashMap<String, String>,
     ) -> Result<ApiGatewayV2httpResponse, HttpError> {
-        let limit = number(q, "limit", 20)?.clamp(1, 200);
+        let limit = number(q, "limit", 20, (1, 200))?;
         self.with_tx(tenant, async |tx| {
             let rows = tx
                 .query("SELECT id, kind, status, run_date, started_at, finished_at, stats FROM runs ORDER BY started_at DESC LIMIT $1", &[&limit])
@@ -380,15 +458,14 @@ impl OpsApi {
         let to = date(q, "to", today)?;
         let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
         let from = date(q, "from", epoch)?;
-        if from > to {
-            return Err(HttpError::bad_request("from is after to"));
-        }
-        let limit = number(q, "limit", DEFAULT_PAGE)?.clamp(1, MAX_PAGE);
-        let after = q.get("after").cloned();
+        // A period that ends before it starts has no rows (the query finds none).
+        let limit = number(q, "limit", DEFAULT_PAGE, (1, MAX_PAGE))?;
+        // An empty cursor is the first page, as no cursor is.
+        let after = q.get("after").filter(|a| !a.is_empty()).cloned();
         if let Some(a) = &after {
             let valid = match cursor_type {
-                "uuid" => uuid::Uuid::parse_str(a).is_ok(),
-                _ => a.parse::<i64>().is_ok(),
+                "uuid" => uuid_of("after", a).is_ok(),
+                _ => (1..=18).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_digit()),
             };
             if !valid {
                 return Err(HttpError::bad_request(format!(
@@ -454,7 +531,7 @@ fn campaign_error(e: shared::campaign::CampaignError) -> HttpError {
         {
             HttpError::new(409, "another campaign already has this name")
         }
-        shared::campaign::CampaignError::Db(d) => internal(d),
+        shared::campaign::CampaignError::Db(d) => db_error(&d),
         other => HttpError::bad_request(other.to_string()),
     }
 }

@@ -93,7 +93,7 @@ pub async fn ingest(
     now: i64,
 ) -> Result<Ingested, HttpError> {
     if method(req) != "POST" {
-        return Err(HttpError::method_not_allowed("POST only"));
+        return Err(HttpError::method_not_allowed("POST"));
     }
     let body = body_bytes(req, MAX_BODY_BYTES)?;
     deps.key

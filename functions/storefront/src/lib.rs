@@ -195,10 +195,10 @@ pub async fn handle(
         }
         ("GET", ["d", t]) => download(deps, t, now).await,
         (_, ["r", _] | ["r", _, "preview.pdf"] | ["d", _] | ["checkout", _]) => {
-            Err(HttpError::method_not_allowed("GET only"))
+            Err(HttpError::method_not_allowed("GET"))
         }
-        (_, ["r", _, "buy"]) => Err(HttpError::method_not_allowed("POST only")),
-        (_, ["u", _]) => Err(HttpError::method_not_allowed("GET or POST only")),
+        (_, ["r", _, "buy"]) => Err(HttpError::method_not_allowed("POST")),
+        (_, ["u", _]) => Err(HttpError::method_not_allowed("GET, POST")),
         _ => Err(HttpError::not_found("no such page")),
     }
 }

@@ -102,7 +102,7 @@ pub async fn handle(
 ) -> Result<Handled, HttpError> {
     use secrecy::ExposeSecret;
     if method(req) != "POST" {
-        return Err(HttpError::method_not_allowed("POST only"));
+        return Err(HttpError::method_not_allowed("POST"));
     }
     let body = body_bytes(req, MAX_BODY_BYTES)?;
     stripe::verify(

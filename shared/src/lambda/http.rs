@@ -14,6 +14,8 @@ use http::header::{CONTENT_TYPE, HeaderName};
 pub struct HttpError {
     pub status: u16,
     pub reason: String,
+    /// The methods the resource does allow: a 405 carries them as `Allow` (RFC 9110).
+    pub allow: Option<&'static str>,
 }
 
 impl HttpError {
@@ -21,6 +23,7 @@ impl HttpError {
         Self {
             status,
             reason: reason.into(),
+            allow: None,
         }
     }
     pub fn bad_request(reason: impl Into<String>) -> Self {
@@ -32,8 +35,12 @@ impl HttpError {
     pub fn not_found(reason: impl Into<String>) -> Self {
         Self::new(404, reason)
     }
-    pub fn method_not_allowed(reason: impl Into<String>) -> Self {
-        Self::new(405, reason)
+    /// A 405 naming the methods the resource allows (`"GET"`, `"GET, POST"`).
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(405, format!("method not allowed: {allow} only"))
+        }
     }
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(413, format!("body exceeds {limit} bytes"))
@@ -41,7 +48,12 @@ impl HttpError {
 
     /// `{"error": reason}` with the status.
     pub fn into_response(self) -> ApiGatewayV2httpResponse {
-        json(self.status, &serde_json::json!({ "error": self.reason }))
+        let mut r = json(self.status, &serde_json::json!({ "error": self.reason }));
+        if let Some(allow) = self.allow {
+            r.headers
+                .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        r
     }
 }
 
