@@ -324,3 +324,99 @@ async fn erasure_leaves_no_trace_of_the_address_but_the_suppression() {
     let again = erase(&f, &email).await;
     assert_eq!(again, retention::Erased::default());
 }
+
+#[tokio::test]
+async fn erasure_cancels_outreach_still_queued_and_the_backlog_never_sends_it() {
+    let db = TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    // One send a day: the rest of the run's outreach waits in the backlog.
+    let p = testkit::local_pipeline(&db, store.path(), |o| o.delivery.warmup = vec![1]).await;
+    p.run(&NoProgress).await.unwrap();
+    let admin = db.admin().await;
+    let (id, addr): (uuid::Uuid, String) = {
+        let r = admin
+            .query_one(
+                "SELECT id, lower(to_email) FROM emails WHERE kind = 'outreach' AND send_state = 'queued' ORDER BY id LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let sent_before = p.sim.state.outbox.lock().unwrap().len();
+    retention::erase_email(
+        &p.deps.pool,
+        p.deps.store.as_ref(),
+        p.tenant,
+        &shared::domain::Email::parse(&addr).unwrap(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let state: String = admin
+        .query_one("SELECT send_state FROM emails WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "cancelled");
+    // Tomorrow's backlog release (and a stray delivery message for it) sends nothing to it.
+    let tomorrow = chrono::Utc::now().date_naive() + chrono::Duration::days(1);
+    delivery::release_backlog(&p.deps, p.deps.bus.as_ref(), tomorrow)
+        .await
+        .unwrap();
+    p.settle().await.unwrap();
+    let outbox = p.sim.state.outbox.lock().unwrap().clone();
+    assert!(
+        outbox[sent_before..].iter().all(|m| m
+            .to
+            .iter()
+            .all(|t| !t.ends_with("@erased.invalid") && t.to_lowercase() != addr)),
+        "nothing went to the erased address"
+    );
+}
+
+#[tokio::test]
+async fn erasure_matches_the_address_exactly_not_as_a_pattern() {
+    let db = TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    let p = testkit::local_pipeline(&db, store.path(), |_| {}).await;
+    let admin = db.admin().await;
+    // `_` is a LIKE wildcard: a_b@ must not reach axb@ (another person).
+    for who in [
+        "a_b@x.example.com",
+        "axb@x.example.com",
+        "100%@x.example.com",
+        "1000@x.example.com",
+    ] {
+        admin
+            .execute(
+                "INSERT INTO run_event_logs (tenant_id, stage, entity_id, event, status, extra)
+                 VALUES ($1, 'delivery', $2, 'sent', 'ok', jsonb_build_object('to', $2::text))",
+                &[&p.tenant.as_uuid(), &who],
+            )
+            .await
+            .unwrap();
+    }
+    for gone in ["a_b@x.example.com", "100%@x.example.com"] {
+        retention::erase_email(
+            &p.deps.pool,
+            p.deps.store.as_ref(),
+            p.tenant,
+            &shared::domain::Email::parse(gone).unwrap(),
+            "test",
+        )
+        .await
+        .unwrap();
+    }
+    let left: Vec<String> = admin
+        .query(
+            "SELECT entity_id FROM run_event_logs ORDER BY entity_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["1000@x.example.com", "axb@x.example.com"]);
+}

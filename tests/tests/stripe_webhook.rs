@@ -329,3 +329,94 @@ async fn bad_requests_are_refused_with_4xx_and_write_nothing() {
     );
     assert_eq!(one(&s.db, "SELECT count(*) FROM stripe_events").await, 0);
 }
+
+fn event(id: &str, kind: &str, object: serde_json::Value) -> String {
+    serde_json::json!({
+        "id": id, "object": "event", "type": kind, "created": now(), "livemode": false,
+        "data": { "object": object }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_checkout_needing_no_payment_is_fulfilled() {
+    let s = setup_with(None).await;
+    let body = completed(&s, "evt_free", "cs_free").replace(
+        r#""payment_status":"paid""#,
+        r#""payment_status":"no_payment_required""#,
+    );
+    assert!(body.contains("no_payment_required"));
+    let out = handle(&s.deps, &signed(&body), now()).await.unwrap();
+    assert!(out.fulfilment_sent, "a 100 % coupon is fulfilled");
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM purchases WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_refund_whose_charge_carries_no_metadata_is_attributed_through_its_payment_intent() {
+    let s = setup_with(None).await;
+    handle(&s.deps, &signed(&completed(&s, "evt_p", "cs_r")), now())
+        .await
+        .unwrap();
+    // Stripe does not promise that a charge carries its payment intent's metadata.
+    let refund = event(
+        "evt_refund",
+        "charge.refunded",
+        serde_json::json!({ "id": "ch_1", "object": "charge", "payment_intent": "pi_cs_r", "amount_refunded": 4900, "metadata": {} }),
+    );
+    let out = handle(&s.deps, &signed(&refund), now()).await.unwrap();
+    assert_eq!(out.outcome, "processed");
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM purchases WHERE status = 'refunded' AND refunded_cents = 4900"
+        )
+        .await,
+        1
+    );
+    // A charge nobody can attribute is still acknowledged (not one of ours).
+    let stranger = event(
+        "evt_x",
+        "charge.refunded",
+        serde_json::json!({ "id": "ch_2", "object": "charge", "payment_intent": "pi_unknown", "amount_refunded": 1 }),
+    );
+    let out = handle(&s.deps, &signed(&stranger), now()).await.unwrap();
+    assert_eq!(out.outcome, "unattributed");
+}
+
+#[tokio::test]
+async fn an_async_payment_failure_for_a_session_never_seen_pending_is_recorded() {
+    let s = setup_with(None).await;
+    let failed = event(
+        "evt_af",
+        "checkout.session.async_payment_failed",
+        serde_json::json!({
+            "id": "cs_async", "object": "checkout.session", "payment_status": "unpaid", "status": "complete",
+            "amount_total": 4900, "currency": "usd", "payment_intent": "pi_async",
+            "metadata": { "tenant_id": s.tenant, "report_id": s.report, "business_id": s.business }
+        }),
+    );
+    handle(&s.deps, &signed(&failed), now()).await.unwrap();
+    assert_eq!(
+        one(&s.db, "SELECT count(*) FROM purchases WHERE stripe_session_id = 'cs_async' AND status = 'failed'").await,
+        1,
+        "the failure is kept, not dropped"
+    );
+    // A later success for the same session still makes it paid (and fulfils it).
+    let succeeded = failed
+        .replace("evt_af", "evt_as")
+        .replace("async_payment_failed", "async_payment_succeeded")
+        .replace(r#""payment_status":"unpaid""#, r#""payment_status":"paid""#);
+    let out = handle(&s.deps, &signed(&succeeded), now()).await.unwrap();
+    assert!(out.fulfilment_sent);
+    assert_eq!(
+        one(&s.db, "SELECT count(*) FROM purchases WHERE stripe_session_id = 'cs_async' AND status = 'paid'").await,
+        1
+    );
+}

@@ -339,6 +339,7 @@ impl StageHandler for Delivery {
                 "sent" => Plan::Skip("already_sent"),
                 "failed" => Plan::Skip("already_failed"),
                 "unknown" => Plan::Skip("parked_unknown"),
+                "cancelled" => Plan::Skip("cancelled"),
                 "sending" => Plan::InFlight,
                 _ if r.get::<_, bool>(17) => Plan::Suppressed(r.get(0)),
                 _ if r.get::<_, String>(16) != "active" => Plan::Defer("campaign_not_active"),

@@ -77,11 +77,29 @@ pub fn check_body(body: &str, our_link: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The variant's subject with the business filled in, cut to 60 characters at a word.
-pub fn subject(template: &str, business: &str, score: u8) -> String {
-    let s = template
-        .replace("{business}", business)
-        .replace("{score}", &score.to_string());
+/// A subject with no figure in it, for a variant whose figure is not known for this site (its
+/// PageSpeed run failed): the email must not invent a number.
+pub const SUBJECT_WITHOUT_FIGURES: &str = "{business}: a few quick fixes for your website";
+
+/// The placeholders a subject may use. The opportunity score is deliberately not one: it is how
+/// much the site is costing its owner (higher is worse), and an owner reads "your website
+/// scored 93/100" as praise. A number in the copy is the site's own figure.
+pub const SUBJECT_PLACEHOLDERS: &[&str] = &["{business}", "{mobile_performance}"];
+
+/// The variant's subject with the business and the site's mobile performance (Lighthouse,
+/// 0–100) filled in, cut to 60 characters at a word; [`SUBJECT_WITHOUT_FIGURES`] when it needs
+/// the performance and it is unknown.
+pub fn subject(template: &str, business: &str, mobile_performance: Option<u8>) -> String {
+    let template = match mobile_performance {
+        None if template.contains("{mobile_performance}") => SUBJECT_WITHOUT_FIGURES,
+        _ => template,
+    };
+    let s = template.replace("{business}", business).replace(
+        "{mobile_performance}",
+        &mobile_performance
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    );
     if s.chars().count() <= 60 {
         return s;
     }
@@ -159,18 +177,35 @@ mod tests {
     #[test]
     fn subjects_fill_in_and_stay_within_sixty_characters() {
         assert_eq!(
-            subject("{business}: three quick fixes", "Joe's", 80),
+            subject("{business}: three quick fixes", "Joe's", Some(80)),
             "Joe's: three quick fixes"
         );
         let long = subject(
             "{business}: three quick fixes for your website",
             &"Very Long Business Name ".repeat(3),
-            80,
+            Some(80),
         );
         assert!(long.chars().count() <= 60, "{long}");
+    }
+
+    #[test]
+    fn a_subject_quotes_the_sites_own_figure_or_none() {
         assert_eq!(
-            subject("Your website scored {score}/100", "x", 87),
-            "Your website scored 87/100"
+            subject(
+                "Your site on phones: {mobile_performance}/100 (Google)",
+                "x",
+                Some(34)
+            ),
+            "Your site on phones: 34/100 (Google)"
+        );
+        // Unknown (PageSpeed failed): no number is made up.
+        assert_eq!(
+            subject(
+                "Your site on phones: {mobile_performance}/100",
+                "Joe's",
+                None
+            ),
+            "Joe's: a few quick fixes for your website"
         );
     }
 

@@ -69,6 +69,21 @@ impl Experiment {
         {
             return bad("holdout_bp < 10000, min_sample > 0 and 0 < confidence < 1");
         }
+        // A subject may use only the placeholders the copy fills (`{score}`, the opportunity
+        // score, is not one: it would read as the site's grade).
+        if let Some(v) = e.variants.iter().find(|v| {
+            let mut rest = v.subject.clone();
+            for p in crate::copy::SUBJECT_PLACEHOLDERS {
+                rest = rest.replace(p, "");
+            }
+            rest.contains('{') || rest.contains('}')
+        }) {
+            return bad(&format!(
+                "variant {:?}: a subject may use only {}",
+                v.key,
+                crate::copy::SUBJECT_PLACEHOLDERS.join(", ")
+            ));
+        }
         let mut keys: Vec<&str> = e.variants.iter().map(|v| v.key.as_str()).collect();
         keys.sort();
         keys.dedup();
@@ -111,6 +126,14 @@ impl Experiment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_quoting_the_opportunity_score_is_refused() {
+        let with_score = DEFAULT_EXPERIMENT.replace("{mobile_performance}", "{score}");
+        let err = Experiment::parse(&with_score).unwrap_err().to_string();
+        assert!(err.contains("may use only"), "{err}");
+        assert!(Experiment::default_experiment().is_ok());
+    }
 
     #[test]
     fn assignment_is_stable_and_close_to_the_weights() {

@@ -48,7 +48,11 @@ pub struct Lead {
     pub suppressed: bool,
     pub report_id: uuid::Uuid,
     pub token: String,
+    /// The opportunity score (how much the site costs its owner): for our records, never for
+    /// the copy.
     pub score: u8,
+    /// The site's own Lighthouse mobile performance (0–100), when PageSpeed measured it.
+    pub mobile_performance: Option<u8>,
     pub problems: Vec<String>,
     pub sender: String,
 }
@@ -76,7 +80,7 @@ const LOAD: &str = "
 SELECT b.id, b.name, b.email,
        EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(b.email))
               OR (s.kind = 'domain' AND (s.value = split_part(lower(b.email), '@', 2) OR s.value = b.website_domain))),
-       rp.id, rp.token, sc.score, a.insights, c.sender_name
+       rp.id, rp.token, sc.score, a.insights, c.sender_name, a.psi_performance
 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS x(b, c, r)
 JOIN businesses b ON b.id = x.b
 JOIN campaigns c ON c.id = x.c
@@ -154,6 +158,9 @@ impl StageHandler for Personalization {
                             report_id: r.get(4),
                             token: r.get(5),
                             score: r.get::<_, i16>(6).clamp(0, 100) as u8,
+                            mobile_performance: r
+                                .get::<_, Option<i16>>(9)
+                                .map(|p| p.clamp(0, 100) as u8),
                             problems,
                             sender: r.get(8),
                         },
@@ -197,7 +204,7 @@ impl StageHandler for Personalization {
         let subject = copy::subject(
             &self.experiment.variants[index].subject,
             &lead.name,
-            lead.score,
+            lead.mobile_performance,
         );
         let base = deps.public_base_url.trim_end_matches('/');
         let preview_url = format!("{base}/r/{}", lead.token);
@@ -212,14 +219,18 @@ impl StageHandler for Personalization {
             llm: None,
         };
         if let (Some(ai), true) = (&self.openai, paid_allowed) {
+            // The site's own figures only: the opportunity score would read as the site's grade.
+            let speed = lead.mobile_performance.map_or_else(
+                || "not measured".to_owned(),
+                |p| format!("{p}/100 (Google Lighthouse, higher is better)"),
+            );
             let facts = format!(
-                "Business: {}\nOpportunity score: {}/100\nProblems found: {}\nReport link (use exactly, once): {preview_url}\nSender: {}",
+                "Business: {}\nMobile performance: {speed}\nProblems found: {}\nReport link (use exactly, once): {preview_url}\nSender: {}",
                 lead.name,
-                lead.score,
                 lead.problems.join("; "),
                 lead.sender
             );
-            let system = "Write a short, friendly, plain-text cold email body (no subject) to a local business owner about their website. Use only the facts given; invent nothing. Mention at most two problems, include the report link exactly once, no other links, under 120 words, no hype. Answer in JSON.";
+            let system = "Write a short, friendly, plain-text cold email body (no subject) to a local business owner about their website. Use only the facts given; invent nothing, and quote no score but the mobile performance as given. Mention at most two problems, include the report link exactly once, no other links, under 120 words, no hype. Answer in JSON.";
             let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
             match ai
                 .structured::<LlmBody>(

@@ -1,5 +1,5 @@
 //! Erasure on request: one person's address removed or anonymised everywhere it was stored —
-//! emails (the row stays, anonymised, so counts hold), SendGrid events, purchases, Stripe
+//! emails (the row stays, anonymised, so counts hold; one not yet sent is cancelled), SendGrid events, purchases, Stripe
 //! payloads, the business record, scraped contact lists, LLM logs and run events that quote it,
 //! QA notes, and the raw homepage HTML that contained it (the object is deleted) — and one
 //! suppression left behind so the address is never contacted again. One transaction: all or
@@ -24,33 +24,37 @@ pub struct Erased {
     pub objects: u64,
 }
 
-/// The statements, each with `$1` = the normalised address (lower case).
+/// The statements, each with `$1` = the normalised address (lower case). Free text is searched
+/// for the address as a plain substring (`strpos`), never as a `LIKE` pattern: `_` and `%` are
+/// ordinary characters of an address, and as wildcards they would erase other people's data.
 const STEPS: &[&str] = &[
     // 0: the suppression that remains.
     "",
-    // 1
+    // 1: anonymised; one still waiting to be sent is cancelled (its address is gone).
     "UPDATE emails SET to_email = 'erased-' || left(md5(id::text), 12) || '@erased.invalid', subject = '[erased]',
-            body_text = NULL, body_html = NULL, body_purged_at = coalesce(body_purged_at, now()), last_error = NULL
+            body_text = NULL, body_html = NULL, body_purged_at = coalesce(body_purged_at, now()),
+            last_error = CASE WHEN send_state = 'queued' THEN 'cancelled: the address was erased' END,
+            send_state = CASE WHEN send_state = 'queued' THEN 'cancelled' ELSE send_state END
      WHERE lower(to_email) = $1",
     // 2: events of those emails, or naming the address.
     "UPDATE email_events SET raw = jsonb_build_object('event', event, 'erased', true), reason = NULL, url = NULL
-     WHERE lower(raw->>'email') = $1 OR raw::text ILIKE '%' || $1 || '%' OR reason ILIKE '%' || $1 || '%'",
+     WHERE lower(raw->>'email') = $1 OR strpos(lower(raw::text), $1) > 0 OR strpos(lower(reason), $1) > 0",
     // 3
     "UPDATE purchases SET customer_email = NULL WHERE lower(customer_email) = $1",
     // 4
     "UPDATE stripe_events SET payload = jsonb_build_object('id', payload->'id', 'type', payload->'type', 'erased', true)
-     WHERE payload::text ILIKE '%' || $1 || '%'",
+     WHERE strpos(lower(payload::text), $1) > 0",
     // 5
     "UPDATE businesses SET email = NULL, erased_at = now() WHERE lower(email) = $1",
     // 6
     "UPDATE assessments SET contact_emails = array(SELECT e FROM unnest(contact_emails) e WHERE lower(e) <> $1)
      WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)",
     // 7
-    "DELETE FROM llm_logs WHERE prompt ILIKE '%' || $1 || '%' OR completion ILIKE '%' || $1 || '%'",
+    "DELETE FROM llm_logs WHERE strpos(lower(prompt), $1) > 0 OR strpos(lower(completion), $1) > 0",
     // 8
-    "DELETE FROM run_event_logs WHERE extra::text ILIKE '%' || $1 || '%' OR entity_id ILIKE '%' || $1 || '%'",
+    "DELETE FROM run_event_logs WHERE strpos(lower(extra::text), $1) > 0 OR strpos(lower(entity_id), $1) > 0",
     // 9
-    "UPDATE qa_samples SET notes = NULL WHERE notes ILIKE '%' || $1 || '%'",
+    "UPDATE qa_samples SET notes = NULL WHERE strpos(lower(notes), $1) > 0",
 ];
 
 /// Erases `email` for `tenant` (see the module doc); `source` names who asked (CLI, API).

@@ -122,18 +122,13 @@ pub async fn handle(
         outcome: "processed",
         fulfilment_sent: false,
     };
-    let Some(tenant) = object
-        .get("metadata")
-        .and_then(|m| m.get("tenant_id"))
-        .and_then(Value::as_str)
-        .and_then(|t| TenantId::parse(t).ok())
-    else {
+    let mut client = deps.pool.get().await.map_err(internal)?;
+    let Some(tenant) = attribute(&client, &event.kind, object).await? else {
         // Not one of ours (or created without our metadata): acknowledge so Stripe stops retrying.
         tracing::warn!(event_id = %event.id, kind = %event.kind, "event without metadata.tenant_id acknowledged and not stored");
         handled.outcome = "unattributed";
         return Ok(handled);
     };
-    let mut client = deps.pool.get().await.map_err(internal)?;
     let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
     let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
     let payload: Value =
@@ -159,18 +154,17 @@ pub async fn handle(
         return Ok(handled);
     }
     let mut fulfil: Option<Fulfil> = None;
-    let session_id = object.get("id").and_then(Value::as_str).unwrap_or_default();
-    let paid = object.get("payment_status").and_then(Value::as_str) == Some("paid");
+    // Stripe's rule: fulfil when the payment status is not `unpaid` (a 100 % coupon is
+    // `no_payment_required`).
+    let paid = matches!(
+        object.get("payment_status").and_then(Value::as_str),
+        Some("paid" | "no_payment_required")
+    );
     match event.kind.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" if paid => {
             fulfil = record_paid(&tx, tenant, object)
                 .await
-                .map_err(|e| match e {
-                    PaidError::Missing(f) => {
-                        HttpError::bad_request(format!("checkout session lacks {f}"))
-                    }
-                    PaidError::Db(e) => internal(e),
-                })?;
+                .map_err(session_error)?;
         }
         "checkout.session.completed" => {
             // Paid later by an async method: the async_payment_* event decides.
@@ -181,7 +175,9 @@ pub async fn handle(
             } else {
                 "expired"
             };
-            tx.execute("UPDATE purchases SET status = $2 WHERE stripe_session_id = $1 AND status = 'pending'", &[&session_id, &status]).await.map_err(internal)?;
+            record_unpaid(&tx, tenant, object, status)
+                .await
+                .map_err(session_error)?;
         }
         "charge.refunded" => {
             let intent = object
@@ -233,6 +229,130 @@ pub async fn handle(
     Ok(handled)
 }
 
+/// The tenant an event belongs to: its object's `metadata.tenant_id`, or — for a charge, which
+/// Stripe does not promise carries its payment intent's metadata — the tenant of the purchase
+/// paid through that payment intent.
+async fn attribute(
+    client: &tokio_postgres::Client,
+    kind: &str,
+    object: &Value,
+) -> Result<Option<TenantId>, HttpError> {
+    if let Some(t) = object
+        .get("metadata")
+        .and_then(|m| m.get("tenant_id"))
+        .and_then(Value::as_str)
+        .and_then(|t| TenantId::parse(t).ok())
+    {
+        return Ok(Some(t));
+    }
+    let intent = object.get("payment_intent").and_then(Value::as_str);
+    let (true, Some(intent)) = (kind.starts_with("charge."), intent) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_one("SELECT purchase_tenant_by_payment_intent($1)", &[&intent])
+        .await
+        .map_err(internal)?;
+    Ok(row.get::<_, Option<uuid::Uuid>>(0).map(TenantId::from_uuid))
+}
+
+/// Records a session that ended unpaid (`failed`, `expired`): the pending purchase moves to it,
+/// and a session with no purchase row yet (its `completed` event not seen) gets one, so the
+/// outcome is kept instead of dropped. A paid purchase is never downgraded.
+async fn record_unpaid(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    s: &Value,
+    status: &str,
+) -> Result<(), PaidError> {
+    let session_id = s
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or(PaidError::Missing("id"))?;
+    let updated = tx
+        .execute(
+            "UPDATE purchases SET status = $2 WHERE stripe_session_id = $1 AND status = 'pending'",
+            &[&session_id, &status],
+        )
+        .await?;
+    let known = updated > 0
+        || tx
+            .query_opt(
+                "SELECT 1 FROM purchases WHERE stripe_session_id = $1",
+                &[&session_id],
+            )
+            .await?
+            .is_some();
+    if known {
+        return Ok(());
+    }
+    let session = SessionFacts::read(s)?;
+    tx.execute(
+        "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
+                                status, amount_cents, currency, customer_email)
+         VALUES ($1, $3, $4, $5, $6, $7, $2, $8, $12, $9, $10, $11)
+         ON CONFLICT (stripe_session_id) DO NOTHING",
+        &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &session.report, &session.business, &session.campaign,
+          &session.email_id, &session.intent, &session.amount, &session.currency, &session.customer_email, &status],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a checkout session says about its purchase (our metadata, Stripe's amounts).
+struct SessionFacts<'a> {
+    report: uuid::Uuid,
+    business: uuid::Uuid,
+    campaign: Option<uuid::Uuid>,
+    email_id: Option<uuid::Uuid>,
+    amount: i64,
+    currency: String,
+    intent: Option<&'a str>,
+    customer_email: Option<&'a str>,
+}
+
+impl<'a> SessionFacts<'a> {
+    fn read(s: &'a Value) -> Result<Self, PaidError> {
+        let meta = |k: &'static str| {
+            s.get("metadata")
+                .and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .and_then(|v| uuid::Uuid::parse_str(v).ok())
+        };
+        Ok(Self {
+            report: meta("report_id").ok_or(PaidError::Missing("metadata.report_id"))?,
+            business: meta("business_id").ok_or(PaidError::Missing("metadata.business_id"))?,
+            campaign: meta("campaign_id"),
+            email_id: meta("email_id"),
+            amount: s
+                .get("amount_total")
+                .and_then(Value::as_i64)
+                .ok_or(PaidError::Missing("amount_total"))?
+                .max(0),
+            currency: s
+                .get("currency")
+                .and_then(Value::as_str)
+                .unwrap_or("usd")
+                .to_lowercase(),
+            intent: s.get("payment_intent").and_then(Value::as_str),
+            customer_email: s
+                .get("customer_details")
+                .and_then(|c| c.get("email"))
+                .and_then(Value::as_str)
+                .or_else(|| s.get("customer_email").and_then(Value::as_str)),
+        })
+    }
+}
+
+/// A session we cannot record is the request's fault when it lacks a field we put there; a
+/// database failure is unavailability (Stripe retries).
+fn session_error(e: PaidError) -> HttpError {
+    match e {
+        PaidError::Missing(f) => HttpError::bad_request(format!("checkout session lacks {f}")),
+        PaidError::Db(e) => internal(e),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum PaidError {
     #[error("missing {0}")]
@@ -247,34 +367,11 @@ async fn record_paid(
     tenant: TenantId,
     s: &Value,
 ) -> Result<Option<Fulfil>, PaidError> {
-    let meta = |k: &'static str| {
-        s.get("metadata")
-            .and_then(|m| m.get(k))
-            .and_then(Value::as_str)
-            .and_then(|v| uuid::Uuid::parse_str(v).ok())
-    };
     let session_id = s
         .get("id")
         .and_then(Value::as_str)
         .ok_or(PaidError::Missing("id"))?;
-    let report = meta("report_id").ok_or(PaidError::Missing("metadata.report_id"))?;
-    let business = meta("business_id").ok_or(PaidError::Missing("metadata.business_id"))?;
-    let amount = s
-        .get("amount_total")
-        .and_then(Value::as_i64)
-        .ok_or(PaidError::Missing("amount_total"))?
-        .max(0);
-    let currency = s
-        .get("currency")
-        .and_then(Value::as_str)
-        .unwrap_or("usd")
-        .to_lowercase();
-    let intent = s.get("payment_intent").and_then(Value::as_str);
-    let email = s
-        .get("customer_details")
-        .and_then(|c| c.get("email"))
-        .and_then(Value::as_str)
-        .or_else(|| s.get("customer_email").and_then(Value::as_str));
+    let f = SessionFacts::read(s)?;
     // Fulfilment is due while the purchase is paid and not yet fulfilled: a retry of a delivery
     // that stopped after this commit sends it again, and the fulfilment consumer's idempotency
     // key (`fulfil:<session>`) makes the second message a no-op.
@@ -288,7 +385,7 @@ async fn record_paid(
                  customer_email = coalesce(purchases.customer_email, EXCLUDED.customer_email),
                  paid_at = coalesce(purchases.paid_at, now())
              RETURNING id, status = 'paid' AND fulfilled_at IS NULL",
-            &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &report, &business, &meta("campaign_id"), &meta("email_id"), &intent, &amount, &currency, &email],
+            &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &f.report, &f.business, &f.campaign, &f.email_id, &f.intent, &f.amount, &f.currency, &f.customer_email],
         )
         .await?;
     let due: bool = row.get(1);
