@@ -64,5 +64,28 @@ pub async fn report(
     for v in client.query("SELECT vendor, calls, errors, rate_limit_hits, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&latest]).await? {
         let _ = writeln!(out, "{:<12} {:>7} {:>7} {:>9} {:>12}", v.get::<_, String>(0), v.get::<_, i32>(1), v.get::<_, i32>(2), v.get::<_, i32>(3), format!("${:.4}", v.get::<_, i64>(4) as f64 / 1e6));
     }
+    // Areas searched as deep as Yelp goes: their campaigns find nothing new there.
+    let used_up = client
+        .query(
+            "SELECT c.name, t.location, t.category FROM targeting_cursors t JOIN campaigns c ON c.id = t.campaign_id
+             WHERE t.exhausted_at IS NOT NULL AND c.status = 'active' ORDER BY c.name, t.location, t.category",
+            &[],
+        )
+        .await?;
+    if !used_up.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nexhausted areas (add ZIP codes, a city or categories)"
+        );
+        for r in used_up {
+            let _ = writeln!(
+                out,
+                "{:<30} {:<12} {}",
+                r.get::<_, String>("name"),
+                r.get::<_, String>("location"),
+                r.get::<_, String>("category")
+            );
+        }
+    }
     Ok(out)
 }

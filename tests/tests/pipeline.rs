@@ -837,3 +837,84 @@ fn the_work_deadline_leaves_a_margin_for_storing_the_batch() {
         }
     });
 }
+
+#[tokio::test]
+async fn a_second_night_of_the_same_campaign_finds_new_businesses() {
+    let f = fixture(local_bus(), |_| {}).await;
+    let first = f.pipeline.run(&NoProgress).await.unwrap();
+    let s1 = summarize(f.pipeline.pool(), f.pipeline.tenant, first)
+        .await
+        .unwrap();
+    let second = f.pipeline.run(&NoProgress).await.unwrap();
+    let s2 = summarize(f.pipeline.pool(), f.pipeline.tenant, second)
+        .await
+        .unwrap();
+    assert!(s1.sourced > 0);
+    // The second night asks Yelp for the next pages, not the same first ones again.
+    assert!(
+        s2.sourced >= s1.sourced / 2,
+        "night 1 sourced {}, night 2 {}",
+        s1.sourced,
+        s2.sourced
+    );
+    let admin = f.db.admin().await;
+    let offsets: Vec<i64> = admin
+        .query(
+            "SELECT min((extra->>'offset')::int8) FROM run_event_logs WHERE stage = 'sourcing' AND event = 'page'
+             GROUP BY run_id ORDER BY min(created_at)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(offsets[0], 0);
+    assert!(
+        offsets[1] >= 60,
+        "night 2 starts where night 1 stopped: {offsets:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_that_has_searched_its_whole_area_says_so() {
+    let f = fixture(local_bus(), |_| {}).await;
+    // More than one ZIP and category can ever hold: the area is used up after a night or two.
+    let mut pool = f.pipeline.pool().clone();
+    campaign(10_000)
+        .upsert(&mut pool, f.pipeline.tenant)
+        .await
+        .unwrap();
+    let mut exhausted = Vec::new();
+    for _ in 0..3 {
+        let report = targeting::handler(
+            &f.pipeline.deps,
+            serde_json::json!({ "detail": { "kind": "local" } }),
+        )
+        .await
+        .unwrap();
+        f.pipeline.settle().await.unwrap();
+        exhausted = report.campaigns_exhausted;
+        if !exhausted.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(exhausted.len(), 1, "the campaign is reported exhausted");
+    let text = leadfactory_cli::status::report(&f.db.admin().await, 5)
+        .await
+        .unwrap();
+    assert!(text.contains("exhausted areas"), "{text}");
+    let mut c = f.pipeline.pool().get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut c, f.pipeline.tenant)
+        .await
+        .unwrap();
+    let findings = alerts::rules::evaluate(&tx, &alerts::Thresholds::default(), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|x| x.rule == "campaign_exhausted" && x.level == alerts::Level::Warning),
+        "{findings:?}"
+    );
+}

@@ -423,5 +423,30 @@ pub async fn evaluate(
             ));
         }
     }
+    // Campaigns whose every area has been searched to its end: they find nothing new.
+    for r in tx
+        .query(
+            "SELECT c.id, c.name, NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL)
+             FROM campaigns c
+             WHERE c.status = 'active' AND EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)",
+            &[],
+        )
+        .await?
+    {
+        let (campaign, name, exhausted): (uuid::Uuid, String, bool) =
+            (r.get(0), r.get(1), r.get(2));
+        let f = Finding::new("campaign_exhausted", campaign.to_string());
+        out.push(if exhausted {
+            f.at(
+                Level::Warning,
+                "warning",
+                1.0,
+                1.0,
+                format!("Campaign {name} has searched every area as deep as Yelp goes: it finds no new businesses until it gets new ZIP codes, a city or categories."),
+            )
+        } else {
+            f.at(Level::Ok, "ok", 0.0, 1.0, format!("Campaign {name} has new areas to search."))
+        });
+    }
     Ok(out)
 }

@@ -389,12 +389,19 @@ impl OpsApi {
     async fn campaigns(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
         self.with_tx(tenant, async |tx| {
             let rows = tx
-                .query("SELECT id, name, vertical, status, daily_quota, zip_codes, city, qualify_tiers FROM campaigns ORDER BY name", &[])
+                .query(
+                    "SELECT id, name, vertical, status, daily_quota, zip_codes, city, qualify_tiers,
+                            EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)
+                            AND NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL) AS exhausted
+                     FROM campaigns c ORDER BY name",
+                    &[],
+                )
                 .await?;
             Ok(json!({ "campaigns": rows.iter().map(|r| json!({
-                "id": r.get::<_, uuid::Uuid>(0), "name": r.get::<_, String>(1), "vertical": r.get::<_, String>(2),
-                "status": r.get::<_, String>(3), "daily_quota": r.get::<_, i32>(4), "zip_codes": r.get::<_, Vec<String>>(5),
-                "city": r.get::<_, Option<String>>(6), "qualify_tiers": r.get::<_, Vec<String>>(7),
+                "id": r.get::<_, uuid::Uuid>("id"), "name": r.get::<_, String>("name"), "vertical": r.get::<_, String>("vertical"),
+                "status": r.get::<_, String>("status"), "daily_quota": r.get::<_, i32>("daily_quota"), "zip_codes": r.get::<_, Vec<String>>("zip_codes"),
+                "city": r.get::<_, Option<String>>("city"), "qualify_tiers": r.get::<_, Vec<String>>("qualify_tiers"),
+                "exhausted": r.get::<_, bool>("exhausted"),
             })).collect::<Vec<_>>() }))
         })
         .await

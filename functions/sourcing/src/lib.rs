@@ -39,7 +39,8 @@ impl Sourcing {
 /// One page's listings, or why there are none.
 #[derive(Debug, Clone)]
 pub enum Page {
-    Found(Vec<Candidate>),
+    /// The page's listings, and Yelp's `total` for the search (how deep the area goes).
+    Found(Vec<Candidate>, u32),
     SkippedByBudget,
 }
 
@@ -209,6 +210,7 @@ impl StageHandler for Sourcing {
             .await?;
         Ok(Page::Found(
             resp.businesses.iter().filter_map(from_yelp).collect(),
+            resp.total,
         ))
     }
 
@@ -223,11 +225,49 @@ impl StageHandler for Sourcing {
             .iter()
             .enumerate()
             .flat_map(|(i, it)| match &it.work {
-                Page::Found(c) => c.iter().map(move |c| (i, c)).collect::<Vec<_>>(),
+                Page::Found(c, _) => c.iter().map(move |c| (i, c)).collect::<Vec<_>>(),
                 Page::SkippedByBudget => Vec::new(),
             })
             .collect();
+        // How deep each searched area goes, for targeting's cursors (one statement).
+        let totals: Vec<(&SourcingJob, i32)> = items
+            .iter()
+            .filter_map(|it| match &it.work {
+                Page::Found(_, total) => {
+                    Some((&it.env.payload, (*total).min(i32::MAX as u32) as i32))
+                }
+                Page::SkippedByBudget => None,
+            })
+            .collect();
+        let cursors = (
+            totals
+                .iter()
+                .map(|(j, _)| j.campaign_id.as_uuid())
+                .collect::<Vec<_>>(),
+            totals
+                .iter()
+                .map(|(j, _)| j.location.as_str())
+                .collect::<Vec<_>>(),
+            totals
+                .iter()
+                .map(|(j, _)| j.category.as_str())
+                .collect::<Vec<_>>(),
+            totals.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        );
+        let cursor_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&cursors.0, &cursors.1, &cursors.2, &cursors.3];
+        let record_totals = || {
+            cached::execute_if(
+                tx,
+                !totals.is_empty(),
+                "UPDATE targeting_cursors t SET known_total = x.n, updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[]) AS x(c, l, k, n)
+                 WHERE t.campaign_id = x.c AND t.location = x.l AND t.category = x.k",
+                &cursor_params,
+            )
+        };
         if cands.is_empty() {
+            record_totals().await?;
             return Ok(items.iter().map(|_| Vec::new()).collect());
         }
         let yelp_ids: Vec<&str> = cands.iter().map(|(_, c)| c.yelp_id.as_str()).collect();
@@ -325,7 +365,7 @@ impl StageHandler for Sourcing {
         // Independent writes, sent together.
         let new_rows = !rows.is_empty();
         let rows = serde_json::Value::Array(rows);
-        let (inserted, seen, logged) = futures_util::future::join3(
+        let (inserted, seen, logged, totals) = futures_util::future::join4(
             cached::execute_if(
                 tx,
                 new_rows,
@@ -341,18 +381,20 @@ impl StageHandler for Sourcing {
                 &[&seen_ids, &seen_rating, &seen_reviews],
             ),
             runs::insert_events(tx, tenant, &events),
+            record_totals(),
         )
         .await;
         inserted?;
         seen?;
         logged?;
+        totals?;
         Ok(next)
     }
 
     fn describe(&self, item: &StageItem<SourcingJob, Page>) -> Vec<EventInfo> {
         let j = &item.env.payload;
         let (event, status, found) = match &item.work {
-            Page::Found(c) => ("page", "ok", c.len()),
+            Page::Found(c, _) => ("page", "ok", c.len()),
             Page::SkippedByBudget => ("SKIPPED_DUE_TO_BUDGET", "skipped", 0),
         };
         vec![EventInfo {

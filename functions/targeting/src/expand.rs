@@ -17,9 +17,40 @@ pub struct CampaignPlan {
     pub daily_quota: u32,
 }
 
-/// Jobs covering the quota: split evenly over every (location, category), paged by 50, never
-/// past the depth cap, and never asking for more listings than the quota in total.
-pub fn expand(c: &CampaignPlan) -> Vec<SourcingJob> {
+/// Where an area's search stands: the next offset to ask for, and Yelp's `total` for it when
+/// sourcing has seen one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub next_offset: u32,
+    pub known_total: Option<u32>,
+}
+
+impl Cursor {
+    /// How deep the area can still be searched.
+    fn depth(&self) -> u32 {
+        self.known_total.map_or(MAX_DEPTH, |t| t.min(MAX_DEPTH))
+    }
+
+    fn room(&self) -> u32 {
+        self.depth().saturating_sub(self.next_offset)
+    }
+}
+
+/// One (location, category) of a campaign.
+pub type Area = (String, String);
+
+/// A night's expansion: the jobs, each area's cursor after them, and the areas with nothing
+/// left to find.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expansion {
+    pub jobs: Vec<SourcingJob>,
+    pub cursors: Vec<(Area, Cursor)>,
+    pub exhausted: Vec<Area>,
+}
+
+/// The campaign's areas: every (location, category), ZIP codes or else the city, categories or
+/// else the vertical.
+pub fn areas(c: &CampaignPlan) -> Vec<Area> {
     let locations: Vec<String> = if c.zip_codes.is_empty() {
         c.city.iter().cloned().collect()
     } else {
@@ -30,39 +61,124 @@ pub fn expand(c: &CampaignPlan) -> Vec<SourcingJob> {
     } else {
         c.categories.clone()
     };
-    let combos = (locations.len() * categories.len()) as u32;
-    if combos == 0 || c.daily_quota == 0 {
-        return Vec::new();
-    }
-    let per_combo = c.daily_quota.div_ceil(combos).min(MAX_DEPTH);
+    locations
+        .iter()
+        .flat_map(|l| categories.iter().map(move |k| (l.clone(), k.clone())))
+        .collect()
+}
+
+/// Jobs for the night's quota, continuing each area from its cursor (`daily_quota` is what is
+/// new each night, not the same first pages again): the quota is split evenly over the areas
+/// with room left, an area's unused share going to the others, paged by 50, never past Yelp's
+/// depth cap or the area's known total, and never more listings than the quota in total.
+pub fn expand(c: &CampaignPlan, cursors: &std::collections::HashMap<Area, Cursor>) -> Expansion {
+    let areas = areas(c);
+    let mut at: Vec<Cursor> = areas
+        .iter()
+        .map(|a| cursors.get(a).copied().unwrap_or_default())
+        .collect();
     let mut left = c.daily_quota;
     let mut jobs = Vec::new();
-    for loc in &locations {
-        for cat in &categories {
-            let mut offset = 0;
-            while offset < per_combo && left > 0 {
-                let limit = PAGE
-                    .min(per_combo - offset)
-                    .min(MAX_DEPTH - offset)
-                    .min(left);
+    loop {
+        let open: Vec<usize> = (0..areas.len()).filter(|&i| at[i].room() > 0).collect();
+        if open.is_empty() || left == 0 {
+            break;
+        }
+        let share = left.div_ceil(open.len() as u32);
+        for i in open {
+            let mut take = share.min(at[i].room()).min(left);
+            while take > 0 {
+                let limit = take.min(PAGE);
                 jobs.push(SourcingJob {
                     campaign_id: c.id,
-                    location: loc.clone(),
-                    category: cat.clone(),
-                    offset,
+                    location: areas[i].0.clone(),
+                    category: areas[i].1.clone(),
+                    offset: at[i].next_offset,
                     limit,
                 });
+                at[i].next_offset += limit;
+                take -= limit;
                 left -= limit;
-                offset += limit;
             }
         }
     }
-    jobs
+    let exhausted = areas
+        .iter()
+        .zip(&at)
+        .filter(|(_, c)| c.room() == 0)
+        .map(|(a, _)| a.clone())
+        .collect();
+    Expansion {
+        jobs,
+        cursors: areas.into_iter().zip(at).collect(),
+        exhausted,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    /// The first night's jobs (no cursor yet).
+    fn fresh(p: &CampaignPlan) -> Vec<SourcingJob> {
+        expand(p, &HashMap::new()).jobs
+    }
+
+    #[test]
+    fn each_night_continues_where_the_last_one_stopped_and_says_when_an_area_is_used_up() {
+        let p = plan(&["95113"], &["restaurants", "cafes"], 100);
+        let mut cursors: HashMap<Area, Cursor> = HashMap::new();
+        let mut asked: Vec<(String, u32)> = Vec::new();
+        for night in 0..4 {
+            let e = expand(&p, &cursors);
+            for j in &e.jobs {
+                assert!(j.offset + j.limit <= MAX_DEPTH);
+                asked.push((j.category.clone(), j.offset));
+            }
+            let total: u32 = e.jobs.iter().map(|j| j.limit).sum();
+            // 2 areas x 240 = 480 listings in all: 100, 100, 100, 100, then 80 are left.
+            assert_eq!(total, 100, "night {night}");
+            assert!(e.exhausted.is_empty(), "night {night}");
+            cursors = e.cursors.into_iter().collect();
+        }
+        let e = expand(&p, &cursors);
+        assert_eq!(e.jobs.iter().map(|j| j.limit).sum::<u32>(), 80);
+        assert_eq!(e.exhausted.len(), 2, "both areas reached the depth cap");
+        let mut unique = asked.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), asked.len(), "no page is asked for twice");
+        cursors = e.cursors.into_iter().collect();
+        assert!(expand(&p, &cursors).jobs.is_empty());
+    }
+
+    #[test]
+    fn an_area_smaller_than_the_cap_gives_its_share_to_the_others() {
+        let p = plan(&["95113", "94103"], &["restaurants"], 100);
+        let mut cursors = HashMap::new();
+        // Yelp said the first area has only 30 listings, and 20 were already asked for.
+        cursors.insert(
+            ("95113".to_owned(), "restaurants".to_owned()),
+            Cursor {
+                next_offset: 20,
+                known_total: Some(30),
+            },
+        );
+        let e = expand(&p, &cursors);
+        let by = |loc: &str| -> u32 {
+            e.jobs
+                .iter()
+                .filter(|j| j.location == loc)
+                .map(|j| j.limit)
+                .sum()
+        };
+        assert_eq!((by("95113"), by("94103")), (10, 90));
+        assert_eq!(
+            e.exhausted,
+            vec![("95113".to_owned(), "restaurants".to_owned())]
+        );
+    }
 
     fn plan(zips: &[&str], cats: &[&str], quota: u32) -> CampaignPlan {
         CampaignPlan {
@@ -77,7 +193,7 @@ mod tests {
 
     #[test]
     fn splits_the_quota_over_locations_and_categories_in_pages() {
-        let jobs = expand(&plan(&["95113", "94103"], &["restaurants"], 120));
+        let jobs = fresh(&plan(&["95113", "94103"], &["restaurants"], 120));
         let total: u32 = jobs.iter().map(|j| j.limit).sum();
         assert_eq!(total, 120);
         assert_eq!(
@@ -95,23 +211,23 @@ mod tests {
 
     #[test]
     fn never_passes_the_depth_cap_or_the_quota() {
-        let jobs = expand(&plan(&["95113"], &["restaurants"], 1_000));
+        let jobs = fresh(&plan(&["95113"], &["restaurants"], 1_000));
         assert!(
             jobs.iter()
                 .all(|j| j.offset + j.limit <= MAX_DEPTH && j.limit <= PAGE)
         );
         assert_eq!(jobs.iter().map(|j| j.limit).sum::<u32>(), MAX_DEPTH);
-        let jobs = expand(&plan(&["1", "2", "3"], &["a", "b"], 7));
+        let jobs = fresh(&plan(&["1", "2", "3"], &["a", "b"], 7));
         assert!(jobs.iter().map(|j| j.limit).sum::<u32>() <= 7);
-        assert!(expand(&plan(&[], &["a"], 10)).is_empty());
-        assert!(expand(&plan(&["1"], &["a"], 0)).is_empty());
+        assert!(fresh(&plan(&[], &["a"], 10)).is_empty());
+        assert!(fresh(&plan(&["1"], &["a"], 0)).is_empty());
     }
 
     #[test]
     fn falls_back_to_city_and_vertical() {
         let mut p = plan(&[], &[], 20);
         p.city = Some("San Jose".into());
-        let jobs = expand(&p);
+        let jobs = fresh(&p);
         assert_eq!(jobs.len(), 1);
         assert_eq!(
             (

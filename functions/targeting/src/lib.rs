@@ -17,13 +17,15 @@ use shared::pipeline::{Deps, Outgoing, runs};
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[&str] = &[shared::bus::queues::SOURCING];
 
-pub use expand::{CampaignPlan, MAX_DEPTH, PAGE, expand};
+pub use expand::{Area, CampaignPlan, Cursor, Expansion, MAX_DEPTH, PAGE, areas, expand};
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TargetingReport {
     pub tenants: usize,
     pub runs: Vec<RunId>,
     pub campaigns_expanded: usize,
+    /// Campaigns with every area searched to its end: nothing new is left to find there.
+    pub campaigns_exhausted: Vec<CampaignId>,
     pub jobs_sent: usize,
 }
 
@@ -64,19 +66,50 @@ pub async fn handler(
         ..Default::default()
     };
     for tenant in tenants {
-        let (run, expanded, sent) = target_tenant(deps, tenant, kind).await?;
+        let (run, expanded, sent, exhausted) = target_tenant(deps, tenant, kind).await?;
         report.runs.push(run);
+        report.campaigns_exhausted.extend(exhausted);
         report.campaigns_expanded += expanded;
         report.jobs_sent += sent;
     }
     Ok(report)
 }
 
+/// The cursors an expansion leaves, as columns for one `UNNEST`.
+#[derive(Default)]
+struct CursorColumns {
+    parents: Vec<String>,
+    campaigns: Vec<uuid::Uuid>,
+    locations: Vec<String>,
+    categories: Vec<String>,
+    offsets: Vec<i32>,
+    exhausted: Vec<bool>,
+}
+
+impl CursorColumns {
+    fn push(
+        &mut self,
+        expansion: &str,
+        campaign: CampaignId,
+        location: &str,
+        category: &str,
+        cursor: &Cursor,
+        exhausted: bool,
+    ) {
+        self.parents.push(expansion.to_owned());
+        self.campaigns.push(campaign.as_uuid());
+        self.locations.push(location.to_owned());
+        self.categories.push(category.to_owned());
+        self.offsets.push(cursor.next_offset as i32);
+        self.exhausted.push(exhausted);
+    }
+}
+
 async fn target_tenant(
     deps: &Deps,
     tenant: TenantId,
     kind: &str,
-) -> Result<(RunId, usize, usize), TargetingError> {
+) -> Result<(RunId, usize, usize, Vec<CampaignId>), TargetingError> {
     let mut client = deps.pool.get().await.map_err(DbError::from)?;
     let tx = begin_tenant(&mut client, tenant).await?;
     let run = runs::begin_run(&tx, tenant, kind).await?;
@@ -96,12 +129,55 @@ async fn target_tenant(
             daily_quota: r.get::<_, i32>(5).max(0) as u32,
         })
         .collect();
+    let mut cursors: std::collections::HashMap<
+        CampaignId,
+        std::collections::HashMap<Area, Cursor>,
+    > = std::collections::HashMap::new();
+    for r in tx
+        .query(
+            "SELECT campaign_id, location, category, next_offset, known_total FROM targeting_cursors",
+            &[],
+        )
+        .await?
+    {
+        cursors
+            .entry(CampaignId::from_uuid(r.get("campaign_id")))
+            .or_default()
+            .insert(
+                (r.get("location"), r.get("category")),
+                Cursor {
+                    next_offset: r.get::<_, i32>("next_offset").max(0) as u32,
+                    known_total: r
+                        .get::<_, Option<i32>>("known_total")
+                        .map(|t| t.max(0) as u32),
+                },
+            );
+    }
     let mut keys = Vec::new();
     let mut outcomes = Vec::new();
     let (mut job_parents, mut job_keys) = (Vec::new(), Vec::new());
+    let mut advanced = CursorColumns::default();
+    let mut exhausted = Vec::new();
     for c in &campaigns {
         let expansion = format!("{run}:{}", c.id);
-        let hops = expand(c)
+        let night = expand(c, cursors.get(&c.id).unwrap_or(&Default::default()));
+        if night.exhausted.len() == night.cursors.len() && !night.cursors.is_empty() {
+            exhausted.push(c.id);
+        }
+        for ((location, category), cursor) in &night.cursors {
+            advanced.push(
+                &expansion,
+                c.id,
+                location,
+                category,
+                cursor,
+                night
+                    .exhausted
+                    .contains(&(location.clone(), category.clone())),
+            );
+        }
+        let hops = night
+            .jobs
             .into_iter()
             .map(|job| {
                 let key = format!(
@@ -131,7 +207,17 @@ async fn target_tenant(
              INSERT INTO run_work (tenant_id, run_id, queue, key)
              SELECT $1, $5, $6, j.k FROM UNNEST($7::text[], $8::text[]) AS j(parent, k)
              JOIN expanded e ON e.key = j.parent
-             ON CONFLICT DO NOTHING RETURNING 1)
+             ON CONFLICT DO NOTHING RETURNING 1),
+         -- The areas' cursors move on with a new expansion only (a re-fired schedule asks for
+         -- nothing new and moves nothing).
+         moved AS (
+             INSERT INTO targeting_cursors AS t (tenant_id, campaign_id, location, category, next_offset, exhausted_at)
+             SELECT $1, m.c, m.l, m.k, m.o, CASE WHEN m.x THEN now() END
+             FROM UNNEST($9::text[], $10::uuid[], $11::text[], $12::text[], $13::int4[], $14::bool[]) AS m(parent, c, l, k, o, x)
+             JOIN expanded e ON e.key = m.parent
+             ON CONFLICT (campaign_id, location, category) DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                 exhausted_at = CASE WHEN EXCLUDED.exhausted_at IS NULL THEN NULL ELSE coalesce(t.exhausted_at, EXCLUDED.exhausted_at) END,
+                 updated_at = now())
          UPDATE runs SET status = 'running', finished_at = NULL
          WHERE id = $5 AND status <> 'running' AND EXISTS (SELECT 1 FROM begun)",
         &[
@@ -143,6 +229,12 @@ async fn target_tenant(
             &queues::SOURCING,
             &job_parents,
             &job_keys,
+            &advanced.parents,
+            &advanced.campaigns,
+            &advanced.locations,
+            &advanced.categories,
+            &advanced.offsets,
+            &advanced.exhausted,
         ],
     )
     .await?;
@@ -183,5 +275,8 @@ async fn target_tenant(
         tx.commit().await?;
     }
     tracing::info!(%tenant, %run, campaigns = campaigns.len(), expanded = sent_keys.len(), jobs = bodies.len(), "targeting done");
-    Ok((run, sent_keys.len(), bodies.len()))
+    if !exhausted.is_empty() {
+        tracing::warn!(%tenant, campaigns = exhausted.len(), "campaigns with every area searched to its end");
+    }
+    Ok((run, sent_keys.len(), bodies.len(), exhausted))
 }
