@@ -918,3 +918,104 @@ async fn a_campaign_that_has_searched_its_whole_area_says_so() {
         "{findings:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_sourcing_batches_of_overlapping_pages_store_each_business_once_and_hand_on_its_stored_id()
+ {
+    use shared::bus::Envelope;
+    use shared::domain::{CampaignId, RunId};
+    use shared::pipeline::messages::{LeadRef, SourcingJob};
+    use shared::pipeline::{Incoming, process_batch};
+
+    let bus = local_bus();
+    let f = fixture(bus.clone(), |_| {}).await;
+    let admin = f.db.admin().await;
+    let campaign: uuid::Uuid = admin
+        .query_one("SELECT id FROM campaigns", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let run = RunId::new();
+    admin
+        .execute(
+            "INSERT INTO runs (id, tenant_id, kind) VALUES ($1, $2, 'manual')",
+            &[&run.as_uuid(), &f.pipeline.tenant.as_uuid()],
+        )
+        .await
+        .unwrap();
+    // Two batches asking for overlapping pages of the same area, processed at once, a few times.
+    let batch = |tag: &str, offsets: &[u32]| -> Vec<Incoming> {
+        offsets
+            .iter()
+            .map(|o| Incoming {
+                id: format!("{tag}-{o}"),
+                receive_count: 1,
+                body: Envelope::new(
+                    f.pipeline.tenant,
+                    Some(run),
+                    format!("{tag}:{o}"),
+                    SourcingJob {
+                        campaign_id: CampaignId::from_uuid(campaign),
+                        location: "95113".into(),
+                        category: "restaurants".into(),
+                        offset: *o,
+                        limit: 20,
+                    },
+                )
+                .to_body()
+                .unwrap(),
+            })
+            .collect()
+    };
+    let s = &f.pipeline.stages.sourcing;
+    for round in 0..3 {
+        let (a, b) = futures_util::future::join(
+            process_batch(s, &f.pipeline.deps, batch(&format!("a{round}"), &[0, 20])),
+            process_batch(s, &f.pipeline.deps, batch(&format!("b{round}"), &[10, 30])),
+        )
+        .await;
+        assert!(a.failed.is_empty() && b.failed.is_empty(), "{a:?} {b:?}");
+    }
+    let mut handed = Vec::new();
+    loop {
+        let got = bus.receive(queues::ENRICHMENT, 10).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for d in got {
+            handed.push(
+                Envelope::<LeadRef>::parse(&d.body)
+                    .unwrap()
+                    .payload
+                    .business_id
+                    .as_uuid(),
+            );
+            bus.delete(queues::ENRICHMENT, &d.receipt).await.unwrap();
+        }
+    }
+    assert!(!handed.is_empty());
+    let stored: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM businesses WHERE id = ANY($1)",
+            &[&handed],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let distinct: std::collections::HashSet<_> = handed.iter().collect();
+    assert_eq!(
+        stored as usize,
+        distinct.len(),
+        "every id handed on was stored"
+    );
+    let doubled: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT phone_e164 FROM businesses WHERE phone_e164 IS NOT NULL
+                                   GROUP BY phone_e164 HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(doubled, 0, "no business stored twice under one phone");
+}

@@ -277,7 +277,22 @@ impl StageHandler for Sourcing {
             .collect();
         let names: Vec<&str> = cands.iter().map(|(_, c)| c.name_norm.as_str()).collect();
         let addrs: Vec<&str> = cands.iter().map(|(_, c)| c.address_norm.as_str()).collect();
-        let existing: Vec<Existing> = cached::query(
+        // Concurrent batches of one tenant take turns from here to their commit: each resolves
+        // its listings against what the other stored, so a listing two batches saw is one row,
+        // whichever key (Yelp id, phone, name + address) makes it the same business, and the id
+        // handed on is always the stored one. The lock is its own statement, awaited before the
+        // lookup: a statement's snapshot is taken when it starts, so a lookup that waited for
+        // the lock inside itself would not see what the other batch committed.
+        let tenant_id = tenant.as_uuid();
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant_id];
+        let serialise = cached::query(
+            tx,
+            "SELECT pg_advisory_xact_lock(hashtextextended('leadfactory:sourcing:' || $1::uuid::text, 0))",
+            &lock_params,
+        );
+        let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS];
+        let lookup = cached::query(
             tx,
             "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
                     greatest((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id),
@@ -286,18 +301,20 @@ impl StageHandler for Sourcing {
              FROM businesses b
              WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
                 OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
-            &[&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS],
-        )
-        .await?
-        .iter()
-        .map(|r| Existing {
-            id: BusinessId::from_uuid(r.get(0)),
-            yelp_id: r.get(1),
-            phone: r.get(2),
-            name_addr: (r.get(3), r.get(4)),
-            fresh: r.get(5),
-        })
-        .collect();
+            &lookup_params,
+        );
+        serialise.await?;
+        let existing: Vec<Existing> = lookup
+            .await?
+            .iter()
+            .map(|r| Existing {
+                id: BusinessId::from_uuid(r.get(0)),
+                yelp_id: r.get(1),
+                phone: r.get(2),
+                name_addr: (r.get(3), r.get(4)),
+                fresh: r.get(5),
+            })
+            .collect();
         let refs: Vec<&Candidate> = cands.iter().map(|(_, c)| *c).collect();
         let resolved = resolve(&refs, &existing);
 
