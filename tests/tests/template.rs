@@ -486,8 +486,8 @@ async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
     let t = template();
     let res = &t["Resources"];
     let global_timeout = t["Globals"]["Function"]["Timeout"].as_i64().unwrap();
-    // The store step's margin `work_deadline` keeps at most.
-    let store_margin = std::time::Duration::from_secs(20);
+    // The most `work_deadline` keeps back for the store step.
+    let store_margin = shared::pipeline::MAX_STORE_MARGIN;
     let mut checked = 0;
     for (name, r) in res
         .as_mapping()

@@ -10,6 +10,6 @@ pub mod runs;
 
 pub use deps::{DEFAULT_MAX_RECEIVE_COUNT, Deps, FetchPolicy};
 pub use runner::{
-    BatchOutcome, EventInfo, Incoming, Outgoing, StageHandler, StageItem, WorkError, handle_sqs,
-    process_batch, process_batch_until, work_deadline,
+    BatchOutcome, EventInfo, Incoming, MAX_STORE_MARGIN, MIN_STORE_MARGIN, Outgoing, StageHandler,
+    StageItem, WorkError, handle_sqs, process_batch, process_batch_until, work_deadline,
 };

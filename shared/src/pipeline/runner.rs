@@ -717,6 +717,11 @@ async fn mark_dead(
     .map(|_| ())
 }
 
+/// The time kept back from per-message work for storing a batch's results: a tenth of the
+/// invocation's time left, within these bounds.
+pub const MIN_STORE_MARGIN: Duration = Duration::from_secs(2);
+pub const MAX_STORE_MARGIN: Duration = Duration::from_secs(20);
+
 /// When an invocation's per-message work must stop: the invocation's deadline (Lambda's
 /// `lambda-runtime-deadline-ms`, milliseconds since the epoch; 0 when unknown) less a margin for
 /// storing the finished work — a tenth of the time left, at least 2 s and at most 20 s.
@@ -728,7 +733,7 @@ pub fn work_deadline(deadline_epoch_ms: u64) -> Option<tokio::time::Instant> {
     let left = deadline
         .duration_since(std::time::SystemTime::now())
         .unwrap_or(Duration::ZERO);
-    let margin = (left / 10).clamp(Duration::from_secs(2), Duration::from_secs(20));
+    let margin = (left / 10).clamp(MIN_STORE_MARGIN, MAX_STORE_MARGIN);
     Some(tokio::time::Instant::now() + left.saturating_sub(margin))
 }
 
