@@ -270,3 +270,76 @@ async fn bad_requests_are_refused_with_4xx_and_write_nothing() {
     assert_eq!(count(&s.db, "email_events").await, 0);
     assert_eq!(count(&s.db, "suppressions").await, 0);
 }
+
+/// The plan of `sql` as the application role sees it, under `tenant`'s RLS.
+async fn plan(
+    db: &TestDb,
+    tenant: uuid::Uuid,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    let pool = db.app_pool();
+    let mut c = pool.get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut c, shared::domain::TenantId::from_uuid(tenant))
+        .await
+        .unwrap();
+    let rows = tx.query(&format!("EXPLAIN {sql}"), params).await.unwrap();
+    tx.rollback().await.unwrap();
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_webhook_batch_uses_the_indexes_when_a_tenant_holds_a_million_emails() {
+    let db = TestDb::new().await;
+    let admin = db.admin().await;
+    let (tenant, campaign) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenants (id, name) VALUES ('{tenant}', 'Big');
+             INSERT INTO campaigns (id, tenant_id, name, vertical, zip_codes, daily_quota, sender_email, sender_name, postal_address)
+                 VALUES ('{campaign}', '{tenant}', 'c', 'restaurants', '{{95113}}', 100, 'a@agency.example.com', 'Ann', '1 Market St');
+             WITH b AS (
+                 INSERT INTO businesses (id, tenant_id, name, name_norm)
+                 SELECT gen_random_uuid(), '{tenant}', 'B' || i, 'b' || i FROM generate_series(1, 1000000) i
+                 RETURNING id, name_norm)
+             INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject, send_state, sent_at, sg_message_id)
+                 SELECT gen_random_uuid(), '{tenant}', '{campaign}', b.id, 'o' || substr(b.name_norm, 2) || '@x.example.com', 's', 'sent', now(),
+                        'm' || substr(b.name_norm, 2)
+                 FROM b;
+             INSERT INTO email_events (tenant_id, email_id, sg_event_id, event, occurred_at, bounce_type, raw)
+                 SELECT '{tenant}', NULL, 'e' || i, CASE WHEN i % 10 = 0 THEN 'bounce' ELSE 'delivered' END, now(),
+                        CASE WHEN i % 10 = 0 THEN 'blocked' END, jsonb_build_object('email', 'o' || i || '@x.example.com')
+                 FROM generate_series(1, 200000) i;
+             ANALYZE emails; ANALYZE email_events;"
+        ))
+        .await
+        .unwrap();
+    let batch = serde_json::json!([{
+        "key": "k", "email_id": uuid::Uuid::new_v4(), "event": "delivered", "msg": "m5",
+        "at": chrono::Utc::now(), "reason": null, "bounce_type": null, "url": null, "raw": {}
+    }]);
+    let insert = plan(
+        &db,
+        tenant,
+        sendgrid_webhook::INSERT_EVENTS,
+        &[&tenant, &batch],
+    )
+    .await;
+    assert!(!insert.contains("Seq Scan on emails"), "{insert}");
+    let soft = plan(
+        &db,
+        tenant,
+        sendgrid_webhook::SOFT_BOUNCED,
+        &[
+            &vec!["o10@x.example.com".to_owned()],
+            &sendgrid_webhook::SOFT_BOUNCE_WINDOW_DAYS,
+            &sendgrid_webhook::SOFT_BOUNCE_LIMIT,
+            &tenant,
+        ],
+    )
+    .await;
+    assert!(!soft.contains("Seq Scan on email_events"), "{soft}");
+}

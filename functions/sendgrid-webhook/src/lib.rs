@@ -136,14 +136,15 @@ pub async fn ingest(
     Ok(out)
 }
 
-const INSERT_EVENTS: &str = "
+/// Public for the plan test (`tests/tests/sendgrid_webhook.rs`), which EXPLAINs it at scale.
+pub const INSERT_EVENTS: &str = "
 WITH x AS (
     SELECT * FROM jsonb_to_recordset($2::jsonb)
-        AS x(key text, email_id text, event text, msg text, at timestamptz, reason text, bounce_type text, url text, raw jsonb)
+        AS x(key text, email_id uuid, event text, msg text, at timestamptz, reason text, bounce_type text, url text, raw jsonb)
 ), ins AS (
     INSERT INTO email_events (tenant_id, email_id, sg_event_id, event, sg_message_id, occurred_at, reason, bounce_type, url, raw)
     SELECT $1, coalesce(
-               (SELECT e.id FROM emails e WHERE e.id::text = x.email_id),
+               (SELECT e.id FROM emails e WHERE e.id = x.email_id),
                (SELECT e.id FROM emails e WHERE e.sg_message_id = x.msg)),
            x.key, x.event, x.msg, x.at, x.reason, x.bounce_type, x.url, x.raw
     FROM x
@@ -180,9 +181,10 @@ INSERT INTO suppressions (tenant_id, kind, value, reason, source)
 SELECT $1, 'email', lower(a), r, 'sendgrid' FROM UNNEST($2::text[], $3::text[]) AS u(a, r)
 ON CONFLICT (tenant_id, kind, value) DO NOTHING";
 
-const SOFT_BOUNCED: &str = "
+/// Public for the plan test, like [`INSERT_EVENTS`].
+pub const SOFT_BOUNCED: &str = "
 SELECT lower(raw->>'email') FROM email_events
-WHERE event = 'bounce' AND bounce_type = 'blocked' AND lower(raw->>'email') = ANY($1)
+WHERE tenant_id = $4 AND event = 'bounce' AND bounce_type = 'blocked' AND lower(raw->>'email') = ANY($1)
   AND occurred_at > now() - make_interval(days => $2)
 GROUP BY lower(raw->>'email') HAVING count(*) >= $3";
 
@@ -196,7 +198,11 @@ async fn store(
         .iter()
         .map(|e| {
             json!({
-                "key": e.dedupe_key(), "email_id": e.arg("email_id"), "event": e.event, "msg": e.message_id(),
+                // Only a well-formed id reaches SQL (as uuid, so the primary key is used); any
+                // other value of a custom arg someone else can write is no id at all.
+                "key": e.dedupe_key(),
+                "email_id": e.arg("email_id").and_then(|v| uuid::Uuid::parse_str(v).ok()),
+                "event": e.event, "msg": e.message_id(),
                 "at": chrono::DateTime::from_timestamp(e.timestamp, 0).unwrap_or_default(),
                 "reason": e.reason, "bounce_type": e.bounce_type, "url": e.url,
                 "raw": serde_json::to_value(e).unwrap_or_default()
@@ -252,7 +258,12 @@ async fn store(
         for r in tx
             .query(
                 SOFT_BOUNCED,
-                &[&soft, &SOFT_BOUNCE_WINDOW_DAYS, &SOFT_BOUNCE_LIMIT],
+                &[
+                    &soft,
+                    &SOFT_BOUNCE_WINDOW_DAYS,
+                    &SOFT_BOUNCE_LIMIT,
+                    &tenant.as_uuid(),
+                ],
             )
             .await?
         {
