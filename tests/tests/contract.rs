@@ -13,7 +13,11 @@ use testkit::TestDb;
 /// Runs Schemathesis against `base` with `args`; returns its exit status and what it printed.
 async fn schemathesis(base: &str, args: &[&str]) -> (bool, String) {
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+    // Schemathesis keeps a cache of what it found in its working directory: a scratch one, so
+    // the checkout stays as it was and every run starts fresh.
+    let scratch = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(testkit::tool_bin("schemathesis"))
+        .current_dir(scratch.path())
         .arg("run")
         .arg(&doc)
         .args(["--url", base, "--no-color", "--generation-database", "none"])
