@@ -239,23 +239,19 @@ impl StageHandler for Sourcing {
                 Page::SkippedByBudget => None,
             })
             .collect();
-        let cursors = (
-            totals
-                .iter()
-                .map(|(j, _)| j.campaign_id.as_uuid())
-                .collect::<Vec<_>>(),
-            totals
-                .iter()
-                .map(|(j, _)| j.location.as_str())
-                .collect::<Vec<_>>(),
-            totals
-                .iter()
-                .map(|(j, _)| j.category.as_str())
-                .collect::<Vec<_>>(),
-            totals.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
-        );
-        let cursor_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&cursors.0, &cursors.1, &cursors.2, &cursors.3];
+        let area_campaigns: Vec<uuid::Uuid> = totals
+            .iter()
+            .map(|(j, _)| j.campaign_id.as_uuid())
+            .collect();
+        let area_locations: Vec<&str> = totals.iter().map(|(j, _)| j.location.as_str()).collect();
+        let area_categories: Vec<&str> = totals.iter().map(|(j, _)| j.category.as_str()).collect();
+        let area_totals: Vec<i32> = totals.iter().map(|(_, n)| *n).collect();
+        let cursor_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+            &area_campaigns,
+            &area_locations,
+            &area_categories,
+            &area_totals,
+        ];
         let record_totals = || {
             cached::execute_if(
                 tx,

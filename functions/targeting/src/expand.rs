@@ -34,18 +34,37 @@ impl Cursor {
     fn room(&self) -> u32 {
         self.depth().saturating_sub(self.next_offset)
     }
+
+    /// Nothing new is left to find in the area.
+    pub fn exhausted(&self) -> bool {
+        self.room() == 0
+    }
 }
 
 /// One (location, category) of a campaign.
 pub type Area = (String, String);
 
-/// A night's expansion: the jobs, each area's cursor after them, and the areas with nothing
-/// left to find.
+/// A night's expansion: the jobs, and each area's cursor after them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expansion {
     pub jobs: Vec<SourcingJob>,
     pub cursors: Vec<(Area, Cursor)>,
-    pub exhausted: Vec<Area>,
+}
+
+impl Expansion {
+    /// The areas with nothing left to find.
+    pub fn exhausted(&self) -> Vec<&Area> {
+        self.cursors
+            .iter()
+            .filter(|(_, c)| c.exhausted())
+            .map(|(a, _)| a)
+            .collect()
+    }
+
+    /// Every area of the campaign is used up: it finds nothing new any more.
+    pub fn campaign_exhausted(&self) -> bool {
+        !self.cursors.is_empty() && self.cursors.iter().all(|(_, c)| c.exhausted())
+    }
 }
 
 /// The campaign's areas: every (location, category), ZIP codes or else the city, categories or
@@ -102,16 +121,9 @@ pub fn expand(c: &CampaignPlan, cursors: &std::collections::HashMap<Area, Cursor
             }
         }
     }
-    let exhausted = areas
-        .iter()
-        .zip(&at)
-        .filter(|(_, c)| c.room() == 0)
-        .map(|(a, _)| a.clone())
-        .collect();
     Expansion {
         jobs,
         cursors: areas.into_iter().zip(at).collect(),
-        exhausted,
     }
 }
 
@@ -139,12 +151,13 @@ mod tests {
             let total: u32 = e.jobs.iter().map(|j| j.limit).sum();
             // 2 areas x 240 = 480 listings in all: 100, 100, 100, 100, then 80 are left.
             assert_eq!(total, 100, "night {night}");
-            assert!(e.exhausted.is_empty(), "night {night}");
+            assert!(e.exhausted().is_empty(), "night {night}");
             cursors = e.cursors.into_iter().collect();
         }
         let e = expand(&p, &cursors);
         assert_eq!(e.jobs.iter().map(|j| j.limit).sum::<u32>(), 80);
-        assert_eq!(e.exhausted.len(), 2, "both areas reached the depth cap");
+        assert_eq!(e.exhausted().len(), 2, "both areas reached the depth cap");
+        assert!(e.campaign_exhausted());
         let mut unique = asked.clone();
         unique.sort();
         unique.dedup();
@@ -175,9 +188,10 @@ mod tests {
         };
         assert_eq!((by("95113"), by("94103")), (10, 90));
         assert_eq!(
-            e.exhausted,
-            vec![("95113".to_owned(), "restaurants".to_owned())]
+            e.exhausted(),
+            vec![&("95113".to_owned(), "restaurants".to_owned())]
         );
+        assert!(!e.campaign_exhausted());
     }
 
     fn plan(zips: &[&str], cats: &[&str], quota: u32) -> CampaignPlan {

@@ -94,14 +94,13 @@ impl CursorColumns {
         location: &str,
         category: &str,
         cursor: &Cursor,
-        exhausted: bool,
     ) {
         self.parents.push(expansion.to_owned());
         self.campaigns.push(campaign.as_uuid());
         self.locations.push(location.to_owned());
         self.categories.push(category.to_owned());
         self.offsets.push(cursor.next_offset as i32);
-        self.exhausted.push(exhausted);
+        self.exhausted.push(cursor.exhausted());
     }
 }
 
@@ -161,20 +160,11 @@ async fn target_tenant(
     for c in &campaigns {
         let expansion = format!("{run}:{}", c.id);
         let night = expand(c, cursors.get(&c.id).unwrap_or(&Default::default()));
-        if night.exhausted.len() == night.cursors.len() && !night.cursors.is_empty() {
+        if night.campaign_exhausted() {
             exhausted.push(c.id);
         }
         for ((location, category), cursor) in &night.cursors {
-            advanced.push(
-                &expansion,
-                c.id,
-                location,
-                category,
-                cursor,
-                night
-                    .exhausted
-                    .contains(&(location.clone(), category.clone())),
-            );
+            advanced.push(&expansion, c.id, location, category, cursor);
         }
         let hops = night
             .jobs

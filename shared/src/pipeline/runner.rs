@@ -442,14 +442,18 @@ async fn process_tenant<H: StageHandler>(
         .await;
     let mut items = Vec::new();
     let mut events = Vec::new();
-    let mut dead: Vec<(RunId, String, String)> = Vec::new();
+    let mut dead: Vec<DeadWork> = Vec::new();
     let mut failed_paid = 0i64;
     for (id, env, r, duration_ms, paid) in results {
         if r.is_err() && paid {
             failed_paid += 1;
         }
         if let (Err(e), Some(run), true) = (&r, env.run_id, last_tries.contains(&id)) {
-            dead.push((run, env.idempotency_key.clone(), e.to_string()));
+            dead.push(DeadWork {
+                run,
+                key: env.idempotency_key.clone(),
+                reason: e.to_string(),
+            });
         }
         match r {
             Ok(work) => items.push(StageItem {
@@ -525,16 +529,20 @@ async fn process_tenant<H: StageHandler>(
     } else {
         handler.persist(deps, &tx, tenant, &item_vals).await?
     };
-    let claims: Vec<(&str, Option<RunId>, serde_json::Value, &[Outgoing])> = item_vals
+    let claims: Vec<Claim<'_>> = item_vals
         .iter()
         .enumerate()
         .map(|(i, it)| {
-            let hops = next.get(i).map_or(&[][..], Vec::as_slice);
-            let stored = serde_json::to_value(Stored {
-                next: hops.to_vec(),
-            })
-            .unwrap_or_default();
-            (it.env.idempotency_key.as_str(), it.env.run_id, stored, hops)
+            let next = next.get(i).map_or(&[][..], Vec::as_slice);
+            Claim {
+                key: it.env.idempotency_key.as_str(),
+                run: it.env.run_id,
+                outcome: serde_json::to_value(Stored {
+                    next: next.to_vec(),
+                })
+                .unwrap_or_default(),
+                next,
+            }
         })
         .collect();
     // The bookkeeping statements do not depend on one another: they are sent together with the
@@ -639,17 +647,17 @@ async fn claim_keys(
     tenant: TenantId,
     stage: &str,
     input_queue: &str,
-    items: &[(&str, Option<RunId>, serde_json::Value, &[Outgoing])],
+    items: &[Claim<'_>],
 ) -> Result<HashSet<String>, DbError> {
     if items.is_empty() {
         return Ok(HashSet::new());
     }
-    let keys: Vec<&str> = items.iter().map(|i| i.0).collect();
-    let runs: Vec<Option<uuid::Uuid>> = items.iter().map(|i| i.1.map(|r| r.as_uuid())).collect();
-    let outcomes: Vec<&serde_json::Value> = items.iter().map(|i| &i.2).collect();
+    let keys: Vec<&str> = items.iter().map(|i| i.key).collect();
+    let runs: Vec<Option<uuid::Uuid>> = items.iter().map(|i| i.run.map(|r| r.as_uuid())).collect();
+    let outcomes: Vec<&serde_json::Value> = items.iter().map(|i| &i.outcome).collect();
     let next: Vec<(&str, &Outgoing)> = items
         .iter()
-        .flat_map(|i| i.3.iter().map(move |o| (i.0, o)))
+        .flat_map(|i| i.next.iter().map(move |o| (i.key, o)))
         .filter(|(_, o)| o.run.is_some())
         .collect();
     Ok(cached::query(
@@ -693,13 +701,25 @@ async fn claim_keys(
     .collect())
 }
 
+/// A processed message as its key is recorded: the run it counts under, its stored outcome
+/// (the next hops, for a redelivery to send) and the next hops themselves.
+struct Claim<'a> {
+    key: &'a str,
+    run: Option<RunId>,
+    outcome: serde_json::Value,
+    next: &'a [Outgoing],
+}
+
+/// A message that failed on its last receive, with the error that ended it.
+struct DeadWork {
+    run: RunId,
+    key: String,
+    reason: String,
+}
+
 /// Marks the run work of messages that failed on their last receive as `dead`, with the error:
 /// the queue moves them to its DLQ, and their run ends with a failure instead of waiting.
-async fn mark_dead(
-    tx: &dyn Tx,
-    queue: &str,
-    dead: &[(RunId, String, String)],
-) -> Result<(), DbError> {
+async fn mark_dead(tx: &dyn Tx, queue: &str, dead: &[DeadWork]) -> Result<(), DbError> {
     cached::execute_if(
         tx,
         !dead.is_empty(),
@@ -707,9 +727,9 @@ async fn mark_dead(
          FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(r, k, why)
          WHERE w.run_id = x.r AND w.queue = $4 AND w.key = x.k",
         &[
-            &dead.iter().map(|d| d.0.as_uuid()).collect::<Vec<_>>(),
-            &dead.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(),
-            &dead.iter().map(|d| d.2.as_str()).collect::<Vec<_>>(),
+            &dead.iter().map(|d| d.run.as_uuid()).collect::<Vec<_>>(),
+            &dead.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),
+            &dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(),
             &queue,
         ],
     )
