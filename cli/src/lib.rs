@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod campaign;
+pub mod cloud;
 pub mod dashboard;
 pub mod dlq;
 pub mod gateway;

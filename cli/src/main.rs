@@ -2,6 +2,7 @@
 //! operations commands (status, dashboard, DLQs, QA, API keys, erasure, sending pauses,
 //! export/restore).
 
+mod cloud_cmd;
 mod db;
 mod dlq_cmd;
 mod ops;
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Run the whole pipeline locally on embedded defaults (PostgreSQL, simulator, local store and queue)
     Run(run::RunArgs),
+    /// The local stand-in for the AWS account infra/template.yaml describes: up, fire, status, down
+    Cloud(cloud_cmd::CloudArgs),
     /// Dead-letter queues in AWS (or moto): list what failed and why, move messages back
     Dlq(dlq_cmd::DlqArgs),
     /// The latest runs and the newest run's stage table
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sim(args) => simulator::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Dlq(args) => dlq_cmd::run(args).await,
+        Command::Cloud(args) => cloud_cmd::run(args).await,
         Command::Forget(args) => ops::forget(args).await,
         Command::Qa(args) => ops::qa(args).await,
         Command::Apikey(args) => ops::apikey(args).await,

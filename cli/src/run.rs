@@ -35,6 +35,13 @@ pub struct RunArgs {
     /// Stop after delivery: no simulated opens, clicks or purchases
     #[arg(long)]
     no_recipients: bool,
+    /// The deployed shape instead: every function its own process in the local stand-in for the
+    /// account infra/template.yaml describes (`leadfactory cloud`), the night fired by its schedule
+    #[arg(long)]
+    cloud: bool,
+    /// With --cloud: how much faster than real time batching windows and visibility timeouts pass
+    #[arg(long, default_value = "60x", value_parser = leadfactory_cli::cloud::schedule::parse_factor)]
+    clock: f64,
 }
 
 struct Bars {
@@ -141,6 +148,9 @@ fn print_summary(s: &RunSummary, activity: &FunnelActivity, secs: f64) {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.cloud {
+        return run_cloud(args).await;
+    }
     let started = Instant::now();
     let campaign = CampaignFile::load(&args.campaign)?;
     let database_url = match args.database_url {
@@ -228,6 +238,109 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             pdfs.len(),
             first.display()
         );
+    }
+    Ok(())
+}
+
+/// `run --cloud`: the same night in the deployed shape. The operator's steps only: a tenant and
+/// its key, the campaign through the ops API, the nightly schedule fired; the functions finish
+/// the run; then the schedules that follow a night (analytics, QA sampler, alerts) are fired.
+async fn run_cloud(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Validated as the local run does, then sent as the ops API's JSON body.
+    CampaignFile::load(&args.campaign)?;
+    let text = std::fs::read_to_string(&args.campaign)?;
+    let campaign: serde_json::Value = serde_json::to_value(toml::from_str::<toml::Value>(&text)?)?;
+    let up = crate::cloud_cmd::UpArgs {
+        template: PathBuf::from("infra/template.yaml"),
+        bin_dir: None,
+        clock: args.clock,
+        stage: "local".into(),
+        seed: args.seed,
+    };
+    eprintln!(
+        "standing up the account of infra/template.yaml (functions, moto, PostgreSQL, simulator) …"
+    );
+    let (cloud, pg) = crate::cloud_cmd::start(&args.state, &up, false).await?;
+    let result = cloud_night(&cloud, &args, &campaign, started).await;
+    let counters = cloud.counters();
+    cloud.stop().await;
+    cluster::LocalCluster::stop(&pg.dir).await?;
+    if result.is_ok() {
+        let total = |f: fn(&leadfactory_cli::cloud::lambda::CountersView) -> u64| {
+            counters.values().map(f).sum::<u64>()
+        };
+        println!(
+            "  cloud: {} function processes started (cold starts), {} invocations, {} failed, {} timed out",
+            total(|c| c.cold_starts),
+            total(|c| c.invocations),
+            total(|c| c.errors),
+            total(|c| c.timeouts)
+        );
+        println!(
+            "  logs of every function in {}",
+            args.state.join("cloud/logs").display()
+        );
+    }
+    result
+}
+
+async fn cloud_night(
+    cloud: &leadfactory_cli::cloud::Cloud,
+    args: &RunArgs,
+    campaign: &serde_json::Value,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let limit = std::time::Duration::from_secs(30 * 60);
+    let tenant = cloud.onboard("Local agency", campaign).await?;
+    eprintln!(
+        "HTTP API on {}; firing the nightly schedule …",
+        cloud.gateway_url
+    );
+    let run = cloud.nightly(tenant.id).await?;
+    let status = cloud.wait_for_run(tenant.id, run, limit).await?;
+    cloud.settle(limit).await?;
+    eprintln!("run {run} finished by the functions: {status}");
+    let activity = if args.no_recipients {
+        FunnelActivity::default()
+    } else {
+        let bars = Bars {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+        };
+        let a = cloud
+            .simulate_recipients(tenant.id, args.buy_share.clamp(0.0, 1.0), &bars, limit)
+            .await?;
+        for b in bars.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            b.finish();
+        }
+        a
+    };
+    // The schedules that follow a night, fired now rather than at their hour.
+    cloud
+        .fire(&cloud.schedule_of("analytics", Some("AfterNightly"))?)
+        .await?;
+    let qa = cloud.fire(&cloud.schedule_of("qa-sampler", None)?).await?;
+    let alerted = cloud
+        .fire(&cloud.schedule_of("alerts", Some("EveryFiveMinutes"))?)
+        .await?;
+    let slack: Vec<String> = sim::state::lock(&cloud.sim.state.slack)
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect();
+    let summary = summarize(&cloud.app_pool()?, tenant.id, run).await?;
+    println!("run {run} (deployed shape)");
+    print_summary(&summary, &activity, started.elapsed().as_secs_f64());
+    println!(
+        "\n  QA: {} leads sampled for review by the qa-sampler function",
+        qa["samples"]
+    );
+    println!(
+        "  alerts: {} rules checked, {} posted to Slack (simulated)",
+        alerted["findings"], alerted["posted"]
+    );
+    for m in slack {
+        println!("    {m}");
     }
     Ok(())
 }

@@ -28,14 +28,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     println!("vendor simulator listening on {base}");
     println!();
     println!("Point the clients at it:");
-    for v in [
-        "YELP",
-        "PLACES",
-        "PAGESPEED",
-        "OPENAI",
-        "SENDGRID",
-        "STRIPE",
-    ] {
+    for v in shared::vendors::config::VENDOR_PREFIXES {
         println!("  LF_{v}_URL={base}");
     }
     println!(

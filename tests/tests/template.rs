@@ -421,7 +421,7 @@ fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
     ]
     .into_iter()
     .collect();
-    let deps = shared::pipeline::Deps::from_source(&env).unwrap();
+    let deps = shared::pipeline::Deps::from_source(&env, &[]).unwrap();
     let sink: Arc<dyn shared::vendors::CallSink> = deps.sink.clone();
     let v = &deps.vendors;
     fn of(

@@ -8,7 +8,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(analytics::SENDS_TO).await?;
     let deps = &deps;
     run(service_fn(|event: LambdaEvent<Value>| async move {
         // `{"detail": {"days": N}}` recomputes the last N days (default 3).

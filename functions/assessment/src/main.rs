@@ -11,7 +11,7 @@ use shared::vendors::CallSink;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(assessment::SENDS_TO).await?;
     let sink: Arc<dyn CallSink> = deps.sink.clone();
     let stage = assessment::Assessment::new(
         &deps,

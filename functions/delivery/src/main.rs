@@ -14,7 +14,7 @@ use shared::vendors::CallSink;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let source = shared::secrets::from_env().await?;
-    let deps = shared::pipeline::Deps::from_source(&source)?;
+    let deps = shared::pipeline::Deps::from_source(&source, delivery::SENDS_TO)?;
     let mut r = shared::config::Reader::new(&source);
     let secret = r.secret("LF_LINK_SECRET");
     let settings = delivery::Settings::load(&mut r);

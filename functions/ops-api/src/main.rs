@@ -10,7 +10,7 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(ops_api::SENDS_TO).await?;
     let api = ops_api::OpsApi {
         pool: deps.pool.clone(),
         bus: deps.bus.clone(),

@@ -11,7 +11,7 @@ use shared::vendors::CallSink;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(personalization::SENDS_TO).await?;
     let sink: Arc<dyn CallSink> = deps.sink.clone();
     let experiment = match std::env::var("LF_EXPERIMENT_FILE") {
         Ok(path) => personalization::Experiment::parse(&std::fs::read_to_string(path)?)?,

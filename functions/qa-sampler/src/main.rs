@@ -8,7 +8,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(qa_sampler::SENDS_TO).await?;
     run(service_fn(|_: LambdaEvent<Value>| async {
         let report =
             qa_sampler::sample(&deps, qa_sampler::DEFAULT_SAMPLE, chrono::Utc::now()).await?;

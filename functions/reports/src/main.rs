@@ -8,7 +8,7 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(reports::SENDS_TO).await?;
     let price = std::env::var("LF_REPORT_PRICE_CENTS")
         .ok()
         .and_then(|p| p.parse().ok())

@@ -8,7 +8,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(retention::SENDS_TO).await?;
     let periods = retention::Periods::default();
     run(service_fn(|_: LambdaEvent<Value>| async {
         let report = retention::purge(&deps, &periods, chrono::Utc::now()).await?;

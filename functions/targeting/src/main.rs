@@ -8,7 +8,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env().await?;
+    let deps = shared::pipeline::Deps::from_env(targeting::SENDS_TO).await?;
     run(service_fn(|event: LambdaEvent<Value>| async {
         let report = targeting::handler(&deps, event.payload).await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)

@@ -80,14 +80,19 @@ pub enum DepsError {
 
 impl Deps {
     /// Production wiring from the environment: SQS queues from `LF_QUEUE_<NAME>_URL`, S3 or a local
-    /// store, vendor clients' settings. Makes no network call (connections are lazy).
-    pub async fn from_env() -> Result<Deps, DepsError> {
-        Self::from_source(&crate::secrets::from_env().await?)
+    /// store, vendor clients' settings. Makes no network call (connections are lazy). The URL of
+    /// every queue in `sends_to` (the function's `SENDS_TO`) is required: a deployment that
+    /// forgot one fails at start, naming the variable, not at its first send.
+    pub async fn from_env(sends_to: &[&str]) -> Result<Deps, DepsError> {
+        Self::from_source(&crate::secrets::from_env().await?, sends_to)
     }
 
     /// As [`Self::from_env`], from a source already read (a function that needs more settings
     /// fetches its secrets once).
-    pub fn from_source(source: &dyn crate::config::Source) -> Result<Deps, DepsError> {
+    pub fn from_source(
+        source: &dyn crate::config::Source,
+        sends_to: &[&str],
+    ) -> Result<Deps, DepsError> {
         let core = CoreConfig::load(source)?;
         let vendors = VendorsConfig::load(source)?;
         let mut r = Reader::new(source);
@@ -104,7 +109,10 @@ impl Deps {
         for q in crate::bus::queues::ALL {
             for name in [(*q).to_owned(), crate::bus::queues::dlq(q)] {
                 let var = format!("LF_QUEUE_{}_URL", name.replace('-', "_").to_uppercase());
-                if let Some(u) = r.optional(&var) {
+                if sends_to.contains(&name.as_str()) {
+                    let u = r.required(&var);
+                    urls.insert(name, u);
+                } else if let Some(u) = r.optional(&var) {
                     urls.insert(name, u);
                 }
             }

@@ -40,6 +40,16 @@ pub struct VendorsConfig {
     pub prices: PriceTable,
 }
 
+/// Every vendor's variable prefix: `LF_<PREFIX>_URL`, `_RPS`, `_TIMEOUT_SECS`, `_CALL_SECS`.
+pub const VENDOR_PREFIXES: &[&str] = &[
+    "YELP",
+    "PLACES",
+    "PAGESPEED",
+    "OPENAI",
+    "SENDGRID",
+    "STRIPE",
+];
+
 struct Defaults {
     prefix: &'static str,
     url: &'static str,
