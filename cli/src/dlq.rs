@@ -13,6 +13,7 @@ pub struct DeadLetter {
     pub message_id: String,
     pub receive_count: u32,
     pub tenant: Option<String>,
+    pub run: Option<String>,
     pub idempotency_key: Option<String>,
     pub trace_id: Option<String>,
     /// Why it could not even be read, when that is the reason it failed.
@@ -46,6 +47,11 @@ pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLett
                 message_id: d.message_id,
                 receive_count: d.receive_count,
                 tenant: parsed.as_ref().ok().map(|e| e.tenant_id.to_string()),
+                run: parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|e| e.run_id)
+                    .map(|r| r.to_string()),
                 idempotency_key: parsed.as_ref().ok().map(|e| e.idempotency_key.clone()),
                 trace_id: parsed.as_ref().ok().map(|e| e.trace_id.clone()),
                 parse_error: parsed.err().map(|e| e.to_string()),
@@ -82,17 +88,46 @@ pub async fn redrive(bus: &dyn Bus, queue: &str, max: usize) -> Result<usize, Bu
     Ok(moved)
 }
 
-/// The latest recorded failure for a trace, read as the schema owner (operators see all tenants).
+/// The failure recorded for a dead letter: the error its run recorded when the message failed
+/// for the last time, else the latest error event of its trace. Read as the schema owner inside
+/// the message's tenant: row-level security binds the owner too.
 pub async fn failure_reason(
-    client: &tokio_postgres::Client,
-    trace_id: &str,
+    client: &mut tokio_postgres::Client,
+    letter: &DeadLetter,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    Ok(client
+    let Some(tenant) = letter
+        .tenant
+        .as_deref()
+        .and_then(|t| shared::domain::TenantId::parse(t).ok())
+    else {
+        return Ok(None);
+    };
+    let run = letter
+        .run
+        .as_deref()
+        .and_then(|r| uuid::Uuid::parse_str(r).ok());
+    let tx = client.transaction().await?;
+    tx.batch_execute(&shared::db::with_tenant_setting(tenant))
+        .await?;
+    let recorded = tx
         .query_opt(
-            "SELECT stage || ': ' || coalesce(extra->>'error', error_code, event) FROM run_event_logs
-             WHERE trace_id = $1 AND status = 'error' ORDER BY created_at DESC LIMIT 1",
-            &[&trace_id],
+            "SELECT queue || ': ' || reason FROM run_work
+             WHERE run_id = $1 AND key = $2 AND state = 'dead' AND reason IS NOT NULL",
+            &[&run, &letter.idempotency_key],
         )
         .await?
-        .map(|r| r.get(0)))
+        .map(|r| r.get::<_, String>(0));
+    let reason = match recorded {
+        Some(r) => Some(r),
+        None => tx
+            .query_opt(
+                "SELECT stage || ': ' || coalesce(extra->>'error', error_code, event) FROM run_event_logs
+                 WHERE trace_id = $1 AND status = 'error' ORDER BY created_at DESC LIMIT 1",
+                &[&letter.trace_id],
+            )
+            .await?
+            .map(|r| r.get(0)),
+    };
+    tx.commit().await?;
+    Ok(reason)
 }

@@ -75,7 +75,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
                 .await
                 .context("finding the queues")?;
-            let db = connect(database_url).await?;
+            let mut db = connect(database_url).await?;
             let letters = dlq::peek(&bus, &queue, max).await?;
             println!(
                 "{} message(s) in {}{}-dlq",
@@ -84,7 +84,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 queue
             );
             for l in letters {
-                let reason = reason(&l, db.as_ref()).await?;
+                let reason = reason(&l, db.as_mut()).await?;
                 println!(
                     "- {} (received {}×) key={} tenant={}",
                     l.message_id,
@@ -105,7 +105,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
                 .await
                 .context("finding the queues")?;
-            let db = connect(database_url).await?;
+            let mut db = connect(database_url).await?;
             let l = dlq::peek(&bus, &queue, 10_000)
                 .await?
                 .into_iter()
@@ -114,7 +114,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     format!("no message {message_id} in {}{queue}-dlq", args.prefix)
                 })?;
             println!("message {} (received {}×)", l.message_id, l.receive_count);
-            println!("why: {}", reason(&l, db.as_ref()).await?);
+            println!("why: {}", reason(&l, db.as_mut()).await?);
             let body = serde_json::from_str::<serde_json::Value>(&l.body)
                 .and_then(|v| serde_json::to_string_pretty(&v))
                 .unwrap_or(l.body);
@@ -151,11 +151,11 @@ async fn connect(url: Option<String>) -> anyhow::Result<Option<tokio_postgres::C
 /// Why a dead letter failed: unreadable, or the failure its trace recorded.
 async fn reason(
     l: &dlq::DeadLetter,
-    db: Option<&tokio_postgres::Client>,
+    db: Option<&mut tokio_postgres::Client>,
 ) -> anyhow::Result<String> {
-    Ok(match (&l.parse_error, db, &l.trace_id) {
-        (Some(e), _, _) => e.clone(),
-        (None, Some(c), Some(t)) => dlq::failure_reason(c, t)
+    Ok(match (&l.parse_error, db) {
+        (Some(e), _) => e.clone(),
+        (None, Some(c)) => dlq::failure_reason(c, l)
             .await?
             .unwrap_or_else(|| "no failure recorded (see the function's logs)".into()),
         _ => "see the function's logs by message id (or pass --database-url)".into(),

@@ -90,6 +90,12 @@ fn pg_server() -> &'static PgServer {
     })
 }
 
+/// A superuser URL of the test server's maintenance database, for harnesses that create their
+/// own databases and roles (the cloud stand-in does, as docs/deploy.md says).
+pub fn pg_admin_url() -> String {
+    pg_server().admin_url.clone()
+}
+
 fn url_for(user: &str, port: u16, db: &str) -> String {
     format!("postgres://{user}@127.0.0.1:{port}/{db}")
 }
@@ -271,6 +277,32 @@ pub fn function_dirs() -> std::collections::BTreeSet<String> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
+}
+
+/// The directory of the workspace's binaries (the functions' and `leadfactory`), built now by
+/// cargo into the target directory this test runs from, so they are never stale.
+pub fn built_binaries() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's path");
+        // <target>/<profile>/deps/<test>
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("a test binary lives in <target>/<profile>/deps")
+            .to_owned();
+        let target = profile_dir.parent().expect("<target>").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])
+            .arg(&target)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+        profile_dir
+    })
+    .clone()
 }
 
 /// A name no other test uses, for buckets and queues on the shared moto server.

@@ -68,7 +68,9 @@ pub struct Deps {
 /// `maxReceiveCount` of the queues when `LF_MAX_RECEIVE_COUNT` is not set.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 
-#[derive(Debug, thiserror::Error)]
+/// Printed by a function's `main` when its start fails (Lambda shows it as the init error): its
+/// `Debug` is its message, naming each variable at fault.
+#[derive(thiserror::Error)]
 pub enum DepsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -76,6 +78,12 @@ pub enum DepsError {
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
+}
+
+impl std::fmt::Debug for DepsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Deps {

@@ -5,7 +5,7 @@
 //! Base URLs and keys are configuration, so the same code talks to the real services or to the
 //! vendor simulator.
 
-mod breaker;
+pub mod breaker;
 pub mod config;
 pub mod core;
 mod error;

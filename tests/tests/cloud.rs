@@ -1,0 +1,503 @@
+//! The deployed shape, run here: the stand-in account `infra/template.yaml` describes
+//! (`leadfactory_cli::cloud`), every function its own process of its real binary. Tests assert
+//! only what a deployed system does: nothing here drives a handler, finishes a run or sets state
+//! by hand; the operator's steps are the ones docs/deploy.md gives, as the roles it creates.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use leadfactory_cli::cloud::template::Template;
+use leadfactory_cli::cloud::{Cloud, CloudError, CloudOptions};
+use leadfactory_cli::local::NoProgress;
+use shared::db::begin_tenant;
+use shared::domain::{RunId, TenantId};
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn template_path() -> std::path::PathBuf {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml").into()
+}
+
+/// A stage name no other test uses (queue and secret names carry it).
+fn stage() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+fn template(stage: &str) -> Template {
+    Template::load(&template_path(), &HashMap::from([("Stage".into(), stage.into())]))
+        .expect("the template reads")
+}
+
+fn options(stage: &str, clock: f64) -> CloudOptions {
+    CloudOptions {
+        bin_dir: testkit::built_binaries(),
+        log_dir: std::env::temp_dir().join(format!("lf-cloud-{stage}")),
+        admin_url: testkit::pg_admin_url(),
+        database: format!("lf_cloud_{stage}"),
+        fresh_database: true,
+        moto_url: Some(testkit::moto_url().to_owned()),
+        clock,
+        run_schedules: false,
+        sim: sim::SimConfig::default(),
+        deliver_twice: false,
+    }
+}
+
+/// The example campaign as the ops API's JSON body.
+fn example_campaign() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/san-jose-restaurants.toml"
+    ))
+    .unwrap();
+    serde_json::to_value(toml::from_str::<toml::Value>(&text).unwrap()).unwrap()
+}
+
+async fn count(cloud: &Cloud, tenant: TenantId, sql: &str, run: RunId) -> i64 {
+    let pool = cloud.app_pool().unwrap();
+    let mut c = pool.get().await.unwrap();
+    let tx = begin_tenant(&mut c, tenant).await.unwrap();
+    let n: i64 = tx
+        .query_one(sql, &[&run.as_uuid()])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0);
+    tx.commit().await.unwrap();
+    n
+}
+
+/// Mail the simulated SendGrid accepted, by the email id the sender attached.
+fn outbox_by_email(cloud: &Cloud) -> HashMap<String, usize> {
+    let mut by = HashMap::new();
+    for m in sim::state::lock(&cloud.sim.state.outbox).iter() {
+        let id = m.custom_args["email_id"].as_str().unwrap_or("?").to_owned();
+        *by.entry(id).or_default() += 1;
+    }
+    by
+}
+
+async fn finish(cloud: Cloud, stage: &str) {
+    let db = cloud.db.name.clone();
+    cloud.stop().await;
+    leadfactory_cli::cloud::account::drop_database(&testkit::pg_admin_url(), &db).await;
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("lf-cloud-{stage}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves() {
+    let stage = stage();
+    let cloud = Cloud::start(options(&stage, 60.0), template(&stage))
+        .await
+        .expect("the account stands up");
+    // The queues are the template's, attributes included.
+    let sourcing = &cloud.queues["SourcingQueue"];
+    let attrs = cloud
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&sourcing.url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    assert_eq!(attrs[&A::VisibilityTimeout], "360");
+    let redrive: serde_json::Value = serde_json::from_str(&attrs[&A::RedrivePolicy]).unwrap();
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "5");
+    assert_eq!(redrive["deadLetterTargetArn"], cloud.queues["SourcingDLQ"].arn);
+
+    let tenant = cloud.onboard("Agency", &example_campaign()).await.unwrap();
+    let run = cloud.nightly(tenant.id).await.unwrap();
+    let status = cloud.wait_for_run(tenant.id, run, LIMIT).await.unwrap();
+    assert_eq!(status, "succeeded");
+    cloud.settle(LIMIT).await.unwrap();
+
+    // Finalised by the functions: stage statistics with percentiles.
+    let stats = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_stage_stats WHERE run_id = $1 AND p50_ms IS NOT NULL AND p95_ms IS NOT NULL AND p99_ms IS NOT NULL",
+        run,
+    )
+    .await;
+    assert!(stats >= 6, "stage statistics for {stats} stages");
+    // Every qualified lead emailed exactly once, and SendGrid got each email once.
+    let qualified = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM scores WHERE run_id = $1 AND qualified",
+        run,
+    )
+    .await;
+    let sent = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(DISTINCT business_id) FROM emails WHERE run_id = $1 AND kind = 'outreach' AND send_state = 'sent'",
+        run,
+    )
+    .await;
+    let outreach = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM emails WHERE run_id = $1 AND kind = 'outreach'",
+        run,
+    )
+    .await;
+    assert!(qualified > 0);
+    assert_eq!(sent, qualified, "every qualified lead emailed");
+    assert_eq!(outreach, qualified, "one email per lead");
+    assert!(outbox_by_email(&cloud).values().all(|n| *n == 1));
+
+    // SendGrid's and Stripe's events reach the HTTP API's routes and change state.
+    let activity = cloud
+        .simulate_recipients(tenant.id, 1.0, &NoProgress, LIMIT)
+        .await
+        .unwrap();
+    assert!(activity.sendgrid_events > 0);
+    let delivered = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM emails WHERE run_id = $1 AND delivery_status IS NOT NULL",
+        run,
+    )
+    .await;
+    assert!(delivered > 0, "SendGrid events changed email states");
+    let paid = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM purchases WHERE status = 'paid' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    assert_eq!(paid as usize, activity.checkouts, "each checkout paid once");
+    assert!(paid > 0);
+    let fulfilments = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM emails WHERE kind = 'fulfilment' AND send_state = 'sent' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    assert_eq!(fulfilments, paid, "one fulfilment per purchase");
+    assert!(outbox_by_email(&cloud).values().all(|n| *n == 1));
+
+    // The schedules that follow: QA samples made by the qa-sampler, no watchdog or stall alert.
+    let qa = cloud
+        .fire(&cloud.schedule_of("qa-sampler", None).unwrap())
+        .await
+        .unwrap();
+    assert!(qa["samples"].as_u64().unwrap() > 0, "{qa}");
+    let samples = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM qa_samples WHERE run_id = $1",
+        run,
+    )
+    .await;
+    assert_eq!(samples as u64, qa["samples"].as_u64().unwrap());
+    cloud
+        .fire(&cloud.schedule_of("alerts", Some("EveryFiveMinutes")).unwrap())
+        .await
+        .unwrap();
+    let bad = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM sent_alerts WHERE rule IN ('nightly_watchdog', 'run_stalled') AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    assert_eq!(bad, 0, "no watchdog or stalled alert");
+    // Init once, invoked many times: fewer processes than invocations.
+    let counters = cloud.counters();
+    let cold: u64 = counters.values().map(|c| c.cold_starts).sum();
+    let invocations: u64 = counters.values().map(|c| c.invocations).sum();
+    assert!(cold < invocations, "{cold} cold starts for {invocations} invocations");
+    assert!(counters.values().all(|c| c.errors == 0), "{counters:?}");
+    finish(cloud, &stage).await;
+}
+
+/// `leadfactory <args>` as an operator runs it against the account: the AWS environment of a
+/// deployment (moto's endpoint) and the owner's database URL.
+fn leadfactory(cloud: &Cloud, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(testkit::built_binaries().join("leadfactory"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &cloud.moto.url)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", leadfactory_cli::cloud::REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("DATABASE_OWNER_URL", &cloud.db.owner_url)
+        .env("LF_QUEUE_PREFIX", cloud.queue_prefix())
+        .output()
+        .expect("running leadfactory");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_failing_every_receive_lands_in_its_dlq_and_a_redrive_processes_it_once() {
+    let stage = stage();
+    // 360x: the template's 360 s visibility timeout passes in a second.
+    let cloud = Cloud::start(options(&stage, 360.0), template(&stage))
+        .await
+        .expect("the account stands up");
+    let http = reqwest::Client::new();
+    let faults = format!("{}/_sim/faults", cloud.sim.base_url());
+    http.post(&faults)
+        .json(&serde_json::json!({ "yelp": { "rate_5xx": 1.0 } }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let tenant = cloud.onboard("Agency", &example_campaign()).await.unwrap();
+    let run = cloud.nightly(tenant.id).await.unwrap();
+    // Every sourcing job fails on each of its 5 receives; moto's redrive moves it to the DLQ and
+    // the run ends with it.
+    let status = cloud.wait_for_run(tenant.id, run, LIMIT).await.unwrap();
+    assert_eq!(status, "failed");
+    let jobs = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_work WHERE run_id = $1 AND queue = 'sourcing' AND state = 'dead' AND reason IS NOT NULL",
+        run,
+    )
+    .await;
+    assert!(jobs > 0);
+    let dlq = &cloud.queues["SourcingDLQ"];
+    let mut in_dlq = 0;
+    for _ in 0..100 {
+        in_dlq = leadfactory_cli::cloud::sqs::outstanding(&cloud.sqs, &dlq.url)
+            .await
+            .unwrap();
+        if in_dlq as i64 >= jobs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(in_dlq as i64, jobs, "each dead job is in the DLQ once");
+
+    // The operator sees why, fixes the cause and redrives.
+    let (ok, listed) = leadfactory(&cloud, &["dlq", "list", "--queue", "sourcing"]);
+    assert!(ok, "{listed}");
+    let id = listed
+        .split_whitespace()
+        .find(|w| uuid::Uuid::parse_str(w).is_ok())
+        .unwrap_or_else(|| panic!("no message id in {listed}"))
+        .to_owned();
+    let (ok, shown) = leadfactory(
+        &cloud,
+        &["dlq", "show", "--queue", "sourcing", "--message-id", &id],
+    );
+    assert!(ok, "{shown}");
+    assert!(shown.to_lowercase().contains("yelp"), "{shown}");
+    http.post(&faults)
+        .json(&serde_json::json!({ "yelp": {} }))
+        .send()
+        .await
+        .unwrap();
+    // The warm sourcing instances' Yelp breaker is open ("circuit open, retry in …"): a redrive
+    // before it recovers would fail the same way. The operator redrives once it has.
+    tokio::time::sleep(shared::vendors::breaker::BreakerConfig::default().recovery).await;
+    let (ok, redriven) = leadfactory(&cloud, &["dlq", "redrive", "--queue", "sourcing"]);
+    assert!(ok, "{redriven}");
+    // The redriven jobs refinish the run once they are processed.
+    cloud.settle(LIMIT).await.unwrap();
+    let status = cloud.run_status(tenant.id, run).await.unwrap();
+    assert_eq!(status, "succeeded");
+    let done = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM processed_messages WHERE stage = 'sourcing' AND status = 'done' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    assert_eq!(done, jobs, "each redriven job processed once");
+    assert_eq!(
+        leadfactory_cli::cloud::sqs::outstanding(&cloud.sqs, &dlq.url)
+            .await
+            .unwrap(),
+        0
+    );
+    let outreach = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) - count(DISTINCT business_id) FROM emails WHERE run_id = $1 AND kind = 'outreach'",
+        run,
+    )
+    .await;
+    assert_eq!(outreach, 0);
+    finish(cloud, &stage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_function_whose_template_lacks_a_variable_it_reads_fails_at_start_naming_it() {
+    let stage = stage();
+    let mut t = template(&stage);
+    let targeting = t
+        .functions
+        .iter_mut()
+        .find(|f| f.binary == "targeting")
+        .unwrap();
+    assert!(targeting.without_variable("LF_QUEUE_SOURCING_URL"));
+    let cloud = Cloud::start(options(&stage, 1.0), t).await.unwrap();
+    let err = cloud
+        .fire(&cloud.schedule_of("targeting", None).unwrap())
+        .await
+        .unwrap_err();
+    match &err {
+        CloudError::Invoke(leadfactory_cli::cloud::lambda::InvokeError::Init {
+            status,
+            output,
+            ..
+        }) => {
+            assert!(output.contains("LF_QUEUE_SOURCING_URL is not set"), "{output}");
+            assert!(!status.contains("exit status: 0"), "{status}");
+        }
+        other => panic!("expected an init error, got {other}"),
+    }
+    assert!(err.to_string().contains("LF_QUEUE_SOURCING_URL"));
+    finish(cloud, &stage).await;
+}
+
+/// A campaign of at least 500 leads: three ZIP codes of the simulated city, a quota to match.
+fn large_campaign() -> serde_json::Value {
+    let mut c = example_campaign();
+    c["zip_codes"] = serde_json::json!(["95113", "95112", "95110"]);
+    c["daily_quota"] = serde_json::json!(600);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_night_of_500_leads_survives_its_processes_killed_and_every_message_delivered_twice() {
+    let stage = stage();
+    let mut opts = options(&stage, 360.0);
+    opts.deliver_twice = true;
+    let cloud = std::sync::Arc::new(Cloud::start(opts, template(&stage)).await.unwrap());
+    let tenant = cloud.onboard("Agency", &large_campaign()).await.unwrap();
+
+    // SIGKILL function processes at random moments, preferring ones serving an invocation.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let killer = {
+        let cloud = cloud.clone();
+        tokio::spawn(async move {
+            let mut kills = 0u32;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            while !*stop_rx.borrow() && kills < 40 {
+                tokio::time::sleep(Duration::from_millis(700 + next() % 1500)).await;
+                let procs = cloud.processes();
+                let busy: Vec<_> = procs.iter().filter(|p| p.2).collect();
+                let pool = if busy.is_empty() {
+                    procs.iter().collect::<Vec<_>>()
+                } else {
+                    busy
+                };
+                if pool.is_empty() {
+                    continue;
+                }
+                let victim = pool[(next() % pool.len() as u64) as usize];
+                // SAFETY: kill(2) on a function process the stand-in started.
+                if unsafe { libc::kill(victim.1 as i32, libc::SIGKILL) } == 0 {
+                    kills += 1;
+                }
+            }
+            kills
+        })
+    };
+    let run = cloud.nightly(tenant.id).await.unwrap();
+    let status = cloud.wait_for_run(tenant.id, run, LIMIT).await.unwrap();
+    cloud.settle(LIMIT).await.unwrap();
+    let sourced = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM processed_messages WHERE stage = 'enrichment' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    let activity = cloud
+        .simulate_recipients(tenant.id, 1.0, &NoProgress, LIMIT)
+        .await
+        .unwrap();
+    let _ = stop_tx.send(true);
+    let kills = killer.await.unwrap();
+    cloud.settle(LIMIT).await.unwrap();
+    assert!(kills >= 20, "only {kills} processes killed");
+    assert!(sourced >= 500, "only {sourced} leads in the night");
+    assert_ne!(status, "running");
+    let lost: u64 = cloud.counters().values().map(|c| c.lost).sum();
+    assert!(lost > 0, "the kills were seen as lost instances");
+
+    // 0 duplicate emails: one per business, each sent to SendGrid once.
+    let twice = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) - count(DISTINCT business_id) FROM emails WHERE run_id = $1 AND kind = 'outreach'",
+        run,
+    )
+    .await;
+    assert_eq!(twice, 0);
+    let outbox = outbox_by_email(&cloud);
+    assert!(
+        outbox.values().all(|n| *n == 1),
+        "an email was sent twice: {:?}",
+        outbox.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    // 0 duplicate fulfilments.
+    let fulfilments = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM emails WHERE kind = 'fulfilment' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    let paid = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM purchases WHERE status = 'paid' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    assert!(fulfilments <= paid, "{fulfilments} fulfilments for {paid} purchases");
+    assert!(activity.checkouts as i64 >= paid);
+    // Every lead done or in a DLQ with a reason; the run finalised.
+    let pending = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_work WHERE run_id = $1 AND (state = 'pending' OR (state = 'dead' AND reason IS NULL))",
+        run,
+    )
+    .await;
+    assert_eq!(pending, 0);
+    let dead = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_work WHERE run_id = $1 AND state = 'dead'",
+        run,
+    )
+    .await;
+    let in_dlqs = cloud.dead_lettered().await.unwrap();
+    assert!(in_dlqs as i64 >= dead, "{dead} dead messages, {in_dlqs} in DLQs");
+    let expected = if dead == 0 { "succeeded" } else { "partial" };
+    let final_status = cloud.run_status(tenant.id, run).await.unwrap();
+    assert!(
+        final_status == expected || final_status == "failed",
+        "{final_status} with {dead} dead"
+    );
+    eprintln!(
+        "chaos: {sourced} leads, {kills} kills, {dead} dead-lettered, {} emails, {paid} purchases, {fulfilments} fulfilments",
+        outbox.len()
+    );
+    let cloud = std::sync::Arc::try_unwrap(cloud).ok().unwrap();
+    finish(cloud, &stage).await;
+}
