@@ -291,14 +291,7 @@ fn function_env(app_url: &str, store: &Path) -> anyhow::Result<HashMap<String, S
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    for v in [
-        "YELP",
-        "PLACES",
-        "PAGESPEED",
-        "OPENAI",
-        "SENDGRID",
-        "STRIPE",
-    ] {
+    for v in shared::vendors::config::VENDOR_PREFIXES {
         env.insert(format!("LF_{v}_URL"), nowhere.into());
     }
     env.insert("SLACK_WEBHOOK_URL".into(), format!("{nowhere}/slack"));

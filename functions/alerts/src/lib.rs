@@ -109,6 +109,7 @@ impl Alerts {
     ) -> Result<AlertReport, AlertError> {
         let tenants =
             shared::db::tenant_ids(&deps.pool.get().await.map_err(DbError::from)?).await?;
+        end_dead_letters(deps).await?;
         let dlq = self.dlq_findings(deps).await?;
         let mut report = AlertReport {
             tenants: tenants.len(),
@@ -292,3 +293,43 @@ impl Alerts {
         Ok(())
     }
 }
+
+/// Ends, as dead, the run work of every message in a dead-letter queue that its function did
+/// not record as failed (killed or timed out on its last receive): without this, its run would
+/// wait for the idle check to be called stalled. Idempotent: each evaluation looks again.
+async fn end_dead_letters(deps: &Deps) -> Result<(), AlertError> {
+    use shared::pipeline::runs::DeadLettered;
+    let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<DeadLettered>> = Default::default();
+    for q in queues::ALL {
+        let letters =
+            match shared::bus::dlq::peek(deps.bus.as_ref(), q, DEAD_LETTERS_PER_QUEUE).await {
+                Ok(l) => l,
+                Err(shared::bus::BusError::UnknownQueue(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+        for l in letters {
+            let tenant = l.tenant.as_deref().and_then(|t| TenantId::parse(t).ok());
+            let run = l
+                .run
+                .as_deref()
+                .and_then(|r| shared::domain::RunId::parse(r).ok());
+            if let (Some(tenant), Some(run), Some(key)) = (tenant, run, l.idempotency_key) {
+                by_tenant.entry(tenant).or_default().push(DeadLettered {
+                    queue: (*q).to_owned(),
+                    run,
+                    key,
+                });
+            }
+        }
+    }
+    for (tenant, letters) in by_tenant {
+        let mut c = deps.pool.get().await.map_err(DbError::from)?;
+        let tx = begin_tenant(&mut c, tenant).await?;
+        shared::pipeline::runs::end_dead_letters(&tx, &letters).await?;
+        tx.commit().await.map_err(DbError::from)?;
+    }
+    Ok(())
+}
+
+/// How many messages of each DLQ an evaluation looks at.
+const DEAD_LETTERS_PER_QUEUE: usize = 1_000;

@@ -2,6 +2,7 @@
 //! queue with the same semantics (visibility timeout, receive count, dead-letter queue) for the
 //! local run. Messages are [`Envelope`]s serialised as JSON.
 
+pub mod dlq;
 mod envelope;
 mod memory;
 mod sqs;

@@ -197,3 +197,54 @@ pub async fn finish_idle(
     })
     .collect())
 }
+
+/// A message found in a dead-letter queue: the queue it was dead-lettered from and its key.
+#[derive(Debug, Clone)]
+pub struct DeadLettered {
+    pub queue: String,
+    pub run: RunId,
+    pub key: String,
+}
+
+/// Ends, as dead, the run work of messages SQS moved to a DLQ without the function recording
+/// their failure (killed or timed out on the last receive), and finalises the runs that leaves
+/// with nothing pending. A message whose results were stored but whose next hops were never sent
+/// (`in_progress`) ends its next hops' work instead: a redrive sends them. Rows already ended are
+/// left alone, so running it again changes nothing. Returns the rows it ended.
+pub async fn end_dead_letters(tx: &dyn Tx, letters: &[DeadLettered]) -> Result<u64, DbError> {
+    if letters.is_empty() {
+        return Ok(0);
+    }
+    let runs: Vec<uuid::Uuid> = letters.iter().map(|l| l.run.as_uuid()).collect();
+    let queues: Vec<&str> = letters.iter().map(|l| l.queue.as_str()).collect();
+    let keys: Vec<&str> = letters.iter().map(|l| l.key.as_str()).collect();
+    // A stage's records are kept under its input queue's name.
+    let ended = cached::query(
+        tx,
+        "WITH m(r, q, k) AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[])),
+         own AS (
+             UPDATE run_work w SET state = 'dead', updated_at = now(),
+                 reason = 'dead-lettered from ' || m.q || ' with no failure recorded (the function was killed or timed out on its last receive)'
+             FROM m WHERE w.run_id = m.r AND w.queue = m.q AND w.key = m.k AND w.state = 'pending'
+             RETURNING w.run_id),
+         hops AS (
+             UPDATE run_work w SET state = 'dead', updated_at = now(),
+                 reason = 'not sent: the ' || m.q || ' message ' || m.k || ' that stored it was dead-lettered before sending it (redrive ' || m.q || ')'
+             FROM m JOIN processed_messages p ON p.stage = m.q AND p.key = m.k AND p.status = 'in_progress',
+                  jsonb_to_recordset(p.outcome -> 'next') AS n(queue text, run uuid, key text)
+             WHERE w.run_id = n.run AND w.queue = n.queue AND w.key = n.key AND w.state = 'pending'
+             RETURNING w.run_id)
+         SELECT (SELECT count(*) FROM own) + (SELECT count(*) FROM hops) AS ended",
+        &[&runs, &queues, &keys],
+    )
+    .await?;
+    let n: i64 = ended.first().map(|r| r.get("ended")).unwrap_or(0);
+    let unique: Vec<RunId> = letters
+        .iter()
+        .map(|l| l.run)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    finish_if_done(tx, &unique).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
