@@ -383,3 +383,202 @@ async fn a_function_whose_template_lacks_a_variable_it_reads_fails_at_start_nami
     assert!(err.to_string().contains("LF_QUEUE_SOURCING_URL"));
     finish(cloud, &stage).await;
 }
+
+/// What a run still waits for, for a failure message: each pending `run_work` row with its key's
+/// records, and every queue's depth. Read as the superuser (inspection only).
+async fn pending_work(cloud: &Cloud) -> String {
+    let url = format!(
+        "{}/{}",
+        testkit::pg_admin_url().trim_end_matches("/postgres"),
+        cloud.db.name
+    );
+    let mut out = String::new();
+    if let Ok((admin, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let rows = admin
+            .query(
+                "SELECT w.queue || ' ' || w.key || ' since ' || w.created_at::text || ': ' ||
+                        coalesce((SELECT string_agg(p.stage || '=' || p.status || ' ' || coalesce(p.outcome::text, ''), '; ')
+                                  FROM processed_messages p WHERE p.key = w.key), 'no record')
+                 FROM run_work w WHERE w.state = 'pending'",
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+        for r in rows {
+            out.push_str(&format!("pending {}\n", r.get::<_, String>(0)));
+        }
+    }
+    for (id, q) in &cloud.queues {
+        let n = leadfactory_cli::cloud::sqs::outstanding(&cloud.sqs, &q.url)
+            .await
+            .unwrap_or_default();
+        out.push_str(&format!("{id}: {n}\n"));
+    }
+    out
+}
+
+/// A campaign of at least 500 leads: three ZIP codes of the simulated city, a quota to match.
+fn large_campaign() -> serde_json::Value {
+    let mut c = example_campaign();
+    c["zip_codes"] = serde_json::json!(["95113", "95112", "95110"]);
+    c["daily_quota"] = serde_json::json!(700);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_night_of_500_leads_survives_its_processes_killed_and_every_message_delivered_twice() {
+    let stage = stage();
+    let mut opts = options(&stage, 360.0);
+    opts.deliver_twice = true;
+    let cloud = std::sync::Arc::new(Cloud::start(opts, template(&stage)).await.unwrap());
+    let tenant = cloud.onboard("Agency", &large_campaign()).await.unwrap();
+
+    // SIGKILL function processes at random moments, preferring ones serving an invocation.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let killer = {
+        let cloud = cloud.clone();
+        tokio::spawn(async move {
+            let mut kills = 0u32;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            while !*stop_rx.borrow() && kills < 30 {
+                tokio::time::sleep(Duration::from_millis(1_000 + next() % 2_500)).await;
+                let procs = cloud.processes();
+                let busy: Vec<_> = procs.iter().filter(|p| p.2).collect();
+                let pool = if busy.is_empty() {
+                    procs.iter().collect::<Vec<_>>()
+                } else {
+                    busy
+                };
+                if pool.is_empty() {
+                    continue;
+                }
+                let victim = pool[(next() % pool.len() as u64) as usize];
+                // SAFETY: kill(2) on a function process the stand-in started.
+                if unsafe { libc::kill(victim.1 as i32, libc::SIGKILL) } == 0 {
+                    kills += 1;
+                }
+            }
+            kills
+        })
+    };
+    let run = cloud.nightly(tenant.id).await.unwrap();
+    cloud.settle(LIMIT).await.unwrap();
+    // Messages whose process was killed on their last receive reached a DLQ with no failure
+    // recorded; the alerts schedule ends their work, and the run is finalised.
+    let alerts = cloud
+        .schedule_of("alerts", Some("EveryFiveMinutes"))
+        .unwrap();
+    cloud.fire(&alerts).await.unwrap();
+    let status = match cloud
+        .wait_for_run(tenant.id, run, Duration::from_secs(60))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => panic!("{e}\n{}", pending_work(&cloud).await),
+    };
+    let sourced = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM businesses WHERE $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    let activity = cloud
+        .simulate_recipients(tenant.id, 1.0, &NoProgress, LIMIT)
+        .await
+        .unwrap();
+    let _ = stop_tx.send(true);
+    let kills = killer.await.unwrap();
+    cloud.settle(LIMIT).await.unwrap();
+    cloud.fire(&alerts).await.unwrap();
+    assert!(kills >= 20, "only {kills} processes killed");
+    assert!(sourced >= 500, "only {sourced} leads in the night");
+    assert_ne!(status, "running");
+    let lost: u64 = cloud.counters().values().map(|c| c.lost).sum();
+    assert!(lost > 0, "the kills were seen as lost instances");
+
+    // 0 duplicate emails: one per business, each sent to SendGrid once.
+    let twice = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) - count(DISTINCT business_id) FROM emails WHERE run_id = $1 AND kind = 'outreach'",
+        run,
+    )
+    .await;
+    assert_eq!(twice, 0);
+    let outbox = outbox_by_email(&cloud);
+    assert!(
+        outbox.values().all(|n| *n == 1),
+        "an email was sent twice: {:?}",
+        outbox.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    // 0 duplicate fulfilments.
+    let fulfilments = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM emails WHERE kind = 'fulfilment' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    let paid = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM purchases WHERE status = 'paid' AND $1::uuid IS NOT NULL",
+        run,
+    )
+    .await;
+    assert!(
+        fulfilments <= paid,
+        "{fulfilments} fulfilments for {paid} purchases"
+    );
+    assert!(activity.checkouts as i64 >= paid);
+    // Every lead done or in a DLQ with a reason; the run finalised.
+    let pending = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_work WHERE run_id = $1 AND (state = 'pending' OR (state = 'dead' AND reason IS NULL))",
+        run,
+    )
+    .await;
+    assert_eq!(pending, 0);
+    let dead = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_work WHERE run_id = $1 AND state = 'dead'",
+        run,
+    )
+    .await;
+    // A dead message is in its DLQ; the next hops of a message dead-lettered before it sent
+    // them were never sent, and name it.
+    let dead_messages = count(
+        &cloud,
+        tenant.id,
+        "SELECT count(*) FROM run_work WHERE run_id = $1 AND state = 'dead' AND reason NOT LIKE 'not sent:%'",
+        run,
+    )
+    .await;
+    let in_dlqs = cloud.dead_lettered().await.unwrap();
+    assert!(
+        in_dlqs as i64 >= dead_messages,
+        "{dead_messages} dead messages, {in_dlqs} in DLQs"
+    );
+    let expected = if dead == 0 { "succeeded" } else { "partial" };
+    let final_status = cloud.run_status(tenant.id, run).await.unwrap();
+    assert!(
+        final_status == expected || final_status == "failed",
+        "{final_status} with {dead} dead"
+    );
+    eprintln!(
+        "chaos: {sourced} leads, {kills} kills, {dead_messages} messages dead-lettered ({dead} work items), {} emails, {paid} purchases, {fulfilments} fulfilments",
+        outbox.len()
+    );
+    let cloud = std::sync::Arc::try_unwrap(cloud).ok().unwrap();
+    finish(cloud, &stage).await;
+}
