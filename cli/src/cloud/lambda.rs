@@ -3,7 +3,7 @@
 //! instance initialises once and serves invocations one at a time; concurrent invocations start
 //! more instances; an invocation that outlives the function's Timeout has its process killed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,8 +215,8 @@ impl Instance {
 pub struct Function {
     pub config: FunctionConfig,
     idle: Mutex<Vec<Instance>>,
-    busy: Mutex<BTreeMap<u32, ()>>,
-    all: Mutex<BTreeMap<u32, ()>>,
+    busy: Mutex<BTreeSet<u32>>,
+    all: Mutex<BTreeSet<u32>>,
     pub counters: Counters,
     log: Arc<Mutex<std::fs::File>>,
 }
@@ -233,8 +233,8 @@ impl Function {
         Ok(Function {
             config,
             idle: Mutex::new(Vec::new()),
-            busy: Mutex::new(BTreeMap::new()),
-            all: Mutex::new(BTreeMap::new()),
+            busy: Mutex::new(BTreeSet::new()),
+            all: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
             log: Arc::new(Mutex::new(log)),
         })
@@ -251,8 +251,8 @@ impl Function {
     pub fn pids(&self) -> Vec<(u32, bool)> {
         let busy = lock(&self.busy);
         lock(&self.all)
-            .keys()
-            .map(|p| (*p, busy.contains_key(p)))
+            .iter()
+            .map(|p| (*p, busy.contains(p)))
             .collect()
     }
 
@@ -335,7 +335,7 @@ impl Function {
             self.copy_output(err, output.clone());
         }
         self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
-        lock(&self.all).insert(pid, ());
+        lock(&self.all).insert(pid);
         let mut inst = Instance {
             child,
             pid,
@@ -447,7 +447,7 @@ impl Function {
             answer: tx,
         };
         let pid = inst.pid;
-        lock(&self.busy).insert(pid, ());
+        lock(&self.busy).insert(pid);
         let sent = inst.send.send(inv).await.is_ok();
         let outcome = if sent {
             tokio::select! {
@@ -513,7 +513,7 @@ impl Function {
         for mut i in idle {
             let _ = i.child.kill().await;
         }
-        for pid in lock(&self.all).keys() {
+        for pid in lock(&self.all).iter() {
             if let Ok(p) = i32::try_from(*pid) {
                 // SAFETY: kill(2) with a pid this stand-in started; no memory is involved.
                 unsafe {

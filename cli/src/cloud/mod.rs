@@ -103,10 +103,7 @@ pub struct Cloud {
     pub queues: HashMap<String, Queue>,
     pub functions: BTreeMap<String, Arc<Function>>,
     pub sqs: aws_sdk_sqs::Client,
-    pub sdk: aws_config::SdkConfig,
     pub clock: Clock,
-    /// The template's parameters as the account was created with them.
-    pub parameters: HashMap<String, String>,
     schedules: Vec<(ScheduleDef, Expression, Arc<Function>)>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -209,7 +206,7 @@ impl Cloud {
         ]);
         let queues = account::create_queues(&sqs, &template).await?;
         let mut resolver = Resolver {
-            parameters: parameters.clone(),
+            parameters,
             ..Resolver::default()
         };
         for (id, q) in &queues {
@@ -230,6 +227,15 @@ impl Cloud {
             resolver.refs.insert(b.clone(), name);
         }
 
+        for f in &template.functions {
+            if !opts.bin_dir.join(&f.binary).is_file() {
+                return Err(CloudError::Service(format!(
+                    "{}: no binary {} (build the functions first: cargo build --bins)",
+                    f.logical_id,
+                    opts.bin_dir.join(&f.binary).display()
+                )));
+            }
+        }
         let overrides = local_overrides(&moto.url, &base);
         let mut functions = BTreeMap::new();
         for f in &template.functions {
@@ -246,15 +252,6 @@ impl Cloud {
             })
             .map_err(|e| CloudError::Service(format!("log of {}: {e}", f.logical_id)))?;
             functions.insert(f.logical_id.clone(), Arc::new(function));
-        }
-        for f in &template.functions {
-            if !opts.bin_dir.join(&f.binary).is_file() {
-                return Err(CloudError::Service(format!(
-                    "{}: no binary {} (build the functions first: cargo build --bins)",
-                    f.logical_id,
-                    opts.bin_dir.join(&f.binary).display()
-                )));
-            }
         }
 
         let clock = Clock::new(opts.clock, chrono::Utc::now());
@@ -326,9 +323,7 @@ impl Cloud {
             queues,
             functions,
             sqs,
-            sdk,
             clock,
-            parameters,
             schedules,
             stop,
             tasks,
