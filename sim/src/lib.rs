@@ -25,6 +25,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use faults::{Fault, Outcome};
+pub use sites::DESIGNER_EMAIL;
 pub use state::{SimConfig, SimState};
 
 /// The admin endpoints, for `leadfactory sim` to print.

@@ -40,6 +40,9 @@ fn page_response(b: &SimBusiness, profile: SiteProfile, slug: &str) -> Response 
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
+/// The web designer some simulated sites credit in their footer.
+pub const DESIGNER_EMAIL: &str = "hello@brightpixel-studio.test";
+
 fn page(b: &SimBusiness, profile: SiteProfile, slug: &str) -> String {
     let year = chrono::Utc::now().format("%Y").to_string();
     let email = format!("info@{slug}.test");
@@ -94,8 +97,15 @@ fn page(b: &SimBusiness, profile: SiteProfile, slug: &str) -> String {
     } else {
         format!(r#"<p>Email us: <a href="mailto:{email}">{email}</a></p>"#)
     };
+    // Some sites credit their web designer with a link to the designer's inbox: an address on
+    // the page that is not the business's (and sorts before `info@`).
+    let credit = if b.review_count.is_multiple_of(5) {
+        format!(" &middot; Site by <a href=\"mailto:{DESIGNER_EMAIL}\">Bright Pixel Studio</a>")
+    } else {
+        String::new()
+    };
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head>{head}</head><body>{h1}<p>{addr}, {city}, {state} {zip}</p><p>Call {phone}</p>{contact}{body_extra}<footer>&copy; {copyright} {name}</footer></body></html>",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head>{head}</head><body>{h1}<p>{addr}, {city}, {state} {zip}</p><p>Call {phone}</p>{contact}{body_extra}<footer>&copy; {copyright} {name}{credit}</footer></body></html>",
         addr = b.address1,
         city = b.city,
         state = b.state,

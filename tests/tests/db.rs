@@ -641,3 +641,103 @@ async fn constraints_reject_bad_rows() {
         .unwrap_err();
     assert_eq!(over.code(), Some(&SqlState::CHECK_VIOLATION));
 }
+
+/// The migration files in order, by version.
+fn migration_files() -> Vec<(i32, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+    let mut files: Vec<(i32, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            let version = name.strip_prefix('V')?.split("__").next()?.parse().ok()?;
+            Some((
+                version,
+                std::fs::read_to_string(format!("{dir}/{name}")).ok()?,
+            ))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn outreach_already_doubled_on_one_inbox_migrates_to_one_per_inbox() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    admin
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .unwrap();
+    let files = migration_files();
+    for (_, sql) in files.iter().filter(|(v, _)| *v < 12) {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    let t = seed_tenant(&admin, "Agency").await;
+    let (c, b1) = seed_campaign_and_business(&admin, t).await;
+    let mut businesses = vec![b1];
+    for _ in 0..4 {
+        let b = uuid::Uuid::new_v4();
+        admin
+            .execute(
+                "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'Branch', 'branch')",
+                &[&b, &t.as_uuid()],
+            )
+            .await
+            .unwrap();
+        businesses.push(b);
+    }
+    // Two inboxes written to twice or more before the rule: one sent twice and queued once, one
+    // queued twice.
+    for (i, (b, to, state)) in [
+        (0, "info@joes.example", "sent"),
+        (1, "INFO@joes.example", "sent"),
+        (2, "info@joes.example", "queued"),
+        (3, "hello@other.example", "queued"),
+        (4, "Hello@other.example", "queued"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        admin
+            .execute(
+                "INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject, send_state, created_at)
+                 VALUES (gen_random_uuid(), $1, $2, $3, $4, 's', $5, now() - make_interval(mins => 10 - $6))",
+                &[&t.as_uuid(), &c, &businesses[b], &to, &state, &(i as i32)],
+            )
+            .await
+            .unwrap();
+    }
+    let v12 = &files.iter().find(|(v, _)| *v == 12).unwrap().1;
+    admin.batch_execute(v12).await.unwrap();
+    let states: Vec<(String, String, bool)> = admin
+        .query(
+            "SELECT to_email, send_state, duplicate_inbox FROM emails ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let s = |to: &str, state: &str, dup| (to.to_owned(), state.to_owned(), dup);
+    assert_eq!(
+        states,
+        vec![
+            s("info@joes.example", "sent", false),
+            s("INFO@joes.example", "sent", true),
+            s("info@joes.example", "cancelled", false),
+            s("hello@other.example", "queued", false),
+            s("Hello@other.example", "cancelled", false),
+        ]
+    );
+    // From now on the database refuses a second outreach to an inbox of the campaign.
+    let again = admin
+        .execute(
+            "INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject)
+             VALUES (gen_random_uuid(), $1, $2, $3, 'HELLO@other.example', 's')",
+            &[&t.as_uuid(), &c, &businesses[2]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Some(&SqlState::UNIQUE_VIOLATION));
+}

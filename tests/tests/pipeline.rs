@@ -1019,3 +1019,141 @@ async fn concurrent_sourcing_batches_of_overlapping_pages_store_each_business_on
         .get(0);
     assert_eq!(doubled, 0, "no business stored twice under one phone");
 }
+
+#[tokio::test]
+async fn two_businesses_sharing_an_inbox_get_one_outreach_in_a_campaign() {
+    use shared::bus::Envelope;
+    use shared::domain::{BusinessId, CampaignId};
+    use shared::pipeline::messages::LeadRef;
+    use shared::pipeline::{Incoming, process_batch};
+
+    let f = fixture(local_bus(), |_| {}).await;
+    let run = f.pipeline.run(&NoProgress).await.unwrap();
+    let admin = f.db.admin().await;
+    // Two businesses of the night that were written to: make them share one inbox, spelt in
+    // two cases, as a chain's branches or two rows of one business do, and write to them again.
+    let rows = admin
+        .query(
+            "SELECT business_id, campaign_id, to_email FROM emails WHERE kind = 'outreach' ORDER BY to_email LIMIT 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "the night wrote at least two emails");
+    let (b1, b2): (uuid::Uuid, uuid::Uuid) = (rows[0].get(0), rows[1].get(0));
+    let campaign: uuid::Uuid = rows[0].get(1);
+    let inbox: String = rows[0].get(2);
+    admin
+        .execute(
+            "DELETE FROM emails WHERE business_id = ANY($1)",
+            &[&vec![b1, b2]],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "UPDATE businesses SET email = CASE WHEN id = $1 THEN $3 ELSE upper($3) END WHERE id IN ($1, $2)",
+            &[&b1, &b2, &inbox],
+        )
+        .await
+        .unwrap();
+    let batch = |tag: &str, ids: &[uuid::Uuid]| -> Vec<Incoming> {
+        ids.iter()
+            .map(|b| Incoming {
+                id: format!("{tag}-{b}"),
+                receive_count: 1,
+                body: Envelope::new(
+                    f.pipeline.tenant,
+                    Some(run),
+                    format!("{tag}:{b}"),
+                    LeadRef {
+                        business_id: BusinessId::from_uuid(*b),
+                        campaign_id: CampaignId::from_uuid(campaign),
+                    },
+                )
+                .to_body()
+                .unwrap(),
+            })
+            .collect()
+    };
+    let s = &f.pipeline.stages.personalization;
+    // Both in one batch, then each again in batches of their own (a later night, a redelivery).
+    let both = process_batch(s, &f.pipeline.deps, batch("both", &[b1, b2])).await;
+    assert!(both.failed.is_empty(), "{both:?}");
+    for (i, b) in [b2, b1].iter().enumerate() {
+        let again = process_batch(s, &f.pipeline.deps, batch(&format!("again{i}"), &[*b])).await;
+        assert!(again.failed.is_empty(), "{again:?}");
+    }
+    let written: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM emails WHERE kind = 'outreach' AND campaign_id = $1 AND lower(to_email) = lower($2)",
+            &[&campaign, &inbox],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 1, "one outreach for the inbox {inbox}");
+    let skipped: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM run_event_logs WHERE stage = 'personalization' AND event = 'skipped:inbox_already_emailed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(skipped >= 1, "the second business is skipped by name");
+}
+
+#[tokio::test]
+async fn the_email_goes_to_the_businesss_own_address_never_to_its_web_designer() {
+    let f = fixture(local_bus(), |_| {}).await;
+    f.pipeline.run(&NoProgress).await.unwrap();
+    let admin = f.db.admin().await;
+    // Pages that credit their designer (`mailto:` in the footer, sorting before `info@`).
+    let credited: Vec<(String, Option<String>, Option<String>)> = admin
+        .query(
+            "SELECT b.name, b.email, b.email_reason FROM assessments a JOIN businesses b ON b.id = a.business_id
+             WHERE $1 = ANY(a.contact_emails)",
+            &[&sim::DESIGNER_EMAIL],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        credited.len() >= 2,
+        "the world has designer credits: {credited:?}"
+    );
+    for (name, email, reason) in &credited {
+        if let Some(email) = email {
+            assert!(
+                email.starts_with("info@") && email.ends_with(".test"),
+                "{name}: {email}"
+            );
+            assert_eq!(reason.as_deref(), Some("own_domain_link"), "{name}");
+        }
+    }
+    assert!(
+        credited.iter().any(|(_, e, _)| e.is_some()),
+        "some credited pages also show the business's own address: {credited:?}"
+    );
+    let to_designer: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM emails WHERE to_email = $1",
+            &[&sim::DESIGNER_EMAIL],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(to_designer, 0);
+    let unexplained: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM businesses WHERE email IS NOT NULL AND email_reason IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unexplained, 0, "every address says why it was chosen");
+}

@@ -28,7 +28,11 @@ pub struct Checks {
     pub cms: Option<String>,
     pub jquery_version: Option<String>,
     pub copyright_year: Option<i32>,
+    /// Every address on the page (linked or written out), normalised, sorted.
     pub contact_emails: Vec<String>,
+    /// The page's `mailto:` addresses, normalised, in page order: the ones it presents as its
+    /// contact (see `recipient`).
+    pub linked_emails: Vec<String>,
     pub contact_phones: Vec<String>,
     pub has_contact_form: bool,
     pub image_count: usize,
@@ -263,18 +267,26 @@ impl Scan {
                 .map(|(_, cms)| (*cms).to_owned())
         });
         let text = decode_html_entities(&self.text);
-        let mut emails: Vec<String> = self
-            .mailto
+        let address = |e: &str| {
+            shared::domain::Email::parse(e)
+                .ok()
+                .filter(|e| {
+                    ![".png", ".jpg", ".gif", ".webp", ".svg"]
+                        .iter()
+                        .any(|x| e.as_str().ends_with(x))
+                })
+                .map(|e| e.to_string())
+        };
+        let mut linked: Vec<String> = Vec::new();
+        for e in self.mailto.iter().filter_map(|e| address(e)) {
+            if !linked.contains(&e) && linked.len() < 10 {
+                linked.push(e);
+            }
+        }
+        let mut emails: Vec<String> = linked
             .iter()
-            .map(String::as_str)
-            .chain(EMAIL.find_iter(&text).map(|m| m.as_str()))
-            .filter_map(|e| shared::domain::Email::parse(e).ok())
-            .filter(|e| {
-                ![".png", ".jpg", ".gif", ".webp", ".svg"]
-                    .iter()
-                    .any(|x| e.as_str().ends_with(x))
-            })
-            .map(|e| e.to_string())
+            .cloned()
+            .chain(EMAIL.find_iter(&text).filter_map(|m| address(m.as_str())))
             .collect();
         emails.sort();
         emails.dedup();
@@ -300,6 +312,7 @@ impl Scan {
                 .filter_map(|m| m.get(1)?.as_str().parse().ok())
                 .max(),
             contact_emails: emails,
+            linked_emails: linked,
             contact_phones: phones,
             has_contact_form: self.has_form,
             image_count: self.images,
@@ -453,6 +466,22 @@ mod tests {
         assert_eq!(c.copyright_year, Some(2026));
         assert_eq!(c.contact_emails, vec!["info@joes.example"]);
         assert_eq!(c.contact_phones, vec!["+14085550100"]);
+    }
+
+    #[test]
+    fn linked_addresses_are_kept_apart_from_the_written_ones_in_page_order() {
+        let c = analyze(
+            r#"<body><p>Write to bob@joes.example</p><a href="mailto:Zed@Joes.example?subject=Hi">Zed</a>
+<a href="mailto:amy@joes.example">Amy</a><a href="mailto:zed@joes.example">again</a></body>"#,
+        );
+        assert_eq!(
+            c.linked_emails,
+            vec!["zed@joes.example", "amy@joes.example"]
+        );
+        assert_eq!(
+            c.contact_emails,
+            vec!["amy@joes.example", "bob@joes.example", "zed@joes.example"]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod guard;
 pub mod insights;
+pub mod recipient;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::{DbError, Tx, cached};
-use shared::domain::{BusinessId, TenantId};
+use shared::domain::{BusinessId, TenantId, WebsiteUrl};
 use shared::pipeline::messages::{LeadRef, stage};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
 use shared::store::ObjectKey;
@@ -105,6 +106,9 @@ pub struct Assessed {
     pub url: String,
     pub fetched: Fetched,
     pub checks: Checks,
+    /// The address the business's email goes to, and why (none when the page shows no address
+    /// of the business's own).
+    pub recipient: Option<recipient::Recipient>,
     pub raw_html_key: Option<String>,
     pub psi: Result<PsiSummary, String>,
     pub insights: Insights,
@@ -400,10 +404,22 @@ impl StageHandler for Assessment {
                 None,
             ),
         };
+        let site_domains: Vec<String> = [Some(url.as_str()), fetched.final_url.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| WebsiteUrl::parse(u).ok())
+            .map(|w| w.domain().to_owned())
+            .collect();
+        let recipient = recipient::choose(
+            &checks.linked_emails,
+            &checks.contact_emails,
+            &site_domains.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         Ok(Assessed {
             url,
             fetched,
             checks,
+            recipient,
             raw_html_key,
             psi,
             insights,
@@ -425,6 +441,7 @@ impl StageHandler for Assessment {
         let mut logs = Vec::new();
         let mut email_ids = Vec::new();
         let mut emails = Vec::new();
+        let mut reasons = Vec::new();
         let mut next = Vec::new();
         for it in items {
             let a = &it.work;
@@ -461,9 +478,10 @@ impl StageHandler for Assessment {
                     "cost_micros": l.cost_micros, "created_at": now, "expires_at": now + chrono::Duration::days(RETENTION_DAYS)
                 }));
             }
-            if let Some(e) = a.checks.contact_emails.first() {
+            if let Some(r) = &a.recipient {
                 email_ids.push(it.env.payload.business_id.as_uuid());
-                emails.push(e.clone());
+                emails.push(r.address.to_string());
+                reasons.push(r.reason.as_str());
             }
             next.push(vec![Outgoing::forward(&it.env, queues::SCORING)?]);
         }
@@ -498,8 +516,9 @@ impl StageHandler for Assessment {
                 tx,
                 !email_ids.is_empty(),
 
-                "UPDATE businesses b SET email = x.e, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS x(id, e) WHERE b.id = x.id",
-                &[&email_ids, &emails],
+                "UPDATE businesses b SET email = x.e, email_reason = x.r, updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(id, e, r) WHERE b.id = x.id",
+                &[&email_ids, &emails, &reasons],
             ),
         )
         .await;

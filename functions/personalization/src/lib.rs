@@ -2,8 +2,9 @@
 //! variant (deterministic by business), the body from the LLM — using only the assessment's
 //! facts, with our report link as its only link, within length and spam-risk limits — or from the
 //! template when there is no LLM key, the budget is closed, or the LLM's body fails the checks.
-//! Suppressed addresses and held-out leads get no email; a business never gets a second email in
-//! one campaign (a unique index, not just this code, enforces it).
+//! Suppressed addresses and held-out leads get no email; neither a business nor an inbox (the
+//! normalised address) ever gets a second outreach in one campaign (unique indexes, not just
+//! this code, enforce both).
 
 pub mod copy;
 pub mod experiment;
@@ -46,6 +47,8 @@ pub struct Lead {
     pub name: String,
     pub email: Option<String>,
     pub suppressed: bool,
+    /// Another business's outreach in this campaign already went (or waits to go) to the address.
+    pub inbox_taken: bool,
     pub report_id: uuid::Uuid,
     pub token: String,
     /// The opportunity score (how much the site costs its owner): for our records, never for
@@ -76,11 +79,15 @@ pub struct Email {
     pub llm: Option<(String, String, u32, u32, i64)>,
 }
 
+/// `inbox_taken`: another business's outreach in this campaign already holds the address (a
+/// unique index enforces it at insert; asking first saves writing an email that cannot be stored).
 const LOAD: &str = "
 SELECT b.id, b.name, b.email,
        EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(b.email))
-              OR (s.kind = 'domain' AND (s.value = split_part(lower(b.email), '@', 2) OR s.value = b.website_domain))),
-       rp.id, rp.token, sc.score, a.insights, c.sender_name, a.psi_performance
+              OR (s.kind = 'domain' AND (s.value = split_part(lower(b.email), '@', 2) OR s.value = b.website_domain))) AS suppressed,
+       EXISTS (SELECT 1 FROM emails e WHERE e.tenant_id = b.tenant_id AND e.campaign_id = c.id AND lower(e.to_email) = lower(b.email)
+               AND e.kind = 'outreach' AND e.send_state <> 'cancelled' AND NOT e.duplicate_inbox AND e.business_id <> b.id) AS inbox_taken,
+       rp.id AS report_id, rp.token, sc.score, a.insights, c.sender_name, a.psi_performance
 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS x(b, c, r)
 JOIN businesses b ON b.id = x.b
 JOIN campaigns c ON c.id = x.c
@@ -147,22 +154,23 @@ impl StageHandler for Personalization {
                 .await?
                 .iter()
                 .map(|r| {
-                    let insights: Option<serde_json::Value> = r.get(7);
+                    let insights: Option<serde_json::Value> = r.get("insights");
                     let problems = shared::domain::recommendation_titles(insights.as_ref());
                     (
-                        BusinessId::from_uuid(r.get(0)),
+                        BusinessId::from_uuid(r.get("id")),
                         Lead {
-                            name: r.get(1),
-                            email: r.get(2),
-                            suppressed: r.get(3),
-                            report_id: r.get(4),
-                            token: r.get(5),
-                            score: r.get::<_, i16>(6).clamp(0, 100) as u8,
+                            name: r.get("name"),
+                            email: r.get("email"),
+                            suppressed: r.get("suppressed"),
+                            inbox_taken: r.get("inbox_taken"),
+                            report_id: r.get("report_id"),
+                            token: r.get("token"),
+                            score: r.get::<_, i16>("score").clamp(0, 100) as u8,
                             mobile_performance: r
-                                .get::<_, Option<i16>>(9)
+                                .get::<_, Option<i16>>("psi_performance")
                                 .map(|p| p.clamp(0, 100) as u8),
                             problems,
-                            sender: r.get(8),
+                            sender: r.get("sender_name"),
                         },
                     )
                 })
@@ -197,6 +205,9 @@ impl StageHandler for Personalization {
         };
         if lead.suppressed {
             return skip("suppressed");
+        }
+        if lead.inbox_taken {
+            return skip("inbox_already_emailed");
         }
         let Assignment::Variant { index, .. } = assignment else {
             return skip("holdout");
@@ -342,7 +353,8 @@ impl StageHandler for Personalization {
                     "business_id": it.env.payload.business_id.as_uuid(), "run_id": it.env.run_id.map(|r| r.as_uuid()),
                     "report_id": w.report_id, "variant_id": variant_of(&w.assignment), "kind": "outreach", "to_email": m.to,
                     "subject": m.subject, "body_text": m.body, "send_state": "queued", "attempts": 0,
-                    "generated_by": m.generated_by, "spam_score": m.spam_score, "created_at": now
+                    "generated_by": m.generated_by, "spam_score": m.spam_score, "created_at": now,
+                    "duplicate_inbox": false
                 }));
                 if let Some((prompt, completion, tin, tout, cost)) = &m.llm {
                     logs.push(json!({
@@ -375,7 +387,7 @@ impl StageHandler for Personalization {
                 cached::query(
                     tx,
                     "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
-                     ON CONFLICT (tenant_id, campaign_id, business_id) WHERE kind = 'outreach' DO NOTHING RETURNING business_id",
+                     ON CONFLICT DO NOTHING RETURNING business_id",
                     &[&emails],
                 )
                 .await
@@ -395,7 +407,8 @@ impl StageHandler for Personalization {
         items
             .iter()
             .map(|it| {
-                // A business already emailed in this campaign (an earlier run) gets no second email.
+                // A business already emailed in this campaign (an earlier run), or whose address
+                // another business's outreach holds (one per inbox), gets no second email.
                 if !written.contains(&it.env.payload.business_id.as_uuid()) {
                     return Ok(Vec::new());
                 }

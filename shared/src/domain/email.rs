@@ -47,6 +47,17 @@ impl Email {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
     }
+
+    /// The part before `@`.
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map(|(l, _)| l).unwrap_or_default()
+    }
+
+    /// The domain's registrable part (eTLD+1, from the public suffix list), to compare with a
+    /// website's: `info@mail.joes.co.uk` → `joes.co.uk`.
+    pub fn registrable_domain(&self) -> Option<&str> {
+        psl::domain_str(self.domain()).filter(|d| d.contains('.'))
+    }
 }
 
 impl fmt::Display for Email {
