@@ -384,7 +384,8 @@ pub struct SendingArgs {
 
 #[derive(clap::Subcommand)]
 enum SendingAction {
-    /// Active pauses (the bounce-rate alert pauses all sending)
+    /// Active pauses (the bounce-rate alert pauses all sending) and today's caps per campaign
+    /// and per sending domain, with what waits behind them
     Status {
         #[command(flatten)]
         target: Target,
@@ -443,15 +444,36 @@ pub async fn sending(args: SendingArgs) -> anyhow::Result<()> {
             r.get::<_, String>(1)
         );
     }
-    let queued: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM emails WHERE kind = 'outreach' AND send_state = 'queued'",
-            &[],
-        )
-        .await?
-        .get(0);
-    println!("{queued} outreach email(s) queued");
+    // The caps as delivery applies them, configured by the same variables (LF_WARMUP,
+    // LF_DOMAIN_DAILY_CAP) as the delivery function.
+    let env = shared::config::ProcessEnv;
+    let mut r = shared::config::Reader::new(&env);
+    let settings = delivery::Settings::load(&mut r);
+    r.finish(())?;
+    let today = chrono::Utc::now().date_naive();
+    let days = delivery::counter_days(&tx, &settings, today).await?;
     tx.commit().await?;
+    println!(
+        "today ({today}, UTC): an email goes out when its campaign and its sending domain both have room"
+    );
+    println!(
+        "{:<40} {:>6} {:>6} {:>8}",
+        "campaign / sending domain", "cap", "sent", "waiting"
+    );
+    for d in &days {
+        let kind = if d.scope.starts_with("domain:") {
+            "domain"
+        } else {
+            "campaign"
+        };
+        println!(
+            "{:<40} {:>6} {:>6} {:>8}",
+            format!("{kind} {}", d.label),
+            d.cap,
+            d.sent,
+            d.waiting
+        );
+    }
     Ok(())
 }
 

@@ -320,7 +320,15 @@ async fn the_daily_cap_and_warm_up_hold_sends_and_the_backlog_is_released_later(
     assert!(s.qualified > 3, "{s:?}");
     assert_eq!((s.sent, s.deferred), (3, s.qualified - 3), "{s:?}");
     assert_eq!(outbox(&f.p).len(), 3);
-    assert_eq!(one(&f.db, "SELECT sent::int8 FROM send_counters").await, 3);
+    // The campaign's counter and its sending domain's, both.
+    assert_eq!(
+        one(
+            &f.db,
+            "SELECT sum(sent)::int8 FROM send_counters GROUP BY day"
+        )
+        .await,
+        2 * 3
+    );
 
     // The next morning's release: the held emails go back on the queue; the day's counter is
     // still full (the real clock has not moved), so they wait again — the cap holds across
@@ -390,6 +398,124 @@ async fn the_daily_cap_and_warm_up_hold_sends_and_the_backlog_is_released_later(
         .await,
         sent_now
     );
+}
+
+#[tokio::test]
+async fn the_backlog_goes_out_oldest_first_before_a_later_nights_emails() {
+    // Three a day: night 1 leaves a backlog; night 2 (a new day) writes more.
+    let f = fixture(60, |o| o.delivery.warmup = vec![3, 3, 3, 3]).await;
+    let admin = f.db.admin().await;
+    let first = f.p.run(&NoProgress).await.unwrap();
+    let s1 = summarize(f.p.pool(), f.p.tenant, first).await.unwrap();
+    assert!(
+        s1.qualified > 6,
+        "a backlog of more than a day's cap: {s1:?}"
+    );
+    admin
+        .execute("UPDATE send_counters SET day = day - 1", &[])
+        .await
+        .unwrap();
+    let second = f.p.run(&NoProgress).await.unwrap();
+    let s2 = summarize(f.p.pool(), f.p.tenant, second).await.unwrap();
+    assert!(s2.qualified > 0, "{s2:?}");
+    // Night 2's emails wait behind night 1's, though the new day's counter had room.
+    assert_eq!(s2.sent, 0, "{s2:?}");
+    // The day's release sends the oldest it has room for.
+    let today = chrono::Utc::now().date_naive();
+    delivery::release_backlog(&f.p.deps, f.bus.as_ref(), today + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    f.p.settle().await.unwrap();
+    let sent_runs: Vec<uuid::Uuid> = admin
+        .query(
+            "SELECT run_id FROM emails WHERE send_state = 'sent' ORDER BY sent_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sent_runs.len(), 6);
+    assert!(
+        sent_runs.iter().all(|r| *r == first.as_uuid()),
+        "only night 1's emails went out: {sent_runs:?}"
+    );
+    let order_kept: bool = admin
+        .query_one(
+            "SELECT (SELECT max(created_at) FROM emails WHERE send_state = 'sent')
+                 <= (SELECT min(created_at) FROM emails WHERE send_state = 'queued')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        order_kept,
+        "every email sent was written before every one waiting"
+    );
+}
+
+#[tokio::test]
+async fn campaigns_sharing_a_sending_domain_share_its_daily_cap() {
+    let f = fixture(60, |o| {
+        o.delivery.warmup = Vec::new();
+        o.delivery.domain_daily_cap = 5;
+    })
+    .await;
+    // A second campaign elsewhere, from the same agency domain (another mailbox on it).
+    let mut other = CampaignFile::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/san-jose-restaurants.toml"
+    )))
+    .unwrap();
+    other.name = "Oakland restaurants".into();
+    other.zip_codes = vec!["94612".into()];
+    other.sender.email = "bob@agency.example.com".into();
+    let mut pool = f.p.pool().clone();
+    other.upsert(&mut pool, f.p.tenant).await.unwrap();
+    let run = f.p.run(&NoProgress).await.unwrap();
+    let s = summarize(f.p.pool(), f.p.tenant, run).await.unwrap();
+    assert!(s.qualified > 5, "{s:?}");
+    assert_eq!(s.sent, 5, "the domain's cap, not 60 per campaign: {s:?}");
+    let held: i64 = one(
+        &f.db,
+        "SELECT count(*) FROM run_event_logs WHERE stage = 'delivery' AND event = 'deferred:domain_cap'",
+    )
+    .await;
+    assert_eq!(held, s.qualified - 5);
+    let campaigns_sent = one(
+        &f.db,
+        "SELECT count(DISTINCT campaign_id) FROM emails WHERE send_state = 'sent'",
+    )
+    .await;
+    assert!(campaigns_sent >= 1);
+    // `leadfactory sending status` shows both limits.
+    let mut c = f.p.pool().get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut c, f.p.tenant).await.unwrap();
+    let settings = delivery::Settings {
+        warmup: Vec::new(),
+        domain_daily_cap: 5,
+        ..Default::default()
+    };
+    let days = delivery::counter_days(&tx, &settings, chrono::Utc::now().date_naive())
+        .await
+        .unwrap();
+    let domain = days
+        .iter()
+        .find(|d| d.scope == "domain:agency.example.com")
+        .unwrap();
+    assert_eq!(
+        (domain.cap, domain.sent, domain.waiting),
+        (5, 5, s.qualified - 5)
+    );
+    let per_campaign: Vec<_> = days
+        .iter()
+        .filter(|d| d.scope.starts_with("campaign:"))
+        .collect();
+    assert_eq!(per_campaign.len(), 2);
+    assert!(per_campaign.iter().all(|d| d.cap == 60));
+    assert_eq!(per_campaign.iter().map(|d| d.sent).sum::<i32>(), 5);
 }
 
 #[tokio::test]
@@ -469,9 +595,13 @@ async fn sendgrid_refusals_put_the_email_back_and_the_retry_sends_it_once() {
         "three claims released and claimed again"
     );
     assert_eq!(
-        one(&f.db, "SELECT sent::int8 FROM send_counters").await,
-        s.qualified,
-        "a released claim is not counted twice"
+        one(
+            &f.db,
+            "SELECT sum(sent)::int8 FROM send_counters GROUP BY day"
+        )
+        .await,
+        2 * s.qualified,
+        "a released claim is not counted twice (in the campaign's counter or the domain's)"
     );
 }
 

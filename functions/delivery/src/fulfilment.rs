@@ -189,7 +189,7 @@ impl StageHandler for Fulfilment {
         };
         let call = CallContext::new(env.tenant_id, env.run_id, None);
         self.0
-            .send(deps, env.tenant_id, &call, &outbound, None)
+            .send(deps, env.tenant_id, &call, &outbound, &[])
             .await
     }
 

@@ -4,11 +4,13 @@
 //!
 //! Per batch (constant round trips): emails cut off mid-send long ago are parked as `unknown`;
 //! the batch's rows are read with their suppression (address, address domain, site domain),
-//! pause and campaign state; each campaign's day counter is locked and the sends it allows
-//! (the campaign's daily quota, held lower by the warm-up schedule in its first days) are claimed
+//! pause and campaign state; the day counters of each campaign and each sending domain are
+//! locked and the sends both allow (a campaign's daily quota and a domain's daily cap, each held
+//! lower by the warm-up schedule in its first days), oldest first, are claimed
 //! `queued → sending` and counted, all in the claim's transaction. Only then does SendGrid get
-//! the call. A business never gets two outreach emails in a campaign: the email row is unique
-//! per (campaign, business) and only a `queued` row can be claimed.
+//! the call. A business or an inbox never gets two outreach emails in a campaign: the email row
+//! is unique per (campaign, business) and per (campaign, address), and only a `queued` row can
+//! be claimed.
 
 pub mod fulfilment;
 pub mod send;
@@ -40,9 +42,15 @@ pub const STAGE: &str = "delivery";
 /// a new sender's reputation is built slowly.
 pub const DEFAULT_WARMUP: &[i32] = &[20, 40, 80, 150, 300, 500];
 
+/// Sends per day from one sending domain, whatever the campaigns that share it (they share its
+/// reputation): the warm-up's last step.
+pub const DEFAULT_DOMAIN_DAILY_CAP: i32 = 500;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub warmup: Vec<i32>,
+    /// The daily cap of a sending domain, held by the same warm-up from the domain's first day.
+    pub domain_daily_cap: i32,
     pub unsubscribe_ttl: Duration,
     pub download_ttl: Duration,
     /// A row `sending` for longer than this was cut off mid-send (above the function timeout).
@@ -54,6 +62,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             warmup: DEFAULT_WARMUP.to_vec(),
+            domain_daily_cap: DEFAULT_DOMAIN_DAILY_CAP,
             unsubscribe_ttl: Duration::from_secs(30 * 86_400),
             download_ttl: Duration::from_secs(7 * 86_400),
             stale_sending: Duration::from_secs(15 * 60),
@@ -63,8 +72,8 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// `LF_WARMUP` (comma-separated sends per day), `LF_UNSUBSCRIBE_TTL_DAYS`,
-    /// `LF_DOWNLOAD_TTL_DAYS`, `LF_ATTACH_PREVIEW`.
+    /// `LF_WARMUP` (comma-separated sends per day), `LF_DOMAIN_DAILY_CAP`,
+    /// `LF_UNSUBSCRIBE_TTL_DAYS`, `LF_DOWNLOAD_TTL_DAYS`, `LF_ATTACH_PREVIEW`.
     pub fn load(r: &mut shared::config::Reader<'_>) -> Self {
         let d = Self::default();
         let warmup = match r.optional("LF_WARMUP") {
@@ -84,8 +93,13 @@ impl Settings {
         let days = |r: &mut shared::config::Reader<'_>, var: &str, def: Duration| {
             Duration::from_secs(r.parsed_or::<u64>(var, def.as_secs() / 86_400) * 86_400)
         };
+        let domain_daily_cap = r.parsed_or("LF_DOMAIN_DAILY_CAP", d.domain_daily_cap);
+        if domain_daily_cap < 0 {
+            r.invalid("LF_DOMAIN_DAILY_CAP", "a whole number of sends, 0 or more");
+        }
         Self {
             warmup,
+            domain_daily_cap: domain_daily_cap.max(0),
             unsubscribe_ttl: days(r, "LF_UNSUBSCRIBE_TTL_DAYS", d.unsubscribe_ttl),
             download_ttl: days(r, "LF_DOWNLOAD_TTL_DAYS", d.download_ttl),
             stale_sending: d.stale_sending,
@@ -128,14 +142,14 @@ impl Mailer {
     }
 
     /// Sends a claimed email. A refusal SendGrid answered puts the row back to `queued` (and
-    /// its claim off the day's `counter`) and fails the message, so the retry sends it.
+    /// its claim off the day's `counters`) and fails the message, so the retry sends it.
     async fn send(
         &self,
         deps: &Deps,
         tenant: TenantId,
         call: &CallContext,
         outbound: &Outbound,
-        counter: Option<&str>,
+        counters: &[String],
     ) -> Result<Done, WorkError> {
         let result = self.sendgrid.send(call, &send::mail(outbound)).await;
         match send::classify(result) {
@@ -145,7 +159,7 @@ impl Mailer {
                     &deps.pool,
                     tenant,
                     outbound.email_id,
-                    counter,
+                    counters,
                     &e.to_string(),
                 )
                 .await?;
@@ -230,13 +244,15 @@ WHERE e.campaign_id = x.c AND e.business_id = x.b AND e.kind = 'outreach'
   AND e.send_state = 'sending' AND e.sending_at < now() - make_interval(secs => $3)";
 
 const READ: &str = "
-SELECT e.id, e.business_id, e.campaign_id, e.send_state, e.to_email, e.subject, e.body_text,
-       v.key, e.variant_id, e.run_id, rp.preview_key, b.name,
-       c.sender_email, c.sender_name, c.postal_address, c.daily_quota, c.status,
+SELECT e.id AS email_id, e.business_id, e.campaign_id, e.send_state, e.to_email, e.subject, e.body_text,
+       e.created_at, v.key AS variant, e.variant_id, e.run_id, rp.preview_key, b.name AS business_name,
+       c.sender_email, c.sender_name, c.postal_address, c.daily_quota, c.status AS campaign_status,
        EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(e.to_email))
-               OR (s.kind = 'domain' AND (s.value = split_part(lower(e.to_email), '@', 2) OR s.value = b.website_domain))),
-       EXISTS (SELECT 1 FROM send_pauses p WHERE p.resumed_at IS NULL AND p.scope IN ('all', 'campaign:' || c.id)),
-       (SELECT min(day) FROM send_counters k WHERE k.scope = 'campaign:' || c.id AND k.sent > 0)
+               OR (s.kind = 'domain' AND (s.value = split_part(lower(e.to_email), '@', 2) OR s.value = b.website_domain))) AS suppressed,
+       EXISTS (SELECT 1 FROM send_pauses p WHERE p.resumed_at IS NULL AND p.scope IN ('all', 'campaign:' || c.id)) AS paused,
+       (SELECT min(day) FROM send_counters k WHERE k.scope = 'campaign:' || c.id AND k.sent > 0) AS campaign_first_day,
+       (SELECT min(day) FROM send_counters k
+         WHERE k.scope = 'domain:' || lower(split_part(c.sender_email, '@', 2)) AND k.sent > 0) AS domain_first_day
 FROM UNNEST($1::uuid[], $2::uuid[]) AS x(c, b)
 JOIN emails e ON e.campaign_id = x.c AND e.business_id = x.b AND e.kind = 'outreach'
 JOIN campaigns c ON c.id = e.campaign_id
@@ -245,11 +261,21 @@ LEFT JOIN experiment_variants v ON v.id = e.variant_id
 LEFT JOIN reports rp ON rp.id = e.report_id";
 
 /// Creates today's counters if missing and locks them (the `DO UPDATE` takes the row lock), so
-/// concurrent batches of one campaign count against one number.
+/// concurrent batches of one campaign or sending domain count against one number. Scopes come
+/// sorted, so two batches lock shared counters in one order.
 const LOCK_COUNTERS: &str = "
-INSERT INTO send_counters (tenant_id, scope, day, sent) SELECT $1, s, $2, 0 FROM UNNEST($3::text[]) AS s
+INSERT INTO send_counters (tenant_id, scope, day, sent) SELECT $1, s, $2, 0 FROM UNNEST($3::text[]) AS s ORDER BY s
 ON CONFLICT (tenant_id, scope, day) DO UPDATE SET sent = send_counters.sent
 RETURNING scope, sent";
+
+/// For each candidate, how many outreach emails of its campaign still wait that were written
+/// before it (counted up to `$4`, the most that could matter): under the counter locks, so it
+/// sees every claim committed before them.
+const OLDER: &str = "
+SELECT x.id, (SELECT count(*) FROM (SELECT 1 FROM emails o
+                WHERE o.campaign_id = x.c AND o.kind = 'outreach' AND o.send_state = 'queued'
+                  AND (o.created_at, o.id) < (x.t, x.id) LIMIT x.n) l)::int4 AS older
+FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int4[]) AS x(id, c, t, n)";
 
 const CLAIM: &str = "
 UPDATE emails SET send_state = 'sending', sending_at = now(), attempts = attempts + 1, last_error = NULL
@@ -263,6 +289,55 @@ WHERE k.tenant_id = $1 AND k.day = $2 AND k.scope = x.scope";
 /// The counter scope of a campaign's outreach.
 pub fn campaign_scope(c: uuid::Uuid) -> String {
     format!("campaign:{c}")
+}
+
+/// The counter scope of a sending domain (the part of the sender address after `@`).
+pub fn domain_scope(sender_email: &str) -> String {
+    let domain = sender_email.rsplit_once('@').map_or("", |(_, d)| d);
+    format!("domain:{}", domain.to_lowercase())
+}
+
+/// The counters one outreach send counts against: its campaign's and its sending domain's.
+pub fn send_scopes(campaign: uuid::Uuid, sender_email: &str) -> [String; 2] {
+    [campaign_scope(campaign), domain_scope(sender_email)]
+}
+
+/// An email that may go out today if its counters leave room.
+struct Candidate {
+    row: usize,
+    campaign: String,
+    domain: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    email_id: uuid::Uuid,
+    campaign_id: uuid::Uuid,
+}
+
+/// Which candidates are claimed, in the order they were written: an email goes when fewer of
+/// its campaign's waiting emails are older than the campaign's room today (the oldest go
+/// first, whichever message arrives first) and its sending domain has room left; the rest wait
+/// for the backlog release, named by the limit that held them.
+fn allocate(
+    candidates: &mut [Candidate],
+    older: &HashMap<uuid::Uuid, i32>,
+    room: &HashMap<String, i32>,
+) -> (Vec<usize>, Vec<(usize, &'static str)>) {
+    candidates.sort_by_key(|c| (c.created_at, c.email_id));
+    let mut domain_used: HashMap<&str, i32> = HashMap::new();
+    let (mut chosen, mut held) = (Vec::new(), Vec::new());
+    for c in candidates.iter() {
+        let campaign_room = room.get(&c.campaign).copied().unwrap_or(0);
+        let domain_room = room.get(&c.domain).copied().unwrap_or(0);
+        let used = domain_used.entry(c.domain.as_str()).or_default();
+        if older.get(&c.email_id).copied().unwrap_or(i32::MAX) >= campaign_room {
+            held.push((c.row, "daily_cap"));
+        } else if *used >= domain_room {
+            held.push((c.row, "domain_cap"));
+        } else {
+            *used += 1;
+            chosen.push(c.row);
+        }
+    }
+    (chosen, held)
 }
 
 fn pdf_name(business: &str) -> String {
@@ -329,80 +404,133 @@ impl StageHandler for Delivery {
             .iter()
             .map(|e| (e.payload.business_id, Plan::Skip("no_email")))
             .collect();
-        // Candidates per campaign scope, in a stable order.
-        let mut wanted: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let settings = &self.0.settings;
+        let mut candidates: Vec<Candidate> = Vec::new();
         let mut caps: HashMap<String, i32> = HashMap::new();
         for (i, r) in rows.iter().enumerate() {
-            let business = BusinessId::from_uuid(r.get(1));
-            let state: String = r.get(3);
+            let business = BusinessId::from_uuid(r.get("business_id"));
+            let state: String = r.get("send_state");
             let plan = match state.as_str() {
                 "sent" => Plan::Skip("already_sent"),
                 "failed" => Plan::Skip("already_failed"),
                 "unknown" => Plan::Skip("parked_unknown"),
                 "cancelled" => Plan::Skip("cancelled"),
                 "sending" => Plan::InFlight,
-                _ if r.get::<_, bool>(17) => Plan::Suppressed(r.get(0)),
-                _ if r.get::<_, String>(16) != "active" => Plan::Defer("campaign_not_active"),
-                _ if r.get::<_, bool>(18) => Plan::Defer("paused"),
+                _ if r.get::<_, bool>("suppressed") => Plan::Suppressed(r.get("email_id")),
+                _ if r.get::<_, String>("campaign_status") != "active" => {
+                    Plan::Defer("campaign_not_active")
+                }
+                _ if r.get::<_, bool>("paused") => Plan::Defer("paused"),
                 _ => {
-                    let campaign: uuid::Uuid = r.get(2);
-                    let scope = campaign_scope(campaign);
-                    let first: Option<chrono::NaiveDate> = r.get(19);
-                    let day_index = first.map(|f| (today - f).num_days()).unwrap_or(0);
-                    caps.insert(scope.clone(), self.0.settings.cap(r.get(15), day_index));
-                    wanted.entry(scope).or_default().push(i);
+                    let campaign_id: uuid::Uuid = r.get("campaign_id");
+                    let sender: String = r.get("sender_email");
+                    let [campaign, domain] = send_scopes(campaign_id, &sender);
+                    let day_index = |first: &str| {
+                        r.get::<_, Option<chrono::NaiveDate>>(first)
+                            .map_or(0, |f| (today - f).num_days())
+                    };
+                    let campaign_cap =
+                        settings.cap(r.get("daily_quota"), day_index("campaign_first_day"));
+                    let domain_cap =
+                        settings.cap(settings.domain_daily_cap, day_index("domain_first_day"));
+                    caps.insert(campaign.clone(), campaign_cap);
+                    caps.insert(domain.clone(), domain_cap);
+                    candidates.push(Candidate {
+                        row: i,
+                        campaign,
+                        domain,
+                        created_at: r.get("created_at"),
+                        email_id: r.get("email_id"),
+                        campaign_id,
+                    });
                     Plan::Defer("daily_cap")
                 }
             };
             plans.insert(business, plan);
         }
-        if wanted.is_empty() {
+        if candidates.is_empty() {
             return Ok(plans);
         }
-        let scopes: Vec<String> = wanted.keys().cloned().collect();
+        let scopes: Vec<String> = caps
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let sent_today: HashMap<String, i32> =
             cached::query(tx, LOCK_COUNTERS, &[&tenant.as_uuid(), &today, &scopes])
                 .await?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
+                .map(|r| (r.get("scope"), r.get("sent")))
                 .collect();
-        let mut chosen: Vec<usize> = Vec::new();
-        for (scope, idx) in &wanted {
-            let room = (caps.get(scope).copied().unwrap_or(0)
-                - sent_today.get(scope).copied().unwrap_or(0))
-            .max(0) as usize;
-            chosen.extend(idx.iter().take(room));
+        let room: HashMap<String, i32> = caps
+            .iter()
+            .map(|(s, cap)| {
+                (
+                    s.clone(),
+                    (cap - sent_today.get(s).copied().unwrap_or(0)).max(0),
+                )
+            })
+            .collect();
+        let limits: Vec<i32> = candidates
+            .iter()
+            .map(|c| room.get(&c.campaign).copied().unwrap_or(0))
+            .collect();
+        let older: HashMap<uuid::Uuid, i32> = if limits.iter().any(|&n| n > 0) {
+            let ids: Vec<uuid::Uuid> = candidates.iter().map(|c| c.email_id).collect();
+            let cids: Vec<uuid::Uuid> = candidates.iter().map(|c| c.campaign_id).collect();
+            let times: Vec<chrono::DateTime<chrono::Utc>> =
+                candidates.iter().map(|c| c.created_at).collect();
+            cached::query(tx, OLDER, &[&ids, &cids, &times, &limits])
+                .await?
+                .iter()
+                .map(|r| (r.get("id"), r.get("older")))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let (chosen, held) = allocate(&mut candidates, &older, &room);
+        for (row, why) in held {
+            plans.insert(
+                BusinessId::from_uuid(rows[row].get("business_id")),
+                Plan::Defer(why),
+            );
         }
-        let ids: Vec<uuid::Uuid> = chosen.iter().map(|&i| rows[i].get(0)).collect();
+        if chosen.is_empty() {
+            return Ok(plans);
+        }
+        let ids: Vec<uuid::Uuid> = chosen.iter().map(|&i| rows[i].get("email_id")).collect();
         let claimed: std::collections::HashSet<uuid::Uuid> = cached::query(tx, CLAIM, &[&ids])
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get("id"))
             .collect();
         let mut counts: BTreeMap<String, i32> = BTreeMap::new();
         let base = &self.0.base;
         let now = chrono::Utc::now().timestamp();
         for &i in &chosen {
             let r = &rows[i];
-            let email_id: uuid::Uuid = r.get(0);
-            let business = BusinessId::from_uuid(r.get(1));
+            let email_id: uuid::Uuid = r.get("email_id");
+            let business = BusinessId::from_uuid(r.get("business_id"));
             if !claimed.contains(&email_id) {
                 plans.insert(business, Plan::InFlight);
                 continue;
             }
-            let campaign: uuid::Uuid = r.get(2);
-            *counts.entry(campaign_scope(campaign)).or_default() += 1;
+            let campaign: uuid::Uuid = r.get("campaign_id");
+            let sender: String = r.get("sender_email");
+            for scope in send_scopes(campaign, &sender) {
+                *counts.entry(scope).or_default() += 1;
+            }
             let token = self.0.links.sign(
                 Purpose::Unsubscribe,
                 tenant,
                 email_id,
-                now + self.0.settings.unsubscribe_ttl.as_secs() as i64,
+                now + settings.unsubscribe_ttl.as_secs() as i64,
             );
-            let sender: String = r.get(12);
             let sender_domain = sender.rsplit('@').next().unwrap_or_default().to_owned();
-            let variant: Option<String> = r.get(7);
-            let variant_id: Option<uuid::Uuid> = r.get(8);
-            let run: Option<uuid::Uuid> = r.get(9);
+            let variant: Option<String> = r.get("variant");
+            let variant_id: Option<uuid::Uuid> = r.get("variant_id");
+            let run: Option<uuid::Uuid> = r.get("run_id");
             let mut args = BTreeMap::from([
                 ("tenant_id".to_owned(), tenant.to_string()),
                 ("email_id".to_owned(), email_id.to_string()),
@@ -418,16 +546,16 @@ impl StageHandler for Delivery {
             if let Some(run) = run {
                 args.insert("run_id".into(), run.to_string());
             }
-            let name: String = r.get(11);
+            let name: String = r.get("business_name");
             let outbound = Outbound {
                 email_id,
-                to: r.get(4),
+                to: r.get("to_email"),
                 from_email: sender,
-                from_name: r.get(13),
-                subject: r.get(5),
-                body: r.get::<_, Option<String>>(6).unwrap_or_default(),
+                from_name: r.get("sender_name"),
+                subject: r.get("subject"),
+                body: r.get::<_, Option<String>>("body_text").unwrap_or_default(),
                 footer: Some(Footer {
-                    postal_address: r.get(14),
+                    postal_address: r.get("postal_address"),
                     unsubscribe_url: format!("{base}/u/{token}"),
                     unsubscribe_mailto: format!(
                         "mailto:unsubscribe@{sender_domain}?subject=unsubscribe%20{token}"
@@ -437,13 +565,13 @@ impl StageHandler for Delivery {
                 category: "outreach",
                 attachment: None,
             };
-            let preview: Option<String> = r.get(10);
+            let preview: Option<String> = r.get("preview_key");
             plans.insert(
                 business,
                 Plan::Send(
                     Box::new(outbound),
                     name,
-                    preview.filter(|_| self.0.settings.attach_preview),
+                    preview.filter(|_| settings.attach_preview),
                 ),
             );
         }
@@ -469,7 +597,7 @@ impl StageHandler for Delivery {
             Ok(claimed) => claimed,
             Err(done) => return done,
         };
-        let scope = campaign_scope(env.payload.campaign_id.as_uuid());
+        let scopes = send_scopes(env.payload.campaign_id.as_uuid(), &outbound.from_email);
         if let Some(key) = preview {
             let attached = match ObjectKey::parse(&key) {
                 Ok(k) => deps.store.get(&k).await.map_err(|e| e.to_string()),
@@ -478,14 +606,8 @@ impl StageHandler for Delivery {
             match attached {
                 Ok(bytes) => outbound.attachment = Some((pdf_name(&name), bytes.to_vec())),
                 Err(e) => {
-                    send::release_claim(
-                        &deps.pool,
-                        env.tenant_id,
-                        outbound.email_id,
-                        Some(&scope),
-                        &e,
-                    )
-                    .await?;
+                    send::release_claim(&deps.pool, env.tenant_id, outbound.email_id, &scopes, &e)
+                        .await?;
                     return Err(WorkError::Transient(format!(
                         "report preview unavailable: {e}"
                     )));
@@ -494,7 +616,7 @@ impl StageHandler for Delivery {
         }
         let call = CallContext::new(env.tenant_id, env.run_id, Some(env.payload.business_id));
         self.0
-            .send(deps, env.tenant_id, &call, &outbound, Some(&scope))
+            .send(deps, env.tenant_id, &call, &outbound, &scopes)
             .await
     }
 
@@ -594,4 +716,65 @@ pub fn route(event_source_arn: Option<&str>) -> Route {
         Some(a) if a.ends_with(&format!("-{}", queues::FULFILMENT)) => Route::Fulfilment,
         _ => Route::Outreach,
     }
+}
+
+/// One send counter's day: what it allows today, what it sent, and what waits behind it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CounterDay {
+    /// `campaign:<id>` or `domain:<sending domain>`.
+    pub scope: String,
+    /// The campaign's name, or the domain.
+    pub label: String,
+    pub cap: i32,
+    pub sent: i32,
+    /// Outreach still `queued` (for a domain: of all its active campaigns).
+    pub waiting: i64,
+}
+
+const COUNTER_DAYS: &str = "
+SELECT c.id, c.name, c.daily_quota, lower(split_part(c.sender_email, '@', 2)) AS domain,
+       (SELECT min(day) FROM send_counters k WHERE k.scope = 'campaign:' || c.id AND k.sent > 0) AS campaign_first_day,
+       (SELECT min(day) FROM send_counters k
+         WHERE k.scope = 'domain:' || lower(split_part(c.sender_email, '@', 2)) AND k.sent > 0) AS domain_first_day,
+       coalesce((SELECT sent FROM send_counters k WHERE k.scope = 'campaign:' || c.id AND k.day = $1), 0) AS campaign_sent,
+       coalesce((SELECT sent FROM send_counters k
+                  WHERE k.scope = 'domain:' || lower(split_part(c.sender_email, '@', 2)) AND k.day = $1), 0) AS domain_sent,
+       (SELECT count(*) FROM emails e WHERE e.campaign_id = c.id AND e.kind = 'outreach' AND e.send_state = 'queued') AS waiting
+FROM campaigns c WHERE c.status = 'active' ORDER BY c.name, c.id";
+
+/// Today's caps of the tenant's active campaigns and of their sending domains, as delivery
+/// applies them (an email needs room in both; the smaller wins).
+pub async fn counter_days(
+    tx: &dyn Tx,
+    settings: &Settings,
+    today: chrono::NaiveDate,
+) -> Result<Vec<CounterDay>, DbError> {
+    let rows = cached::query(tx, COUNTER_DAYS, &[&today]).await?;
+    let day_index = |r: &tokio_postgres::Row, first: &str| {
+        r.get::<_, Option<chrono::NaiveDate>>(first)
+            .map_or(0, |f| (today - f).num_days())
+    };
+    let mut out = Vec::new();
+    let mut domains: BTreeMap<String, CounterDay> = BTreeMap::new();
+    for r in &rows {
+        let id: uuid::Uuid = r.get("id");
+        let domain: String = r.get("domain");
+        out.push(CounterDay {
+            scope: campaign_scope(id),
+            label: r.get("name"),
+            cap: settings.cap(r.get("daily_quota"), day_index(r, "campaign_first_day")),
+            sent: r.get("campaign_sent"),
+            waiting: r.get("waiting"),
+        });
+        let d = domains.entry(domain.clone()).or_insert_with(|| CounterDay {
+            scope: format!("domain:{domain}"),
+            label: domain.clone(),
+            cap: settings.cap(settings.domain_daily_cap, day_index(r, "domain_first_day")),
+            sent: r.get("domain_sent"),
+            waiting: 0,
+        });
+        d.waiting += r.get::<_, i64>("waiting");
+    }
+    out.extend(domains.into_values());
+    Ok(out)
 }

@@ -229,7 +229,7 @@ pub async fn release_claim(
     pool: &Pool,
     tenant: TenantId,
     email_id: uuid::Uuid,
-    counter_scope: Option<&str>,
+    counter_scopes: &[String],
     error: &str,
 ) -> Result<(), DbError> {
     let mut c = pool.get().await?;
@@ -240,11 +240,12 @@ pub async fn release_claim(
         &[&email_id, &error],
     )
     .await?;
-    if let (1, Some(scope)) = (released, counter_scope) {
+    if released == 1 && !counter_scopes.is_empty() {
         cached::execute(
             &tx,
-            "UPDATE send_counters SET sent = greatest(sent - 1, 0) WHERE tenant_id = $1 AND scope = $2 AND day = (now() AT TIME ZONE 'UTC')::date",
-            &[&tenant.as_uuid(), &scope],
+            "UPDATE send_counters SET sent = greatest(sent - 1, 0)
+             WHERE tenant_id = $1 AND scope = ANY($2) AND day = (now() AT TIME ZONE 'UTC')::date",
+            &[&tenant.as_uuid(), &counter_scopes],
         )
         .await?;
     }

@@ -29,3 +29,8 @@ CREATE UNIQUE INDEX emails_one_outreach_per_inbox ON emails (tenant_id, campaign
 -- its contact. NULL for addresses stored before the choice was recorded.
 ALTER TABLE businesses ADD COLUMN email_reason text
     CHECK (email_reason IN ('own_domain_link', 'own_domain_text', 'mailbox_link'));
+
+-- Delivery sends a campaign's waiting outreach oldest first: for each email it may claim, it
+-- counts the campaign's older waiting ones (up to the day's room) on this index.
+CREATE INDEX emails_waiting_by_age ON emails (campaign_id, created_at, id)
+    WHERE kind = 'outreach' AND send_state = 'queued';
