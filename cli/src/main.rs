@@ -6,6 +6,7 @@ mod cloud_cmd;
 mod db;
 mod dlq_cmd;
 mod ops;
+mod purchase_cmd;
 mod run;
 mod simulator;
 
@@ -55,8 +56,10 @@ enum Command {
     Restore(ops::RestoreArgs),
     /// Write the dashboard (funnel, spend, latency, experiments) to out/dashboard.html and open it
     Dashboard(ops::DashboardArgs),
-    /// Sending pauses: status, pause, resume
+    /// Sending pauses and today's caps: status, pause, resume
     Sending(ops::SendingArgs),
+    /// Purchases: send a report again; Stripe events that named no tenant
+    Purchase(purchase_cmd::PurchaseArgs),
     /// Create a tenant (an agency); prints its id
     TenantCreate(ops::TenantArgs),
     /// Run the vendor simulator standalone until Ctrl-C
@@ -85,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Apikey(args) => ops::apikey(args).await,
         Command::Dashboard(args) => ops::dashboard(args).await,
         Command::Sending(args) => ops::sending(args).await,
+        Command::Purchase(args) => purchase_cmd::run(args).await,
         Command::TenantCreate(args) => ops::tenant_create(args).await,
         Command::Export(args) => ops::export(args).await,
         Command::Restore(args) => ops::restore(args).await,

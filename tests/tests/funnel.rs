@@ -221,6 +221,110 @@ async fn the_whole_funnel_runs_with_every_webhook_delivered_twice() {
     assert_eq!(outbox(&f.p).len(), n, "no second email to anyone");
 }
 
+/// Posts a signed Stripe event to the local gateway's webhook, as Stripe would.
+async fn post_stripe_event(f: &Fixture, id: &str, kind: &str, object: serde_json::Value) -> u16 {
+    let body = serde_json::json!({
+        "id": id, "object": "event", "type": kind, "livemode": false,
+        "created": chrono::Utc::now().timestamp(), "data": { "object": object }
+    })
+    .to_string();
+    let signature = shared::webhook::stripe::sign(
+        &f.p.sim.state.cfg.stripe_webhook_secret,
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    )
+    .unwrap();
+    http()
+        .post(format!("{}/webhooks/stripe", f.p.gateway_url))
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_disputed_purchase_cannot_be_downloaded_while_the_dispute_is_open_or_lost() {
+    let f = fixture(60, |o| o.buy_share = 1.0).await;
+    f.p.run(&NoProgress).await.unwrap();
+    f.p.simulate_recipients(&NoProgress).await.unwrap();
+    let m = outbox(&f.p)
+        .into_iter()
+        .find(|m| m.custom_args.get("purchase_id").is_some())
+        .expect("a fulfilment email");
+    let purchase = m.custom_args["purchase_id"].as_str().unwrap().to_owned();
+    let link = m
+        .text
+        .as_deref()
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.contains("/d/"))
+        .unwrap()
+        .to_owned();
+    let intent: String =
+        f.db.admin()
+            .await
+            .query_one(
+                "SELECT stripe_payment_intent FROM purchases WHERE id = $1::text::uuid",
+                &[&purchase],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let c = http();
+    assert_eq!(status(&c, link.clone()).await, 200);
+    // A charge's dispute names the payment intent, not our metadata.
+    let dispute = |status: &str| {
+        serde_json::json!({ "id": "dp_1", "object": "dispute", "charge": "ch_1", "payment_intent": intent,
+                            "amount": 4900, "currency": "usd", "reason": "fraudulent", "status": status })
+    };
+    let opened = dispute("needs_response");
+    assert_eq!(
+        post_stripe_event(&f, "evt_dp_open", "charge.dispute.created", opened).await,
+        200
+    );
+    assert_eq!(status(&c, link.clone()).await, 410, "open dispute");
+    assert_eq!(
+        post_stripe_event(&f, "evt_dp_won", "charge.dispute.closed", dispute("won")).await,
+        200
+    );
+    assert_eq!(
+        status(&c, link.clone()).await,
+        200,
+        "won: the buyer keeps it"
+    );
+    assert_eq!(
+        post_stripe_event(
+            &f,
+            "evt_dp_2",
+            "charge.dispute.created",
+            dispute("needs_response")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post_stripe_event(&f, "evt_dp_lost", "charge.dispute.closed", dispute("lost")).await,
+        200
+    );
+    assert_eq!(status(&c, link.clone()).await, 410, "lost");
+    let row =
+        f.db.admin()
+            .await
+            .query_one(
+                "SELECT dispute_status, dispute_id FROM purchases WHERE id = $1::text::uuid",
+                &[&purchase],
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("lost".into(), "dp_1".into())
+    );
+}
+
 #[tokio::test]
 async fn a_suppressed_address_is_never_sent_to_and_one_click_unsubscribe_works() {
     let f = fixture(60, |_| {}).await;

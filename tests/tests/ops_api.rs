@@ -412,3 +412,123 @@ async fn health_names_every_queue_it_cannot_read_instead_of_leaving_it_out() {
         assert!(error.contains(&q), "{q} is reported with its error: {h}");
     }
 }
+
+#[tokio::test]
+async fn a_purchase_is_sent_again_once_per_request_key_with_a_new_link() {
+    let f = fixture(true).await;
+    let admin = f.db.admin().await;
+    let purchase: uuid::Uuid = admin
+        .query_one(
+            "SELECT id FROM purchases WHERE status = 'paid' AND fulfilled_at IS NOT NULL LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a fulfilled purchase")
+        .get(0);
+    let fulfilments = |p: &LocalPipeline| -> Vec<sim::state::OutboxMail> {
+        p.sim
+            .state
+            .outbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                m.custom_args.get("purchase_id").and_then(Value::as_str)
+                    == Some(&purchase.to_string())
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(fulfilments(&f.p).len(), 1);
+    let resend = |key: Option<&'static str>, id: String| {
+        let f = &f;
+        async move {
+            let mut r =
+                f.c.post(format!("{}/v1/purchases/{id}/resend", f.p.gateway_url))
+                    .bearer_auth(&f.key);
+            if let Some(k) = key {
+                r = r.header("idempotency-key", k);
+            }
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    // Twice with one key (a retried request), then with another.
+    for _ in 0..2 {
+        let (s, b) = resend(Some("ticket-4711"), purchase.to_string()).await;
+        assert_eq!(s, 202, "{b}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&b).unwrap()["request_key"],
+            "ticket-4711"
+        );
+    }
+    f.p.settle().await.unwrap();
+    let sent = fulfilments(&f.p);
+    assert_eq!(sent.len(), 2, "one resend for one key");
+    let link = |m: &sim::state::OutboxMail| {
+        m.text
+            .as_deref()
+            .unwrap()
+            .split_whitespace()
+            .find(|w| w.contains("/d/"))
+            .unwrap()
+            .to_owned()
+    };
+    // The link is signed afresh at send time (its 7 days start now; the token is the same
+    // only when both are signed in the same second).
+    assert_eq!(sent[1].custom_args["request_key"], "ticket-4711");
+    assert_eq!(f.c.get(link(&sent[1])).send().await.unwrap().status(), 200);
+    let (s, _) = resend(Some("ticket-4712"), purchase.to_string()).await;
+    assert_eq!(s, 202);
+    f.p.settle().await.unwrap();
+    assert_eq!(fulfilments(&f.p).len(), 3);
+    // Refusals, each with its reason.
+    assert_eq!(resend(None, purchase.to_string()).await.0, 400, "no key");
+    assert_eq!(
+        resend(Some("a b"), purchase.to_string()).await.0,
+        400,
+        "bad key"
+    );
+    assert_eq!(
+        resend(Some("k"), uuid::Uuid::new_v4().to_string()).await.0,
+        404
+    );
+    admin
+        .execute(
+            "UPDATE purchases SET dispute_status = 'open' WHERE id = $1",
+            &[&purchase],
+        )
+        .await
+        .unwrap();
+    let (s, b) = resend(Some("ticket-4713"), purchase.to_string()).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b.contains("disputed"), "{b}");
+    // Another tenant's key cannot find it.
+    let tenant_b = uuid::Uuid::new_v4();
+    admin
+        .execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, 'Agency B')",
+            &[&tenant_b],
+        )
+        .await
+        .unwrap();
+    let key_b = ops_api::keys::create(
+        &f.p.deps.pool,
+        shared::domain::TenantId::from_uuid(tenant_b),
+        "b",
+    )
+    .await
+    .unwrap()
+    .key;
+    let other =
+        f.c.post(format!(
+            "{}/v1/purchases/{purchase}/resend",
+            f.p.gateway_url
+        ))
+        .bearer_auth(&key_b)
+        .header("idempotency-key", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+}

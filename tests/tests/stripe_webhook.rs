@@ -420,3 +420,127 @@ async fn an_async_payment_failure_for_a_session_never_seen_pending_is_recorded()
         1
     );
 }
+
+#[tokio::test]
+async fn a_paid_session_naming_no_tenant_is_kept_for_an_operator_out_of_every_tenants_reach() {
+    let s = setup_with(None).await;
+    // Paid through our checkout but without our metadata (a link made by hand in the
+    // dashboard, a metadata bug): money taken, nothing to deliver to.
+    let paid = event(
+        "evt_orphan",
+        "checkout.session.completed",
+        serde_json::json!({ "id": "cs_orphan", "object": "checkout.session", "payment_status": "paid",
+                            "amount_total": 4900, "currency": "usd", "payment_intent": "pi_orphan",
+                            "customer_details": { "email": "buyer@example.org" }, "metadata": {} }),
+    );
+    for _ in 0..2 {
+        let out = handle(&s.deps, &signed(&paid), now()).await.unwrap();
+        assert_eq!(out.outcome, "unattributed");
+        assert!(!out.fulfilment_sent);
+    }
+    // A type we do not act on is only acknowledged.
+    let other = event(
+        "evt_cust",
+        "customer.created",
+        serde_json::json!({ "id": "cus_1" }),
+    );
+    assert_eq!(
+        handle(&s.deps, &signed(&other), now())
+            .await
+            .unwrap()
+            .outcome,
+        "unattributed"
+    );
+    let admin = s.db.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT paid_session, stripe_session_id, amount_cents, payload->'data'->'object'->>'payment_intent'
+             FROM unattributed_stripe_events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, String>(1), "cs_orphan");
+    assert_eq!(row.get::<_, i64>(2), 4900);
+    assert_eq!(row.get::<_, String>(3), "pi_orphan");
+    assert_eq!(
+        one(&s.db, "SELECT count(*) FROM unattributed_stripe_events").await,
+        1
+    );
+    // The application role may count them, not read them (the buyer's details are in there).
+    let app = s.deps.pool.get().await.unwrap();
+    let waiting: i64 = app
+        .query_one("SELECT waiting FROM unattributed_paid_sessions()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 1);
+    let denied = app
+        .query("SELECT * FROM unattributed_stripe_events", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}
+
+#[tokio::test]
+async fn disputes_are_recorded_against_the_purchase_of_their_payment_intent() {
+    let s = setup_with(None).await;
+    handle(&s.deps, &signed(&completed(&s, "evt_p", "cs_d")), now())
+        .await
+        .unwrap();
+    let dispute = |status: &str| {
+        serde_json::json!({ "id": "dp_9", "object": "dispute", "charge": "ch_9", "payment_intent": "pi_cs_d",
+                            "amount": 4900, "status": status, "metadata": {} })
+    };
+    handle(
+        &s.deps,
+        &signed(&event(
+            "evt_d1",
+            "charge.dispute.created",
+            dispute("needs_response"),
+        )),
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM purchases WHERE dispute_status = 'open' AND dispute_id = 'dp_9'"
+        )
+        .await,
+        1
+    );
+    handle(
+        &s.deps,
+        &signed(&event("evt_d2", "charge.dispute.closed", dispute("won"))),
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM purchases WHERE dispute_status = 'won'"
+        )
+        .await,
+        1
+    );
+    // A dispute without its payment intent cannot be attributed to a purchase: 400, not stored.
+    let bad = event(
+        "evt_d3",
+        "charge.dispute.created",
+        serde_json::json!({ "id": "dp_x", "object": "dispute", "metadata": { "tenant_id": s.tenant } }),
+    );
+    assert_eq!(
+        handle(&s.deps, &signed(&bad), now())
+            .await
+            .unwrap_err()
+            .status,
+        400
+    );
+}

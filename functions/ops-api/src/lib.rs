@@ -4,7 +4,7 @@
 //! this code — keeps tenants apart. Routes (all under `/v1`, described in `docs/openapi.yaml`):
 //! health; runs and one run's stage percentiles, vendor usage and cost; campaigns (list,
 //! create, update — validated by `shared::campaign`); a campaign's funnel; experiment results;
-//! cost per lead by tier; erasure; and CSV exports of leads, emails, purchases and costs,
+//! cost per lead by tier; erasure; a purchase's resend (`Idempotency-Key`); and CSV exports of leads, emails, purchases and costs,
 //! paged by a keyset cursor so memory stays bounded however large the table (`X-Next-After`
 //! carries the cursor of the next page).
 
@@ -22,8 +22,8 @@ use shared::domain::{CampaignId, TenantId};
 use shared::lambda::http::{HttpError, body_bytes, header, method, path, text, with_header};
 use shared::store::ObjectStore;
 
-/// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+/// The queues this function sends to (the template grants exactly these): a purchase's resend.
+pub const SENDS_TO: &[&str] = &[queues::FULFILMENT];
 /// Request bodies are small JSON documents.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Rows per CSV page by default, and at most.
@@ -135,6 +135,20 @@ fn db_error(e: &shared::db::DbError) -> HttpError {
         HttpError::bad_request("a value cannot be stored as given (encoding or range)")
     } else {
         internal(e)
+    }
+}
+
+/// Why a resend was refused, as the caller should see it.
+fn resend_error(e: shared::pipeline::resend::ResendError) -> HttpError {
+    use shared::pipeline::resend::ResendError as E;
+    match e {
+        E::BadKey(_) => HttpError::bad_request(format!("Idempotency-Key: {e}")),
+        E::NotFound(_) => HttpError::not_found("no such purchase"),
+        E::NotPaid { .. } | E::Disputed { .. } | E::NoAddress(_) => {
+            HttpError::new(409, e.to_string())
+        }
+        E::Db(e) => internal(e),
+        E::Bus(e) => internal(e),
     }
 }
 
@@ -264,6 +278,24 @@ impl OpsApi {
                 .await
             }
             ("POST", ["v1", "erasure"]) => self.erase(tenant, &body).await,
+            ("POST", ["v1", "purchases", id, "resend"]) => {
+                let id = uuid_of("purchase id", id)?;
+                let key = header(req, "idempotency-key").ok_or_else(|| {
+                    HttpError::bad_request(
+                        "Idempotency-Key is required: a resend is made once per key",
+                    )
+                })?;
+                let resend = shared::pipeline::resend::request_resend(
+                    &self.pool,
+                    self.bus.as_ref(),
+                    tenant,
+                    id,
+                    key,
+                )
+                .await
+                .map_err(resend_error)?;
+                Ok(shared::lambda::http::json(202, &json!(resend)))
+            }
             ("GET", ["v1", "exports", file]) => self.export(tenant, file, &q).await,
             (
                 _,
@@ -274,7 +306,9 @@ impl OpsApi {
             ) => Err(HttpError::method_not_allowed("GET")),
             (_, ["v1", "campaigns"]) => Err(HttpError::method_not_allowed("GET, POST")),
             (_, ["v1", "campaigns", _]) => Err(HttpError::method_not_allowed("PUT")),
-            (_, ["v1", "erasure"]) => Err(HttpError::method_not_allowed("POST")),
+            (_, ["v1", "erasure"] | ["v1", "purchases", _, "resend"]) => {
+                Err(HttpError::method_not_allowed("POST"))
+            }
             _ => Err(HttpError::not_found("no such endpoint")),
         }
     }

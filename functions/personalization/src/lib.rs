@@ -354,7 +354,7 @@ impl StageHandler for Personalization {
                     "report_id": w.report_id, "variant_id": variant_of(&w.assignment), "kind": "outreach", "to_email": m.to,
                     "subject": m.subject, "body_text": m.body, "send_state": "queued", "attempts": 0,
                     "generated_by": m.generated_by, "spam_score": m.spam_score, "created_at": now,
-                    "duplicate_inbox": false
+                    "duplicate_inbox": false, "request_key": ""
                 }));
                 if let Some((prompt, completion, tin, tout, cost)) = &m.llm {
                     logs.push(json!({

@@ -467,7 +467,7 @@ async fn download(
     let tx = begin_tenant(&mut c, claim.tenant).await.map_err(internal)?;
     let row = tx
         .query_opt(
-            "SELECT p.status, r.full_key FROM purchases p JOIN reports r ON r.id = p.report_id WHERE p.id = $1",
+            "SELECT p.status, r.full_key, p.dispute_status FROM purchases p JOIN reports r ON r.id = p.report_id WHERE p.id = $1",
             &[&claim.id],
         )
         .await
@@ -477,6 +477,13 @@ async fn download(
     let status: String = row.get(0);
     if !matches!(status.as_str(), "paid" | "partially_refunded") {
         return Err(HttpError::new(410, format!("this purchase is {status}")));
+    }
+    // A chargeback in progress, or one the buyer won: the report is no longer theirs to fetch.
+    if let Some(d @ ("open" | "lost")) = row.get::<_, Option<String>>(2).as_deref() {
+        return Err(HttpError::new(
+            410,
+            format!("this purchase's payment is disputed ({d})"),
+        ));
     }
     Ok(pdf(
         object(deps, &row.get::<_, String>(1)).await?,

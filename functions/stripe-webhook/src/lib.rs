@@ -7,7 +7,10 @@
 //! fulfilment queue exactly once: the event is stored unprocessed, the purchase committed, the
 //! fulfilment message sent, and only then the event marked processed — a delivery that stopped
 //! in between is finished by Stripe's retry. `async_payment_failed` and `expired` mark the
-//! purchase; `charge.refunded` records the refund. Other types are acknowledged and stored.
+//! purchase; `charge.refunded` records the refund; `charge.dispute.created` / `.closed` record
+//! the dispute (the download is refused while it is open or once it is lost). Other types are
+//! acknowledged and stored. An event of a type we act on that names no tenant we can find is
+//! kept for an operator (`unattributed_stripe_events`), never only logged.
 
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
@@ -123,10 +126,23 @@ pub async fn handle(
         fulfilment_sent: false,
     };
     let mut client = deps.pool.get().await.map_err(internal)?;
+    // Stripe's rule: fulfil when the payment status is not `unpaid` (a 100 % coupon is
+    // `no_payment_required`).
+    let paid = matches!(
+        object.get("payment_status").and_then(Value::as_str),
+        Some("paid" | "no_payment_required")
+    );
     let Some(tenant) = attribute(&client, &event.kind, object).await? else {
-        // Not one of ours (or created without our metadata): acknowledge so Stripe stops retrying.
-        tracing::warn!(event_id = %event.id, kind = %event.kind, "event without metadata.tenant_id acknowledged and not stored");
+        // No tenant we can find. A type we act on is kept for an operator (a paid session among
+        // them is money taken for nothing delivered: the alerts function reports it); anything
+        // else is not ours. Either way Stripe is answered, so it stops retrying.
         handled.outcome = "unattributed";
+        if acted_on(&event.kind) {
+            record_unattributed(&client, &event, paid, &body).await?;
+            tracing::error!(event_id = %event.id, kind = %event.kind, paid, "Stripe event names no tenant; kept for an operator");
+        } else {
+            tracing::warn!(event_id = %event.id, kind = %event.kind, "Stripe event names no tenant; acknowledged");
+        }
         return Ok(handled);
     };
     let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
@@ -154,12 +170,6 @@ pub async fn handle(
         return Ok(handled);
     }
     let mut fulfil: Option<Fulfil> = None;
-    // Stripe's rule: fulfil when the payment status is not `unpaid` (a 100 % coupon is
-    // `no_payment_required`).
-    let paid = matches!(
-        object.get("payment_status").and_then(Value::as_str),
-        Some("paid" | "no_payment_required")
-    );
     match event.kind.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" if paid => {
             fulfil = record_paid(&tx, tenant, object)
@@ -198,6 +208,9 @@ pub async fn handle(
             .await
             .map_err(internal)?;
         }
+        "charge.dispute.created" | "charge.dispute.closed" => {
+            record_dispute(&tx, &event.kind, object).await?;
+        }
         _ => handled.outcome = "ignored",
     }
     tx.commit().await.map_err(internal)?;
@@ -227,6 +240,85 @@ pub async fn handle(
         tracing::info!(event_id = %event.id, "finished an event a previous delivery had stored but not processed");
     }
     Ok(handled)
+}
+
+/// The event types this function acts on (the others are acknowledged and stored).
+fn acted_on(kind: &str) -> bool {
+    kind.starts_with("checkout.session.")
+        || matches!(
+            kind,
+            "charge.refunded" | "charge.dispute.created" | "charge.dispute.closed"
+        )
+}
+
+/// Keeps an event that names no tenant where only operators read it (a definer function: the
+/// table is outside every tenant and the application role's reach).
+async fn record_unattributed(
+    client: &tokio_postgres::Client,
+    event: &Event,
+    paid: bool,
+    body: &[u8],
+) -> Result<(), HttpError> {
+    let object = &event.data.object;
+    let session = event.kind.starts_with("checkout.session.");
+    let paid_session = session
+        && paid
+        && matches!(
+            event.kind.as_str(),
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded"
+        );
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
+    client
+        .execute(
+            "SELECT record_unattributed_stripe_event($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &event.id,
+                &event.kind,
+                &created,
+                &paid_session,
+                &object.get("id").and_then(Value::as_str).filter(|_| session),
+                &object
+                    .get("amount_total")
+                    .or_else(|| object.get("amount"))
+                    .and_then(Value::as_i64),
+                &object.get("currency").and_then(Value::as_str),
+                &payload,
+            ],
+        )
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
+/// A dispute opened or closed on a purchase's payment: while it is open or once it is lost,
+/// the storefront refuses the download.
+async fn record_dispute(
+    tx: &tokio_postgres::Transaction<'_>,
+    kind: &str,
+    dispute: &Value,
+) -> Result<(), HttpError> {
+    let intent = dispute
+        .get("payment_intent")
+        .and_then(Value::as_str)
+        .ok_or_else(|| HttpError::bad_request("dispute lacks payment_intent"))?;
+    let id = dispute.get("id").and_then(Value::as_str);
+    let status = match (kind, dispute.get("status").and_then(Value::as_str)) {
+        ("charge.dispute.created", _) => "open",
+        (_, Some("lost")) => "lost",
+        // `won`, or `warning_closed` (an inquiry that never became a chargeback).
+        _ => "won",
+    };
+    tx.execute(
+        "UPDATE purchases SET dispute_status = $2, dispute_id = coalesce($3, dispute_id),
+                disputed_at = coalesce(disputed_at, now())
+         WHERE stripe_payment_intent = $1",
+        &[&intent, &status, &id],
+    )
+    .await
+    .map_err(internal)?;
+    Ok(())
 }
 
 /// The tenant an event belongs to: its object's `metadata.tenant_id`, or — for a charge, which
@@ -392,5 +484,6 @@ async fn record_paid(
     Ok(due.then(|| Fulfil {
         purchase_id: row.get(0),
         stripe_session_id: session_id.to_owned(),
+        request_key: String::new(),
     }))
 }

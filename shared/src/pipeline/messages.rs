@@ -27,6 +27,10 @@ pub struct LeadRef {
 pub struct Fulfil {
     pub purchase_id: uuid::Uuid,
     pub stripe_session_id: String,
+    /// Empty for the purchase's fulfilment; an operator's request key for a resend (a new email
+    /// with a new download link, once per key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_key: String,
 }
 
 /// The id columns of a batch of leads, for one `UNNEST($1::uuid[], $2::uuid[], $3::uuid[])` query.

@@ -5,6 +5,7 @@
 pub mod budget;
 mod deps;
 pub mod messages;
+pub mod resend;
 mod runner;
 pub mod runs;
 
