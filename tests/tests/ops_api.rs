@@ -62,6 +62,28 @@ impl Fixture {
         (status, headers, resp.text().await.unwrap())
     }
 
+    /// An API key of a second tenant, Agency B.
+    async fn second_tenant_key(&self) -> String {
+        let tenant_b = uuid::Uuid::new_v4();
+        self.db
+            .admin()
+            .await
+            .execute(
+                "INSERT INTO tenants (id, name) VALUES ($1, 'Agency B')",
+                &[&tenant_b],
+            )
+            .await
+            .unwrap();
+        ops_api::keys::create(
+            &self.p.deps.pool,
+            shared::domain::TenantId::from_uuid(tenant_b),
+            "b",
+        )
+        .await
+        .unwrap()
+        .key
+    }
+
     async fn get(&self, path: &str) -> Value {
         let (s, _, b) = self.call("GET", path, Some(&self.key), None).await;
         assert_eq!(s, 200, "{path}: {b}");
@@ -117,22 +139,7 @@ async fn keys_are_required_checked_and_revocable_and_tenants_see_only_their_own(
         .unwrap()
         .to_owned();
     let admin = f.db.admin().await;
-    let tenant_b = uuid::Uuid::new_v4();
-    admin
-        .execute(
-            "INSERT INTO tenants (id, name) VALUES ($1, 'Agency B')",
-            &[&tenant_b],
-        )
-        .await
-        .unwrap();
-    let key_b = ops_api::keys::create(
-        &f.p.deps.pool,
-        shared::domain::TenantId::from_uuid(tenant_b),
-        "b",
-    )
-    .await
-    .unwrap()
-    .key;
+    let key_b = f.second_tenant_key().await;
     let (s, _, b) = f.call("GET", "/v1/campaigns", Some(&key_b), None).await;
     assert_eq!(s, 200);
     assert_eq!(
@@ -504,22 +511,7 @@ async fn a_purchase_is_sent_again_once_per_request_key_with_a_new_link() {
     assert_eq!(s, 409, "{b}");
     assert!(b.contains("disputed"), "{b}");
     // Another tenant's key cannot find it.
-    let tenant_b = uuid::Uuid::new_v4();
-    admin
-        .execute(
-            "INSERT INTO tenants (id, name) VALUES ($1, 'Agency B')",
-            &[&tenant_b],
-        )
-        .await
-        .unwrap();
-    let key_b = ops_api::keys::create(
-        &f.p.deps.pool,
-        shared::domain::TenantId::from_uuid(tenant_b),
-        "b",
-    )
-    .await
-    .unwrap()
-    .key;
+    let key_b = f.second_tenant_key().await;
     let other =
         f.c.post(format!(
             "{}/v1/purchases/{purchase}/resend",
