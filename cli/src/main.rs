@@ -62,6 +62,8 @@ enum Command {
     Purchase(purchase_cmd::PurchaseArgs),
     /// Create a tenant (an agency); prints its id
     TenantCreate(ops::TenantArgs),
+    /// Send a tenant's alerts to its own Slack channel (the webhook kept in Secrets Manager)
+    TenantSlack(ops::TenantSlackArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -90,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sending(args) => ops::sending(args).await,
         Command::Purchase(args) => purchase_cmd::run(args).await,
         Command::TenantCreate(args) => ops::tenant_create(args).await,
+        Command::TenantSlack(args) => ops::tenant_slack(args).await,
         Command::Export(args) => ops::export(args).await,
         Command::Restore(args) => ops::restore(args).await,
         Command::Status { url, runs } => {

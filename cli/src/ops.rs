@@ -514,3 +514,69 @@ pub async fn tenant_create(args: TenantArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct TenantSlackArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The agency's own Slack incoming-webhook URL (https://hooks.slack.com/services/…)
+    #[arg(long, required_unless_present = "clear")]
+    url: Option<String>,
+    /// Go back to the operator's channel
+    #[arg(long, conflicts_with = "url")]
+    clear: bool,
+    /// The deployment's stage (the secret is `leadfactory/<stage>/tenants/<tenant>/slack`)
+    #[arg(long, env = "LF_STAGE", default_value = "prod")]
+    stage: String,
+}
+
+/// Gives the tenant its own alert channel: the webhook URL is stored as a secret in Secrets
+/// Manager (never in a row), and the tenant's settings name the secret.
+pub async fn tenant_slack(args: TenantSlackArgs) -> anyhow::Result<()> {
+    let ops = args.target.open().await?;
+    let name = format!("leadfactory/{}/tenants/{}/slack", args.stage, ops.tenant);
+    let setting = match &args.url {
+        Some(url) => {
+            let parsed = url::Url::parse(url).context("--url")?;
+            let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost"));
+            anyhow::ensure!(
+                parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback),
+                "--url must be an https webhook URL"
+            );
+            let sdk =
+                shared::aws::sdk_config(std::env::var("AWS_ENDPOINT_URL").ok().as_deref()).await;
+            shared::secrets::put(
+                &shared::secrets::client(&sdk),
+                &name,
+                &serde_json::json!({ "SLACK_WEBHOOK_URL": url }),
+            )
+            .await?;
+            serde_json::json!(name)
+        }
+        None => serde_json::Value::Null,
+    };
+    let mut c = ops.pool.get().await?;
+    let tx = shared::db::begin_tenant(&mut c, ops.tenant).await?;
+    let n = tx
+        .execute(
+            "UPDATE tenants SET settings = jsonb_set(coalesce(settings, '{}'), '{alerts}',
+                 coalesce(settings->'alerts', '{}') || jsonb_build_object('slack_secret', $2::jsonb))
+             WHERE id = $1",
+            &[&ops.tenant.as_uuid(), &setting],
+        )
+        .await?;
+    tx.commit().await?;
+    anyhow::ensure!(n == 1, "no tenant {}", ops.tenant);
+    if args.clear {
+        println!(
+            "alerts of tenant {} go to the operator's channel",
+            ops.tenant
+        );
+    } else {
+        println!(
+            "alerts of tenant {} go to its own channel (secret {name})",
+            ops.tenant
+        );
+    }
+    Ok(())
+}

@@ -16,6 +16,56 @@ pub enum SecretsError {
     Fetch { arn: String, detail: String },
     #[error("secret {arn} is not a JSON object of strings")]
     Shape { arn: String },
+    #[error("storing secret {name}: {detail}")]
+    Store { name: String, detail: String },
+}
+
+/// A Secrets Manager client of `sdk` (for a [`crate::aws::LazyClient`]).
+pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
+/// Creates the JSON secret `name`, or stores `values` as its new version when it exists; its
+/// ARN.
+pub async fn put(
+    client: &Client,
+    name: &str,
+    values: &serde_json::Value,
+) -> Result<String, SecretsError> {
+    let fail = |detail: String| SecretsError::Store {
+        name: name.to_owned(),
+        detail,
+    };
+    match client
+        .create_secret()
+        .name(name)
+        .secret_string(values.to_string())
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.arn.unwrap_or_default()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception())
+                || aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                    .to_string()
+                    .contains("ResourceExists") =>
+        {
+            let out = client
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(values.to_string())
+                .send()
+                .await
+                .map_err(|e| {
+                    fail(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
+                })?;
+            Ok(out.arn.unwrap_or_default())
+        }
+        Err(e) => Err(fail(
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+        )),
+    }
 }
 
 /// Fetches every secret in `arns` and merges their keys (later secrets win).

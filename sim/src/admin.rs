@@ -20,7 +20,7 @@ pub async fn slack(
     if !(a.starts_with('T') && b.starts_with('B') && !c.is_empty()) {
         return (StatusCode::NOT_FOUND, "no_service").into_response();
     }
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
     };
     let has_text = v
@@ -32,6 +32,10 @@ pub async fn slack(
     }
     if let Err(r) = gate(&state, "slack").await {
         return r;
+    }
+    // Which incoming webhook (channel) it was posted to, for tests that tell channels apart.
+    if let Some(o) = v.as_object_mut() {
+        o.insert("_webhook".into(), json!(format!("/services/{a}/{b}/{c}")));
     }
     lock(&state.slack).push(v);
     (StatusCode::OK, "ok").into_response()

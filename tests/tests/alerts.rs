@@ -80,7 +80,7 @@ impl Fixture {
                      INSERT INTO businesses (id, tenant_id, name, name_norm)
                      SELECT gen_random_uuid(), $1, 'B' || i, 'b' || i || gen_random_uuid() FROM generate_series(1, $2::int) i RETURNING id)
                  INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject, send_state, sent_at, delivery_status)
-                 SELECT gen_random_uuid(), $1, $3, id, 'o' || n || '@x.example', 's', 'sent', now() - interval '1 hour',
+                 SELECT gen_random_uuid(), $1, $3, id, 'o' || n || '.' || left(md5(id::text), 8) || '@x.example', 's', 'sent', now() - interval '1 hour',
                         CASE WHEN n <= $4 THEN 'bounced' ELSE 'delivered' END
                  FROM (SELECT id, row_number() OVER () AS n FROM b) x",
                 &[&self.p.tenant.as_uuid(), &(sent as i32), &self.campaign, &bounced],
@@ -502,4 +502,308 @@ async fn at_most_ten_alerts_an_hour_are_posted_and_the_rest_recorded() {
         .unwrap()
         .get(0);
     assert_eq!(recorded, 12);
+}
+
+impl Fixture {
+    /// The webhooks (`/services/…`) the simulator's Slack received each message on.
+    fn slack_channels(&self) -> Vec<(String, String)> {
+        self.p
+            .sim
+            .state
+            .slack
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["_webhook"].as_str().unwrap_or_default().to_owned(),
+                    m["text"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// A second tenant, with a run whose vendor quota ran out (one critical finding).
+    async fn tenant_with_a_finding(&self, name: &str) -> uuid::Uuid {
+        let t = uuid::Uuid::new_v4();
+        let run = uuid::Uuid::new_v4();
+        self.admin
+            .execute(
+                "INSERT INTO tenants (id, name) VALUES ($1, $2)",
+                &[&t, &name],
+            )
+            .await
+            .unwrap();
+        self.admin
+            .execute(
+                "INSERT INTO runs (id, tenant_id, kind, status) VALUES ($1, $2, 'manual', 'running')",
+                &[&run, &t],
+            )
+            .await
+            .unwrap();
+        self.admin
+            .execute(
+                "INSERT INTO run_vendor_usage (run_id, tenant_id, vendor, calls, quota_exhausted) VALUES ($1, $2, 'yelp', 1, true)",
+                &[&run, &t],
+            )
+            .await
+            .unwrap();
+        t
+    }
+}
+
+const OPERATOR_CHANNEL: &str = "/services/T000/B000/XXXX";
+
+#[tokio::test]
+async fn shared_infrastructure_alerts_go_once_to_the_operator_and_a_tenants_to_its_own_channel() {
+    let f = fixture().await;
+    let own = f.tenant_with_a_finding("Bravo Agency").await;
+    let other = f.tenant_with_a_finding("Charlie Agency").await;
+    // Bravo has its own channel: the webhook URL in Secrets Manager (moto), named in its settings.
+    let sdk = testkit::moto_sdk_config().await;
+    let secrets = shared::secrets::client(&sdk);
+    let prefix = format!(
+        "leadfactory/test-{}/tenants/",
+        uuid::Uuid::new_v4().simple()
+    );
+    let name = format!("{prefix}{own}/slack");
+    let own_url = format!("{}/services/TBRAVO/BALERTS/own", f.p.sim.state.base_url());
+    shared::secrets::put(
+        &secrets,
+        &name,
+        &serde_json::json!({ "SLACK_WEBHOOK_URL": own_url }),
+    )
+    .await
+    .unwrap();
+    f.admin
+        .execute(
+            "UPDATE tenants SET settings = jsonb_build_object('alerts', jsonb_build_object('slack_secret', $2::text)) WHERE id = $1",
+            &[&own, &name],
+        )
+        .await
+        .unwrap();
+    let channels = || {
+        let (vendors, policy) = (f.p.deps.vendors.clone(), f.p.deps.policy.clone());
+        let sink: Arc<dyn shared::vendors::CallSink> = f.p.deps.sink.clone();
+        alerts::TenantChannels {
+            secrets: shared::aws::LazyClient::ready(shared::secrets::client(&sdk)),
+            prefix: prefix.clone(),
+            make: Box::new(move |url| vendors.slack_webhook(url, &sink, &policy)),
+        }
+    };
+    // A dead letter: shared infrastructure, three tenants.
+    f.p.deps
+        .bus
+        .send_batch(&shared::bus::queues::dlq("enrichment"), &["{}".to_owned()])
+        .await
+        .unwrap();
+    f.alerts()
+        .with_tenant_channels(channels())
+        .run(&f.p.deps, chrono::Utc::now())
+        .await
+        .unwrap();
+    let sent = f.slack_channels();
+    let dlq: Vec<_> = sent
+        .iter()
+        .filter(|(_, t)| t.contains("enrichment-dlq"))
+        .collect();
+    assert_eq!(dlq.len(), 1, "once, not once per tenant: {sent:?}");
+    assert_eq!(dlq[0].0, OPERATOR_CHANNEL);
+    assert!(
+        !dlq[0].1.contains("Agency"),
+        "no tenant's name on it: {}",
+        dlq[0].1
+    );
+    let bravo: Vec<_> = sent
+        .iter()
+        .filter(|(_, t)| t.contains("Bravo Agency"))
+        .collect();
+    assert_eq!(bravo.len(), 1, "{sent:?}");
+    assert_eq!(
+        bravo[0].0, "/services/TBRAVO/BALERTS/own",
+        "Bravo's own channel"
+    );
+    let charlie: Vec<_> = sent
+        .iter()
+        .filter(|(_, t)| t.contains("Charlie Agency"))
+        .collect();
+    assert_eq!(charlie.len(), 1);
+    assert_eq!(
+        charlie[0].0, OPERATOR_CHANNEL,
+        "no own channel: the operator's"
+    );
+    let _ = other;
+    let operator_rows: i64 = f
+        .admin
+        .query_one(
+            "SELECT count(*) FROM operator_alerts WHERE rule = 'dlq'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(operator_rows, 1);
+    let tenant_dlq_rows: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM sent_alerts WHERE rule = 'dlq'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant_dlq_rows, 0);
+}
+
+#[tokio::test]
+async fn a_failed_post_is_tried_again_by_the_next_evaluation() {
+    let f = fixture().await;
+    f.tenant_with_a_finding("Delta Agency").await;
+    // Slack answers 500 to everything for a while (more than the client's retries).
+    f.p.sim.state.faults.lock().unwrap().insert(
+        "slack".into(),
+        sim::Fault {
+            rate_5xx: 1.0,
+            ..Default::default()
+        },
+    );
+    let first = f.alerts().run(&f.p.deps, chrono::Utc::now()).await.unwrap();
+    assert_eq!(first.posted, 0, "{first:?}");
+    assert!(f.slack().is_empty());
+    let (attempts, error): (i16, Option<String>) = {
+        let r = f
+            .admin
+            .query_one(
+                "SELECT post_attempts, last_post_error FROM sent_alerts WHERE message LIKE '%Delta Agency%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(attempts, 1);
+    let error = error.unwrap();
+    assert!(
+        !error.contains("/services/"),
+        "no webhook URL in the row: {error}"
+    );
+    // Slack is back: the next evaluation posts it (once), with no new record.
+    f.p.sim.state.faults.lock().unwrap().remove("slack");
+    let second = f
+        .alerts()
+        .run(&f.p.deps, chrono::Utc::now() + chrono::Duration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(second.retried, 1, "{second:?}");
+    let delta: Vec<_> = f
+        .slack()
+        .into_iter()
+        .filter(|m| m.contains("Delta Agency"))
+        .collect();
+    assert_eq!(delta.len(), 1);
+    let third = f
+        .alerts()
+        .run(
+            &f.p.deps,
+            chrono::Utc::now() + chrono::Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.retried, 0);
+    assert_eq!(
+        f.slack()
+            .into_iter()
+            .filter(|m| m.contains("Delta Agency"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn purchases_whose_report_never_reached_the_buyer_and_unattributed_payments_alert() {
+    let f = fixture().await;
+    let t = f.p.tenant.as_uuid();
+    let (business, report, purchase) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    f.admin
+        .execute(
+            "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'Joe', 'joe')",
+            &[&business, &t],
+        )
+        .await
+        .unwrap();
+    f.admin
+        .execute(
+            "INSERT INTO reports (id, tenant_id, business_id, token, preview_key, full_key, pages, bytes, price_cents)
+             VALUES ($1, $2, $3, repeat('k', 40), 'reports/p.pdf', 'reports/f.pdf', 6, 1000, 4900)",
+            &[&report, &t, &business],
+        )
+        .await
+        .unwrap();
+    f.admin
+        .execute(
+            "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, stripe_session_id, status, amount_cents, customer_email, paid_at)
+             VALUES ($1, $2, $3, $4, $5, 'cs_1', 'paid', 4900, 'buyer@example.org', now())",
+            &[&purchase, &t, &report, &business, &f.campaign],
+        )
+        .await
+        .unwrap();
+    // SendGrid refused the report email (a 400).
+    f.admin
+        .execute(
+            "INSERT INTO emails (id, tenant_id, campaign_id, business_id, kind, purchase_id, to_email, subject, send_state, last_error)
+             VALUES (gen_random_uuid(), $1, $2, $3, 'fulfilment', $4, 'buyer@example.org', 's', 'failed', 'bad request')",
+            &[&t, &f.campaign, &business, &purchase],
+        )
+        .await
+        .unwrap();
+    let found = f.findings(chrono::Utc::now()).await;
+    let ff = found
+        .iter()
+        .find(|x| x.rule == "fulfilment_failed")
+        .unwrap();
+    assert_eq!(ff.level, Level::Critical);
+    assert!(
+        ff.message.contains(&purchase.to_string()) && ff.message.contains("purchase resend"),
+        "{}",
+        ff.message
+    );
+    // A resend that went out ends it.
+    f.admin
+        .execute(
+            "INSERT INTO emails (id, tenant_id, campaign_id, business_id, kind, purchase_id, request_key, to_email, subject, send_state)
+             VALUES (gen_random_uuid(), $1, $2, $3, 'fulfilment', $4, 'k1', 'buyer@example.org', 's', 'sent')",
+            &[&t, &f.campaign, &business, &purchase],
+        )
+        .await
+        .unwrap();
+    let found = f.findings(chrono::Utc::now()).await;
+    assert_eq!(
+        found
+            .iter()
+            .find(|x| x.rule == "fulfilment_failed")
+            .unwrap()
+            .level,
+        Level::Ok
+    );
+    // A paid session naming no tenant is the operator's alert, through the definer door.
+    f.p.deps
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "SELECT record_unattributed_stripe_event('evt_o', 'checkout.session.completed', now(), true, 'cs_o', 4900, 'usd', '{}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    f.alerts().run(&f.p.deps, chrono::Utc::now()).await.unwrap();
+    let operator: Vec<_> = f
+        .slack_channels()
+        .into_iter()
+        .filter(|(_, t)| t.contains("name no tenant"))
+        .collect();
+    assert_eq!(operator.len(), 1, "{operator:?}");
+    assert_eq!(operator[0].0, OPERATOR_CHANNEL);
 }

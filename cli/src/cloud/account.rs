@@ -184,32 +184,9 @@ pub async fn put_secret(
     name: &str,
     values: &serde_json::Value,
 ) -> Result<String, CloudError> {
-    let fail = |e: String| CloudError::Service(format!("secret {name}: {e}"));
-    match sm
-        .create_secret()
-        .name(name)
-        .secret_string(values.to_string())
-        .send()
+    shared::secrets::put(sm, name, values)
         .await
-    {
-        Ok(out) => Ok(out.arn.unwrap_or_default()),
-        Err(e) => {
-            let text = aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string();
-            if !text.contains("ResourceExists") {
-                return Err(fail(text));
-            }
-            let out = sm
-                .put_secret_value()
-                .secret_id(name)
-                .secret_string(values.to_string())
-                .send()
-                .await
-                .map_err(|e| {
-                    fail(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
-                })?;
-            Ok(out.arn.unwrap_or_default())
-        }
-    }
+        .map_err(|e| CloudError::Service(e.to_string()))
 }
 
 /// The database as `docs/deploy.md` sets it up: the owner and the functions' roles created by

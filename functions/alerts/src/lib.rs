@@ -1,32 +1,54 @@
 //! alerts: every five minutes, the handbook's rules per tenant — bounce rate (with a send pause),
 //! spam reports, the 05:00 nightly watchdog, stalled runs, vendor errors, rate limits and
-//! quotas, budgets at 75 % / 90 % / exhausted, dead-lettered messages, QA pass rate, too few
-//! candidates.
+//! quotas, budgets at 75 % / 90 % / exhausted, QA pass rate, too few candidates, exhausted
+//! campaigns, paid purchases whose report never reached the buyer — and, once for the whole
+//! deployment, the operator's: dead-lettered messages and paid Stripe sessions naming no tenant.
 //!
-//! Each alert is recorded in `sent_alerts` before it is posted to Slack (through the vendor
-//! client). A tenant's evaluation holds a transaction-scoped advisory lock, and each record's
-//! `dedupe_key` (rule, subject, grade, cooldown window) is unique, so two overlapping runs send
-//! one alert. A grade already sent within the cooldown is not repeated; a rule that is healthy
-//! again after an alert sends one recovery message; at most `max_per_hour` alerts a tenant are
-//! posted in an hour (the rest are recorded, not posted).
+//! Each alert is recorded before it is posted to Slack (through the vendor client): a tenant's
+//! in `sent_alerts` (under its RLS), posted to the tenant's own channel when it has one (the
+//! webhook is a secret in Secrets Manager, named by `settings.alerts.slack_secret`) and else to
+//! the operator's; the operator's in `operator_alerts`, posted once to the operator's channel
+//! (`SLACK_WEBHOOK_URL`). An evaluation holds a transaction-scoped advisory lock per ledger, and
+//! each record's `dedupe_key` (rule, subject, grade, cooldown window) is unique, so two
+//! overlapping runs send one alert. A grade already sent within the cooldown is not repeated; a
+//! rule that is healthy again after an alert sends one recovery message; at most `max_per_hour`
+//! alerts a ledger are posted in an hour (the rest are recorded, not posted); a post that failed
+//! is tried again by the next evaluations (up to `MAX_POST_ATTEMPTS`, within a day).
 
 pub mod rules;
 
+use secrecy::SecretString;
 use serde::Serialize;
 use shared::bus::queues;
 use shared::db::{DbError, begin_tenant};
 use shared::domain::TenantId;
 use shared::pipeline::Deps;
-use shared::vendors::CallContext;
 use shared::vendors::slack::SlackClient;
+use shared::vendors::{CallContext, VendorError};
 
 pub use rules::{Finding, Level, Thresholds};
 
 /// This function sends to no queue.
 pub const SENDS_TO: &[&str] = &[];
 
+/// Tries of one alert's post, the first included, before it is left recorded only.
+pub const MAX_POST_ATTEMPTS: i16 = 5;
+
+/// Builds the Slack client of one webhook URL (the vendor configuration's, in production).
+pub type MakeSlack = Box<dyn Fn(SecretString) -> Result<SlackClient, VendorError> + Send + Sync>;
+
+/// Tenants' own Slack channels: each webhook URL is a secret (JSON `{"SLACK_WEBHOOK_URL": …}`)
+/// whose name, under `prefix` (the template grants this function exactly that prefix), is in the
+/// tenant's `settings.alerts.slack_secret`.
+pub struct TenantChannels {
+    pub secrets: shared::aws::LazyClient<shared::secrets::Client>,
+    pub prefix: String,
+    pub make: MakeSlack,
+}
+
 pub struct Alerts {
     slack: Option<SlackClient>,
+    tenants: Option<TenantChannels>,
     defaults: Thresholds,
 }
 
@@ -38,6 +60,8 @@ pub struct AlertReport {
     pub posted: usize,
     /// Recorded but over the hourly cap (or no Slack configured, or Slack failed).
     pub not_posted: usize,
+    /// Posts that had failed before and went out this time.
+    pub retried: usize,
     pub recoveries: usize,
     pub pauses: usize,
 }
@@ -56,18 +80,79 @@ impl From<tokio_postgres::Error> for AlertError {
     }
 }
 
+impl From<deadpool_postgres::PoolError> for AlertError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        AlertError::Db(DbError::from(e))
+    }
+}
+
+/// Where an alert is recorded and whose cap it counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ledger {
+    Tenant(TenantId),
+    Operator,
+}
+
+impl Ledger {
+    fn table(self) -> &'static str {
+        match self {
+            Ledger::Tenant(_) => "sent_alerts",
+            Ledger::Operator => "operator_alerts",
+        }
+    }
+
+    /// A transaction in the ledger's scope: the tenant's RLS, or none (the operator's table).
+    async fn begin(
+        self,
+        c: &mut deadpool_postgres::Client,
+    ) -> Result<deadpool_postgres::Transaction<'_>, DbError> {
+        match self {
+            Ledger::Tenant(t) => begin_tenant(c, t).await,
+            Ledger::Operator => Ok(c.transaction().await?),
+        }
+    }
+
+    fn lock_name(self) -> String {
+        match self {
+            Ledger::Tenant(t) => format!("leadfactory:alerts:{t}"),
+            Ledger::Operator => "leadfactory:alerts:operator".to_owned(),
+        }
+    }
+}
+
 struct ToPost {
     id: uuid::Uuid,
     text: String,
 }
 
+/// How a post failed, for the record: never the error's text, which may carry the webhook URL
+/// (the URL is the secret).
+fn post_failure(e: &VendorError) -> &'static str {
+    if e.is_transient() {
+        "Slack unavailable; tried again by the next evaluation"
+    } else {
+        "Slack refused the post"
+    }
+}
+
 impl Alerts {
     pub fn new(slack: Option<SlackClient>, defaults: Thresholds) -> Self {
-        Self { slack, defaults }
+        Self {
+            slack,
+            tenants: None,
+            defaults,
+        }
     }
 
-    /// Dead-lettered messages, per queue (shared infrastructure: every tenant hears of it).
-    async fn dlq_findings(&self, deps: &Deps) -> Result<Vec<Finding>, AlertError> {
+    /// Posts each tenant's alerts to its own channel when it has one.
+    pub fn with_tenant_channels(mut self, channels: TenantChannels) -> Self {
+        self.tenants = Some(channels);
+        self
+    }
+
+    /// The operator's findings: dead-lettered messages per queue (shared infrastructure) and
+    /// paid Stripe sessions that name no tenant.
+    async fn operator_findings(&self, deps: &Deps) -> Result<Vec<Finding>, AlertError> {
         let mut out = Vec::new();
         for q in queues::ALL {
             let dlq = queues::dlq(q);
@@ -77,81 +162,190 @@ impl Alerts {
                 Err(shared::bus::BusError::UnknownQueue(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let f = Finding {
-                rule: "dlq",
-                subject: dlq.clone(),
-                level: Level::Ok,
-                grade: "ok",
-                value: depth as f64,
-                threshold: 0.0,
-                message: format!("{dlq} is empty again."),
-                pause: false,
-            };
+            let f = Finding::new("dlq", dlq.clone());
             out.push(if depth > 0 {
-                Finding {
-                    level: Level::Critical,
-                    grade: "critical",
-                    message: format!("{depth} message(s) in {dlq}: inspect with `leadfactory dlq list --queue {q}`, redrive with `leadfactory dlq redrive --queue {q}`."),
-                    ..f
-                }
+                f.at(
+                    Level::Critical,
+                    "critical",
+                    depth as f64,
+                    0.0,
+                    format!("{depth} message(s) in {dlq}: inspect with `leadfactory dlq list --queue {q}`, redrive with `leadfactory dlq redrive --queue {q}`."),
+                )
             } else {
-                f
+                f.at(Level::Ok, "ok", 0.0, 0.0, format!("{dlq} is empty again."))
             });
         }
+        let c = deps.pool.get().await?;
+        let row = c
+            .query_one(
+                "SELECT waiting, oldest FROM unattributed_paid_sessions()",
+                &[],
+            )
+            .await?;
+        let waiting: i64 = row.get("waiting");
+        let f = Finding::new("unattributed_payment", "stripe");
+        out.push(if waiting > 0 {
+            let oldest: Option<chrono::DateTime<chrono::Utc>> = row.get("oldest");
+            f.at(
+                Level::Critical,
+                "critical",
+                waiting as f64,
+                0.0,
+                format!(
+                    "{waiting} paid Stripe session(s) name no tenant (the oldest received {}): nothing was delivered for the money; see `leadfactory purchase unattributed`.",
+                    oldest.map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                ),
+            )
+        } else {
+            f.at(
+                Level::Ok,
+                "ok",
+                0.0,
+                0.0,
+                "Every paid Stripe session is attributed again.".to_owned(),
+            )
+        });
         Ok(out)
     }
 
-    /// One evaluation of every rule for every tenant at `now`.
+    /// One evaluation of every rule for every tenant, and of the operator's, at `now`.
     pub async fn run(
         &self,
         deps: &Deps,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<AlertReport, AlertError> {
-        let tenants =
-            shared::db::tenant_ids(&deps.pool.get().await.map_err(DbError::from)?).await?;
+        let tenants = shared::db::tenant_ids(&deps.pool.get().await?).await?;
         end_dead_letters(deps).await?;
-        let dlq = self.dlq_findings(deps).await?;
         let mut report = AlertReport {
             tenants: tenants.len(),
             ..AlertReport::default()
         };
+        let operator = self.operator_findings(deps).await?;
+        report.findings += operator.len();
+        let posts = {
+            let mut c = deps.pool.get().await?;
+            let tx = c.transaction().await?;
+            let posts = self
+                .record(
+                    &tx,
+                    Ledger::Operator,
+                    "",
+                    &self.defaults,
+                    operator,
+                    now,
+                    &mut report,
+                )
+                .await?;
+            tx.commit().await?;
+            posts
+        };
+        self.post(
+            deps,
+            Ledger::Operator,
+            self.slack.as_ref(),
+            posts,
+            now,
+            &mut report,
+        )
+        .await?;
         for tenant in tenants {
-            let posts = self.tenant(deps, tenant, now, &dlq, &mut report).await?;
-            self.post(deps, tenant, posts, now, &mut report).await?;
+            let mut c = deps.pool.get().await?;
+            let tx = begin_tenant(&mut c, tenant).await?;
+            let row = tx
+                .query_opt(
+                    "SELECT name, settings->'alerts' AS alerts FROM tenants WHERE id = $1",
+                    &[&tenant.as_uuid()],
+                )
+                .await?;
+            let (name, settings): (String, Option<serde_json::Value>) = row
+                .map(|r| (r.get("name"), r.get("alerts")))
+                .unwrap_or_else(|| (tenant.to_string(), None));
+            let t = self.defaults.with_overrides(settings.as_ref());
+            let findings = rules::evaluate(&tx, &t, now).await?;
+            report.findings += findings.len();
+            let posts = self
+                .record(
+                    &tx,
+                    Ledger::Tenant(tenant),
+                    &name,
+                    &t,
+                    findings,
+                    now,
+                    &mut report,
+                )
+                .await?;
+            tx.commit().await?;
+            let own = self.tenant_channel(deps, tenant, settings.as_ref()).await;
+            let channel = own.as_ref().or(self.slack.as_ref());
+            self.post(
+                deps,
+                Ledger::Tenant(tenant),
+                channel,
+                posts,
+                now,
+                &mut report,
+            )
+            .await?;
         }
         let _ = deps.sink.drain();
         Ok(report)
     }
 
-    async fn tenant(
+    /// The tenant's own channel, when its settings name one this function can read.
+    async fn tenant_channel(
         &self,
         deps: &Deps,
         tenant: TenantId,
+        settings: Option<&serde_json::Value>,
+    ) -> Option<SlackClient> {
+        let name = settings?.get("slack_secret")?.as_str()?;
+        let Some(ch) = &self.tenants else {
+            tracing::warn!(%tenant, "tenant Slack channel configured, but this deployment reads no tenant secrets; the operator's channel is used");
+            return None;
+        };
+        if !name.starts_with(&ch.prefix) {
+            tracing::warn!(%tenant, secret = name, prefix = %ch.prefix, "tenant Slack secret outside the tenants' prefix; the operator's channel is used");
+            return None;
+        }
+        let read = shared::secrets::load(ch.secrets.get().await, &[name.to_owned()]).await;
+        let url = match read {
+            Ok(mut values) => values.remove("SLACK_WEBHOOK_URL"),
+            Err(e) => {
+                tracing::error!(%tenant, error = %e, "tenant Slack secret not readable; the operator's channel is used");
+                None
+            }
+        }?;
+        let _ = deps;
+        (ch.make)(SecretString::from(url))
+            .map_err(|e| tracing::error!(%tenant, error = %e, "tenant Slack client not built"))
+            .ok()
+    }
+
+    /// Records what is new in `ledger` (once per grade and cooldown window, a recovery once) and
+    /// returns what to post. A tenant's pause finding pauses its sending in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        ledger: Ledger,
+        name: &str,
+        t: &Thresholds,
+        findings: Vec<Finding>,
         now: chrono::DateTime<chrono::Utc>,
-        dlq: &[Finding],
         report: &mut AlertReport,
     ) -> Result<Vec<ToPost>, AlertError> {
-        let mut c = deps.pool.get().await.map_err(DbError::from)?;
-        let tx = begin_tenant(&mut c, tenant).await?;
-        // Overlapping runs take turns per tenant; the second sees what the first recorded.
+        let table = ledger.table();
+        // Overlapping runs take turns per ledger; the second sees what the first recorded.
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('leadfactory:alerts:' || $1::uuid::text, 0))",
-            &[&tenant.as_uuid()],
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&ledger.lock_name()],
         )
         .await?;
-        let row = tx
-            .query_opt(
-                "SELECT name, settings->'alerts' FROM tenants WHERE id = $1",
-                &[&tenant.as_uuid()],
-            )
-            .await?;
-        let (name, overrides): (String, Option<serde_json::Value>) = row
-            .map(|r| (r.get(0), r.get(1)))
-            .unwrap_or_else(|| (tenant.to_string(), None));
-        let t = self.defaults.with_overrides(overrides.as_ref());
-        let mut findings = rules::evaluate(&tx, &t, now).await?;
-        findings.extend(dlq.iter().cloned());
-        report.findings += findings.len();
+        let label = if name.is_empty() {
+            "LeadFactory".to_owned()
+        } else {
+            name.to_owned()
+        };
         let window = now.timestamp() / (t.cooldown_minutes.max(1) * 60);
         let cooldown_start = now - chrono::Duration::minutes(t.cooldown_minutes);
         let mut posts = Vec::new();
@@ -160,15 +354,15 @@ impl Alerts {
             let (key, severity, text) = if f.level == Level::Ok {
                 let last = tx
                     .query_opt(
-                        "SELECT id, severity FROM sent_alerts WHERE rule = $1 AND starts_with(dedupe_key, $2) ORDER BY sent_at DESC, id LIMIT 1",
+                        &format!("SELECT id, severity FROM {table} WHERE rule = $1 AND starts_with(dedupe_key, $2) ORDER BY sent_at DESC, id LIMIT 1"),
                         &[&f.rule, &prefix],
                     )
                     .await?;
                 match last {
-                    Some(r) if r.get::<_, String>(1) != "recovered" => (
-                        format!("{prefix}recovered:{}", r.get::<_, uuid::Uuid>(0)),
+                    Some(r) if r.get::<_, String>("severity") != "recovered" => (
+                        format!("{prefix}recovered:{}", r.get::<_, uuid::Uuid>("id")),
                         "recovered",
-                        format!("[RECOVERED] {name}: {}", f.message),
+                        format!("[RECOVERED] {label}: {}", f.message),
                     ),
                     _ => continue,
                 }
@@ -176,7 +370,7 @@ impl Alerts {
                 let graded = format!("{prefix}{}:", f.grade);
                 let recent: bool = tx
                     .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM sent_alerts WHERE rule = $1 AND starts_with(dedupe_key, $2) AND sent_at > $3)",
+                        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE rule = $1 AND starts_with(dedupe_key, $2) AND sent_at > $3)"),
                         &[&f.rule, &graded, &cooldown_start],
                     )
                     .await?
@@ -192,21 +386,33 @@ impl Alerts {
                 (
                     format!("{graded}{window}"),
                     severity,
-                    format!("[{}] {name}: {}", severity.to_uppercase(), f.message),
+                    format!("[{}] {label}: {}", severity.to_uppercase(), f.message),
                 )
             };
-            let inserted = tx
-                .query_opt(
-                    "INSERT INTO sent_alerts (id, tenant_id, rule, severity, dedupe_key, message, value, threshold, sent_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
-                    &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &f.rule, &severity, &key, &text, &f.value, &f.threshold, &now],
-                )
-                .await?;
-            let Some(r) = inserted else { continue };
+            let id = uuid::Uuid::new_v4();
+            let inserted = match ledger {
+                Ledger::Tenant(tenant) => tx
+                    .query_opt(
+                        "INSERT INTO sent_alerts (id, tenant_id, rule, severity, dedupe_key, message, value, threshold, sent_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
+                        &[&id, &tenant.as_uuid(), &f.rule, &severity, &key, &text, &f.value, &f.threshold, &now],
+                    )
+                    .await?,
+                Ledger::Operator => tx
+                    .query_opt(
+                        "INSERT INTO operator_alerts (id, rule, severity, dedupe_key, message, value, threshold, sent_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                        &[&id, &f.rule, &severity, &key, &text, &f.value, &f.threshold, &now],
+                    )
+                    .await?,
+            };
+            if inserted.is_none() {
+                continue;
+            }
             if severity == "recovered" {
                 report.recoveries += 1;
             }
-            if f.pause {
+            if let (true, Ledger::Tenant(tenant)) = (f.pause, ledger) {
                 let paused = tx
                     .execute(
                         "INSERT INTO send_pauses (tenant_id, scope, reason, paused_at)
@@ -221,71 +427,103 @@ impl Alerts {
                 .dimension("Severity", severity)
                 .value("Alerts", 1.0, shared::obs::metrics::Unit::Count)
                 .emit();
-            posts.push(ToPost { id: r.get(0), text });
+            posts.push(ToPost { id, text });
         }
-        tx.commit().await?;
         Ok(posts)
     }
 
-    /// Posts what was recorded, within the hourly cap; marks what went out.
+    /// Posts what was recorded, and what failed to post before, within the hourly cap; records
+    /// each attempt's outcome.
     async fn post(
         &self,
         deps: &Deps,
-        tenant: TenantId,
-        posts: Vec<ToPost>,
+        ledger: Ledger,
+        channel: Option<&SlackClient>,
+        fresh: Vec<ToPost>,
         now: chrono::DateTime<chrono::Utc>,
         report: &mut AlertReport,
     ) -> Result<(), AlertError> {
-        if posts.is_empty() {
-            return Ok(());
-        }
-        let mut c = deps.pool.get().await.map_err(DbError::from)?;
-        let tx = begin_tenant(&mut c, tenant).await?;
-        let cap = self.defaults.max_per_hour;
+        let table = ledger.table();
+        let mut c = deps.pool.get().await?;
+        let tx = ledger.begin(&mut c).await?;
+        let retries: Vec<ToPost> = tx
+            .query(
+                &format!(
+                    "SELECT id, message FROM {table} WHERE NOT delivered AND post_attempts BETWEEN 1 AND $1
+                     AND sent_at > $2::timestamptz - interval '1 day' ORDER BY sent_at, id LIMIT 50"
+                ),
+                &[&(MAX_POST_ATTEMPTS - 1), &now],
+            )
+            .await?
+            .iter()
+            .map(|r| ToPost {
+                id: r.get("id"),
+                text: r.get("message"),
+            })
+            .collect();
         let posted_last_hour: i64 = tx
             .query_one(
-                "SELECT count(*) FROM sent_alerts WHERE delivered AND sent_at > $1::timestamptz - interval '1 hour'",
+                &format!("SELECT count(*) FROM {table} WHERE delivered AND sent_at > $1::timestamptz - interval '1 hour'"),
                 &[&now],
             )
             .await?
             .get(0);
         tx.commit().await?;
-        let mut room = (cap - posted_last_hour).max(0) as usize;
-        let mut delivered = Vec::new();
-        for p in posts {
-            let ok = match (&self.slack, room > 0) {
+        let retried: std::collections::HashSet<uuid::Uuid> = retries.iter().map(|p| p.id).collect();
+        if fresh.is_empty() && retries.is_empty() {
+            return Ok(());
+        }
+        let mut room = (self.defaults.max_per_hour - posted_last_hour).max(0) as usize;
+        let (mut ids, mut delivered, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for p in retries.into_iter().chain(fresh) {
+            let outcome = match (channel, room > 0) {
                 (Some(slack), true) => {
-                    let ctx = CallContext::new(tenant, None, None);
-                    match slack.post(&ctx, &p.text).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(error = %e, "alert not posted to Slack");
-                            false
+                    let ctx = match ledger {
+                        Ledger::Tenant(t) => CallContext::new(t, None, None),
+                        Ledger::Operator => {
+                            CallContext::new(TenantId::from_uuid(uuid::Uuid::nil()), None, None)
                         }
-                    }
+                    };
+                    Some(slack.post(&ctx, &p.text).await)
                 }
                 (None, _) => {
                     tracing::warn!(alert = %p.text, "no Slack webhook configured; alert recorded only");
-                    false
+                    None
                 }
                 (_, false) => {
                     tracing::warn!(alert = %p.text, "hourly alert cap reached; alert recorded only");
-                    false
+                    None
                 }
             };
-            if ok {
-                room -= 1;
-                report.posted += 1;
-                delivered.push(p.id);
-            } else {
-                report.not_posted += 1;
+            match outcome {
+                Some(Ok(())) => {
+                    room -= 1;
+                    report.posted += 1;
+                    if retried.contains(&p.id) {
+                        report.retried += 1;
+                    }
+                    ids.push(p.id);
+                    delivered.push(true);
+                    errors.push(None);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "alert not posted to Slack");
+                    report.not_posted += 1;
+                    ids.push(p.id);
+                    delivered.push(false);
+                    errors.push(Some(post_failure(&e)));
+                }
+                None => report.not_posted += 1,
             }
         }
-        if !delivered.is_empty() {
-            let tx = begin_tenant(&mut c, tenant).await?;
+        if !ids.is_empty() {
+            let tx = ledger.begin(&mut c).await?;
             tx.execute(
-                "UPDATE sent_alerts SET delivered = true WHERE id = ANY($1)",
-                &[&delivered],
+                &format!(
+                    "UPDATE {table} a SET delivered = x.ok, post_attempts = a.post_attempts + 1, last_post_error = x.err
+                     FROM UNNEST($1::uuid[], $2::bool[], $3::text[]) AS x(id, ok, err) WHERE a.id = x.id"
+                ),
+                &[&ids, &delivered, &errors],
             )
             .await?;
             tx.commit().await?;

@@ -103,7 +103,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(rule: &'static str, subject: impl Into<String>) -> Self {
+    pub(crate) fn new(rule: &'static str, subject: impl Into<String>) -> Self {
         Self {
             rule,
             subject: subject.into(),
@@ -116,7 +116,7 @@ impl Finding {
         }
     }
 
-    fn at(
+    pub(crate) fn at(
         mut self,
         level: Level,
         grade: &'static str,
@@ -448,5 +448,46 @@ pub async fn evaluate(
             f.at(Level::Ok, "ok", 0.0, 1.0, format!("Campaign {name} has new areas to search."))
         });
     }
+
+    // Paid purchases whose report never reached the buyer: a fulfilment email refused (SendGrid
+    // 400) or of unknown outcome, and none sent since.
+    let unsent: Vec<uuid::Uuid> = tx
+        .query(
+            "SELECT DISTINCT e.purchase_id FROM emails e JOIN purchases p ON p.id = e.purchase_id
+             WHERE e.kind = 'fulfilment' AND e.send_state IN ('failed', 'unknown')
+               AND p.status IN ('paid', 'partially_refunded') AND coalesce(p.dispute_status, 'won') = 'won'
+               AND NOT EXISTS (SELECT 1 FROM emails s WHERE s.purchase_id = e.purchase_id AND s.kind = 'fulfilment'
+                                                        AND s.send_state = 'sent')
+             ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let f = Finding::new("fulfilment_failed", "all");
+    out.push(if unsent.is_empty() {
+        f.at(
+            Level::Ok,
+            "ok",
+            0.0,
+            1.0,
+            "Every paid purchase's report has reached its buyer.".to_owned(),
+        )
+    } else {
+        let shown: Vec<String> = unsent.iter().take(5).map(|p| p.to_string()).collect();
+        f.at(
+            Level::Critical,
+            "critical",
+            unsent.len() as f64,
+            1.0,
+            format!(
+                "{} paid purchase(s) whose report email failed or ended unknown ({}{}): check the address, then `leadfactory purchase resend <id>`.",
+                unsent.len(),
+                shown.join(", "),
+                if unsent.len() > 5 { ", …" } else { "" }
+            ),
+        )
+    });
     Ok(out)
 }

@@ -287,22 +287,31 @@ impl VendorsConfig {
         sink: &Arc<dyn CallSink>,
         policy: &HttpPolicy,
     ) -> Result<Option<SlackClient>, VendorError> {
-        match &self.slack_webhook_url {
-            None => Ok(None),
-            Some(u) => {
-                let s = VendorSettings {
-                    base_url: String::new(),
-                    key: None,
-                    requests_per_second: 1,
-                    request_timeout: Duration::from_secs(10),
-                    call_time: Duration::from_secs(20),
-                };
-                Ok(Some(SlackClient::new(
-                    self.http(Vendor::Slack, &s, sink, policy)?,
-                    u.clone(),
-                )))
-            }
-        }
+        self.slack_webhook_url
+            .clone()
+            .map(|u| self.slack_webhook(u, sink, policy))
+            .transpose()
+    }
+
+    /// A client for one incoming webhook (a tenant's own channel): its own limiter and
+    /// breaker, so one broken channel does not stop the others.
+    pub fn slack_webhook(
+        &self,
+        webhook_url: SecretString,
+        sink: &Arc<dyn CallSink>,
+        policy: &HttpPolicy,
+    ) -> Result<SlackClient, VendorError> {
+        let s = VendorSettings {
+            base_url: String::new(),
+            key: None,
+            requests_per_second: 1,
+            request_timeout: Duration::from_secs(10),
+            call_time: Duration::from_secs(20),
+        };
+        Ok(SlackClient::new(
+            self.http(Vendor::Slack, &s, sink, policy)?,
+            webhook_url,
+        ))
     }
 }
 
