@@ -641,7 +641,7 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
     };
     let mut s = RunSummary {
         jobs: count("sourcing", &["page", "SKIPPED_DUE_TO_BUDGET"]).await?,
-        sourced: count("sourcing", &["sourced", "stale"]).await?,
+        sourced: count("sourcing", &["sourced", "stale", "known"]).await?,
         duplicates: count("sourcing", &["duplicate"]).await?,
         closed: count("sourcing", &["closed"]).await? + count("enrichment", &["closed"]).await?,
         enriched: count("enrichment", &["enriched"]).await?,

@@ -1157,3 +1157,58 @@ async fn the_email_goes_to_the_businesss_own_address_never_to_its_web_designer()
         .get(0);
     assert_eq!(unexplained, 0, "every address says why it was chosen");
 }
+
+#[tokio::test]
+async fn a_business_another_campaign_found_stays_eligible_for_an_overlapping_one() {
+    let f = fixture(local_bus(), |_| {}).await;
+    f.pipeline.run(&NoProgress).await.unwrap();
+    // Campaign B searches the same area the next day.
+    let mut b = campaign(60);
+    b.name = "San Jose restaurants, second agency campaign".into();
+    b.sender.email = "bea@agency.example.com".into();
+    let mut pool = f.pipeline.pool().clone();
+    let b_id = b.upsert(&mut pool, f.pipeline.tenant).await.unwrap();
+    let second = f.pipeline.run(&NoProgress).await.unwrap();
+    let admin = f.db.admin().await;
+    let count = |sql: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(sql, &[&b_id.as_uuid()])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    // B is handed the businesses A found (de-duplicated: no second row), and writes to them.
+    let known = count(
+        "SELECT count(*) FROM campaign_leads l JOIN businesses b ON b.id = l.business_id
+         WHERE l.campaign_id = $1 AND b.campaign_id IS DISTINCT FROM $1",
+    )
+    .await;
+    assert!(known > 0, "B works on businesses A found");
+    let emailed_both = count(
+        "SELECT count(*) FROM emails e WHERE e.campaign_id = $1 AND e.kind = 'outreach'
+         AND EXISTS (SELECT 1 FROM emails a WHERE a.business_id = e.business_id AND a.campaign_id <> $1)",
+    )
+    .await;
+    assert!(emailed_both > 0, "B writes to businesses A wrote to");
+    let doubled: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT yelp_id FROM businesses GROUP BY yelp_id HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(doubled, 0, "still one row per business");
+    let events: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM run_event_logs WHERE run_id = $1 AND stage = 'sourcing' AND event = 'known'",
+            &[&second.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, known, "each named as known to the tenant");
+}

@@ -404,7 +404,7 @@ pub async fn evaluate(
     // Too few candidates in a run finished in the window.
     for r in tx
         .query(
-            "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'duplicate'))
+            "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'known', 'duplicate'))
              FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
              WHERE r.status <> 'running' AND r.finished_at > $1 GROUP BY r.id",
             &[&window],

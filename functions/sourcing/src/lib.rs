@@ -1,7 +1,10 @@
 //! sourcing: one Yelp search page per message. Listings are normalised (E.164 phone, normalised
 //! name and address), de-duplicated within the batch and against the tenant's businesses (same
-//! Yelp id, same phone, or same name + address), upserted in one statement, and the new or
-//! stale ones handed to enrichment. Permanently closed listings are stored but go no further.
+//! Yelp id, same phone, or same name + address), upserted in one statement, and handed to
+//! enrichment once per (business, campaign): de-duplication is about the business, eligibility
+//! per campaign — a business another campaign found is handed on for this one too, and one this
+//! campaign handed on in the last 30 days is not (`campaign_leads`). Permanently closed listings
+//! are stored but go no further.
 
 mod candidate;
 
@@ -11,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::{Envelope, queues};
 use shared::db::{DbError, Tx, cached};
-use shared::domain::{BusinessId, TenantId};
+use shared::domain::{BusinessId, CampaignId, TenantId};
 use shared::pipeline::messages::{LeadRef, SourcingJob, stage};
 use shared::pipeline::runs::{self, RunEvent};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
@@ -50,25 +53,24 @@ struct Existing {
     yelp_id: Option<String>,
     phone: Option<String>,
     name_addr: (String, String),
-    fresh: bool,
 }
 
 /// Decides, for each candidate in order, which business it is: an existing one, an earlier
 /// candidate of this batch, or new. Returns the id and whether it is new.
-fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool, bool)> {
-    let mut by_yelp: HashMap<&str, (BusinessId, bool)> = HashMap::new();
-    let mut by_phone: HashMap<&str, (BusinessId, bool)> = HashMap::new();
-    let mut by_name: HashMap<(&str, &str), (BusinessId, bool)> = HashMap::new();
+fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool)> {
+    let mut by_yelp: HashMap<&str, BusinessId> = HashMap::new();
+    let mut by_phone: HashMap<&str, BusinessId> = HashMap::new();
+    let mut by_name: HashMap<(&str, &str), BusinessId> = HashMap::new();
     for e in existing {
         if let Some(y) = &e.yelp_id {
-            by_yelp.insert(y, (e.id, e.fresh));
+            by_yelp.insert(y, e.id);
         }
         if let Some(p) = &e.phone {
-            by_phone.entry(p).or_insert((e.id, e.fresh));
+            by_phone.entry(p).or_insert(e.id);
         }
         by_name
             .entry((&e.name_addr.0, &e.name_addr.1))
-            .or_insert((e.id, e.fresh));
+            .or_insert(e.id);
     }
     let mut out = Vec::new();
     let mut batch_yelp: HashMap<&str, BusinessId> = HashMap::new();
@@ -84,17 +86,16 @@ fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool
                     .flatten()
             })
             .copied();
-        // (id, is_new, is_duplicate_within_batch_or_known)
-        let r = if let Some((id, fresh)) = known {
-            (id, false, fresh)
+        let r = if let Some(id) = known {
+            (id, false)
         } else if let Some(id) = batch_yelp
             .get(c.yelp_id.as_str())
             .or_else(|| c.phone.as_deref().and_then(|p| batch_phone.get(p)))
             .or_else(|| batch_name.get(&(c.name_norm.as_str(), c.address_norm.as_str())))
         {
-            (*id, false, true)
+            (*id, false)
         } else {
-            (BusinessId::new(), true, false)
+            (BusinessId::new(), true)
         };
         batch_yelp.entry(c.yelp_id.as_str()).or_insert(r.0);
         if let Some(p) = c.phone.as_deref() {
@@ -288,27 +289,34 @@ impl StageHandler for Sourcing {
         );
         let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS];
+        // With each known business, the campaigns it was handed on for lately (and so is not
+        // again): eligibility is per campaign, de-duplication per business.
         let lookup = cached::query(
             tx,
             "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
-                    greatest((SELECT max(a.assessed_at) FROM assessments a WHERE a.business_id = b.id),
-                             (SELECT e.enriched_at FROM enrichments e WHERE e.business_id = b.id)) > now() - make_interval(days => $5)
-                    IS TRUE
+                    array(SELECT l.campaign_id FROM campaign_leads l
+                          WHERE l.business_id = b.id AND l.handed_at > now() - make_interval(days => $5)) AS fresh_for,
+                    array(SELECT l.campaign_id FROM campaign_leads l WHERE l.business_id = b.id) AS handed_for
              FROM businesses b
              WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
                 OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
             &lookup_params,
         );
         serialise.await?;
-        let existing: Vec<Existing> = lookup
-            .await?
+        let rows = lookup.await?;
+        // Per known business: the campaigns it was handed on for lately, and ever.
+        let mut fresh_for: HashMap<BusinessId, (Vec<uuid::Uuid>, Vec<uuid::Uuid>)> = HashMap::new();
+        let existing: Vec<Existing> = rows
             .iter()
-            .map(|r| Existing {
-                id: BusinessId::from_uuid(r.get(0)),
-                yelp_id: r.get(1),
-                phone: r.get(2),
-                name_addr: (r.get(3), r.get(4)),
-                fresh: r.get(5),
+            .map(|r| {
+                let id = BusinessId::from_uuid(r.get("id"));
+                fresh_for.insert(id, (r.get("fresh_for"), r.get("handed_for")));
+                Existing {
+                    id,
+                    yelp_id: r.get("yelp_id"),
+                    phone: r.get("phone_e164"),
+                    name_addr: (r.get("name_norm"), r.get("address_norm")),
+                }
             })
             .collect();
         let refs: Vec<&Candidate> = cands.iter().map(|(_, c)| *c).collect();
@@ -319,7 +327,7 @@ impl StageHandler for Sourcing {
         let mut seen_ids = Vec::new();
         let mut seen_rating = Vec::new();
         let mut seen_reviews = Vec::new();
-        for ((i, c), (id, is_new, _)) in cands.iter().zip(&resolved) {
+        for ((i, c), (id, is_new)) in cands.iter().zip(&resolved) {
             let job = &items[*i].env.payload;
             if *is_new {
                 rows.push(json!({
@@ -337,17 +345,34 @@ impl StageHandler for Sourcing {
                 seen_reviews.push(c.review_count as i32);
             }
         }
-        // One event per business; next hop for new or stale open businesses, once per batch.
+        // One event per listing; the next hop for an open business once per (business,
+        // campaign): new, known but not handed on for this campaign lately ("known": found by
+        // another campaign; "stale": handed on for this one over 30 days ago), or a duplicate.
         let mut events = Vec::new();
         let mut next: Vec<Vec<Outgoing>> = items.iter().map(|_| Vec::new()).collect();
-        let mut handed: std::collections::HashSet<BusinessId> = std::collections::HashSet::new();
-        for ((i, c), (id, is_new, fresh_or_dup)) in cands.iter().zip(&resolved) {
+        let mut handed: std::collections::HashSet<(BusinessId, CampaignId)> =
+            std::collections::HashSet::new();
+        let mut leads: (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<Option<uuid::Uuid>>) =
+            Default::default();
+        for ((i, c), (id, is_new)) in cands.iter().zip(&resolved) {
             let env = &items[*i].env;
-            let (event, status) = match (is_new, fresh_or_dup, c.is_closed) {
-                (_, _, true) => ("closed", "skipped"),
-                (true, _, _) => ("sourced", "ok"),
-                (false, true, _) => ("duplicate", "skipped"),
-                (false, false, _) => ("stale", "ok"),
+            let campaign = env.payload.campaign_id;
+            let (fresh, handed_before) = fresh_for
+                .get(id)
+                .map(|(f, h)| {
+                    (
+                        f.contains(&campaign.as_uuid()),
+                        h.contains(&campaign.as_uuid()),
+                    )
+                })
+                .unwrap_or((false, false));
+            let first_in_batch = !handed.contains(&(*id, campaign));
+            let (event, status) = match (c.is_closed, is_new, fresh || !first_in_batch) {
+                (true, _, _) => ("closed", "skipped"),
+                (false, true, false) => ("sourced", "ok"),
+                (false, _, true) => ("duplicate", "skipped"),
+                (false, false, false) if handed_before => ("stale", "ok"),
+                (false, false, false) => ("known", "ok"),
             };
             events.push(RunEvent {
                 run: env.run_id,
@@ -360,7 +385,10 @@ impl StageHandler for Sourcing {
                 trace_id: env.trace_id.clone(),
                 extra: json!({ "yelp_id": c.yelp_id }),
             });
-            if status == "ok" && handed.insert(*id) {
+            if status == "ok" && handed.insert((*id, campaign)) {
+                leads.0.push(id.as_uuid());
+                leads.1.push(campaign.as_uuid());
+                leads.2.push(env.run_id.map(|r| r.as_uuid()));
                 let key = format!(
                     "{}:{id}",
                     env.run_id.map(|r| r.to_string()).unwrap_or_default()
@@ -378,7 +406,8 @@ impl StageHandler for Sourcing {
         // Independent writes, sent together.
         let new_rows = !rows.is_empty();
         let rows = serde_json::Value::Array(rows);
-        let (inserted, seen, logged, totals) = futures_util::future::join4(
+        let (lead_ids, lead_campaigns, lead_runs) = leads;
+        let (inserted, seen, logged, totals, led) = futures_util::future::join5(
             cached::execute_if(
                 tx,
                 new_rows,
@@ -395,12 +424,22 @@ impl StageHandler for Sourcing {
             ),
             runs::insert_events(tx, tenant, &events),
             record_totals(),
+            // Sent after the businesses' insert on the same connection: its rows exist by then.
+            cached::execute_if(
+                tx,
+                !lead_ids.is_empty(),
+                "INSERT INTO campaign_leads (tenant_id, business_id, campaign_id, run_id, handed_at)
+                 SELECT $1, b, c, r, now() FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[]) AS x(b, c, r)
+                 ON CONFLICT (business_id, campaign_id) DO UPDATE SET handed_at = now(), run_id = EXCLUDED.run_id",
+                &[&tenant_id, &lead_ids, &lead_campaigns, &lead_runs],
+            ),
         )
         .await;
         inserted?;
         seen?;
         logged?;
         totals?;
+        led?;
         Ok(next)
     }
 
@@ -443,7 +482,6 @@ mod tests {
             yelp_id: Some("Y1".into()),
             phone: Some("+14085550001".into()),
             name_addr: ("joes pizza".into(), "1 main street".into()),
-            fresh: true,
         }];
         let cs = [
             cand("Y1", None, "Joe's Pizza", "1 Main St"), // same Yelp id
@@ -460,25 +498,11 @@ mod tests {
         ];
         let refs: Vec<&Candidate> = cs.iter().collect();
         let r = resolve(&refs, &existing);
-        assert_eq!(r[0], (known, false, true));
-        assert_eq!(r[1], (known, false, true));
-        assert_eq!(r[2], (known, false, true));
+        assert_eq!(r[0], (known, false));
+        assert_eq!(r[1], (known, false));
+        assert_eq!(r[2], (known, false));
         assert!(r[3].1, "new");
-        assert_eq!(r[4], (r[3].0, false, true));
-        assert_eq!(r[5], (r[3].0, false, true));
-    }
-
-    #[test]
-    fn a_stale_known_business_is_not_a_duplicate() {
-        let known = BusinessId::new();
-        let existing = vec![Existing {
-            id: known,
-            yelp_id: Some("Y1".into()),
-            phone: None,
-            name_addr: ("a".into(), "b".into()),
-            fresh: false,
-        }];
-        let c = cand("Y1", None, "A", "B");
-        assert_eq!(resolve(&[&c], &existing), vec![(known, false, false)]);
+        assert_eq!(r[4], (r[3].0, false));
+        assert_eq!(r[5], (r[3].0, false));
     }
 }
