@@ -127,7 +127,8 @@ async fn without_a_key_every_operation_answers_401_and_another_tenants_key_reach
             "SELECT (SELECT id FROM runs WHERE tenant_id = $1 LIMIT 1),
                     (SELECT id FROM campaigns WHERE tenant_id = $1 LIMIT 1),
                     (SELECT id FROM businesses WHERE tenant_id = $1 AND email IS NOT NULL LIMIT 1),
-                    (SELECT email FROM businesses WHERE tenant_id = $1 AND email IS NOT NULL LIMIT 1)",
+                    (SELECT email FROM businesses WHERE tenant_id = $1 AND email IS NOT NULL LIMIT 1),
+                    (SELECT id FROM purchases WHERE tenant_id = $1 AND status = 'paid' LIMIT 1)",
             &[&a],
         )
         .await
@@ -138,6 +139,8 @@ async fn without_a_key_every_operation_answers_401_and_another_tenants_key_reach
         business: ids.get(2),
         email: ids.get(3),
     };
+    // A's purchase when the night sold one (else any id of A's: B must not tell the difference).
+    let purchase: uuid::Uuid = ids.get::<_, Option<uuid::Uuid>>(4).unwrap_or(mine.campaign);
     let b = uuid::Uuid::new_v4();
     admin
         .execute(
@@ -161,6 +164,8 @@ async fn without_a_key_every_operation_answers_401_and_another_tenants_key_reach
             "{id}",
             &if template.starts_with("/v1/runs") {
                 mine.run
+            } else if template.starts_with("/v1/purchases") {
+                purchase
             } else {
                 mine.campaign
             }
@@ -178,6 +183,10 @@ async fn without_a_key_every_operation_answers_401_and_another_tenants_key_reach
             }
             if let Some(b) = &body {
                 r = r.json(b);
+            }
+            // The one header an operation requires: the request is otherwise valid.
+            if template.ends_with("/resend") {
+                r = r.header("idempotency-key", "contract-check");
             }
             r.send()
         };

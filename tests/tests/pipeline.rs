@@ -1212,3 +1212,70 @@ async fn a_business_another_campaign_found_stays_eligible_for_an_overlapping_one
         .get(0);
     assert_eq!(events, known, "each named as known to the tenant");
 }
+
+#[tokio::test]
+async fn the_homepage_fetcher_checks_the_first_url_itself_whoever_stored_it() {
+    use shared::bus::Envelope;
+    use shared::domain::{BusinessId, CampaignId};
+    use shared::pipeline::messages::LeadRef;
+    use shared::pipeline::{Incoming, process_batch};
+
+    let f = fixture(local_bus(), |_| {}).await;
+    let admin = f.db.admin().await;
+    let campaign: uuid::Uuid = admin
+        .query_one("SELECT id FROM campaigns", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // A website no enrichment would store, put there by hand (a bug, a migration, an operator):
+    // the fetcher must refuse it on its own.
+    // (Ports are checked too, in production mode; the test world runs on local ports.)
+    let ids: Vec<uuid::Uuid> = (0..2).map(|_| uuid::Uuid::new_v4()).collect();
+    for (id, url) in ids.iter().zip([
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://intranet/",
+    ]) {
+        admin
+            .execute(
+                "INSERT INTO businesses (id, tenant_id, name, name_norm, website_url) VALUES ($1, $2, 'X', 'x' || md5($3), $3)",
+                &[id, &f.pipeline.tenant.as_uuid(), &url],
+            )
+            .await
+            .unwrap();
+    }
+    let batch: Vec<Incoming> = ids
+        .iter()
+        .map(|b| Incoming {
+            id: b.to_string(),
+            receive_count: 1,
+            body: Envelope::new(
+                f.pipeline.tenant,
+                None,
+                format!("guard:{b}"),
+                LeadRef {
+                    business_id: BusinessId::from_uuid(*b),
+                    campaign_id: CampaignId::from_uuid(campaign),
+                },
+            )
+            .to_body()
+            .unwrap(),
+        })
+        .collect();
+    let out = process_batch(&f.pipeline.stages.assessment, &f.pipeline.deps, batch).await;
+    assert!(out.failed.is_empty(), "{out:?}");
+    let errors: Vec<String> = admin
+        .query(
+            "SELECT fetch_error FROM assessments WHERE business_id = ANY($1) ORDER BY url",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors.iter().all(|e| e.starts_with("refused: ")),
+        "{errors:?}"
+    );
+}

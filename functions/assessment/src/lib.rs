@@ -40,6 +40,8 @@ pub const LLM_MAX_TOKENS: u32 = 700;
 pub const RETENTION_DAYS: i64 = 90;
 
 pub struct Assessment {
+    /// Checks the first hop here and, in the client, every redirect and every resolved address.
+    guard: Guard,
     fetcher: shared::tls::LazyHttp,
     /// The whole fetch, redirects and body included.
     fetch_timeout: std::time::Duration,
@@ -56,6 +58,7 @@ impl Assessment {
             test_tld_addr: deps.fetch.test_tld_addr,
         };
         Self {
+            guard,
             fetcher: guard::client(guard, deps.fetch.timeout, deps.fetch.max_redirects),
             fetch_timeout: deps.fetch.timeout,
             max_bytes: deps.fetch.max_bytes,
@@ -128,6 +131,12 @@ impl Assessment {
                 return f;
             }
         };
+        // The first hop is checked here, as every redirect is in the client: the fetcher is
+        // safe whoever calls it, whatever it was given.
+        if let Err(r) = self.guard.check_url(&parsed) {
+            f.error = Some(format!("refused: {r}"));
+            return f;
+        }
         let resp = match fetcher
             .get(parsed)
             .header("accept", "text/html,application/xhtml+xml")
