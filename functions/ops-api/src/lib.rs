@@ -29,6 +29,49 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Rows per CSV page by default, and at most.
 pub const DEFAULT_PAGE: i64 = 5_000;
 pub const MAX_PAGE: i64 = 20_000;
+/// A CSV page's body, JSON-escaped, stays under this: Lambda returns at most 6 MB, headers and
+/// the response's JSON envelope included.
+pub const MAX_PAGE_JSON_BYTES: usize = 5 * 1024 * 1024;
+/// A cell longer than this is cut (with a marker): one row can never outgrow a page.
+pub const MAX_CELL_CHARS: usize = 16 * 1024;
+
+/// A cell as a spreadsheet may safely open it: text starting with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return would be read as a formula, so it gets a leading `'` (OWASP's rule against
+/// CSV injection through business names, subjects and addresses); and at most `MAX_CELL_CHARS`.
+pub fn safe_cell(v: String) -> String {
+    let v = if v.chars().count() > MAX_CELL_CHARS {
+        let mut cut: String = v.chars().take(MAX_CELL_CHARS).collect();
+        cut.push_str("…[cut]");
+        cut
+    } else {
+        v
+    };
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v
+    }
+}
+
+/// One CSV record (quoted as needed, with its line end).
+fn csv_record(fields: impl IntoIterator<Item = String>) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(fields)?;
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// The length of `bytes` (UTF-8) as a JSON string's contents: quotes, backslashes and control
+/// characters are escaped.
+fn json_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
 
 pub struct OpsApi {
     pub pool: Pool,
@@ -523,28 +566,40 @@ impl OpsApi {
             .and_utc();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&from_ts, &to_ts, &after, &limit];
-        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut body: Vec<u8> = Vec::new();
         let mut n = 0i64;
         let mut last: Option<String> = None;
+        // The page ends early, with a cursor, when one more row would take the response past
+        // what Lambda can return (measured as the body's JSON-escaped size: the response is JSON).
+        let (mut escaped, mut cut) = (0usize, false);
         {
             let rows = tx.query_raw(sql, params).await.map_err(internal)?;
             pin_mut!(rows);
             while let Some(row) = rows.next().await {
                 let row = row.map_err(internal)?;
-                if n == 0 {
-                    w.write_record(row.columns().iter().map(|c| c.name()))
-                        .map_err(internal)?;
-                }
+                let mut bytes = if n == 0 {
+                    csv_record(row.columns().iter().map(|c| c.name().to_owned()))
+                        .map_err(internal)?
+                } else {
+                    Vec::new()
+                };
                 let fields: Vec<String> = (0..row.len())
                     .map(|i| row.get::<_, Option<String>>(i).unwrap_or_default())
                     .collect();
-                w.write_record(&fields).map_err(internal)?;
-                last = fields.into_iter().next();
+                let cursor = fields.first().cloned();
+                bytes.extend(csv_record(fields.into_iter().map(safe_cell)).map_err(internal)?);
+                let grown = json_len(&bytes);
+                if n > 0 && escaped + grown > MAX_PAGE_JSON_BYTES {
+                    cut = true;
+                    break;
+                }
+                body.extend(bytes);
+                escaped += grown;
+                last = cursor;
                 n += 1;
             }
         }
         tx.commit().await.map_err(internal)?;
-        let body = w.into_inner().map_err(internal)?;
         let mut resp = text(
             200,
             "text/csv; charset=utf-8",
@@ -556,7 +611,7 @@ impl OpsApi {
             &format!("attachment; filename=\"{file}\""),
         );
         resp = with_header(resp, "X-Rows", &n.to_string());
-        if n == limit
+        if (n == limit || cut)
             && let Some(l) = last
         {
             resp = with_header(resp, "X-Next-After", &l);
@@ -607,3 +662,46 @@ SELECT l.id::text, l.run_id::text, l.business_id::text, l.vendor, l.endpoint, l.
 FROM cost_ledger l
 WHERE l.occurred_at >= $1 AND l.occurred_at < $2 AND ($3::text IS NULL OR l.id > $3::text::int8)
 ORDER BY l.id LIMIT $4";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_quoted_and_long_ones_cut() {
+        for (raw, want) in [
+            ("=1+1", "'=1+1"),
+            ("+14085550100", "'+14085550100"),
+            ("-2", "'-2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("Joe's Pizza", "Joe's Pizza"),
+            ("", ""),
+        ] {
+            assert_eq!(safe_cell(raw.to_owned()), want, "{raw:?}");
+        }
+        let long = safe_cell("é".repeat(MAX_CELL_CHARS + 5));
+        assert!(long.ends_with("…[cut]"));
+        assert_eq!(
+            long.chars().count(),
+            MAX_CELL_CHARS + "…[cut]".chars().count()
+        );
+    }
+
+    #[test]
+    fn json_length_counts_escapes() {
+        for s in [
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "nl\nx",
+            "\u{1}\u{1f}",
+            "é€😀",
+            "",
+        ] {
+            let json = serde_json::to_string(s).unwrap();
+            assert_eq!(json_len(s.as_bytes()), json.len() - 2, "{s:?}");
+        }
+    }
+}
