@@ -343,3 +343,40 @@ async fn a_webhook_batch_uses_the_indexes_when_a_tenant_holds_a_million_emails()
     .await;
     assert!(!soft.contains("Seq Scan on email_events"), "{soft}");
 }
+
+#[tokio::test]
+async fn an_event_carrying_text_postgresql_refuses_does_not_fail_its_batch() {
+    let s = setup().await;
+    let (t, e) = (s.tenant, s.email_id);
+    // A NUL in one event's reason, a lone surrogate in another's, both as JSON escapes (the only
+    // way JSON carries them); the good event between them must be kept.
+    let body = format!(
+        r#"[{{"email":"owner@joes.example.com","timestamp":{n},"event":"bounce","type":"blocked","reason":"mailbox \u0000full","sg_event_id":"ev-nul","tenant_id":"{t}","email_id":"{e}"}},
+            {{"email":"owner@joes.example.com","timestamp":{n},"event":"delivered","sg_event_id":"ev-good","tenant_id":"{t}","email_id":"{e}"}},
+            {{"email":"owner@joes.example.com","timestamp":{n},"event":"open","useragent":"Mail \ud800 agent","sg_event_id":"ev-sur","tenant_id":"{t}","email_id":"{e}"}}]"#,
+        n = *NOW - 5
+    );
+    let out = ingest(&s.deps, &signed(&s.key, &body, *NOW), *NOW)
+        .await
+        .unwrap();
+    assert_eq!((out.received, out.stored), (3, 3), "{out:?}");
+    let admin = s.db.admin().await;
+    let reason: String = admin
+        .query_one(
+            "SELECT raw->>'reason' FROM email_events WHERE sg_event_id = 'ev-nul'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason, "mailbox full");
+    let agent: String = admin
+        .query_one(
+            "SELECT raw->>'useragent' FROM email_events WHERE sg_event_id = 'ev-sur'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(agent, "Mail \u{FFFD} agent");
+}

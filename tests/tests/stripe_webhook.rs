@@ -544,3 +544,28 @@ async fn disputes_are_recorded_against_the_purchase_of_their_payment_intent() {
         400
     );
 }
+
+#[tokio::test]
+async fn a_paid_session_carrying_text_postgresql_refuses_is_still_recorded_and_fulfilled() {
+    let s = setup_with(None).await;
+    // A NUL (the buyer's name as their bank sent it) and a lone surrogate in fields we store.
+    let body = completed(&s, "evt_nul", "cs_nul").replace(
+        r#""customer_details":{"email":"owner@joes.example.com"}"#,
+        r#""customer_details":{"email":"owner@joes.example.com","name":"Jo\u0000e \udc00"}"#,
+    );
+    assert!(body.contains(r"\u0000"), "{body}");
+    let out = handle(&s.deps, &signed(&body), now()).await.unwrap();
+    assert!(out.fulfilment_sent);
+    let name: String = s
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT payload->'data'->'object'->'customer_details'->>'name' FROM stripe_events WHERE event_id = 'evt_nul'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "Joe \u{FFFD}");
+}

@@ -156,8 +156,9 @@ fn clean(raw: &str, n: usize) -> Option<String> {
     (!joined.is_empty()).then(|| clip(&joined, n))
 }
 
+/// At most `n` characters, storable (no NULs: a page is outside text).
 fn clip(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+    shared::domain::storable(s, n)
 }
 
 impl Scan {
@@ -241,7 +242,7 @@ impl Scan {
         } else if let Some(t) = href.strip_prefix("tel:")
             && self.tel.len() < MAX_LINKS
         {
-            self.tel.push(t.to_owned());
+            self.tel.push(clip(t, 100));
         }
     }
 
@@ -446,6 +447,33 @@ mod tests {
         let mut page = PageScan::new();
         page.write(html.as_bytes());
         page.finish()
+    }
+
+    #[test]
+    fn nuls_on_a_page_never_reach_a_stored_field() {
+        let c = analyze(
+            "<html><head><title>Joe\u{0}'s</title><meta name=\"description\" content=\"a&#0;b\">\
+             <meta name=\"generator\" content=\"Word\u{0}Press 6\"><link rel=\"canonical\" href=\"https://j.example/\u{0}\">\
+             </head><body><h1>Big &#0; deal</h1><a href=\"tel:+1408\u{0}5550100\">call</a></body></html>",
+        );
+        let fields = [
+            c.title.clone(),
+            c.meta_description.clone(),
+            c.cms.clone(),
+            c.canonical.clone(),
+            c.h1.clone(),
+        ];
+        for f in fields.iter().chain(
+            c.contact_phones
+                .iter()
+                .map(|p| Some(p.clone()))
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
+            let f = f.as_deref().unwrap_or_default();
+            assert!(!f.contains('\0'), "{f:?}");
+        }
+        assert_eq!(c.title.as_deref(), Some("Joe's"));
     }
 
     #[test]

@@ -105,7 +105,8 @@ pub async fn ingest(
             deps.tolerance_secs,
         )
         .map_err(|e| HttpError::unauthorized(e.to_string()))?;
-    let events: Vec<Event> = serde_json::from_slice(&body)
+    // Outside text: an escape PostgreSQL would refuse in one event must not fail the batch.
+    let events: Vec<Event> = serde_json::from_slice(&shared::domain::storable_json(&body))
         .map_err(|e| HttpError::bad_request(format!("body is not a SendGrid event array: {e}")))?;
     let mut out = Ingested {
         received: events.len(),

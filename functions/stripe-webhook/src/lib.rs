@@ -116,6 +116,8 @@ pub async fn handle(
         deps.tolerance_secs,
     )
     .map_err(|e| HttpError::unauthorized(e.to_string()))?;
+    // Verified on the bytes Stripe signed; read and stored as storable text.
+    let body = shared::domain::storable_json(&body).into_owned();
     let event: Event = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request(format!("body is not a Stripe event: {e}")))?;
     let object = &event.data.object;

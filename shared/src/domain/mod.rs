@@ -2,6 +2,7 @@
 //! validate"), so code holding one never re-checks it.
 
 mod email;
+mod external;
 mod ids;
 mod insights;
 mod money;
@@ -11,6 +12,7 @@ mod text;
 mod website;
 
 pub use email::Email;
+pub use external::{ExternalText, storable, storable_json};
 pub use ids::{BusinessId, CampaignId, RunId, TenantId};
 pub use insights::recommendation_titles;
 pub use money::Money;

@@ -416,7 +416,9 @@ impl VendorHttp {
         usage: impl Fn(&T) -> Usage,
     ) -> Result<(T, Response), VendorError> {
         let (resp, started) = self.send(ctx, endpoint, build).await?;
-        match serde_json::from_slice::<T>(&resp.body) {
+        // Vendor text is outside text: escapes PostgreSQL or serde would refuse are made
+        // storable before anything reads the answer (`shared::domain::storable_json`).
+        match serde_json::from_slice::<T>(&crate::domain::storable_json(&resp.body)) {
             Ok(v) => {
                 self.finish(ctx, endpoint, &resp, started, usage(&v));
                 Ok((v, resp))

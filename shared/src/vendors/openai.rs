@@ -166,6 +166,12 @@ impl OpenAiClient {
             .message
             .content
             .ok_or_else(|| self.http.malformed("no content", b""))?;
+        // The model's answer is outside text twice over: a JSON document inside a string. Both
+        // layers are made storable (it is logged in `llm_logs`).
+        let raw = crate::domain::storable(
+            &String::from_utf8_lossy(&crate::domain::storable_json(raw.as_bytes())),
+            usize::MAX,
+        );
         let value = serde_json::from_str::<T>(&raw).map_err(|e| {
             self.http.malformed(
                 &format!("answer does not match {schema_name}: {e}"),
