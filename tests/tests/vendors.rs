@@ -622,3 +622,76 @@ async fn records_reach_the_cost_ledger_in_one_statement_per_tenant() {
     let row = admin.query_one("SELECT count(*), sum(cost_micros)::bigint FROM cost_ledger WHERE tenant_id = $1 AND vendor = 'yelp'", &[&t.as_uuid()]).await.unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 24_000));
 }
+
+#[tokio::test]
+async fn no_vendor_error_carries_a_key_or_a_secret_url_when_the_request_never_gets_an_answer() {
+    let mut h = Harness::new().await;
+    // Every vendor answers too late for the client.
+    h.policy.request_timeout = Duration::from_millis(300);
+    h.policy.max_call_time = Duration::from_secs(5);
+    h.clients = Some(h.build(true));
+    for v in Vendor::ALL {
+        h.fault(
+            sim_name(v),
+            Fault {
+                latency_ms: 2_000,
+                ..Fault::default()
+            },
+        );
+    }
+    let c = &h.sim.state.cfg;
+    let secrets = [
+        c.yelp_key.clone(),
+        c.google_key.clone(),
+        c.openai_key.clone(),
+        c.sendgrid_key.clone(),
+        c.stripe_key.clone(),
+        "/services/".to_owned(), // a Slack webhook's path is the secret
+    ];
+    let check = |v: Vendor, e: &VendorError| {
+        for text in [e.to_string(), format!("{e:?}")] {
+            for s in &secrets {
+                assert!(!text.contains(s.as_str()), "{v:?}: {s:?} in {text}");
+            }
+        }
+    };
+    for v in Vendor::ALL {
+        let e = h.call(v, true).await.unwrap_err();
+        assert!(
+            e.to_string().contains("timed out") || e.to_string().contains("no answer"),
+            "{v:?}: {e}"
+        );
+        check(v, &e);
+    }
+    // Nothing listens: a connection error, with the key in the query and the secret path.
+    let sink: Arc<dyn CallSink> = h.sink.clone();
+    let closed = |vendor| {
+        VendorHttp::new(
+            vendor,
+            "http://127.0.0.1:9",
+            h.policy.clone(),
+            PriceTable::default().price(vendor),
+            sink.clone(),
+        )
+        .unwrap()
+        .with_pause(h.pause.clone())
+    };
+    let ctx = CallContext::new(TenantId::new(), None, None);
+    let psi = PageSpeedClient::new(
+        closed(Vendor::PageSpeed),
+        Some(SecretString::from(c.google_key.clone())),
+    );
+    let e = psi
+        .run_mobile(&ctx, "https://www.joes.example.com/")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("connection failed"), "{e}");
+    check(Vendor::PageSpeed, &e);
+    let slack = SlackClient::new(
+        closed(Vendor::Slack),
+        SecretString::from("http://127.0.0.1:9/services/T0/B0/secretpath".to_owned()),
+    );
+    let e = slack.post(&ctx, "x").await.unwrap_err();
+    check(Vendor::Slack, &e);
+    assert!(!format!("{e:?}").contains("secretpath"), "{e:?}");
+}

@@ -206,7 +206,7 @@ impl VendorHttp {
                     // The request may have reached the vendor: repeating it could act twice.
                     return Attempt::Fail(VendorError::Ambiguous {
                         vendor,
-                        detail: format!("no answer after the request was sent: {e}"),
+                        detail: format!("no answer after the request was sent: {}", redacted(e)),
                     });
                 }
                 let kind = if e.is_timeout() {
@@ -216,7 +216,7 @@ impl VendorHttp {
                 } else {
                     "request failed"
                 };
-                return self.unavailable(attempt, format!("{kind}: {e}"));
+                return self.unavailable(attempt, format!("{kind}: {}", redacted(e)));
             }
         };
         let status = resp.status();
@@ -440,6 +440,21 @@ impl VendorHttp {
     }
 }
 
+/// A transport error as it may be logged or stored. reqwest puts the whole URL in its message,
+/// and a vendor URL can be the secret itself (PageSpeed's key in the query, a Slack webhook's
+/// path): only the scheme and host are kept, at the error's source, so no log line, event row or
+/// error text downstream can carry more.
+pub fn redacted(e: reqwest::Error) -> String {
+    let origin = e
+        .url()
+        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")));
+    let e = e.without_url();
+    match origin {
+        Some(o) => format!("{e} ({o})"),
+        None => e.to_string(),
+    }
+}
+
 async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, String> {
     if resp.content_length().is_some_and(|n| n as usize > max) {
         return Err(format!("response larger than {max} bytes"));
@@ -448,7 +463,7 @@ async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, S
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| format!("reading body: {e}"))?
+        .map_err(|e| format!("reading body: {}", redacted(e)))?
     {
         if buf.len() + chunk.len() > max {
             return Err(format!("response larger than {max} bytes"));
