@@ -854,3 +854,48 @@ async fn the_storefront_shows_sells_and_refuses() {
     );
     assert_eq!(status(&c, format!("{g}/d/{unsub_as_download}")).await, 404);
 }
+
+#[tokio::test]
+async fn a_delivery_message_naming_another_tenants_email_fails_instead_of_being_acknowledged() {
+    use shared::pipeline::{Incoming, process_batch};
+    let f = fixture(60, |o| o.delivery.warmup = vec![1]).await;
+    f.p.run(&NoProgress).await.unwrap();
+    let admin = f.db.admin().await;
+    // A's email still waiting (the cap held it), named by a message claiming tenant B.
+    let row = admin
+        .query_one(
+            "SELECT business_id, campaign_id FROM emails WHERE send_state = 'queued' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let b = uuid::Uuid::new_v4();
+    admin
+        .execute("INSERT INTO tenants (id, name) VALUES ($1, 'B')", &[&b])
+        .await
+        .unwrap();
+    let body = Envelope::new(
+        shared::domain::TenantId::from_uuid(b),
+        None,
+        "forged-1",
+        LeadRef {
+            business_id: BusinessId::from_uuid(row.get(0)),
+            campaign_id: CampaignId::from_uuid(row.get(1)),
+        },
+    )
+    .to_body()
+    .unwrap();
+    let sent_before = outbox(&f.p).len();
+    let out = process_batch(
+        &f.p.stages.delivery,
+        &f.p.deps,
+        vec![Incoming {
+            id: "m1".into(),
+            receive_count: 1,
+            body,
+        }],
+    )
+    .await;
+    assert_eq!(out.failed, vec!["m1".to_owned()], "{out:?}");
+    assert_eq!(outbox(&f.p).len(), sent_before, "nothing sent");
+}

@@ -194,6 +194,9 @@ pub enum Plan {
     Defer(&'static str),
     /// Claimed by another invocation moments ago: retry later.
     InFlight,
+    /// The message names a row its tenant does not hold (a forged or misrouted message): it
+    /// fails, and dead-letters, rather than being acknowledged.
+    Missing,
 }
 
 /// A claimed message: what to send, the business's name, the preview PDF's key to attach.
@@ -209,6 +212,9 @@ impl Plan {
             Plan::Defer(why) => Err(Ok(Done::Deferred(why))),
             Plan::InFlight => Err(Err(WorkError::Transient(format!(
                 "{what} is being sent by another invocation"
+            )))),
+            Plan::Missing => Err(Err(WorkError::Permanent(format!(
+                "{what} is not this tenant's, or does not exist"
             )))),
         }
     }
@@ -402,7 +408,7 @@ impl StageHandler for Delivery {
         let today = chrono::Utc::now().date_naive();
         let mut plans: HashMap<BusinessId, Plan> = envs
             .iter()
-            .map(|e| (e.payload.business_id, Plan::Skip("no_email")))
+            .map(|e| (e.payload.business_id, Plan::Missing))
             .collect();
         let settings = &self.0.settings;
         let mut candidates: Vec<Candidate> = Vec::new();
@@ -592,7 +598,7 @@ impl StageHandler for Delivery {
         let plan = ctx
             .get(&env.payload.business_id)
             .cloned()
-            .unwrap_or(Plan::Skip("no_email"));
+            .unwrap_or(Plan::Missing);
         let (mut outbound, name, preview) = match plan.claimed("the email") {
             Ok(claimed) => claimed,
             Err(done) => return done,

@@ -9,7 +9,10 @@ use crate::domain::{RunId, TenantId};
 
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// Strict: a field this version does not know is refused (a message from a newer or a forged
+/// sender is not half-read), and so are unknown fields of every payload (see `messages`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Envelope<T> {
     pub v: u32,
     pub tenant_id: TenantId,
@@ -97,6 +100,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Job {
         zip: String,
     }
@@ -118,6 +122,25 @@ mod tests {
             (c.tenant_id, c.run_id, c.trace_id.as_str()),
             (e.tenant_id, e.run_id, e.trace_id.as_str())
         );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_in_the_envelope_and_its_payload() {
+        let t = TenantId::new();
+        for body in [
+            format!(
+                r#"{{"v":1,"tenant_id":"{t}","run_id":null,"idempotency_key":"k","trace_id":"t","payload":{{"zip":"1"}},"admin":true}}"#
+            ),
+            format!(
+                r#"{{"v":1,"tenant_id":"{t}","run_id":null,"idempotency_key":"k","trace_id":"t","payload":{{"zip":"1","tenant_id":"x"}}}}"#
+            ),
+        ] {
+            let e = Envelope::<Job>::parse(&body).unwrap_err();
+            assert!(
+                matches!(&e, EnvelopeError::Malformed(m) if m.contains("unknown field")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

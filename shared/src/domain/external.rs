@@ -25,7 +25,7 @@ impl ExternalText {
     pub const DEFAULT_MAX_CHARS: usize = 4096;
 
     pub fn new(raw: &str, max_chars: usize) -> Self {
-        let mut out = String::with_capacity(raw.len().min(max_chars * 4));
+        let mut out = String::with_capacity(raw.len().min(max_chars.saturating_mul(4)));
         for c in raw.chars().filter(|c| *c != '\0').take(max_chars) {
             out.push(c);
         }
@@ -203,6 +203,7 @@ mod tests {
     fn external_text_drops_nuls_and_caps_length() {
         assert_eq!(ExternalText::new("a\0b\0", 10).as_str(), "ab");
         assert_eq!(ExternalText::new("ééééé", 3).as_str(), "ééé");
+        assert_eq!(ExternalText::new("a\0b", usize::MAX).as_str(), "ab", "no bound");
         let t: ExternalText = serde_json::from_str(r#""x\u0000y""#).unwrap();
         assert_eq!(t.as_str(), "xy");
     }

@@ -6,6 +6,7 @@ use crate::domain::{BusinessId, CampaignId};
 
 /// targeting → sourcing: one Yelp search page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourcingJob {
     pub campaign_id: CampaignId,
     /// A ZIP code or a city.
@@ -17,6 +18,7 @@ pub struct SourcingJob {
 
 /// sourcing → enrichment → assessment → scoring → reports: one business of one campaign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LeadRef {
     pub business_id: BusinessId,
     pub campaign_id: CampaignId,
@@ -24,6 +26,7 @@ pub struct LeadRef {
 
 /// stripe-webhook → fulfilment queue: one paid purchase whose report must be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fulfil {
     pub purchase_id: uuid::Uuid,
     pub stripe_session_id: String,
