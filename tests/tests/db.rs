@@ -741,3 +741,36 @@ async fn outreach_already_doubled_on_one_inbox_migrates_to_one_per_inbox() {
         .unwrap_err();
     assert_eq!(again.code(), Some(&SqlState::UNIQUE_VIOLATION));
 }
+
+#[tokio::test]
+async fn every_definer_function_is_closed_to_public_and_puts_pg_temp_last() {
+    let test = TestDb::new().await;
+    let admin = test.admin().await;
+    let open: Vec<(String, Option<Vec<String>>, bool)> = admin
+        .query(
+            "SELECT p.proname, p.proconfig,
+                    p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
+                                                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public_may_run
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' AND p.prosecdef ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(open.len() >= 6, "the definer functions: {open:?}");
+    for (name, config, public_may_run) in &open {
+        let path = config
+            .iter()
+            .flatten()
+            .find_map(|c| c.strip_prefix("search_path="))
+            .unwrap_or("");
+        assert!(
+            path.replace(' ', "").ends_with(",pg_temp"),
+            "{name}: search_path {path:?} must end with pg_temp"
+        );
+        assert!(!public_may_run, "{name}: PUBLIC may execute it");
+    }
+}

@@ -203,7 +203,11 @@ mod tests {
     fn external_text_drops_nuls_and_caps_length() {
         assert_eq!(ExternalText::new("a\0b\0", 10).as_str(), "ab");
         assert_eq!(ExternalText::new("ééééé", 3).as_str(), "ééé");
-        assert_eq!(ExternalText::new("a\0b", usize::MAX).as_str(), "ab", "no bound");
+        assert_eq!(
+            ExternalText::new("a\0b", usize::MAX).as_str(),
+            "ab",
+            "no bound"
+        );
         let t: ExternalText = serde_json::from_str(r#""x\u0000y""#).unwrap();
         assert_eq!(t.as_str(), "xy");
     }
