@@ -14,6 +14,10 @@ pub enum Outcome {
     Timeout,
     Malformed,
     Unauthorized,
+    /// A 200 whose JSON body is an error envelope (a gateway or a vendor's backend failing).
+    ErrorIn200,
+    /// A 200 whose JSON body is an empty array where an object belongs.
+    ArrayIn200,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -232,6 +232,11 @@ fn fault_response(state: &SimState, vendor: &str, outcome: Outcome, fault: &Faul
             "{\"truncated\": [1, 2,",
         )
             .into_response(),
+        (_, Outcome::ArrayIn200) => json_response(StatusCode::OK, json!([])),
+        (_, Outcome::ErrorIn200) => json_response(
+            StatusCode::OK,
+            json!({ "error": { "code": 500, "message": "backend error, try again" } }),
+        ),
         (_, Outcome::Timeout) => {
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out").into_response()
         }

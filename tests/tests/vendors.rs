@@ -480,6 +480,95 @@ async fn a_malformed_body_is_a_typed_error_with_an_excerpt() {
 }
 
 #[tokio::test]
+async fn an_error_inside_a_200_is_an_error_not_an_empty_answer() {
+    for v in [
+        Vendor::Yelp,
+        Vendor::Places,
+        Vendor::PageSpeed,
+        Vendor::OpenAi,
+        Vendor::Stripe,
+    ] {
+        let h = Harness::new().await;
+        h.fault(
+            sim_name(v),
+            Fault {
+                script: vec![Outcome::ErrorIn200],
+                ..Fault::default()
+            },
+        );
+        match h.call(v, true).await {
+            Err(VendorError::Malformed { detail, .. }) => assert!(
+                detail.contains("an error inside a 200 answer: backend error"),
+                "{v}: {detail}"
+            ),
+            other => panic!("{v}: {other:?}"),
+        }
+        // An array where the answer's object belongs is not "no results" either.
+        h.fault(
+            sim_name(v),
+            Fault {
+                script: vec![Outcome::ArrayIn200],
+                ..Fault::default()
+            },
+        );
+        match h.call(v, true).await {
+            Err(VendorError::Malformed { detail, .. }) => {
+                assert!(detail.contains("not a JSON object"), "{v}: {detail}")
+            }
+            other => panic!("{v}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_pagespeed_answer_without_the_categories_asked_for_is_an_error_not_nulls() {
+    let answer: shared::vendors::pagespeed::PsiResponse = serde_json::from_value(serde_json::json!({
+        "id": "https://joes.example.com/",
+        "lighthouseResult": { "finalUrl": "https://joes.example.com/", "categories": {}, "audits": {} }
+    }))
+    .unwrap();
+    let e = answer.summary().unwrap_err();
+    assert!(e.contains("none of the requested categories"), "{e}");
+}
+
+#[tokio::test]
+async fn a_mail_whose_subject_or_header_holds_a_line_break_is_never_sent() {
+    let h = Harness::new().await;
+    let c = h.clients.as_ref().unwrap();
+    let ctx = CallContext::new(TenantId::new(), None, None);
+    let mail = |subject: &str, header: &str| Mail {
+        personalizations: vec![Personalization {
+            to: vec![Address {
+                email: "owner@joes.example.com".into(),
+                name: None,
+            }],
+            custom_args: BTreeMap::new(),
+        }],
+        from: Address {
+            email: "ann@agency.example.com".into(),
+            name: Some("Ann".into()),
+        },
+        reply_to: None,
+        subject: subject.into(),
+        content: vec![Content {
+            kind: "text/plain".into(),
+            value: "Hello".into(),
+        }],
+        headers: BTreeMap::from([("X-Campaign".into(), header.into())]),
+        categories: vec![],
+        attachments: vec![],
+    };
+    for m in [
+        mail("Hi\r\nBcc: everyone@example.com", "ok"),
+        mail("Hi", "x\nBcc: everyone@example.com"),
+    ] {
+        let e = c.sendgrid.send(&ctx, &m).await.unwrap_err();
+        assert!(matches!(e, VendorError::InvalidInput { .. }), "{e}");
+    }
+    assert_eq!(h.requests("sendgrid"), 0, "nothing reached SendGrid");
+}
+
+#[tokio::test]
 async fn quota_exhaustion_is_not_retried_and_is_told_apart_from_rate_limiting() {
     for v in [Vendor::Yelp, Vendor::OpenAi, Vendor::PageSpeed] {
         let h = Harness::new().await;
@@ -694,4 +783,78 @@ async fn no_vendor_error_carries_a_key_or_a_secret_url_when_the_request_never_ge
     let e = slack.post(&ctx, "x").await.unwrap_err();
     check(Vendor::Slack, &e);
     assert!(!format!("{e:?}").contains("secretpath"), "{e:?}");
+}
+
+/// Serves `body` with `Content-Encoding: gzip` to every request on a local port; its base URL.
+async fn gzip_server(body: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = Arc::new(body);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_answers_are_decoded_and_a_bomb_stops_at_the_cap() {
+    let h = Harness::new().await;
+    let sink: Arc<dyn CallSink> = h.sink.clone();
+    let http_at = |base: &str| {
+        VendorHttp::new(
+            Vendor::Yelp,
+            base,
+            h.policy.clone(),
+            PriceTable::default().price(Vendor::Yelp),
+            sink.clone(),
+        )
+        .unwrap()
+        .with_pause(h.pause.clone())
+    };
+    let ctx = CallContext::new(TenantId::new(), None, None);
+    let search = SearchRequest {
+        location: "95113".into(),
+        categories: None,
+        term: None,
+        limit: 20,
+        offset: 0,
+    };
+    // A gzipped answer reads as the answer.
+    let ok =
+        gzip(br#"{"total": 1, "businesses": [{"id": "y1", "name": "Joe's", "is_closed": false}]}"#);
+    let yelp = YelpClient::new(
+        http_at(&gzip_server(ok).await),
+        SecretString::from("k".to_owned()),
+    );
+    let r = yelp.search(&ctx, &search).await.unwrap();
+    assert_eq!((r.total, r.businesses.len()), (1, 1));
+    // 100 MB of zeros in about 100 KB: the read stops at the body cap, decoded size counted.
+    let bomb = gzip(&vec![b' '; 100 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024, "{}", bomb.len());
+    let yelp = YelpClient::new(
+        http_at(&gzip_server(bomb).await),
+        SecretString::from("k".to_owned()),
+    );
+    let e = yelp.search(&ctx, &search).await.unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
 }

@@ -174,9 +174,13 @@ pub fn classify(r: Result<String, VendorError>) -> Result<Sent, VendorError> {
         Err(e @ VendorError::Malformed { .. }) => Ok(Sent::Unknown {
             reason: e.to_string(),
         }),
-        Err(e @ VendorError::BadRequest { .. }) => Ok(Sent::Failed {
-            reason: e.to_string(),
-        }),
+        // SendGrid refused it, or it could never be sent as built (a line break in a header):
+        // sending it again cannot help.
+        Err(e @ (VendorError::BadRequest { .. } | VendorError::InvalidInput { .. })) => {
+            Ok(Sent::Failed {
+                reason: e.to_string(),
+            })
+        }
         Err(e) => Err(e),
     }
 }

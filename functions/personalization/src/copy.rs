@@ -94,7 +94,9 @@ pub fn subject(template: &str, business: &str, mobile_performance: Option<u8>) -
         None if template.contains("{mobile_performance}") => SUBJECT_WITHOUT_FIGURES,
         _ => template,
     };
-    let s = template.replace("{business}", business).replace(
+    // A subject is one line: line breaks in a business's name (outside text) become spaces.
+    let business = business.split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = template.replace("{business}", &business).replace(
         "{mobile_performance}",
         &mobile_performance
             .map(|p| p.to_string())
@@ -186,6 +188,17 @@ mod tests {
             Some(80),
         );
         assert!(long.chars().count() <= 60, "{long}");
+    }
+
+    #[test]
+    fn a_business_name_with_line_breaks_makes_a_one_line_subject() {
+        let s = subject(
+            "Ideas for {business}",
+            "Joe's\r\nBcc: all@example.com",
+            None,
+        );
+        assert!(!s.contains(['\r', '\n']), "{s:?}");
+        assert_eq!(s, "Ideas for Joe's Bcc: all@example.com");
     }
 
     #[test]

@@ -340,9 +340,12 @@ impl VendorHttp {
         repeatable: bool,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<(Response, Instant), VendorError> {
-        let http = self.http.get().map_err(|e| VendorError::InvalidInput {
+        // Our HTTP client could not be built (TLS roots, the environment): nothing reached the
+        // vendor, and the request itself is not at fault — retried, then dead-lettered.
+        let http = self.http.get().map_err(|e| VendorError::Unavailable {
             vendor: self.vendor,
-            detail: e.to_string(),
+            attempts: 0,
+            detail: format!("HTTP client not available: {e}"),
         })?;
         let mut attempt = 0;
         let call_started = Instant::now();
@@ -416,6 +419,23 @@ impl VendorHttp {
         usage: impl Fn(&T) -> Usage,
     ) -> Result<(T, Response), VendorError> {
         let (resp, started) = self.send(ctx, endpoint, build).await?;
+        // Every answer we read is a JSON object: anything else at the top (an array, a string,
+        // null — which serde would happily read as a struct of defaults, i.e. "no results") is
+        // malformed; and a 2xx can carry an error, which is one, never an empty result.
+        if !resp.body.trim_ascii_start().starts_with(b"{") {
+            self.finish(ctx, endpoint, &resp, started, Usage::default());
+            return Err(self.malformed("the answer is not a JSON object", &resp.body));
+        }
+        if let Some(detail) = error_inside(&resp.body) {
+            self.finish(ctx, endpoint, &resp, started, Usage::default());
+            return Err(self.malformed(
+                &format!(
+                    "an error inside a {} answer: {detail}",
+                    resp.status.as_u16()
+                ),
+                &resp.body,
+            ));
+        }
         // Vendor text is outside text: escapes PostgreSQL or serde would refuse are made
         // storable before anything reads the answer (`shared::domain::storable_json`).
         match serde_json::from_slice::<T>(&crate::domain::storable_json(&resp.body)) {
@@ -438,6 +458,28 @@ impl VendorHttp {
             excerpt: excerpt(body, 120),
         }
     }
+}
+
+/// The error a successful-looking JSON answer carries at its top level — `"error"` (not null or
+/// false) or a non-empty `"errors"` — as vendors and the gateways in front of them send it.
+fn error_inside(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&crate::domain::storable_json(body)).ok()?;
+    let e = v
+        .get("error")
+        .filter(|e| !e.is_null() && e.as_bool() != Some(false))
+        .or_else(|| {
+            v.get("errors")
+                .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+        })?;
+    let text = match e {
+        serde_json::Value::String(s) => s.clone(),
+        other => other
+            .get("message")
+            .or_else(|| other.get("description"))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| other.to_string(), str::to_owned),
+    };
+    Some(text.chars().take(200).collect())
 }
 
 /// A transport error as it may be logged or stored. reqwest puts the whole URL in its message,

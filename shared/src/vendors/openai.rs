@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::core::Usage;
 use super::{CallContext, Vendor, VendorError, VendorHttp};
 
+/// The largest structured answer read: far above what `max_tokens` lets an honest model write.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     pub model: String,
@@ -166,6 +169,13 @@ impl OpenAiClient {
             .message
             .content
             .ok_or_else(|| self.http.malformed("no content", b""))?;
+        // An answer larger than any we ask for is not read (max_tokens bounds an honest one).
+        if raw.len() > MAX_ANSWER_BYTES {
+            return Err(self.http.malformed(
+                &format!("answer of {} bytes, over {MAX_ANSWER_BYTES}", raw.len()),
+                raw.as_bytes(),
+            ));
+        }
         // The model's answer is outside text twice over: a JSON document inside a string. Both
         // layers are made storable (it is logged in `llm_logs`).
         let raw = crate::domain::storable(

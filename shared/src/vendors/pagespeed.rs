@@ -84,6 +84,14 @@ impl PsiResponse {
                 e.message.as_deref().unwrap_or_default()
             ));
         }
+        // We asked for four categories: an answer with none of them measured nothing, and is
+        // an error rather than a summary of nulls.
+        if !["performance", "seo", "accessibility", "best-practices"]
+            .iter()
+            .any(|k| lr.categories.contains_key(*k))
+        {
+            return Err("the answer has none of the requested categories".to_owned());
+        }
         let score = |k: &str| {
             lr.categories
                 .get(k)

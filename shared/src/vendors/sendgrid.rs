@@ -75,6 +75,14 @@ impl SendGridClient {
     /// Sends; returns SendGrid's message id (`X-Message-Id`). SendGrid has no idempotency key, so
     /// a send whose answer was lost is [`VendorError::Ambiguous`], never retried.
     pub async fn send(&self, ctx: &CallContext, mail: &Mail) -> Result<String, VendorError> {
+        // Header injection: a line break in a subject, a name or a header value would start a
+        // header of its own. Refused before anything is sent, whoever built the mail.
+        if let Some(field) = header_break(mail) {
+            return Err(VendorError::InvalidInput {
+                vendor: crate::vendors::Vendor::SendGrid,
+                detail: format!("{field} holds a line break"),
+            });
+        }
         let url = self.http.url("/v3/mail/send");
         let (resp, started) = self
             .http
@@ -92,4 +100,24 @@ impl SendGridClient {
             .map(str::to_owned)
             .ok_or_else(|| self.http.malformed("202 without X-Message-Id", &resp.body))
     }
+}
+
+/// The first header-bound field of `mail` that holds a CR or LF.
+fn header_break(mail: &Mail) -> Option<String> {
+    let broken = |v: &str| v.contains(['\r', '\n']);
+    if broken(&mail.subject) {
+        return Some("the subject".into());
+    }
+    let names = std::iter::once(&mail.from)
+        .chain(mail.reply_to.iter())
+        .chain(mail.personalizations.iter().flat_map(|p| p.to.iter()));
+    for a in names {
+        if broken(&a.email) || a.name.as_deref().is_some_and(broken) {
+            return Some(format!("the address {:?}", a.email));
+        }
+    }
+    mail.headers
+        .iter()
+        .find(|(k, v)| broken(k) || broken(v))
+        .map(|(k, _)| format!("header {k:?}"))
 }
