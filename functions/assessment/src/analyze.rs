@@ -370,6 +370,9 @@ type Discard = fn(&[u8]);
 pub struct PageScan {
     scan: Shared,
     rewriter: Option<HtmlRewriter<'static, Discard>>,
+    /// Pages in an encoding the HTML scanner cannot read directly (UTF-16) are transcoded to
+    /// UTF-8 as they arrive.
+    transcoder: Option<encoding_rs::Decoder>,
 }
 
 impl Default for PageScan {
@@ -379,7 +382,27 @@ impl Default for PageScan {
 }
 
 impl PageScan {
+    /// A UTF-8 page (or one whose `<meta>` names its charset).
     pub fn new() -> Self {
+        Self::with_charset(None)
+    }
+
+    /// A page in the charset its `Content-Type` header declared (a label such as `Shift_JIS`
+    /// or `utf-16le`); without one, a `<meta charset>` in the page decides, else UTF-8.
+    pub fn with_charset(label: Option<&str>) -> Self {
+        let declared =
+            label.and_then(|l| encoding_rs::Encoding::for_label_no_replacement(l.as_bytes()));
+        let (encoding, transcoder) = match declared {
+            Some(e) if e.is_ascii_compatible() => (lol_html::AsciiCompatibleEncoding::new(e), None),
+            Some(e) => (None, Some(e.new_decoder_with_bom_removal())),
+            None => (None, None),
+        };
+        let mut page = Self::build(encoding, declared.is_none());
+        page.transcoder = transcoder;
+        page
+    }
+
+    fn build(encoding: Option<lol_html::AsciiCompatibleEncoding>, follow_meta: bool) -> Self {
         let scan: Shared = Arc::default();
         let rewriter = SELECTORS.as_ref().map(|s| {
             let sc = &scan;
@@ -404,25 +427,47 @@ impl PageScan {
                 with_scan(&all, |s| s.text(t));
                 Ok(())
             };
+            let base = Settings::new_send()
+                .with_strict(false)
+                .with_adjust_charset_on_meta_tag(follow_meta);
+            let base = match encoding {
+                Some(e) => base.with_encoding(e),
+                None => base,
+            };
             let settings = handlers
                 .into_iter()
-                .fold(
-                    Settings::new_send().with_strict(false),
-                    Settings::append_element_content_handler,
-                )
+                .fold(base, Settings::append_element_content_handler)
                 .append_document_content_handler(DocumentContentHandlers::default().text(all_text));
             let discard: Discard = |_| {};
             HtmlRewriter::new(settings, discard)
         });
-        Self { scan, rewriter }
+        Self {
+            scan,
+            rewriter,
+            transcoder: None,
+        }
     }
 
     /// Reads the next chunk of the page.
     pub fn write(&mut self, chunk: &[u8]) {
+        match self.transcoder.as_mut() {
+            Some(d) => {
+                let mut utf8 = String::with_capacity(
+                    d.max_utf8_buffer_length(chunk.len())
+                        .unwrap_or(chunk.len() * 3),
+                );
+                let _ = d.decode_to_string(chunk, &mut utf8, false);
+                self.feed(utf8.as_bytes());
+            }
+            None => self.feed(chunk),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
         // Handlers never fail and the scan is not strict, so an error can only be the parser
         // giving up on the rest of the page: keep what was read, ignore the rest.
         if let Some(r) = self.rewriter.as_mut()
-            && r.write(chunk).is_err()
+            && r.write(bytes).is_err()
         {
             self.rewriter = None;
         }
@@ -447,6 +492,34 @@ mod tests {
         let mut page = PageScan::new();
         page.write(html.as_bytes());
         page.finish()
+    }
+
+    #[test]
+    fn a_page_is_read_in_the_charset_it_declares() {
+        let title = "ジョーのピザ";
+        // Shift_JIS, declared by the HTTP header.
+        let page = format!("<html><head><title>{title}</title></head></html>");
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode(&page);
+        let mut p = PageScan::with_charset(Some("Shift_JIS"));
+        p.write(&sjis);
+        assert_eq!(p.finish().title.as_deref(), Some(title));
+        // windows-1251, declared only by the page's <meta>.
+        let (cp1251, _, _) = encoding_rs::WINDOWS_1251.encode(
+            "<html><head><meta charset=\"windows-1251\"><title>Пицца Джо</title></head></html>",
+        );
+        let mut p = PageScan::with_charset(None);
+        p.write(&cp1251);
+        assert_eq!(p.finish().title.as_deref(), Some("Пицца Джо"));
+        // UTF-16LE (not ASCII-compatible: transcoded as it arrives, split mid-character).
+        let utf16: Vec<u8> = format!("\u{feff}<html><head><title>{title}</title></head></html>")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut p = PageScan::with_charset(Some("utf-16le"));
+        for chunk in utf16.chunks(7) {
+            p.write(chunk);
+        }
+        assert_eq!(p.finish().title.as_deref(), Some(title));
     }
 
     #[test]

@@ -158,15 +158,24 @@ impl Assessment {
         };
         f.status = Some(resp.status().as_u16());
         f.final_url = Some(resp.url().to_string());
-        // A 2xx body is scanned and gzipped chunk by chunk as it arrives (up to the cap), so
-        // memory per fetch is a chunk and the scan's capped fields, not the page; any other
-        // body is only counted.
-        let mut reader = resp.status().is_success().then(|| {
-            (
-                analyze::PageScan::new(),
+        // A homepage is HTML: a 2xx that is a PDF, an image or nothing at all is recorded as
+        // not a homepage, and its bytes are never read as HTML.
+        let page_kind = homepage_kind(&resp);
+        if resp.status().is_success()
+            && let Err(why) = &page_kind
+        {
+            f.error = Some(format!("not a homepage: {why}"));
+        }
+        // A 2xx HTML body is scanned (in its declared charset) and gzipped chunk by chunk as it
+        // arrives (up to the cap, counted after decompression), so memory per fetch is a chunk
+        // and the scan's capped fields, not the page; any other body is only counted.
+        let mut reader = match (&page_kind, resp.status().is_success()) {
+            (Ok(charset), true) => Some((
+                analyze::PageScan::with_charset(charset.as_deref()),
                 flate2::write::GzEncoder::new(Vec::new(), ARCHIVE_LEVEL),
-            )
-        });
+            )),
+            _ => None,
+        };
         let mut archive_error = None;
         let mut resp = resp;
         loop {
@@ -202,6 +211,33 @@ impl Assessment {
         });
         f.elapsed_ms = started.elapsed().as_millis() as u64;
         f
+    }
+}
+
+/// Whether a response is a homepage — HTML (`text/html`, `application/xhtml+xml`, or no type
+/// at all) with content — and its declared charset; else why not.
+fn homepage_kind(resp: &reqwest::Response) -> Result<Option<String>, String> {
+    if matches!(resp.status().as_u16(), 204 | 205) {
+        return Err(format!("{} (no content)", resp.status().as_u16()));
+    }
+    if resp.content_length() == Some(0) {
+        return Err("an empty body".into());
+    }
+    let Some(value) = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let Ok(m) = value.parse::<mime::Mime>() else {
+        return Err(format!("an unreadable content type {value:?}"));
+    };
+    match m.essence_str() {
+        "text/html" | "application/xhtml+xml" => {
+            Ok(m.get_param(mime::CHARSET).map(|c| c.as_str().to_owned()))
+        }
+        other => Err(other.chars().take(100).collect()),
     }
 }
 
@@ -542,10 +578,17 @@ impl StageHandler for Assessment {
         let entity = Some(item.env.payload.business_id.to_string());
         let reachable =
             a.fetched.error.is_none() && a.fetched.status.is_some_and(|s| (200..300).contains(&s));
+        let not_html = a
+            .fetched
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not a homepage"));
         let mut events = vec![EventInfo {
             entity_id: entity.clone(),
             event: if reachable {
                 "assessed".into()
+            } else if not_html {
+                "not_a_homepage".into()
             } else {
                 "site_unreachable".into()
             },
@@ -563,5 +606,52 @@ impl StageHandler for Assessment {
             });
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::homepage_kind;
+
+    fn response(status: u16, content_type: Option<&str>, body: &'static str) -> reqwest::Response {
+        let mut b = http::Response::builder().status(status);
+        if let Some(t) = content_type {
+            b = b.header("content-type", t);
+        }
+        reqwest::Response::from(b.body(body).unwrap())
+    }
+
+    #[test]
+    fn only_html_with_content_is_a_homepage_and_its_charset_is_read() {
+        for (status, ct, want) in [
+            (200, Some("text/html"), Ok(None)),
+            (
+                200,
+                Some("text/html; charset=Shift_JIS"),
+                Ok(Some("shift_jis".to_owned())),
+            ),
+            (
+                200,
+                Some("application/xhtml+xml;charset=\"utf-16le\""),
+                Ok(Some("utf-16le".to_owned())),
+            ),
+            (200, None, Ok(None)),
+        ] {
+            assert_eq!(
+                homepage_kind(&response(status, ct, "<html>")),
+                want,
+                "{ct:?}"
+            );
+        }
+        for (status, ct, body, why) in [
+            (200, Some("application/pdf"), "%PDF-1.7", "application/pdf"),
+            (200, Some("image/png"), "\u{89}PNG", "image/png"),
+            (204, None, "", "204 (no content)"),
+            (200, Some("text/html"), "", "an empty body"),
+            (200, Some("text/html; charset"), "<html>", "unreadable"),
+        ] {
+            let e = homepage_kind(&response(status, ct, body)).unwrap_err();
+            assert!(e.contains(why), "{ct:?}: {e}");
+        }
     }
 }
