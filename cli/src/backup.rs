@@ -2,7 +2,8 @@
 //! emails, email events, purchases, the cost ledger, API keys, and the rows they reference
 //! (experiments, runs, businesses, assessments, scores, reports) — as CSV files written by
 //! PostgreSQL's own `COPY` (exact text for every type), with a manifest of row counts and
-//! SHA-256 sums. Exported as the schema owner, across tenants, ordered by primary key, so two
+//! SHA-256 sums. Exported as `leadfactory_backup` (BYPASSRLS: the owner is bound by forced RLS
+//! and would read the tenants' tables empty), across tenants, ordered by primary key, so two
 //! exports of the same data are byte-identical. A restore into an empty, migrated database
 //! checks the manifest, loads every table in one transaction (foreign keys in dependency order;
 //! the email ↔ purchase cycle deferred) and moves the sequences past the restored ids.
@@ -138,7 +139,8 @@ pub async fn export(
     Ok(manifest)
 }
 
-/// Restores an export into an empty database (as its owner); returns the manifest.
+/// Restores an export into an empty database (as `leadfactory_restore`: COPY FROM refuses a
+/// table under RLS to a role that does not bypass it); returns the manifest.
 pub async fn restore(
     client: &mut tokio_postgres::Client,
     store: &dyn ObjectStore,

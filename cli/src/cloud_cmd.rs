@@ -60,6 +60,8 @@ struct StateFile {
     simulator: String,
     database_url: String,
     database_owner_url: String,
+    #[serde(default)]
+    database_backup_url: String,
     queue_prefix: String,
 }
 
@@ -173,6 +175,7 @@ async fn up(state: &Path, args: UpArgs) -> anyhow::Result<()> {
         simulator: cloud.sim.base_url(),
         database_url: cloud.db.app_url.clone(),
         database_owner_url: cloud.db.owner_url.clone(),
+        database_backup_url: cloud.db.backup_url.clone(),
         queue_prefix: cloud.queue_prefix(),
     };
     std::fs::write(state_file(state), serde_json::to_string_pretty(&file)?)?;
@@ -182,6 +185,7 @@ async fn up(state: &Path, args: UpArgs) -> anyhow::Result<()> {
     println!("  simulator       {}", file.simulator);
     println!("  DATABASE_URL={}", file.database_url);
     println!("  DATABASE_OWNER_URL={}", file.database_owner_url);
+    println!("  DATABASE_BACKUP_URL={}", file.database_backup_url);
     println!("  LF_QUEUE_PREFIX={}", file.queue_prefix);
     println!(
         "  {} functions, schedules on a {}x clock: {}",

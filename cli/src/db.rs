@@ -74,8 +74,9 @@ pub async fn run(action: DbAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A connection as the schema owner: `url`, or the running local cluster.
-pub async fn owner_client(url: Option<String>) -> anyhow::Result<tokio_postgres::Client> {
+/// A connection as `url`'s role (the owner, `leadfactory_backup` or `leadfactory_restore`, as
+/// the command needs), or as the running local cluster's superuser.
+pub async fn operator_client(url: Option<String>) -> anyhow::Result<tokio_postgres::Client> {
     let url = match url {
         Some(u) => u,
         None => {
@@ -95,7 +96,7 @@ pub async fn owner_client(url: Option<String>) -> anyhow::Result<tokio_postgres:
 }
 
 pub async fn migrate(url: Option<String>) -> anyhow::Result<()> {
-    let mut client = owner_client(url).await?;
+    let mut client = operator_client(url).await?;
     let applied = shared::db::migrate(&mut client).await?;
     if applied.is_empty() {
         eprintln!("schema is up to date");

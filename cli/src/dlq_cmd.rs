@@ -29,8 +29,8 @@ enum DlqAction {
         queue: String,
         #[arg(long, default_value_t = 50)]
         max: usize,
-        /// Owner URL of the database, to show each message's recorded failure
-        #[arg(long, env = "DATABASE_OWNER_URL")]
+        /// URL of the database as `leadfactory_backup`, to show each message's recorded failure
+        #[arg(long, env = "DATABASE_BACKUP_URL")]
         database_url: Option<String>,
     },
     /// One dead-lettered message in full, with the reason it failed
@@ -40,8 +40,8 @@ enum DlqAction {
         /// The message id (from `dlq list`)
         #[arg(long)]
         message_id: String,
-        /// Owner URL of the database, to show the recorded failure
-        #[arg(long, env = "DATABASE_OWNER_URL")]
+        /// URL of the database as `leadfactory_backup`, to show the recorded failure
+        #[arg(long, env = "DATABASE_BACKUP_URL")]
         database_url: Option<String>,
     },
     /// Move messages from the DLQ back to the source queue

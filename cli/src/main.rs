@@ -38,8 +38,9 @@ enum Command {
     Dlq(dlq_cmd::DlqArgs),
     /// The latest runs and the newest run's stage table
     Status {
-        /// Owner URL of the database (default: the local cluster)
-        #[arg(long, env = "DATABASE_OWNER_URL")]
+        /// URL of the database as `leadfactory_backup`, which reads every tenant (default: the
+        /// local cluster)
+        #[arg(long, env = "DATABASE_BACKUP_URL")]
         url: Option<String>,
         #[arg(long, default_value_t = 10)]
         runs: i64,
@@ -96,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Export(args) => ops::export(args).await,
         Command::Restore(args) => ops::restore(args).await,
         Command::Status { url, runs } => {
-            let client = db::owner_client(url).await?;
+            let client = db::operator_client(url).await?;
             print!("{}", leadfactory_cli::status::report(&client, runs).await?);
             Ok(())
         }

@@ -300,8 +300,9 @@ pub struct ExportArgs {
     /// A directory, or s3://bucket/prefix
     #[arg(long)]
     to: String,
-    /// Owner URL of the database (default: the local cluster)
-    #[arg(long, env = "DATABASE_OWNER_URL")]
+    /// URL of the database as `leadfactory_backup` (it reads every tenant; the owner, bound by
+    /// forced RLS, would export nothing) — default: the local cluster
+    #[arg(long, env = "DATABASE_BACKUP_URL")]
     url: Option<String>,
 }
 
@@ -310,13 +311,13 @@ pub struct RestoreArgs {
     /// A directory, or s3://bucket/prefix, written by `leadfactory export`
     #[arg(long)]
     from: String,
-    /// Owner URL of the (empty, migrated) database (default: the local cluster)
-    #[arg(long, env = "DATABASE_OWNER_URL")]
+    /// URL of the (empty, migrated) database as `leadfactory_restore` (default: the local cluster)
+    #[arg(long, env = "DATABASE_RESTORE_URL")]
     url: Option<String>,
 }
 
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let client = crate::db::owner_client(args.url).await?;
+    let client = crate::db::operator_client(args.url).await?;
     let (store, prefix) = location(&args.to).await?;
     let m = leadfactory_cli::backup::export(&client, store.as_ref(), &prefix).await?;
     for t in &m.tables {
@@ -330,7 +331,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let mut client = crate::db::owner_client(args.url).await?;
+    let mut client = crate::db::operator_client(args.url).await?;
     let (store, prefix) = location(&args.from).await?;
     let m = leadfactory_cli::backup::restore(&mut client, store.as_ref(), &prefix).await?;
     let rows: u64 = m.tables.iter().map(|t| t.rows).sum();

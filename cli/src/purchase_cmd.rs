@@ -80,7 +80,7 @@ pub async fn run(args: PurchaseArgs) -> anyhow::Result<()> {
             resolve,
             note,
         } => {
-            let client = db::owner_client(url).await?;
+            let client = db::operator_client(url).await?;
             if let (Some(event), Some(note)) = (&resolve, &note) {
                 let n = client
                     .execute(

@@ -166,6 +166,17 @@ impl TestDb {
         shared::db::connect(&self.app_url_through(relay), size).expect("app pool")
     }
 
+    /// A connection as `role` (e.g. the operators' `leadfactory_backup`, `leadfactory_restore`),
+    /// as docs/deploy.md creates it: never the superuser.
+    pub async fn connect_as(&self, role: &str) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&url_for(role, self.port, &self.name), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connect as {role}: {e}"));
+        tokio::spawn(conn);
+        client
+    }
+
     pub async fn admin(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
             .await

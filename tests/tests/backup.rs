@@ -1,14 +1,22 @@
-//! Export → restore round trip on real PostgreSQL: a full local funnel exported (to a directory
-//! and to S3 on moto), restored into an empty database and exported again gives byte-identical
-//! files; a tampered file, a non-empty target and a schema mismatch are refused.
+//! Export → restore round trip on real PostgreSQL, as the operators' roles docs/deploy.md
+//! creates (never the superuser): a full local funnel exported (to a directory and to S3 on
+//! moto), restored into an empty database and exported again gives byte-identical files; a
+//! tampered file, a non-empty target and a schema mismatch are refused. (The cloud stand-in's
+//! database, owned by a non-superuser owner as on RDS, shows why the roles exist: see cloud.rs.)
 
 use leadfactory_cli::backup;
 use leadfactory_cli::local::NoProgress;
 use shared::store::{LocalStore, ObjectKey, ObjectStore, S3Store};
 use testkit::TestDb;
 
-async fn owner(db: &TestDb) -> tokio_postgres::Client {
-    db.admin().await
+/// The operators' roles as docs/deploy.md creates them (BYPASSRLS, no superuser): exports and
+/// inspection read as `leadfactory_backup`, restores load as `leadfactory_restore`.
+async fn reader(db: &TestDb) -> tokio_postgres::Client {
+    db.connect_as("leadfactory_backup").await
+}
+
+async fn restorer(db: &TestDb) -> tokio_postgres::Client {
+    db.connect_as("leadfactory_restore").await
 }
 
 async fn files(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<u8>)> {
@@ -33,7 +41,9 @@ async fn an_export_restores_exactly_and_tampering_is_refused() {
 
     let out = tempfile::tempdir().unwrap();
     let local = LocalStore::new(out.path());
-    let m = backup::export(&owner(&db).await, &local, "").await.unwrap();
+    let m = backup::export(&reader(&db).await, &local, "")
+        .await
+        .unwrap();
     let rows = |t: &str| m.tables.iter().find(|f| f.table == t).unwrap().rows;
     for t in [
         "tenants",
@@ -51,13 +61,13 @@ async fn an_export_restores_exactly_and_tampering_is_refused() {
 
     // Into an empty database: the same bytes come out again.
     let fresh = TestDb::new().await;
-    let restored = backup::restore(&mut owner(&fresh).await, &local, "")
+    let restored = backup::restore(&mut restorer(&fresh).await, &local, "")
         .await
         .unwrap();
     assert_eq!(restored, m);
     let again = tempfile::tempdir().unwrap();
     let local2 = LocalStore::new(again.path());
-    backup::export(&owner(&fresh).await, &local2, "")
+    backup::export(&reader(&fresh).await, &local2, "")
         .await
         .unwrap();
     assert_eq!(
@@ -66,7 +76,7 @@ async fn an_export_restores_exactly_and_tampering_is_refused() {
         "restore then export is exact"
     );
     // New ids continue past the restored ones.
-    let admin = owner(&fresh).await;
+    let admin = fresh.admin().await;
     let max: i64 = admin
         .query_one("SELECT max(id) FROM cost_ledger", &[])
         .await
@@ -80,7 +90,7 @@ async fn an_export_restores_exactly_and_tampering_is_refused() {
     assert!(next > max);
 
     // Restoring over data is refused; so is a tampered file.
-    let e = backup::restore(&mut owner(&fresh).await, &local, "")
+    let e = backup::restore(&mut restorer(&fresh).await, &local, "")
         .await
         .unwrap_err();
     assert!(matches!(e, backup::BackupError::NotEmpty(_)), "{e}");
@@ -89,11 +99,11 @@ async fn an_export_restores_exactly_and_tampering_is_refused() {
     let mut bytes = local.get(&emails).await.unwrap().to_vec();
     bytes.extend_from_slice(b"\n");
     local.put(&emails, bytes.into(), "text/csv").await.unwrap();
-    let e = backup::restore(&mut owner(&empty).await, &local, "")
+    let e = backup::restore(&mut restorer(&empty).await, &local, "")
         .await
         .unwrap_err();
     assert!(matches!(e, backup::BackupError::Checksum { .. }), "{e}");
-    let n: i64 = owner(&empty)
+    let n: i64 = reader(&empty)
         .await
         .query_one("SELECT count(*) FROM tenants", &[])
         .await
@@ -117,14 +127,14 @@ async fn an_export_to_s3_restores_from_s3() {
         .await
         .unwrap();
     let s3 = S3Store::from_sdk_config(&sdk, &bucket);
-    let m = backup::export(&owner(&db).await, &s3, "backups/2026-11-25")
+    let m = backup::export(&reader(&db).await, &s3, "backups/2026-11-25")
         .await
         .unwrap();
     let fresh = TestDb::new().await;
-    backup::restore(&mut owner(&fresh).await, &s3, "backups/2026-11-25")
+    backup::restore(&mut restorer(&fresh).await, &s3, "backups/2026-11-25")
         .await
         .unwrap();
-    let businesses: i64 = owner(&fresh)
+    let businesses: i64 = reader(&fresh)
         .await
         .query_one("SELECT count(*) FROM businesses", &[])
         .await
@@ -141,7 +151,7 @@ async fn an_export_to_s3_restores_from_s3() {
     assert_eq!(files(&s3, "backups/2026-11-25/").await, {
         let d = tempfile::tempdir().unwrap();
         let l = LocalStore::new(d.path());
-        backup::export(&owner(&fresh).await, &l, "").await.unwrap();
+        backup::export(&reader(&fresh).await, &l, "").await.unwrap();
         files(&l, "").await
     });
 }

@@ -221,6 +221,37 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
     )
     .await;
     assert_eq!(bad, 0, "no watchdog or stalled alert");
+    // The operator's commands, as the roles docs/deploy.md creates: the owner (no superuser,
+    // forced RLS) would export the tenants' tables empty; `leadfactory_backup` exports them.
+    let rows_of = |out: &str, table: &str| -> u64 {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(table))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {table} line in {out}"))
+    };
+    let as_owner = tempfile::tempdir().unwrap();
+    let owner_dir = as_owner.path().to_string_lossy().into_owned();
+    let (ok, out) = leadfactory(
+        &cloud,
+        &["export", "--to", &owner_dir, "--url", &cloud.db.owner_url],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        rows_of(&out, "campaigns"),
+        0,
+        "the owner reads nothing through forced RLS"
+    );
+    let as_backup = tempfile::tempdir().unwrap();
+    let backup_dir = as_backup.path().to_string_lossy().into_owned();
+    let (ok, out) = leadfactory(&cloud, &["export", "--to", &backup_dir]);
+    assert!(ok, "{out}");
+    assert!(
+        rows_of(&out, "campaigns") > 0 && rows_of(&out, "emails") as i64 >= outreach,
+        "{out}"
+    );
+    let (ok, status) = leadfactory(&cloud, &["status"]);
+    assert!(ok && status.contains(&run.to_string()), "{status}");
     // Init once, invoked many times: fewer processes than invocations.
     let counters = cloud.counters();
     let cold: u64 = counters.values().map(|c| c.cold_starts).sum();
@@ -234,7 +265,7 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
 }
 
 /// `leadfactory <args>` as an operator runs it against the account: the AWS environment of a
-/// deployment (moto's endpoint) and the owner's database URL.
+/// deployment (moto's endpoint) and the roles' database URLs docs/deploy.md gives operators.
 fn leadfactory(cloud: &Cloud, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(testkit::built_binaries().join("leadfactory"))
         .args(args)
@@ -244,6 +275,8 @@ fn leadfactory(cloud: &Cloud, args: &[&str]) -> (bool, String) {
         .env("AWS_REGION", leadfactory_cli::cloud::REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("DATABASE_OWNER_URL", &cloud.db.owner_url)
+        .env("DATABASE_BACKUP_URL", &cloud.db.backup_url)
+        .env("DATABASE_RESTORE_URL", &cloud.db.restore_url)
         .env("LF_QUEUE_PREFIX", cloud.queue_prefix())
         .output()
         .expect("running leadfactory");

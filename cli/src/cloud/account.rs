@@ -14,6 +14,10 @@ use super::template::{QueueDef, Template};
 pub const OWNER_ROLE: &str = "leadfactory_owner";
 /// The functions' group role (the migrations grant to it).
 pub const APP_ROLE: &str = "leadfactory_app";
+/// The operators' reading role (exports, status, dead letters' reasons): BYPASSRLS, SELECT only.
+pub const BACKUP_ROLE: &str = "leadfactory_backup";
+/// The operators' restore role: BYPASSRLS, SELECT and INSERT, into an empty database.
+pub const RESTORE_ROLE: &str = "leadfactory_restore";
 /// The functions' login role, a member of [`APP_ROLE`] only.
 pub const APP_LOGIN: &str = shared::db::cluster::APP_LOGIN;
 
@@ -194,8 +198,12 @@ pub async fn put_secret(
 #[derive(Debug, Clone)]
 pub struct Database {
     pub name: String,
-    /// The schema owner's URL (migrations, operator commands).
+    /// The schema owner's URL (migrations).
     pub owner_url: String,
+    /// `leadfactory_backup`'s URL (export, status, dead letters' reasons).
+    pub backup_url: String,
+    /// `leadfactory_restore`'s URL (restore into an empty database).
+    pub restore_url: String,
     /// The functions' URL (`leadfactory_fn`, RLS applies).
     pub app_url: String,
 }
@@ -231,6 +239,12 @@ pub async fn provision_database(
                END IF;
                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_LOGIN}') THEN
                  CREATE ROLE {APP_LOGIN} LOGIN IN ROLE {APP_ROLE};
+               END IF;
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{BACKUP_ROLE}') THEN
+                 CREATE ROLE {BACKUP_ROLE} LOGIN BYPASSRLS;
+               END IF;
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{RESTORE_ROLE}') THEN
+                 CREATE ROLE {RESTORE_ROLE} LOGIN BYPASSRLS;
                END IF;
              END $$;"
         ))
@@ -282,6 +296,8 @@ pub async fn provision_database(
     Ok(Database {
         name: db.to_owned(),
         owner_url: url_as(OWNER_ROLE),
+        backup_url: url_as(BACKUP_ROLE),
+        restore_url: url_as(RESTORE_ROLE),
         app_url: url_as(APP_LOGIN),
     })
 }
