@@ -1,7 +1,5 @@
-//! Helpers shared by every function's handler: SQS batches with partial failure, and HTTP
-//! request/response plumbing for API Gateway HTTP API and function-URL events.
+//! HTTP request/response plumbing shared by the HTTP functions (API Gateway HTTP API and
+//! function-URL events). SQS batches with partial failure are the pipeline runner's
+//! (`shared::pipeline::handle_sqs`).
 
 pub mod http;
-mod sqs_batch;
-
-pub use sqs_batch::{BatchError, MessageError, process_sqs_batch};
