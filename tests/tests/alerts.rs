@@ -471,23 +471,8 @@ async fn every_rule_fires_past_its_threshold_and_stays_quiet_below_it() {
 #[tokio::test]
 async fn at_most_ten_alerts_an_hour_are_posted_and_the_rest_recorded() {
     let f = fixture().await;
-    let t = f.p.tenant.as_uuid();
-    let run = uuid::Uuid::new_v4();
-    f.admin
-        .execute(
-            "INSERT INTO runs (id, tenant_id, kind, status) VALUES ($1, $2, 'manual', 'running')",
-            &[&run, &t],
-        )
-        .await
-        .unwrap();
     // Twelve vendors with exhausted quotas: twelve critical findings at once.
-    f.admin
-        .execute(
-            "INSERT INTO run_vendor_usage (run_id, tenant_id, vendor, calls, quota_exhausted) SELECT $1, $2, 'v' || i, 1, true FROM generate_series(1, 12) i",
-            &[&run, &t],
-        )
-        .await
-        .unwrap();
+    f.exhausted_vendors(f.p.tenant.as_uuid(), 12).await;
     let r = f.alerts().run(&f.p.deps, chrono::Utc::now()).await.unwrap();
     assert_eq!(r.posted, 10, "{r:?}");
     assert!(r.not_posted >= 2, "{r:?}");
@@ -526,7 +511,6 @@ impl Fixture {
     /// A second tenant, with a run whose vendor quota ran out (one critical finding).
     async fn tenant_with_a_finding(&self, name: &str) -> uuid::Uuid {
         let t = uuid::Uuid::new_v4();
-        let run = uuid::Uuid::new_v4();
         self.admin
             .execute(
                 "INSERT INTO tenants (id, name) VALUES ($1, $2)",
@@ -534,21 +518,28 @@ impl Fixture {
             )
             .await
             .unwrap();
+        self.exhausted_vendors(t, 1).await;
+        t
+    }
+
+    /// A running run of `tenant` whose `n` vendors ran out of quota: `n` critical findings.
+    async fn exhausted_vendors(&self, tenant: uuid::Uuid, n: i32) {
+        let run = uuid::Uuid::new_v4();
         self.admin
             .execute(
                 "INSERT INTO runs (id, tenant_id, kind, status) VALUES ($1, $2, 'manual', 'running')",
-                &[&run, &t],
+                &[&run, &tenant],
             )
             .await
             .unwrap();
         self.admin
             .execute(
-                "INSERT INTO run_vendor_usage (run_id, tenant_id, vendor, calls, quota_exhausted) VALUES ($1, $2, 'yelp', 1, true)",
-                &[&run, &t],
+                "INSERT INTO run_vendor_usage (run_id, tenant_id, vendor, calls, quota_exhausted)
+                 SELECT $1, $2, 'v' || i, 1, true FROM generate_series(1, $3) i",
+                &[&run, &tenant, &n],
             )
             .await
             .unwrap();
-        t
     }
 }
 

@@ -52,6 +52,35 @@ fn local_bus() -> Arc<MemoryBus> {
     Arc::new(memory_bus(Duration::from_secs(30), 3))
 }
 
+/// A batch of lead messages for `businesses` of `campaign`, keyed by `tag` (new keys: not a
+/// redelivery of the run's own messages).
+fn lead_batch(
+    tenant: TenantId,
+    run: Option<shared::domain::RunId>,
+    campaign: uuid::Uuid,
+    businesses: &[uuid::Uuid],
+    tag: &str,
+) -> Vec<shared::pipeline::Incoming> {
+    businesses
+        .iter()
+        .map(|b| shared::pipeline::Incoming {
+            id: format!("{tag}-{b}"),
+            receive_count: 1,
+            body: shared::bus::Envelope::new(
+                tenant,
+                run,
+                format!("{tag}:{b}"),
+                shared::pipeline::messages::LeadRef {
+                    business_id: shared::domain::BusinessId::from_uuid(*b),
+                    campaign_id: shared::domain::CampaignId::from_uuid(campaign),
+                },
+            )
+            .to_body()
+            .unwrap(),
+        })
+        .collect()
+}
+
 /// The pipeline's results in a form that does not depend on generated ids.
 #[derive(Debug, PartialEq, Eq)]
 struct Snapshot {
@@ -1022,10 +1051,7 @@ async fn concurrent_sourcing_batches_of_overlapping_pages_store_each_business_on
 
 #[tokio::test]
 async fn two_businesses_sharing_an_inbox_get_one_outreach_in_a_campaign() {
-    use shared::bus::Envelope;
-    use shared::domain::{BusinessId, CampaignId};
-    use shared::pipeline::messages::LeadRef;
-    use shared::pipeline::{Incoming, process_batch};
+    use shared::pipeline::process_batch;
 
     let f = fixture(local_bus(), |_| {}).await;
     let run = f.pipeline.run(&NoProgress).await.unwrap();
@@ -1057,24 +1083,8 @@ async fn two_businesses_sharing_an_inbox_get_one_outreach_in_a_campaign() {
         )
         .await
         .unwrap();
-    let batch = |tag: &str, ids: &[uuid::Uuid]| -> Vec<Incoming> {
-        ids.iter()
-            .map(|b| Incoming {
-                id: format!("{tag}-{b}"),
-                receive_count: 1,
-                body: Envelope::new(
-                    f.pipeline.tenant,
-                    Some(run),
-                    format!("{tag}:{b}"),
-                    LeadRef {
-                        business_id: BusinessId::from_uuid(*b),
-                        campaign_id: CampaignId::from_uuid(campaign),
-                    },
-                )
-                .to_body()
-                .unwrap(),
-            })
-            .collect()
+    let batch = |tag: &str, ids: &[uuid::Uuid]| {
+        lead_batch(f.pipeline.tenant, Some(run), campaign, ids, tag)
     };
     let s = &f.pipeline.stages.personalization;
     // Both in one batch, then each again in batches of their own (a later night, a redelivery).
@@ -1215,10 +1225,7 @@ async fn a_business_another_campaign_found_stays_eligible_for_an_overlapping_one
 
 #[tokio::test]
 async fn the_homepage_fetcher_checks_the_first_url_itself_whoever_stored_it() {
-    use shared::bus::Envelope;
-    use shared::domain::{BusinessId, CampaignId};
-    use shared::pipeline::messages::LeadRef;
-    use shared::pipeline::{Incoming, process_batch};
+    use shared::pipeline::process_batch;
 
     let f = fixture(local_bus(), |_| {}).await;
     let admin = f.db.admin().await;
@@ -1243,24 +1250,7 @@ async fn the_homepage_fetcher_checks_the_first_url_itself_whoever_stored_it() {
             .await
             .unwrap();
     }
-    let batch: Vec<Incoming> = ids
-        .iter()
-        .map(|b| Incoming {
-            id: b.to_string(),
-            receive_count: 1,
-            body: Envelope::new(
-                f.pipeline.tenant,
-                None,
-                format!("guard:{b}"),
-                LeadRef {
-                    business_id: BusinessId::from_uuid(*b),
-                    campaign_id: CampaignId::from_uuid(campaign),
-                },
-            )
-            .to_body()
-            .unwrap(),
-        })
-        .collect();
+    let batch = lead_batch(f.pipeline.tenant, None, campaign, &ids, "guard");
     let out = process_batch(&f.pipeline.stages.assessment, &f.pipeline.deps, batch).await;
     assert!(out.failed.is_empty(), "{out:?}");
     let errors: Vec<String> = admin

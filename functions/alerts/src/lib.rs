@@ -17,6 +17,8 @@
 
 pub mod rules;
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
 use serde::Serialize;
 use shared::bus::queues;
@@ -49,6 +51,10 @@ pub struct TenantChannels {
 pub struct Alerts {
     slack: Option<SlackClient>,
     tenants: Option<TenantChannels>,
+    /// Each tenant channel's client, built once per container (as the functions' own secrets
+    /// are read once): its limiter and breaker persist between evaluations, and Secrets Manager
+    /// is asked once per secret, not every five minutes.
+    channels: tokio::sync::Mutex<std::collections::HashMap<String, Arc<SlackClient>>>,
     defaults: Thresholds,
 }
 
@@ -140,6 +146,7 @@ impl Alerts {
         Self {
             slack,
             tenants: None,
+            channels: Default::default(),
             defaults,
         }
     }
@@ -275,8 +282,8 @@ impl Alerts {
                 )
                 .await?;
             tx.commit().await?;
-            let own = self.tenant_channel(deps, tenant, settings.as_ref()).await;
-            let channel = own.as_ref().or(self.slack.as_ref());
+            let own = self.tenant_channel(tenant, settings.as_ref()).await;
+            let channel = own.as_deref().or(self.slack.as_ref());
             self.post(
                 deps,
                 Ledger::Tenant(tenant),
@@ -294,10 +301,9 @@ impl Alerts {
     /// The tenant's own channel, when its settings name one this function can read.
     async fn tenant_channel(
         &self,
-        deps: &Deps,
         tenant: TenantId,
         settings: Option<&serde_json::Value>,
-    ) -> Option<SlackClient> {
+    ) -> Option<Arc<SlackClient>> {
         let name = settings?.get("slack_secret")?.as_str()?;
         let Some(ch) = &self.tenants else {
             tracing::warn!(%tenant, "tenant Slack channel configured, but this deployment reads no tenant secrets; the operator's channel is used");
@@ -307,6 +313,10 @@ impl Alerts {
             tracing::warn!(%tenant, secret = name, prefix = %ch.prefix, "tenant Slack secret outside the tenants' prefix; the operator's channel is used");
             return None;
         }
+        let mut built = self.channels.lock().await;
+        if let Some(c) = built.get(name) {
+            return Some(c.clone());
+        }
         let read = shared::secrets::load(ch.secrets.get().await, &[name.to_owned()]).await;
         let url = match read {
             Ok(mut values) => values.remove("SLACK_WEBHOOK_URL"),
@@ -315,10 +325,13 @@ impl Alerts {
                 None
             }
         }?;
-        let _ = deps;
-        (ch.make)(SecretString::from(url))
-            .map_err(|e| tracing::error!(%tenant, error = %e, "tenant Slack client not built"))
-            .ok()
+        let client = Arc::new(
+            (ch.make)(SecretString::from(url))
+                .map_err(|e| tracing::error!(%tenant, error = %e, "tenant Slack client not built"))
+                .ok()?,
+        );
+        built.insert(name.to_owned(), client.clone());
+        Some(client)
     }
 
     /// Records what is new in `ledger` (once per grade and cooldown window, a recovery once) and

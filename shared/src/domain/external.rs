@@ -8,11 +8,11 @@
 //! * [`storable_json`] rewrites a JSON document's string escapes: `\u0000` is dropped and a lone
 //!   surrogate becomes U+FFFD — every webhook body and every vendor answer passes through it;
 //! * [`ExternalText`] holds text from outside: NULs removed, at most `max` characters — every
-//!   page field and every stored vendor or webhook string field is one.
+//!   page field is one (vendor and webhook strings come through `storable_json`).
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 
 /// Text from outside, without NULs, at most a bounded number of characters. (A Rust string
 /// holds no surrogates: lone ones are dealt with where JSON is read, by [`storable_json`].)
@@ -21,9 +21,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct ExternalText(String);
 
 impl ExternalText {
-    /// What a field from outside may hold when nothing narrower is said.
-    pub const DEFAULT_MAX_CHARS: usize = 4096;
-
     pub fn new(raw: &str, max_chars: usize) -> Self {
         let mut out = String::with_capacity(raw.len().min(max_chars.saturating_mul(4)));
         for c in raw.chars().filter(|c| *c != '\0').take(max_chars) {
@@ -50,14 +47,6 @@ impl std::fmt::Display for ExternalText {
 impl From<ExternalText> for String {
     fn from(t: ExternalText) -> String {
         t.0
-    }
-}
-
-/// Read from a vendor's answer: cleaned as it is parsed.
-impl<'de> Deserialize<'de> for ExternalText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Cow::<str>::deserialize(d)?;
-        Ok(Self::new(&raw, Self::DEFAULT_MAX_CHARS))
     }
 }
 
@@ -208,7 +197,5 @@ mod tests {
             "ab",
             "no bound"
         );
-        let t: ExternalText = serde_json::from_str(r#""x\u0000y""#).unwrap();
-        assert_eq!(t.as_str(), "xy");
     }
 }

@@ -463,6 +463,10 @@ impl VendorHttp {
 /// The error a successful-looking JSON answer carries at its top level — `"error"` (not null or
 /// false) or a non-empty `"errors"` — as vendors and the gateways in front of them send it.
 fn error_inside(body: &[u8]) -> Option<String> {
+    // Most answers never mention an error: they are not parsed a second time.
+    if !body.windows(6).any(|w| w == b"\"error") {
+        return None;
+    }
     let v: serde_json::Value = serde_json::from_slice(&crate::domain::storable_json(body)).ok()?;
     let e = v
         .get("error")
