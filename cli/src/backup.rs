@@ -53,7 +53,7 @@ pub struct TableFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("database: {0}")]
+    #[error("database: {}", shared::db::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("object store: {0}")]
     Store(#[from] shared::store::StoreError),

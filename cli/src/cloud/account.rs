@@ -221,35 +221,26 @@ pub async fn provision_database(
 ) -> Result<Database, CloudError> {
     let fail = |what: &str| {
         let what = what.to_owned();
-        move |e: tokio_postgres::Error| CloudError::Service(format!("{what}: {e}"))
+        move |e: tokio_postgres::Error| {
+            CloudError::Service(format!("{what}: {}", shared::db::describe(&e)))
+        }
     };
     let (admin, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
         .await
         .map_err(fail("connecting as the administrator"))?;
     tokio::spawn(conn);
     // docs/deploy.md, "Database": the administrator's statements.
-    admin
-        .batch_execute(&format!(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
-                 CREATE ROLE {OWNER_ROLE} LOGIN;
-               END IF;
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                 CREATE ROLE {APP_ROLE} NOLOGIN;
-               END IF;
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_LOGIN}') THEN
-                 CREATE ROLE {APP_LOGIN} LOGIN IN ROLE {APP_ROLE};
-               END IF;
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{BACKUP_ROLE}') THEN
-                 CREATE ROLE {BACKUP_ROLE} LOGIN BYPASSRLS;
-               END IF;
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{RESTORE_ROLE}') THEN
-                 CREATE ROLE {RESTORE_ROLE} LOGIN BYPASSRLS;
-               END IF;
-             END $$;"
-        ))
-        .await
-        .map_err(fail("creating the roles"))?;
+    for (role, attributes) in [
+        (OWNER_ROLE, "LOGIN".to_owned()),
+        (APP_ROLE, "NOLOGIN".to_owned()),
+        (APP_LOGIN, format!("LOGIN IN ROLE {APP_ROLE}")),
+        (BACKUP_ROLE, "LOGIN BYPASSRLS".to_owned()),
+        (RESTORE_ROLE, "LOGIN BYPASSRLS".to_owned()),
+    ] {
+        shared::db::cluster::ensure_role(&admin, role, &attributes)
+            .await
+            .map_err(|e| CloudError::Service(format!("creating the role {role}: {e}")))?;
+    }
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
         .await

@@ -289,6 +289,22 @@ pub async fn ensure_app_login(
     client: &tokio_postgres::Client,
     name: &str,
 ) -> Result<(), super::DbError> {
+    ensure_role(
+        client,
+        name,
+        "LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE leadfactory_app",
+    )
+    .await
+}
+
+/// Creates the role `name` with `attributes` (code's constants, never input) unless it exists.
+/// Roles belong to the whole server, so sessions preparing different databases at once race to
+/// create the same one: the loser's `CREATE ROLE` fails with a duplicate, which means done.
+pub async fn ensure_role(
+    client: &tokio_postgres::Client,
+    name: &str,
+    attributes: &str,
+) -> Result<(), super::DbError> {
     let safe: String = name
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -297,8 +313,10 @@ pub async fn ensure_app_login(
         .batch_execute(&format!(
             "DO $$ BEGIN
                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{safe}') THEN
-                 CREATE ROLE {safe} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE leadfactory_app;
+                 CREATE ROLE {safe} {attributes};
                END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN
+               NULL;
              END $$;"
         ))
         .await?;

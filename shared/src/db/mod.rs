@@ -22,7 +22,7 @@ pub enum DbError {
     BadUrl(String),
     #[error("could not get a database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Migration(String),
@@ -38,6 +38,26 @@ pub enum DbError {
     RolledBack,
     #[error("the transaction was left open; its connection was closed to roll it back")]
     TransactionOpen,
+}
+
+/// A server error as its SQLSTATE, constraint and table, never its message: a message can quote
+/// the values of a row (`invalid input syntax for type uuid: "…"`), and error texts end up in
+/// logs and in rows' `last_error`. A client-side error (connection, protocol) is its display.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
+    };
+    let mut text = format!("{} (SQLSTATE {})", db.severity(), db.code().code());
+    if let Some(table) = db.table() {
+        text.push_str(&format!(", table {table}"));
+    }
+    if let Some(constraint) = db.constraint() {
+        text.push_str(&format!(", constraint {constraint}"));
+    }
+    text
 }
 
 impl DbError {
