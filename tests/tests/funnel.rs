@@ -855,47 +855,142 @@ async fn the_storefront_shows_sells_and_refuses() {
     assert_eq!(status(&c, format!("{g}/d/{unsub_as_download}")).await, 404);
 }
 
+/// A batch of one forged message, `payload` under `tenant` naming `run`.
+fn forged<P: serde::Serialize>(
+    tenant: uuid::Uuid,
+    run: Option<uuid::Uuid>,
+    tag: &str,
+    payload: P,
+) -> Vec<shared::pipeline::Incoming> {
+    vec![shared::pipeline::Incoming {
+        id: tag.to_owned(),
+        receive_count: 1,
+        body: Envelope::new(
+            shared::domain::TenantId::from_uuid(tenant),
+            run.map(shared::domain::RunId::from_uuid),
+            tag,
+            payload,
+        )
+        .to_body()
+        .unwrap(),
+    }]
+}
+
 #[tokio::test]
-async fn a_delivery_message_naming_another_tenants_email_fails_instead_of_being_acknowledged() {
-    use shared::pipeline::{Incoming, process_batch};
+async fn a_message_that_cannot_prove_its_tenant_fails_in_every_stage_and_writes_nothing_under_it() {
+    use shared::pipeline::messages::{Fulfil, SourcingJob};
+    use shared::pipeline::{BatchOutcome, process_batch};
     let f = fixture(60, |o| o.delivery.warmup = vec![1]).await;
     f.p.run(&NoProgress).await.unwrap();
     let admin = f.db.admin().await;
-    // A's email still waiting (the cap held it), named by a message claiming tenant B.
+    // Tenant A's real run, campaign and a business whose email still waits (the cap held it):
+    // what a forged message names.
     let row = admin
         .query_one(
-            "SELECT business_id, campaign_id FROM emails WHERE send_state = 'queued' LIMIT 1",
+            "SELECT s.run_id, e.business_id, e.campaign_id FROM emails e JOIN scores s USING (business_id)
+             WHERE e.send_state = 'queued' ORDER BY e.business_id LIMIT 1",
             &[],
         )
         .await
         .unwrap();
+    let (run, business, campaign): (uuid::Uuid, uuid::Uuid, uuid::Uuid) =
+        (row.get(0), row.get(1), row.get(2));
+    let lead = LeadRef {
+        business_id: BusinessId::from_uuid(business),
+        campaign_id: CampaignId::from_uuid(campaign),
+    };
+    // B exists and holds nothing; the phantom is no tenant at all.
     let b = uuid::Uuid::new_v4();
     admin
         .execute("INSERT INTO tenants (id, name) VALUES ($1, 'B')", &[&b])
         .await
         .unwrap();
-    let body = Envelope::new(
-        shared::domain::TenantId::from_uuid(b),
-        None,
-        "forged-1",
-        LeadRef {
-            business_id: BusinessId::from_uuid(row.get(0)),
-            campaign_id: CampaignId::from_uuid(row.get(1)),
-        },
-    )
-    .to_body()
-    .unwrap();
+    let phantom = uuid::Uuid::new_v4();
     let sent_before = outbox(&f.p).len();
-    let out = process_batch(
-        &f.p.stages.delivery,
-        &f.p.deps,
-        vec![Incoming {
-            id: "m1".into(),
-            receive_count: 1,
-            body,
-        }],
-    )
-    .await;
-    assert_eq!(out.failed, vec!["m1".to_owned()], "{out:?}");
+    let calls = || -> u64 { sim::state::lock(&f.p.sim.state.requests).values().sum() };
+    let calls_before = calls();
+    let s = &f.p.stages;
+    let d = &f.p.deps;
+    for tenant in [b, phantom] {
+        for (name, run) in [("with A's run", Some(run)), ("with no run", None)] {
+            let job = SourcingJob {
+                campaign_id: CampaignId::from_uuid(campaign),
+                location: "95112".into(),
+                category: "restaurants".into(),
+                offset: 0,
+                limit: 50,
+            };
+            let fulfil = Fulfil {
+                purchase_id: uuid::Uuid::new_v4(),
+                stripe_session_id: "cs_forged".into(),
+                request_key: String::new(),
+            };
+            let outcomes: Vec<(&str, BatchOutcome)> = vec![
+                (
+                    "sourcing",
+                    process_batch(&s.sourcing, d, forged(tenant, run, "m", job)).await,
+                ),
+                (
+                    "enrichment",
+                    process_batch(&s.enrichment, d, forged(tenant, run, "m", &lead)).await,
+                ),
+                (
+                    "assessment",
+                    process_batch(&s.assessment, d, forged(tenant, run, "m", &lead)).await,
+                ),
+                (
+                    "scoring",
+                    process_batch(&s.scoring, d, forged(tenant, run, "m", &lead)).await,
+                ),
+                (
+                    "reports",
+                    process_batch(&s.reports, d, forged(tenant, run, "m", &lead)).await,
+                ),
+                (
+                    "personalization",
+                    process_batch(&s.personalization, d, forged(tenant, run, "m", &lead)).await,
+                ),
+                (
+                    "delivery",
+                    process_batch(&s.delivery, d, forged(tenant, run, "m", &lead)).await,
+                ),
+                (
+                    "fulfilment",
+                    process_batch(&s.fulfilment, d, forged(tenant, run, "m", fulfil)).await,
+                ),
+            ];
+            for (stage, out) in outcomes {
+                assert_eq!(out.failed, vec!["m".to_owned()], "{stage} {name}: {out:?}");
+                assert_eq!((out.processed, out.sent), (0, 0), "{stage} {name}: {out:?}");
+            }
+        }
+    }
+    // Nothing under either tenant, in any table that has one.
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT table_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND column_name = 'tenant_id'
+               AND table_name IN (SELECT tablename FROM pg_tables WHERE schemaname = 'public')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() > 10, "{tables:?}");
+    for t in &tables {
+        let n: i64 = admin
+            .query_one(
+                &format!("SELECT count(*) FROM {t} WHERE tenant_id = ANY($1)"),
+                &[&vec![b, phantom]],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{t} holds rows of a tenant no message proved");
+    }
+    // No vendor was paid and nothing was sent for them.
+    assert_eq!(calls(), calls_before, "a vendor was called");
     assert_eq!(outbox(&f.p).len(), sent_before, "nothing sent");
 }

@@ -81,6 +81,19 @@ fn lead_batch(
         .collect()
 }
 
+/// A manual run of the pipeline's tenant: what a hand-made message names to prove its tenant.
+async fn manual_run(p: &LocalPipeline) -> shared::domain::RunId {
+    let mut client = p.pool().get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut client, p.tenant)
+        .await
+        .unwrap();
+    let run = shared::pipeline::runs::begin_run(&tx, p.tenant, "manual")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    run
+}
+
 /// The pipeline's results in a form that does not depend on generated ids.
 #[derive(Debug, PartialEq, Eq)]
 struct Snapshot {
@@ -790,11 +803,12 @@ impl shared::pipeline::StageHandler for Sleepy {
 async fn work_past_the_invocations_deadline_is_returned_unfinished_and_the_finished_is_stored() {
     let f = fixture(local_bus(), |_| {}).await;
     let tenant = f.pipeline.tenant;
+    let run = manual_run(&f.pipeline).await;
     let batch: Vec<shared::pipeline::Incoming> = [(1, 10), (2, 5_000), (3, 5_000)]
         .into_iter()
         .map(|(i, ms)| shared::pipeline::Incoming {
             id: format!("m{i}"),
-            body: shared::bus::Envelope::new(tenant, None, format!("nap:{i}"), Nap { ms })
+            body: shared::bus::Envelope::new(tenant, Some(run), format!("nap:{i}"), Nap { ms })
                 .to_body()
                 .unwrap(),
             receive_count: 1,
@@ -1250,7 +1264,8 @@ async fn the_homepage_fetcher_checks_the_first_url_itself_whoever_stored_it() {
             .await
             .unwrap();
     }
-    let batch = lead_batch(f.pipeline.tenant, None, campaign, &ids, "guard");
+    let run = manual_run(&f.pipeline).await;
+    let batch = lead_batch(f.pipeline.tenant, Some(run), campaign, &ids, "guard");
     let out = process_batch(&f.pipeline.stages.assessment, &f.pipeline.deps, batch).await;
     assert!(out.failed.is_empty(), "{out:?}");
     let errors: Vec<String> = admin

@@ -97,6 +97,11 @@ impl StageHandler for Fulfilment {
         shared::bus::queues::FULFILMENT
     }
 
+    /// A purchase is fulfilled outside any run.
+    fn takes_runless(&self) -> bool {
+        true
+    }
+
     fn worst_case_work(
         &self,
         vendors: &shared::vendors::config::VendorsConfig,

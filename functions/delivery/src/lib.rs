@@ -367,6 +367,11 @@ impl StageHandler for Delivery {
         shared::bus::queues::DELIVERY
     }
 
+    /// The backlog's messages name the run of their email, which retention may have ended.
+    fn takes_runless(&self) -> bool {
+        true
+    }
+
     fn worst_case_work(
         &self,
         vendors: &shared::vendors::config::VendorsConfig,

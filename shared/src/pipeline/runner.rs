@@ -145,6 +145,14 @@ pub trait StageHandler: Send + Sync {
         envs: &[&Envelope<Self::Payload>],
     ) -> Result<Self::Context, DbError>;
 
+    /// Whether this stage takes messages that name no run (delivery's backlog, fulfilment's
+    /// purchases). Every other message proves its tenant by naming a run the tenant holds; one
+    /// that names no run proves it only by the rows it names, which `load` reads under the
+    /// tenant's row-level security, and its failure is never recorded as a run event.
+    fn takes_runless(&self) -> bool {
+        false
+    }
+
     /// Whether `load` changes rows (claims or parks them, as delivery does). A load that only
     /// reads is given the whole batch, duplicates included, and runs in the same round trip as
     /// the idempotency check; one that writes is given only the messages not done yet.
@@ -296,27 +304,36 @@ async fn process_tenant<H: StageHandler>(
     } = *batch;
     let stage = handler.stage();
     let client = deps.pool.get().await?;
-    // The runs this batch's messages belong to: after the batch, any of them whose work has all
-    // ended is finalised here.
-    let touched: Vec<uuid::Uuid> = msgs
+    // The runs this batch's messages name: a message proves its tenant by naming one the tenant
+    // holds; after the batch, any of them whose work has all ended is finalised here.
+    let named: Vec<uuid::Uuid> = msgs
         .iter()
         .filter_map(|(_, e)| e.run_id.map(|r| r.as_uuid()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
 
-    // 1. What has been done already (the transaction's start travels with this query).
+    // 1. What has been done already, and which of the named runs the tenant holds (the
+    //    transaction's start travels with these queries).
     let keys: Vec<String> = msgs
         .iter()
         .map(|(_, e)| e.idempotency_key.clone())
         .collect();
     let tx = PipelinedTx::begin(client, tenant);
     let check_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stage, &keys];
-    let check = cached::query(
-        &tx,
-        "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
-        &check_params,
+    let runs_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&named];
+    let check = futures_util::future::join(
+        cached::query(
+            &tx,
+            "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
+            &check_params,
+        ),
+        cached::query(&tx, "SELECT id FROM runs WHERE id = ANY($1)", &runs_params),
     );
+    let check = async {
+        let (rows, held) = check.await;
+        Ok::<_, DbError>((rows?, held?))
+    };
     // A load that only reads runs for the whole batch (duplicates included, which costs nothing
     // but rows) in the same round trip as the check — and, for a stage without a budget, the
     // commit. One that writes runs after the check, for the messages not done yet.
@@ -336,6 +353,9 @@ async fn process_tenant<H: StageHandler>(
             (rows, Some(ctx), true)
         }
     };
+    let (rows, held) = rows;
+    let held: HashSet<uuid::Uuid> = held.iter().map(|r| r.get("id")).collect();
+    let touched: Vec<uuid::Uuid> = named.into_iter().filter(|r| held.contains(r)).collect();
     let mut done: HashSet<String> = HashSet::new();
     let mut pending: Vec<(String, Vec<Outgoing>)> = Vec::new();
     for r in rows {
@@ -355,6 +375,17 @@ async fn process_tenant<H: StageHandler>(
     let mut fresh: Vec<(String, Envelope<H::Payload>)> = Vec::new();
     let mut key_to_ids: HashMap<String, Vec<String>> = HashMap::new();
     for (id, env) in msgs {
+        let proven = match env.run_id {
+            Some(run) => held.contains(&run.as_uuid()),
+            None => handler.takes_runless(),
+        };
+        if !proven {
+            // Nothing is written under a tenant the message cannot prove: no idempotency
+            // record, no budget, no run event. It is redelivered, then dead-lettered.
+            tracing::warn!(stage, message_id = %id, %tenant, "message names a run its tenant does not hold; it will go to the DLQ");
+            out.failed.push(id);
+            continue;
+        }
         key_to_ids
             .entry(env.idempotency_key.clone())
             .or_default()
@@ -461,6 +492,10 @@ async fn process_tenant<H: StageHandler>(
                 work,
                 duration_ms,
             }),
+            Err(e) if env.run_id.is_none() => {
+                tracing::warn!(stage, message_id = %id, trace_id = %env.trace_id, error = %e, "message failed");
+                out.failed.push(id);
+            }
             Err(e) => {
                 tracing::warn!(stage, message_id = %id, trace_id = %env.trace_id, error = %e, "message failed");
                 events.push(RunEvent {
