@@ -380,3 +380,53 @@ async fn an_event_carrying_text_postgresql_refuses_does_not_fail_its_batch() {
         .get(0);
     assert_eq!(agent, "Mail \u{FFFD} agent");
 }
+
+#[tokio::test]
+async fn an_event_with_fields_of_any_length_is_stored_capped_and_does_not_fail_its_batch() {
+    let s = setup().await;
+    let (t, e) = (s.tenant, s.email_id);
+    // Random text does not compress: a B-tree entry of this fails its insert when uncapped.
+    let noise = |n: usize| -> String {
+        (0..n / 32)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect()
+    };
+    let long_id = noise(20_000);
+    let body = serde_json::json!([
+        {"email": format!("{}@joes.example.com", noise(10_000)), "timestamp": *NOW - 5, "event": "bounce",
+         "type": "bounce", "reason": noise(1_000_000), "url": noise(100_000), "sg_event_id": long_id,
+         "sg_message_id": noise(10_000), "tenant_id": t.to_string(), "email_id": e.to_string(),
+         "useragent": noise(500_000)},
+        {"email": "owner@joes.example.com", "timestamp": *NOW - 5, "event": "delivered",
+         "sg_event_id": "ev-short", "tenant_id": t.to_string(), "email_id": e.to_string()},
+    ])
+    .to_string();
+    let out = ingest(&s.deps, &signed(&s.key, &body, *NOW), *NOW)
+        .await
+        .unwrap();
+    assert_eq!((out.received, out.stored), (2, 2), "{out:?}");
+    let admin = s.db.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT length(sg_event_id), length(reason), length(url), length(sg_message_id),
+                    length(raw->>'useragent'), length(raw->>'email'), length(raw::text)
+             FROM email_events WHERE sg_event_id <> 'ev-short'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lengths: Vec<i32> = (0..7).map(|i| row.get(i)).collect();
+    use shared::domain::capped;
+    assert_eq!(lengths[0] as usize, capped::ID);
+    assert_eq!(lengths[1] as usize, capped::MESSAGE);
+    assert_eq!(lengths[2] as usize, capped::URL);
+    assert_eq!(lengths[3] as usize, capped::ID);
+    assert_eq!(lengths[4] as usize, capped::RAW_STRING);
+    assert_eq!(lengths[5] as usize, capped::EMAIL);
+    assert!(lengths[6] < 20_000, "the raw event is bounded: {lengths:?}");
+    // The same event again is a duplicate by its (capped) id, not a second row.
+    let again = ingest(&s.deps, &signed(&s.key, &body, *NOW), *NOW)
+        .await
+        .unwrap();
+    assert_eq!(again.stored, 0, "{again:?}");
+}

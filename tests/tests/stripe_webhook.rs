@@ -569,3 +569,34 @@ async fn a_paid_session_carrying_text_postgresql_refuses_is_still_recorded_and_f
         .get(0);
     assert_eq!(name, "Joe \u{FFFD}");
 }
+
+#[tokio::test]
+async fn a_paid_session_with_fields_of_any_length_is_recorded_capped_and_fulfilled() {
+    use shared::domain::capped;
+    let s = setup_with(None).await;
+    let noise: String = (0..4_000)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let body = completed(&s, "evt_long", "cs_long").replace(
+        r#""customer_details":{"email":"owner@joes.example.com"}"#,
+        &format!(r#""customer_details":{{"email":"owner@joes.example.com","name":"{noise}"}},"custom":"{noise}""#),
+    );
+    assert!(body.len() > 250_000, "the body carries the long fields");
+    let out = handle(&s.deps, &signed(&body), now()).await.unwrap();
+    assert!(out.fulfilment_sent, "{out:?}");
+    let row =
+        s.db.admin()
+            .await
+            .query_one(
+                "SELECT length(payload->'data'->'object'->'customer_details'->>'name'),
+                    length(payload->'data'->'object'->>'custom'), length(payload::text)
+             FROM stripe_events WHERE event_id = 'evt_long'",
+                &[],
+            )
+            .await
+            .unwrap();
+    let lengths: (i32, i32, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(lengths.0 as usize, capped::RAW_STRING);
+    assert_eq!(lengths.1 as usize, capped::RAW_STRING);
+    assert!(lengths.2 < 20_000, "{lengths:?}");
+}

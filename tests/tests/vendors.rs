@@ -858,3 +858,109 @@ async fn compressed_answers_are_decoded_and_a_bomb_stops_at_the_cap() {
     let e = yelp.search(&ctx, &search).await.unwrap_err();
     assert!(e.to_string().contains("larger than"), "{e}");
 }
+
+#[test]
+fn every_stored_field_of_a_vendor_answer_is_read_capped() {
+    use shared::domain::capped;
+    let long = "x".repeat(200_000);
+    let many: Vec<serde_json::Value> = (0..1_000)
+        .map(|_| serde_json::json!({"alias": long, "title": long}))
+        .collect();
+    let yelp: shared::vendors::yelp::SearchResponse = serde_json::from_value(serde_json::json!({
+        "businesses": [{"id": long, "alias": long, "name": long, "url": long, "image_url": long,
+            "phone": long, "display_phone": long, "price": long, "categories": many,
+            "location": {"address1": long, "address2": long, "address3": long, "city": long,
+                "zip_code": long, "country": long, "state": long, "display_address": vec![long.clone(); 1_000]}}],
+        "total": 1
+    }))
+    .unwrap();
+    let b = &yelp.businesses[0];
+    assert_eq!(b.id.len(), capped::ID);
+    assert_eq!(b.name.len(), capped::NAME);
+    assert_eq!(b.url.as_deref().map(str::len), Some(capped::URL));
+    assert_eq!(b.phone.len(), capped::SHORT);
+    assert_eq!(b.categories.len(), capped::ITEMS);
+    assert_eq!(b.categories[0].title.len(), capped::NAME);
+    assert_eq!(
+        b.location.address1.as_deref().map(str::len),
+        Some(capped::LINE)
+    );
+    assert_eq!(
+        b.location.zip_code.as_deref().map(str::len),
+        Some(capped::SHORT)
+    );
+    assert_eq!(b.location.display_address.len(), capped::ITEMS);
+
+    let places: shared::vendors::places::TextSearchResponse =
+        serde_json::from_value(serde_json::json!({
+            "places": [{"id": long, "name": long, "displayName": {"text": long}, "formattedAddress": long,
+                "nationalPhoneNumber": long, "websiteUri": long, "googleMapsUri": long,
+                "businessStatus": long, "types": vec![long.clone(); 1_000],
+                "regularOpeningHours": {"weekdayDescriptions": [long]}}]
+        }))
+        .unwrap();
+    let p = &places.places[0];
+    assert_eq!(p.id.len(), capped::ID);
+    assert_eq!(
+        p.display_name.as_ref().map(|n| n.text.len()),
+        Some(capped::NAME)
+    );
+    assert_eq!(p.website_uri.as_deref().map(str::len), Some(capped::URL));
+    assert_eq!(p.types.len(), capped::ITEMS);
+    assert_eq!(
+        p.regular_opening_hours.as_ref().unwrap()["weekdayDescriptions"][0]
+            .as_str()
+            .map(str::len),
+        Some(capped::RAW_STRING)
+    );
+
+    let psi: shared::vendors::pagespeed::PsiResponse = serde_json::from_value(serde_json::json!({
+        "id": long,
+        "lighthouseResult": {"finalUrl": long, "categories": {"performance": {"id": long, "title": long, "score": 0.5}},
+            "audits": {"largest-contentful-paint": {"id": long, "displayValue": long, "numericValue": 1.0}},
+            "runtimeError": {"code": long, "message": long}}
+    }))
+    .unwrap();
+    let lh = psi.lighthouse_result.as_ref().unwrap();
+    assert_eq!(lh.final_url.as_deref().map(str::len), Some(capped::URL));
+    assert_eq!(
+        lh.runtime_error
+            .as_ref()
+            .and_then(|e| e.message.as_deref())
+            .map(str::len),
+        Some(capped::MESSAGE)
+    );
+    assert_eq!(
+        lh.audits["largest-contentful-paint"]
+            .display_value
+            .as_deref()
+            .map(str::len),
+        Some(capped::LINE)
+    );
+
+    let session: shared::vendors::stripe::CheckoutSession =
+        serde_json::from_value(serde_json::json!({
+            "id": long, "object": long, "url": long, "customer_email": long,
+            "customer_details": {"email": long, "name": long}, "payment_intent": long,
+            "metadata": {"tenant_id": long}
+        }))
+        .unwrap();
+    assert_eq!(session.id.len(), capped::ID);
+    assert_eq!(
+        session.customer_email.as_deref().map(str::len),
+        Some(capped::EMAIL)
+    );
+    assert_eq!(session.metadata["tenant_id"].len(), capped::LINE);
+
+    let chat: shared::vendors::openai::ChatResponse = serde_json::from_value(serde_json::json!({
+        "id": long, "object": long, "model": long,
+        "choices": vec![serde_json::json!({"message": {"role": long, "refusal": long}}); 1_000]
+    }))
+    .unwrap();
+    assert_eq!(chat.model.len(), capped::NAME);
+    assert_eq!(chat.choices.len(), capped::ITEMS);
+    assert_eq!(
+        chat.choices[0].message.refusal.as_deref().map(str::len),
+        Some(capped::MESSAGE)
+    );
+}

@@ -206,7 +206,7 @@ async fn store(
                 "event": e.event, "msg": e.message_id(),
                 "at": chrono::DateTime::from_timestamp(e.timestamp, 0).unwrap_or_default(),
                 "reason": e.reason, "bounce_type": e.bounce_type, "url": e.url,
-                "raw": serde_json::to_value(e).unwrap_or_default()
+                "raw": raw(e)
             })
         })
         .collect();
@@ -281,4 +281,12 @@ async fn store(
     }
     tx.commit().await?;
     Ok((inserted.len(), written))
+}
+
+/// The event as it is kept: its custom args and any other field SendGrid adds are stored as they
+/// came, every string in them at most `capped::RAW_STRING` characters.
+fn raw(e: &Event) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    shared::domain::capped::cap_strings(&mut v, shared::domain::capped::RAW_STRING);
+    v
 }

@@ -149,8 +149,7 @@ pub async fn handle(
     };
     let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
     let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
-    let payload: Value =
-        serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let payload = stored_payload(&body)?;
     let inserted = tx
         .execute(
             "INSERT INTO stripe_events (event_id, tenant_id, type, created, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
@@ -269,8 +268,7 @@ async fn record_unattributed(
             event.kind.as_str(),
             "checkout.session.completed" | "checkout.session.async_payment_succeeded"
         );
-    let payload: Value =
-        serde_json::from_slice(body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let payload = stored_payload(body)?;
     let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
     client
         .execute(
@@ -488,4 +486,13 @@ async fn record_paid(
         stripe_session_id: session_id.to_owned(),
         request_key: String::new(),
     }))
+}
+
+/// The event as it is kept (`stripe_events.payload`, `unattributed_stripe_events`): the signed
+/// body, every string in it at most `capped::RAW_STRING` characters.
+fn stored_payload(body: &[u8]) -> Result<Value, HttpError> {
+    let mut payload: Value =
+        serde_json::from_slice(body).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    shared::domain::capped::cap_strings(&mut payload, shared::domain::capped::RAW_STRING);
+    Ok(payload)
 }

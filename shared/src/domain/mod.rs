@@ -1,6 +1,7 @@
 //! Validated domain values. Each type's only constructor checks its input ("parse, don't
 //! validate"), so code holding one never re-checks it.
 
+pub mod capped;
 mod email;
 mod external;
 mod ids;

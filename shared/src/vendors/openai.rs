@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Usage;
 use super::{CallContext, Vendor, VendorError, VendorHttp};
+use crate::domain::capped;
 
 /// The largest structured answer read: far above what `max_tokens` lets an honest model write.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -47,10 +48,14 @@ impl Message {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChatResponse {
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
     pub id: String,
+    #[serde(deserialize_with = "capped::text::<{ capped::SHORT }, _>")]
     pub object: String,
     pub created: i64,
+    #[serde(deserialize_with = "capped::text::<{ capped::NAME }, _>")]
     pub model: String,
+    #[serde(deserialize_with = "capped::few")]
     pub choices: Vec<Choice>,
     pub usage: Option<TokenUsage>,
 }
@@ -59,6 +64,7 @@ pub struct ChatResponse {
 #[serde(default)]
 pub struct Choice {
     pub index: u32,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub finish_reason: Option<String>,
     pub message: AssistantMessage,
 }
@@ -66,8 +72,10 @@ pub struct Choice {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AssistantMessage {
+    #[serde(deserialize_with = "capped::text::<{ capped::SHORT }, _>")]
     pub role: String,
     pub content: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::MESSAGE }, _>")]
     pub refusal: Option<String>,
 }
 

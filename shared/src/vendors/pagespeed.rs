@@ -8,20 +8,26 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Usage;
 use super::{CallContext, VendorError, VendorHttp};
+use crate::domain::capped;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PsiResponse {
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub id: Option<String>,
     pub lighthouse_result: Option<LighthouseResult>,
+    #[serde(deserialize_with = "capped::json_opt")]
     pub loading_experience: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LighthouseResult {
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub requested_url: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub final_url: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub lighthouse_version: Option<String>,
     pub categories: HashMap<String, CategoryResult>,
     pub audits: HashMap<String, Audit>,
@@ -31,7 +37,9 @@ pub struct LighthouseResult {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CategoryResult {
+    #[serde(deserialize_with = "capped::opt::<{ capped::NAME }, _>")]
     pub id: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::NAME }, _>")]
     pub title: Option<String>,
     /// 0..1, may be null.
     pub score: Option<f64>,
@@ -40,16 +48,20 @@ pub struct CategoryResult {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Audit {
+    #[serde(deserialize_with = "capped::opt::<{ capped::NAME }, _>")]
     pub id: Option<String>,
     pub score: Option<f64>,
     pub numeric_value: Option<f64>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::LINE }, _>")]
     pub display_value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuntimeError {
+    #[serde(deserialize_with = "capped::opt::<{ capped::NAME }, _>")]
     pub code: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::MESSAGE }, _>")]
     pub message: Option<String>,
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Usage;
 use super::{CallContext, VendorError, VendorHttp};
+use crate::domain::capped;
 
 pub const SEARCH_FIELD_MASK: &str = "places.id,places.displayName,places.formattedAddress,places.nationalPhoneNumber,places.internationalPhoneNumber,places.websiteUri,places.rating,places.userRatingCount,places.businessStatus,places.regularOpeningHours,places.location,places.types,nextPageToken";
 
@@ -22,26 +23,38 @@ pub struct TextSearchRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TextSearchResponse {
+    #[serde(deserialize_with = "capped::few")]
     pub places: Vec<Place>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub next_page_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Place {
+    #[serde(deserialize_with = "capped::opt::<{ capped::ID }, _>")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
     pub id: String,
     pub display_name: Option<LocalizedText>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::LINE }, _>")]
     pub formatted_address: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub national_phone_number: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub international_phone_number: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub website_uri: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub google_maps_uri: Option<String>,
     pub rating: Option<f64>,
     pub user_rating_count: Option<u32>,
     /// `OPERATIONAL`, `CLOSED_TEMPORARILY`, `CLOSED_PERMANENTLY`.
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub business_status: Option<String>,
+    #[serde(deserialize_with = "capped::list::<{ capped::NAME }, _>")]
     pub types: Vec<String>,
+    #[serde(deserialize_with = "capped::json_opt")]
     pub regular_opening_hours: Option<serde_json::Value>,
     pub location: Option<LatLng>,
 }
@@ -49,7 +62,9 @@ pub struct Place {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LocalizedText {
+    #[serde(deserialize_with = "capped::text::<{ capped::NAME }, _>")]
     pub text: String,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub language_code: Option<String>,
 }
 

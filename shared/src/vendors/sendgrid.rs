@@ -97,7 +97,7 @@ impl SendGridClient {
         resp.headers
             .get("x-message-id")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            .map(|id| crate::domain::storable(id, crate::domain::capped::ID))
             .ok_or_else(|| self.http.malformed("202 without X-Message-Id", &resp.body))
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Usage;
 use super::{CallContext, Vendor, VendorError, VendorHttp};
+use crate::domain::capped;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckoutRequest {
@@ -69,19 +70,29 @@ impl CheckoutRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CheckoutSession {
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
     pub id: String,
+    #[serde(deserialize_with = "capped::text::<{ capped::SHORT }, _>")]
     pub object: String,
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub url: Option<String>,
     /// `open`, `complete`, `expired`.
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub status: Option<String>,
     /// `paid`, `unpaid`, `no_payment_required`.
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub payment_status: Option<String>,
     pub amount_total: Option<i64>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub currency: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::EMAIL }, _>")]
     pub customer_email: Option<String>,
     pub customer_details: Option<CustomerDetails>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::ID }, _>")]
     pub client_reference_id: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::ID }, _>")]
     pub payment_intent: Option<String>,
+    #[serde(deserialize_with = "capped::map::<{ capped::LINE }, _>")]
     pub metadata: BTreeMap<String, String>,
     pub expires_at: Option<i64>,
     pub created: Option<i64>,
@@ -90,7 +101,9 @@ pub struct CheckoutSession {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CustomerDetails {
+    #[serde(deserialize_with = "capped::opt::<{ capped::EMAIL }, _>")]
     pub email: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::NAME }, _>")]
     pub name: Option<String>,
 }
 

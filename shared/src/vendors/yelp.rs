@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Usage;
 use super::{CallContext, Vendor, VendorError, VendorHttp};
+use crate::domain::capped;
 
 pub const MAX_LIMIT: u32 = 50;
 
@@ -28,21 +29,30 @@ pub struct SearchResponse {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Business {
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
     pub id: String,
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
     pub alias: String,
+    #[serde(deserialize_with = "capped::text::<{ capped::NAME }, _>")]
     pub name: String,
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub image_url: Option<String>,
     pub is_closed: bool,
     /// The Yelp page, with tracking parameters — not the business's website.
+    #[serde(deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub url: Option<String>,
     pub review_count: u32,
+    #[serde(deserialize_with = "capped::few")]
     pub categories: Vec<Category>,
     pub rating: Option<f64>,
     pub coordinates: Coordinates,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub price: Option<String>,
     pub location: Location,
     /// E.164-ish, may be empty.
+    #[serde(deserialize_with = "capped::text::<{ capped::SHORT }, _>")]
     pub phone: String,
+    #[serde(deserialize_with = "capped::text::<{ capped::SHORT }, _>")]
     pub display_phone: String,
     pub distance: Option<f64>,
 }
@@ -50,7 +60,9 @@ pub struct Business {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Category {
+    #[serde(deserialize_with = "capped::text::<{ capped::NAME }, _>")]
     pub alias: String,
+    #[serde(deserialize_with = "capped::text::<{ capped::NAME }, _>")]
     pub title: String,
 }
 
@@ -64,13 +76,21 @@ pub struct Coordinates {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Location {
+    #[serde(deserialize_with = "capped::opt::<{ capped::LINE }, _>")]
     pub address1: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::LINE }, _>")]
     pub address2: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::LINE }, _>")]
     pub address3: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::NAME }, _>")]
     pub city: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub zip_code: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub country: Option<String>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub state: Option<String>,
+    #[serde(deserialize_with = "capped::list::<{ capped::LINE }, _>")]
     pub display_address: Vec<String>,
 }
 

@@ -10,6 +10,7 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 
 use super::SignatureError;
+use crate::domain::capped;
 
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Email-Event-Webhook-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
@@ -130,22 +131,28 @@ mod tests {
 /// One event of SendGrid's event webhook. Custom args come back as top-level keys (`extra`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
+    #[serde(deserialize_with = "capped::text::<{ capped::EMAIL }, _>")]
     pub email: String,
     pub timestamp: i64,
+    #[serde(deserialize_with = "capped::text::<{ capped::SHORT }, _>")]
     pub event: String,
     /// Absent on some events: deduplicate on a hash of (message id, event, timestamp) then.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::opt::<{ capped::ID }, _>")]
     pub sg_event_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::opt::<{ capped::ID }, _>")]
     pub sg_message_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::opt::<{ capped::MESSAGE }, _>")]
     pub reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
     pub status: Option<String>,
     /// `bounce` or `blocked` on bounce events.
-    #[serde(default, rename = "type")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "capped::opt::<{ capped::SHORT }, _>"
+    )]
     pub bounce_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::opt::<{ capped::URL }, _>")]
     pub url: Option<String>,
     #[serde(flatten)]
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,

@@ -6,6 +6,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::SignatureError;
+use crate::domain::capped;
 
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
@@ -124,8 +125,12 @@ mod tests {
 /// A Stripe event envelope; `data.object` is kept raw and read per event type.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
     pub id: String,
-    #[serde(rename = "type")]
+    #[serde(
+        rename = "type",
+        deserialize_with = "capped::text::<{ capped::ID }, _>"
+    )]
     pub kind: String,
     pub created: i64,
     #[serde(default)]
@@ -135,5 +140,6 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EventData {
+    #[serde(deserialize_with = "capped::json")]
     pub object: serde_json::Value,
 }
