@@ -51,6 +51,9 @@ pub struct LocalOptions {
     /// Serve the simulator from its own runtime with this many threads (benchmarks, so that
     /// its CPU can be subtracted); `None` shares the caller's runtime.
     pub sim_threads: Option<usize>,
+    /// Variables over the local defaults, as a deployment's environment sets them (vendor URLs,
+    /// timeouts, rates; tests point a vendor at an address nothing listens on).
+    pub env: HashMap<String, String>,
 }
 
 impl LocalOptions {
@@ -71,6 +74,7 @@ impl LocalOptions {
             buy_share: 0.5,
             delivery: delivery::Settings::default(),
             sim_threads: None,
+            env: HashMap::new(),
         }
     }
 }
@@ -169,7 +173,7 @@ impl LocalPipeline {
         let (listener, gateway_addr) = crate::gateway::bind().await.map_err(LocalError::Sim)?;
         let gateway_url = format!("http://{gateway_addr}");
         let c = &opts.sim;
-        let env: HashMap<String, String> = [
+        let mut env: HashMap<String, String> = [
             ("LF_YELP_URL", base.clone()),
             ("LF_PLACES_URL", base.clone()),
             ("LF_PAGESPEED_URL", base.clone()),
@@ -182,10 +186,7 @@ impl LocalPipeline {
             ("OPENAI_API_KEY", c.openai_key.clone()),
             ("SENDGRID_API_KEY", c.sendgrid_key.clone()),
             ("STRIPE_SECRET_KEY", c.stripe_key.clone()),
-            (
-                "SLACK_WEBHOOK_URL",
-                format!("{base}/services/T000/B000/XXXX"),
-            ),
+            ("SLACK_WEBHOOK_URL", format!("{base}{}", c.slack_path)),
             // Local vendors answer fast: allow more calls per second than the real ones do.
             ("LF_YELP_RPS", "50".into()),
             ("LF_PLACES_RPS", "100".into()),
@@ -195,6 +196,7 @@ impl LocalPipeline {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        env.extend(opts.env.clone());
         let vendors = VendorsConfig::load(&env)?;
         let sink = Arc::new(BufferSink::default());
         let deps = Deps {

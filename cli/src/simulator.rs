@@ -39,7 +39,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         "  SENDGRID_API_KEY={}  STRIPE_SECRET_KEY={}  (webhook secret {})",
         cfg.sendgrid_key, cfg.stripe_key, cfg.stripe_webhook_secret
     );
-    println!("  SLACK_WEBHOOK_URL={base}/services/T000/B000/XXXX");
+    println!("  SLACK_WEBHOOK_URL={base}{}", cfg.slack_path);
     println!();
     println!("Admin endpoints:");
     for (path, what) in sim::ADMIN_ENDPOINTS {

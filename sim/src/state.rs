@@ -20,6 +20,9 @@ pub struct SimConfig {
     pub sendgrid_key: String,
     pub stripe_key: String,
     pub stripe_webhook_secret: String,
+    /// The path of the Slack incoming webhook the local run posts to (`/services/T/B/secret`:
+    /// the whole URL is the secret).
+    pub slack_path: String,
     /// 32-byte seed of the SendGrid event-signing key (test key pair).
     pub sendgrid_signing_seed: u8,
     /// Yelp's search depth cap (`offset + limit`), reported as 240 since 2021.
@@ -38,6 +41,7 @@ impl Default for SimConfig {
             sendgrid_key: "SG.sim-sendgrid".into(),
             stripe_key: "sk_test_sim".into(),
             stripe_webhook_secret: "whsec_sim".into(),
+            slack_path: "/services/T000/B000/XXXX".into(),
             sendgrid_signing_seed: 7,
             yelp_depth_cap: 240,
             yelp_daily_limit: 5_000,

@@ -192,7 +192,7 @@ impl Cloud {
                     .map_err(|e| CloudError::Service(e.to_string()))?,
                 "STRIPE_SECRET_KEY": c.stripe_key,
                 "STRIPE_WEBHOOK_SECRET": c.stripe_webhook_secret,
-                "SLACK_WEBHOOK_URL": format!("{base}/services/T000/B000/XXXX"),
+                "SLACK_WEBHOOK_URL": format!("{base}{}", c.slack_path),
                 "LF_LINK_SECRET": link_secret,
             }),
         )
