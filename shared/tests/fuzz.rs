@@ -1,4 +1,4 @@
-//! Property-based fuzzing of every parser that reads outside input (issue 21.11): the JSON
+//! Property-based fuzzing of every parser that reads outside input: the JSON
 //! boundary, the queue envelope, both webhooks' signature checks and bodies, and the vendors'
 //! answer types. cargo-fuzz needs a nightly toolchain, which a fresh CI machine cannot fetch, so
 //! the targets are proptest properties: `scripts/test` runs each with proptest's default number

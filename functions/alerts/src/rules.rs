@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use shared::db::DbError;
 
-/// Thresholds and volumes; defaults from `docs/predecessor.md`, overridable per tenant in
+/// Thresholds and volumes; defaults are the predecessors' values, overridable per tenant in
 /// `tenants.settings.alerts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,4 +1,4 @@
-//! Property-based fuzzing of the homepage scanner (issue 21.11; see `shared/tests/fuzz.rs` for
+//! Property-based fuzzing of the homepage scanner (see `shared/tests/fuzz.rs` for
 //! why proptest and how `scripts/fuzz` runs it): any bytes, in any chunking, in any declared
 //! charset, never panic and never leave a NUL in a stored field.
 
