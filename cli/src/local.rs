@@ -147,10 +147,16 @@ pub enum LocalError {
     Vendor(#[from] shared::vendors::VendorError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("object store: {0}")]
+    Store(#[from] shared::store::StoreError),
+    #[error("experiment: {0}")]
+    Experiment(#[from] personalization::experiment::ExperimentError),
+    #[error("targeting began no run (no active campaign)")]
+    NoRun,
     #[error(transparent)]
     Bus(#[from] shared::bus::BusError),
-    #[error("targeting: {0}")]
-    Targeting(#[from] targeting::TargetingError),
+    #[error(transparent)]
+    Stage(#[from] shared::pipeline::StageError),
     #[error("scoring rules: {0}")]
     Rules(#[from] scoring::RulesError),
     #[error(transparent)]
@@ -234,8 +240,7 @@ impl LocalPipeline {
                 reports::DEFAULT_PRICE_CENTS,
             )?),
             personalization: personalization::Personalization::new(
-                personalization::Experiment::default_experiment()
-                    .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?,
+                personalization::Experiment::default_experiment()?,
                 deps.vendors.openai(&dyn_sink, &deps.policy)?,
             ),
             delivery: delivery::Delivery::from(mailer.clone()),
@@ -444,13 +449,7 @@ impl LocalPipeline {
         )
         .await?;
         progress.stage("targeting", report.jobs_sent, 0);
-        let run = report
-            .runs
-            .first()
-            .copied()
-            .ok_or(LocalError::Db(DbError::Encode(
-                "targeting began no run".into(),
-            )))?;
+        let run = report.runs.first().copied().ok_or(LocalError::NoRun)?;
         let mut counts = HashMap::new();
         self.drain(progress, &mut counts).await?;
         let status = self.run_status(run).await?;
@@ -728,14 +727,8 @@ pub async fn export_reports(
     for r in rows {
         let name: String = r.get(0);
         let slug = shared::domain::slug(&name);
-        let key = shared::store::ObjectKey::parse(&r.get::<_, String>(1))
-            .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?;
-        let pdf = p
-            .deps
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| LocalError::Db(DbError::Encode(e.to_string())))?;
+        let key = shared::store::ObjectKey::parse(&r.get::<_, String>(1))?;
+        let pdf = p.deps.store.get(&key).await?;
         let path = dir.join(format!("{slug}.pdf"));
         tokio::fs::write(&path, &pdf)
             .await

@@ -483,9 +483,16 @@ async fn the_budget_gate_never_exceeds_the_budget_under_concurrent_reservations(
             tokio::spawn(async move {
                 let mut c = pool.get().await.unwrap();
                 // Mixed batch sizes of 300-micro calls, all racing for the same budget row.
-                shared::pipeline::budget::reserve(&mut c, t, "llm", limit, 300, 1 + (i % 4))
-                    .await
-                    .unwrap()
+                shared::pipeline::budget::reserve(
+                    &mut c,
+                    t,
+                    shared::pipeline::budget::BudgetClass::Llm,
+                    limit,
+                    300,
+                    1 + (i % 4),
+                )
+                .await
+                .unwrap()
             })
         })
         .collect();
@@ -757,8 +764,11 @@ impl shared::pipeline::StageHandler for Sleepy {
         &[]
     }
 
-    fn budget(&self, _: &shared::pipeline::Deps) -> Option<(&'static str, i64)> {
-        Some((shared::pipeline::budget::class::LLM, 1_000))
+    fn budget(
+        &self,
+        _: &shared::pipeline::Deps,
+    ) -> Option<(shared::pipeline::budget::BudgetClass, i64)> {
+        Some((shared::pipeline::budget::BudgetClass::Llm, 1_000))
     }
 
     async fn load(
@@ -787,7 +797,7 @@ impl shared::pipeline::StageHandler for Sleepy {
         _: &dyn shared::db::Tx,
         _: TenantId,
         items: &[shared::pipeline::StageItem<Nap, ()>],
-    ) -> Result<Vec<Vec<shared::pipeline::Outgoing>>, shared::db::DbError> {
+    ) -> Result<Vec<Vec<shared::pipeline::Outgoing>>, shared::pipeline::StageError> {
         Ok(items.iter().map(|_| Vec::new()).collect())
     }
 

@@ -1,49 +1,9 @@
 //! Three concrete, plain-language problems with fixes: from the LLM (structured output, schema
 //! checked) when a key is configured and the budget allows, else from rules over the findings.
 
-use serde::{Deserialize, Serialize};
-
 use crate::analyze::Checks;
+pub use shared::domain::{Insights, Recommendation};
 use shared::vendors::pagespeed::PsiSummary;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recommendation {
-    pub title: String,
-    pub description: String,
-    pub impact: String,
-    pub effort: String,
-    pub steps: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Insights {
-    pub recommendations: Vec<Recommendation>,
-}
-
-impl Insights {
-    /// Exactly three, each with a title and a description.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.recommendations.len() != 3 {
-            return Err(format!(
-                "{} recommendations instead of 3",
-                self.recommendations.len()
-            ));
-        }
-        for (i, r) in self.recommendations.iter().enumerate() {
-            if r.title.trim().is_empty() || r.description.trim().is_empty() {
-                return Err(format!("recommendation {i} lacks a title or description"));
-            }
-            if !["high", "medium", "low"].contains(&r.impact.as_str())
-                || !["high", "medium", "low"].contains(&r.effort.as_str())
-            {
-                return Err(format!(
-                    "recommendation {i} has impact/effort outside high|medium|low"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 pub fn schema() -> serde_json::Value {
     let level = serde_json::json!({ "type": "string", "enum": ["high", "medium", "low"] });

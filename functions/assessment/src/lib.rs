@@ -19,7 +19,9 @@ use shared::bus::{Envelope, queues};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId, WebsiteUrl};
 use shared::pipeline::messages::{LeadRef, stage};
-use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
+use shared::pipeline::{
+    Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget, llm_log,
+};
 use shared::store::ObjectKey;
 use shared::vendors::openai::{Message, OpenAiClient};
 use shared::vendors::pagespeed::{PageSpeedClient, PsiSummary};
@@ -32,12 +34,10 @@ use insights::Insights;
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[&str] = &[shared::bus::queues::SCORING];
 
-/// LLM settings from the predecessors: a small model, low temperature, ~500 output tokens.
-pub const LLM_MODEL: &str = "gpt-4o-mini";
+/// LLM settings from the predecessors: a small model (`llm_log::MODEL`), low temperature, ~500
+/// output tokens.
 pub const LLM_TEMPERATURE: f32 = 0.3;
 pub const LLM_MAX_TOKENS: u32 = 700;
-/// LLM logs and raw HTML are kept 90 days.
-pub const RETENTION_DAYS: i64 = 90;
 
 pub struct Assessment {
     /// Checks the first hop here and, in the client, every redirect and every resolved address.
@@ -95,16 +95,6 @@ pub struct Page {
 }
 
 #[derive(Debug, Clone)]
-pub struct LlmLog {
-    pub prompt: String,
-    pub completion: String,
-    pub model: String,
-    pub tokens_in: u32,
-    pub tokens_out: u32,
-    pub cost_micros: i64,
-}
-
-#[derive(Debug, Clone)]
 pub struct Assessed {
     pub url: String,
     pub fetched: Fetched,
@@ -116,7 +106,7 @@ pub struct Assessed {
     pub psi: Result<PsiSummary, String>,
     pub insights: Insights,
     pub insights_source: &'static str,
-    pub llm: Option<LlmLog>,
+    pub llm: Option<llm_log::LlmCall>,
     pub skipped_paid: Vec<String>,
 }
 
@@ -272,11 +262,11 @@ impl StageHandler for Assessment {
         SENDS_TO
     }
 
-    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+    fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
         // An insights call: ~1,000 prompt and ~500 completion tokens.
         self.openai.as_ref().map(|_| {
             (
-                budget::class::LLM,
+                budget::BudgetClass::Llm,
                 deps.vendors
                     .prices
                     .price(Vendor::OpenAi)
@@ -393,7 +383,7 @@ impl StageHandler for Assessment {
                 match ai
                     .structured::<Insights>(
                         &call,
-                        LLM_MODEL,
+                        llm_log::MODEL,
                         LLM_TEMPERATURE,
                         LLM_MAX_TOKENS,
                         "site_insights",
@@ -408,7 +398,8 @@ impl StageHandler for Assessment {
                             s.usage.prompt_tokens,
                             s.usage.completion_tokens,
                         );
-                        let log = LlmLog {
+                        let log = llm_log::LlmCall {
+                            purpose: llm_log::Purpose::Insights,
                             prompt: format!("{}\n---\n{facts}", insights::SYSTEM_PROMPT),
                             completion: s.raw,
                             model: s.model,
@@ -480,7 +471,7 @@ impl StageHandler for Assessment {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Assessed>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let now = chrono::Utc::now();
         let mut rows = Vec::new();
         let mut logs = Vec::new();
@@ -516,12 +507,7 @@ impl StageHandler for Assessment {
                 "insights": a.insights, "skipped_paid": a.skipped_paid, "assessed_at": now
             }));
             if let Some(l) = &a.llm {
-                logs.push(json!({
-                    "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "business_id": it.env.payload.business_id.as_uuid(),
-                    "run_id": it.env.run_id.map(|r| r.as_uuid()), "purpose": "insights", "model": l.model, "prompt": l.prompt,
-                    "completion": l.completion, "prompt_tokens": l.tokens_in, "completion_tokens": l.tokens_out,
-                    "cost_micros": l.cost_micros, "created_at": now, "expires_at": now + chrono::Duration::days(RETENTION_DAYS)
-                }));
+                logs.push(l.row(llm_log::Caller::of(&it.env), now));
             }
             if let Some(r) = &a.recipient {
                 email_ids.push(it.env.payload.business_id.as_uuid());
@@ -554,7 +540,7 @@ impl StageHandler for Assessment {
             cached::execute_if(
                 tx,
                 logged,
-                "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)",
+                llm_log::INSERT,
                 &[&logs],
             ),
             cached::execute_if(

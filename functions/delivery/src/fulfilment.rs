@@ -253,7 +253,7 @@ impl StageHandler for Fulfilment {
         tx: &dyn Tx,
         _tenant: TenantId,
         items: &[StageItem<Fulfil, Done>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let mut fulfilled = Vec::new();
         let mut fulfilled_by = Vec::new();
         for it in items {

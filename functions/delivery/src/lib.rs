@@ -637,7 +637,7 @@ impl StageHandler for Delivery {
         tx: &dyn Tx,
         _tenant: TenantId,
         items: &[StageItem<LeadRef, Done>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         send::write_states(tx, items.iter().map(|it| &it.work)).await?;
         Ok(items.iter().map(|_| Vec::new()).collect())
     }
@@ -672,7 +672,7 @@ pub async fn release_backlog(
     deps: &Deps,
     bus: &dyn Bus,
     today: chrono::NaiveDate,
-) -> Result<Released, DbError> {
+) -> Result<Released, shared::pipeline::StageError> {
     let tenants = shared::db::tenant_ids(&deps.pool.get().await?).await?;
     let mut out = Released::default();
     for tenant in tenants {
@@ -706,9 +706,7 @@ pub async fn release_backlog(
             })
             .collect();
         if !bodies.is_empty() {
-            bus.send_batch(queues::DELIVERY, &bodies)
-                .await
-                .map_err(|e| DbError::Encode(e.to_string()))?;
+            bus.send_batch(queues::DELIVERY, &bodies).await?;
             out.messages += bodies.len();
         }
     }

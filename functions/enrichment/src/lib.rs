@@ -82,9 +82,9 @@ impl StageHandler for Enrichment {
         SENDS_TO
     }
 
-    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+    fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
         Some((
-            budget::class::PLACES,
+            budget::BudgetClass::Places,
             deps.vendors
                 .prices
                 .price(shared::vendors::Vendor::Places)
@@ -187,7 +187,7 @@ impl StageHandler for Enrichment {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Outcome>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         // Websites already belonging to another business of the tenant make this one a duplicate.
         let domains: Vec<&str> = items
             .iter()

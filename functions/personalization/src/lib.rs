@@ -18,7 +18,9 @@ use shared::bus::{Envelope, queues};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId};
 use shared::pipeline::messages::{LeadColumns, LeadRef};
-use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
+use shared::pipeline::{
+    Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget, llm_log,
+};
 use shared::vendors::openai::{Message, OpenAiClient};
 use shared::vendors::{CallContext, Vendor};
 
@@ -27,7 +29,6 @@ pub use experiment::{Assignment, Experiment};
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[&str] = &[queues::DELIVERY];
 pub const STAGE: &str = "personalization";
-pub const LLM_MODEL: &str = "gpt-4o-mini";
 pub const LLM_TEMPERATURE: f32 = 0.7;
 
 pub struct Personalization {
@@ -76,7 +77,7 @@ pub struct Email {
     pub body: String,
     pub generated_by: &'static str,
     pub spam_score: u8,
-    pub llm: Option<(String, String, u32, u32, i64)>,
+    pub llm: Option<llm_log::LlmCall>,
 }
 
 /// `inbox_taken`: another business's outreach in this campaign already holds the address (a
@@ -129,10 +130,10 @@ impl StageHandler for Personalization {
         SENDS_TO
     }
 
-    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+    fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
         self.openai.as_ref().map(|_| {
             (
-                budget::class::LLM,
+                budget::BudgetClass::Llm,
                 deps.vendors
                     .prices
                     .price(Vendor::OpenAi)
@@ -246,7 +247,7 @@ impl StageHandler for Personalization {
             match ai
                 .structured::<LlmBody>(
                     &call,
-                    LLM_MODEL,
+                    llm_log::MODEL,
                     LLM_TEMPERATURE,
                     400,
                     "outreach_email",
@@ -268,13 +269,15 @@ impl StageHandler for Personalization {
                         );
                         email.body = body;
                         email.generated_by = "llm";
-                        email.llm = Some((
-                            format!("{system}\n---\n{facts}"),
-                            s.raw,
-                            s.usage.prompt_tokens,
-                            s.usage.completion_tokens,
-                            cost,
-                        ));
+                        email.llm = Some(llm_log::LlmCall {
+                            purpose: llm_log::Purpose::Email,
+                            prompt: format!("{system}\n---\n{facts}"),
+                            completion: s.raw,
+                            model: s.model,
+                            tokens_in: s.usage.prompt_tokens,
+                            tokens_out: s.usage.completion_tokens,
+                            cost_micros: cost,
+                        });
                     }
                 }
                 Err(e) if e.is_transient() => return Err(e.into()),
@@ -299,7 +302,7 @@ impl StageHandler for Personalization {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Written>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let e = &self.experiment;
         let exp_id: uuid::Uuid = cached::query_one(
             tx,
@@ -356,13 +359,8 @@ impl StageHandler for Personalization {
                     "generated_by": m.generated_by, "spam_score": m.spam_score, "created_at": now,
                     "duplicate_inbox": false, "request_key": ""
                 }));
-                if let Some((prompt, completion, tin, tout, cost)) = &m.llm {
-                    logs.push(json!({
-                        "id": uuid::Uuid::new_v4(), "tenant_id": tenant.as_uuid(), "business_id": it.env.payload.business_id.as_uuid(),
-                        "run_id": it.env.run_id.map(|r| r.as_uuid()), "purpose": "email", "model": LLM_MODEL, "prompt": prompt,
-                        "completion": completion, "prompt_tokens": tin, "completion_tokens": tout, "cost_micros": cost,
-                        "created_at": now, "expires_at": now + chrono::Duration::days(90)
-                    }));
+                if let Some(l) = &m.llm {
+                    logs.push(l.row(llm_log::Caller::of(&it.env), now));
                 }
             }
         }
@@ -395,7 +393,7 @@ impl StageHandler for Personalization {
             cached::execute_if(
                 tx,
                 any_logs,
-                "INSERT INTO llm_logs SELECT * FROM jsonb_populate_recordset(NULL::llm_logs, $1::jsonb)",
+                llm_log::INSERT,
                 &[&logs],
             ),
         )

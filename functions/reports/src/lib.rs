@@ -17,7 +17,8 @@ use shared::pipeline::messages::LeadRef;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
 use shared::store::ObjectKey;
 
-pub use render::{Recommendation, ReportData, render};
+pub use render::{ReportData, render};
+pub use shared::domain::Recommendation;
 
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[&str] = &[queues::PERSONALIZATION];
@@ -114,14 +115,7 @@ fn report_data(row: &tokio_postgres::Row) -> ReportData {
         .unwrap_or(2026);
     let pct = |i: usize| row.get::<_, Option<i16>>(i).map(|v| v.clamp(0, 100) as u8);
     let insights: Option<serde_json::Value> = row.get(26);
-    let recommendations = insights
-        .and_then(|i| {
-            serde_json::from_value::<Vec<Recommendation>>(
-                i.get("recommendations").cloned().unwrap_or_default(),
-            )
-            .ok()
-        })
-        .unwrap_or_default();
+    let recommendations = shared::domain::Insights::stored(insights.as_ref()).recommendations;
     ReportData {
         business: row.get(1),
         location: row.get(2),
@@ -253,7 +247,7 @@ impl StageHandler for Reports {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Rendered>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let now = chrono::Utc::now();
         let rows: Vec<serde_json::Value> = items
             .iter()

@@ -13,6 +13,7 @@ use krilla::paint::{Fill, Stroke};
 use krilla::surface::Surface;
 use krilla::text::{Font, TextDirection};
 use serde::{Deserialize, Serialize};
+use shared::domain::Recommendation;
 
 static REGULAR: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 static BOLD: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-Bold.ttf");
@@ -50,15 +51,6 @@ pub struct ReportData {
     pub speed_index_ms: Option<f64>,
     pub findings: Vec<String>,
     pub recommendations: Vec<Recommendation>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Recommendation {
-    pub title: String,
-    pub description: String,
-    pub impact: String,
-    pub effort: String,
-    pub steps: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,9 @@
 //! twice).
 
 use serde::Serialize;
-use shared::db::{DbError, Pool, begin_tenant};
+use shared::db::{Pool, begin_tenant};
+
+use crate::RetentionError;
 use shared::domain::{BusinessId, Email, TenantId};
 use shared::store::{ObjectKey, ObjectStore};
 
@@ -64,9 +66,9 @@ pub async fn erase_email(
     tenant: TenantId,
     email: &Email,
     source: &str,
-) -> Result<Erased, DbError> {
+) -> Result<Erased, RetentionError> {
     let addr = email.to_string();
-    let mut c = pool.get().await?;
+    let mut c = pool.get().await.map_err(shared::db::DbError::from)?;
     let tx = begin_tenant(&mut c, tenant).await?;
     // The raw HTML that contained the address: found before the contact lists are cleaned.
     let html: Vec<(uuid::Uuid, String)> = tx
@@ -101,10 +103,7 @@ pub async fn erase_email(
     let mut objects = 0;
     for (_, key) in &html {
         if let Ok(k) = ObjectKey::parse(key) {
-            store
-                .delete(&k)
-                .await
-                .map_err(|e| DbError::Encode(format!("object {key} not deleted: {e}")))?;
+            store.delete(&k).await?;
             objects += 1;
         }
     }
@@ -129,8 +128,8 @@ pub async fn erase_business(
     tenant: TenantId,
     business: BusinessId,
     source: &str,
-) -> Result<Option<Erased>, DbError> {
-    let mut c = pool.get().await?;
+) -> Result<Option<Erased>, RetentionError> {
+    let mut c = pool.get().await.map_err(shared::db::DbError::from)?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let row = tx
         .query_opt(

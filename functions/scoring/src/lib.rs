@@ -180,7 +180,7 @@ impl StageHandler for Scoring {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<LeadRef, Scored>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let now = chrono::Utc::now();
         let rows: Vec<serde_json::Value> = items
             .iter()

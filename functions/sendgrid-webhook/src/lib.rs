@@ -14,6 +14,7 @@ use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpR
 use serde_json::json;
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::TenantId;
+use shared::lambda::StartError;
 use shared::lambda::http::{HttpError, body_bytes, header, method};
 use shared::webhook::sendgrid::{self, Event, SendGridKey};
 
@@ -33,18 +34,6 @@ pub struct WebhookDeps {
     pub tolerance_secs: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("SENDGRID_WEBHOOK_PUBLIC_KEY: {0}")]
-    Key(shared::webhook::SignatureError),
-    #[error(transparent)]
-    Secrets(#[from] shared::secrets::SecretsError),
-}
-
 impl WebhookDeps {
     /// `DATABASE_URL` and `SENDGRID_WEBHOOK_PUBLIC_KEY` (base64 DER, as SendGrid shows it), from
     /// the environment or the secrets in `LF_SECRET_ARNS`.
@@ -60,7 +49,10 @@ impl WebhookDeps {
         r.finish(())?;
         Ok(Self {
             pool: shared::db::connect(&url, 2)?,
-            key: SendGridKey::from_base64_der(&key).map_err(StartError::Key)?,
+            key: SendGridKey::from_base64_der(&key).map_err(|e| StartError::Invalid {
+                variable: "SENDGRID_WEBHOOK_PUBLIC_KEY",
+                reason: e.to_string(),
+            })?,
             tolerance_secs,
         })
     }

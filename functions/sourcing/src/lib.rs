@@ -141,9 +141,9 @@ impl StageHandler for Sourcing {
         4
     }
 
-    fn budget(&self, deps: &Deps) -> Option<(&'static str, i64)> {
+    fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
         Some((
-            budget::class::YELP,
+            budget::BudgetClass::Yelp,
             deps.vendors
                 .prices
                 .price(shared::vendors::Vendor::Yelp)
@@ -221,7 +221,7 @@ impl StageHandler for Sourcing {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<SourcingJob, Page>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError> {
+    ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let cands: Vec<(usize, &Candidate)> = items
             .iter()
             .enumerate()

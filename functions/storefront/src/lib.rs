@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use shared::db::{DbError, Pool, begin_tenant};
+use shared::db::{Pool, begin_tenant};
 use shared::domain::TenantId;
+use shared::lambda::StartError;
 use shared::lambda::http::{HttpError, body_bytes, method, path, text, with_header};
 use shared::links::{LinkError, LinkSigner, Purpose};
 use shared::store::{ObjectKey, ObjectStore};
@@ -43,20 +44,6 @@ pub struct StorefrontDeps {
     pub public_base_url: String,
     pub currency: String,
     sink: Arc<BufferSink>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Secrets(#[from] shared::secrets::SecretsError),
-    #[error(transparent)]
-    Vendor(#[from] shared::vendors::VendorError),
-    #[error("LF_LINK_SECRET: {0}")]
-    Link(#[from] LinkError),
 }
 
 impl StorefrontDeps {
@@ -98,7 +85,10 @@ impl StorefrontDeps {
             store,
             &vendors,
             &shared::vendors::HttpPolicy::default(),
-            LinkSigner::new(secret)?,
+            LinkSigner::new(secret).map_err(|e| StartError::Invalid {
+                variable: "LF_LINK_SECRET",
+                reason: e.to_string(),
+            })?,
             &base,
         )
     }

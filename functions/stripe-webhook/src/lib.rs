@@ -15,8 +15,9 @@
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
 use shared::bus::{Bus, Envelope, queues};
-use shared::db::{DbError, Pool, begin_tenant};
+use shared::db::{Pool, begin_tenant};
 use shared::domain::TenantId;
+use shared::lambda::StartError;
 use shared::lambda::http::{HttpError, body_bytes, header, method};
 use shared::webhook::stripe::{self, Event};
 
@@ -31,16 +32,6 @@ pub struct WebhookDeps {
     pub bus: std::sync::Arc<dyn Bus>,
     pub secret: secrecy::SecretString,
     pub tolerance_secs: i64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Secrets(#[from] shared::secrets::SecretsError),
 }
 
 impl WebhookDeps {

@@ -12,7 +12,7 @@ use shared::bus::{Envelope, queues};
 use shared::db::{DbError, begin_tenant};
 use shared::domain::{CampaignId, RunId, TenantId};
 use shared::pipeline::messages::stage;
-use shared::pipeline::{Deps, Outgoing, runs};
+use shared::pipeline::{Deps, Outgoing, StageError, runs};
 
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[&str] = &[shared::bus::queues::SOURCING];
@@ -29,26 +29,9 @@ pub struct TargetingReport {
     pub jobs_sent: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TargetingError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Bus(#[from] shared::bus::BusError),
-}
-
-impl From<tokio_postgres::Error> for TargetingError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        TargetingError::Db(DbError::Postgres(e))
-    }
-}
-
 /// Runs targeting for every tenant. The event (an EventBridge scheduled event) carries nothing
 /// the handler needs; its `kind` may be `manual` or `local` when invoked by hand.
-pub async fn handler(
-    deps: &Deps,
-    event: serde_json::Value,
-) -> Result<TargetingReport, TargetingError> {
+pub async fn handler(deps: &Deps, event: serde_json::Value) -> Result<TargetingReport, StageError> {
     let kind = match event
         .get("detail")
         .and_then(|d| d.get("kind"))
@@ -108,7 +91,7 @@ async fn target_tenant(
     deps: &Deps,
     tenant: TenantId,
     kind: &str,
-) -> Result<(RunId, usize, usize, Vec<CampaignId>), TargetingError> {
+) -> Result<(RunId, usize, usize, Vec<CampaignId>), StageError> {
     let mut client = deps.pool.get().await.map_err(DbError::from)?;
     let tx = begin_tenant(&mut client, tenant).await?;
     let run = runs::begin_run(&tx, tenant, kind).await?;

@@ -26,8 +26,6 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Migration(String),
-    #[error("could not encode a message or row: {0}")]
-    Encode(String),
     #[error("TLS set-up failed: {0}")]
     Tls(String),
     #[error("the statement returned {got} rows, {expected} expected")]

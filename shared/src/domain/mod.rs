@@ -15,7 +15,7 @@ mod website;
 pub use email::Email;
 pub use external::{ExternalText, storable, storable_json};
 pub use ids::{BusinessId, CampaignId, RunId, TenantId};
-pub use insights::recommendation_titles;
+pub use insights::{Insights, Recommendation, recommendation_titles};
 pub use money::Money;
 pub use phone::Phone;
 pub use score::{Score, Tier, TierThresholds};

@@ -7,11 +7,43 @@
 use crate::db::{DbError, Tx, cached};
 use crate::domain::TenantId;
 
-/// Budgeted vendor classes.
-pub mod class {
-    pub const YELP: &str = "yelp";
-    pub const PLACES: &str = "places";
-    pub const LLM: &str = "llm";
+/// A budgeted class of paid calls: each has its own daily limit (`budgets.vendor_class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BudgetClass {
+    Yelp,
+    Places,
+    /// Every LLM call, whichever stage makes it.
+    Llm,
+}
+
+impl BudgetClass {
+    pub const ALL: [BudgetClass; 3] = [BudgetClass::Yelp, BudgetClass::Places, BudgetClass::Llm];
+
+    /// The name the `budgets` table uses (upper-cased, `LF_BUDGET_<CLASS>_MICROS`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetClass::Yelp => "yelp",
+            BudgetClass::Places => "places",
+            BudgetClass::Llm => "llm",
+        }
+    }
+
+    /// The class a vendor's calls are charged to; `None` for vendors outside the gate.
+    pub fn of(vendor: crate::vendors::Vendor) -> Option<Self> {
+        use crate::vendors::Vendor;
+        match vendor {
+            Vendor::Yelp => Some(BudgetClass::Yelp),
+            Vendor::Places => Some(BudgetClass::Places),
+            Vendor::OpenAi => Some(BudgetClass::Llm),
+            Vendor::PageSpeed | Vendor::SendGrid | Vendor::Stripe | Vendor::Slack => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Daily limits in micro-dollars per class (configuration; see `LF_BUDGET_<CLASS>_MICROS`).
@@ -34,12 +66,11 @@ impl Default for BudgetLimits {
 }
 
 impl BudgetLimits {
-    pub fn for_class(&self, class: &str) -> i64 {
+    pub fn for_class(&self, class: BudgetClass) -> i64 {
         match class {
-            class::YELP => self.yelp,
-            class::PLACES => self.places,
-            class::LLM => self.llm,
-            _ => 0,
+            BudgetClass::Yelp => self.yelp,
+            BudgetClass::Places => self.places,
+            BudgetClass::Llm => self.llm,
         }
     }
 }
@@ -65,7 +96,7 @@ RETURNING g.units";
 pub async fn reserve(
     client: &mut deadpool_postgres::Client,
     tenant: TenantId,
-    class: &str,
+    class: BudgetClass,
     limit_micros: i64,
     unit_cost_micros: i64,
     units: i64,
@@ -83,7 +114,7 @@ pub async fn reserve(
 pub async fn reserve_in(
     tx: &dyn Tx,
     tenant: TenantId,
-    class: &str,
+    class: BudgetClass,
     limit_micros: i64,
     unit_cost_micros: i64,
     units: i64,
@@ -91,7 +122,12 @@ pub async fn reserve_in(
     if let Some(granted) = try_reserve(tx, tenant, class, unit_cost_micros, units).await? {
         return Ok(granted);
     }
-    cached::execute(tx, ENSURE, &[&tenant.as_uuid(), &class, &limit_micros]).await?;
+    cached::execute(
+        tx,
+        ENSURE,
+        &[&tenant.as_uuid(), &class.as_str(), &limit_micros],
+    )
+    .await?;
     Ok(try_reserve(tx, tenant, class, unit_cost_micros, units)
         .await?
         .unwrap_or(0))
@@ -103,7 +139,7 @@ pub async fn reserve_in(
 pub async fn try_reserve(
     tx: &dyn Tx,
     tenant: TenantId,
-    class: &str,
+    class: BudgetClass,
     unit_cost_micros: i64,
     units: i64,
 ) -> Result<Option<i64>, DbError> {
@@ -116,7 +152,12 @@ pub async fn try_reserve(
     Ok(cached::query_opt(
         tx,
         RESERVE,
-        &[&tenant.as_uuid(), &class, &units, &unit_cost_micros],
+        &[
+            &tenant.as_uuid(),
+            &class.as_str(),
+            &units,
+            &unit_cost_micros,
+        ],
     )
     .await?
     .map(|r| r.get(0)))
@@ -126,7 +167,7 @@ pub async fn try_reserve(
 pub async fn release(
     tx: &dyn Tx,
     tenant: TenantId,
-    class: &str,
+    class: BudgetClass,
     micros: i64,
 ) -> Result<(), DbError> {
     if micros <= 0 {
@@ -136,7 +177,7 @@ pub async fn release(
         tx,
         "UPDATE budgets SET reserved_micros = GREATEST(reserved_micros - $3, 0), updated_at = now()
          WHERE tenant_id = $1 AND vendor_class = $2 AND day = current_date",
-        &[&tenant.as_uuid(), &class, &micros],
+        &[&tenant.as_uuid(), &class.as_str(), &micros],
     )
     .await?;
     Ok(())
@@ -147,13 +188,13 @@ pub async fn release(
 pub async fn record_spend(
     tx: &dyn Tx,
     tenant: TenantId,
-    spend: &[(&str, i64)],
+    spend: &[(BudgetClass, i64)],
 ) -> Result<(), DbError> {
-    let spend: Vec<&(&str, i64)> = spend.iter().filter(|(_, m)| *m > 0).collect();
+    let spend: Vec<&(BudgetClass, i64)> = spend.iter().filter(|(_, m)| *m > 0).collect();
     if spend.is_empty() {
         return Ok(());
     }
-    let classes: Vec<&str> = spend.iter().map(|(c, _)| *c).collect();
+    let classes: Vec<&str> = spend.iter().map(|(c, _)| c.as_str()).collect();
     let micros: Vec<i64> = spend.iter().map(|(_, m)| *m).collect();
     cached::execute(
         tx,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::budget::BudgetLimits;
 use crate::bus::{Bus, SqsBus};
-use crate::config::{ConfigError, CoreConfig, Mode, Reader};
+use crate::config::{CoreConfig, Mode, Reader};
 use crate::db::Pool;
+use crate::lambda::StartError;
 use crate::store::ObjectStore;
 use crate::vendors::config::VendorsConfig;
 use crate::vendors::{BufferSink, HttpPolicy};
@@ -68,30 +69,12 @@ pub struct Deps {
 /// `maxReceiveCount` of the queues when `LF_MAX_RECEIVE_COUNT` is not set.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 
-/// Printed by a function's `main` when its start fails (Lambda shows it as the init error): its
-/// `Debug` is its message, naming each variable at fault.
-#[derive(thiserror::Error)]
-pub enum DepsError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Db(#[from] crate::db::DbError),
-    #[error(transparent)]
-    Secrets(#[from] crate::secrets::SecretsError),
-}
-
-impl std::fmt::Debug for DepsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
 impl Deps {
     /// Production wiring from the environment: SQS queues from `LF_QUEUE_<NAME>_URL`, S3 or a local
     /// store, vendor clients' settings. Makes no network call (connections are lazy). The URL of
     /// every queue in `sends_to` (the function's `SENDS_TO`) is required: a deployment that
     /// forgot one fails at start, naming the variable, not at its first send.
-    pub async fn from_env(sends_to: &[&str]) -> Result<Deps, DepsError> {
+    pub async fn from_env(sends_to: &[&str]) -> Result<Deps, StartError> {
         Self::from_source(&crate::secrets::from_env().await?, sends_to)
     }
 
@@ -100,7 +83,7 @@ impl Deps {
     pub fn from_source(
         source: &dyn crate::config::Source,
         sends_to: &[&str],
-    ) -> Result<Deps, DepsError> {
+    ) -> Result<Deps, StartError> {
         let core = CoreConfig::load(source)?;
         let vendors = VendorsConfig::load(source)?;
         let mut r = Reader::new(source);

@@ -26,8 +26,8 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::Deps;
 use super::runs::{self, RunEvent};
+use super::{Deps, StageError};
 use crate::bus::Envelope;
 use crate::db::{DbError, PipelinedTx, Tx, cached, execute_alone};
 use crate::domain::{RunId, TenantId};
@@ -56,17 +56,20 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// `env` on its way to `queue`.
-    pub fn new<P: Serialize>(queue: &str, env: &Envelope<P>) -> Result<Self, DbError> {
+    pub fn new<P: Serialize>(queue: &str, env: &Envelope<P>) -> Result<Self, StageError> {
         Ok(Self {
             queue: queue.to_owned(),
-            body: env.to_body().map_err(|e| DbError::Encode(e.to_string()))?,
+            body: env.to_body()?,
             run: env.run_id,
             key: env.idempotency_key.clone(),
         })
     }
 
     /// The same lead handed on to `queue`: same payload, key, tenant, run and trace.
-    pub fn forward<P: Serialize + Clone>(env: &Envelope<P>, queue: &str) -> Result<Self, DbError> {
+    pub fn forward<P: Serialize + Clone>(
+        env: &Envelope<P>,
+        queue: &str,
+    ) -> Result<Self, StageError> {
         Self::new(
             queue,
             &env.child(env.idempotency_key.clone(), env.payload.clone()),
@@ -174,7 +177,7 @@ pub trait StageHandler: Send + Sync {
     }
 
     /// The budget class and unit cost of the stage's paid call, if it has one.
-    fn budget(&self, _deps: &Deps) -> Option<(&'static str, i64)> {
+    fn budget(&self, _deps: &Deps) -> Option<(super::budget::BudgetClass, i64)> {
         None
     }
 
@@ -195,7 +198,7 @@ pub trait StageHandler: Send + Sync {
         tx: &dyn Tx,
         tenant: TenantId,
         items: &[StageItem<Self::Payload, Self::Work>],
-    ) -> Result<Vec<Vec<Outgoing>>, DbError>;
+    ) -> Result<Vec<Vec<Outgoing>>, StageError>;
 
     /// The run events of one item (usually one; a skipped paid step adds its marker).
     fn describe(&self, item: &StageItem<Self::Payload, Self::Work>) -> Vec<EventInfo>;
@@ -296,7 +299,7 @@ async fn process_tenant<H: StageHandler>(
     batch: &TenantBatch<'_>,
     msgs: Vec<(String, Envelope<H::Payload>)>,
     out: &mut BatchOutcome,
-) -> Result<(), DbError> {
+) -> Result<(), StageError> {
     let TenantBatch {
         tenant,
         last_tries,
@@ -541,17 +544,13 @@ async fn process_tenant<H: StageHandler>(
     for r in others {
         crate::vendors::CallSink::record(deps.sink.as_ref(), r);
     }
-    let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut spend: BTreeMap<super::budget::BudgetClass, i64> = BTreeMap::new();
     for r in &mine {
-        let class = match r.vendor {
-            crate::vendors::Vendor::Yelp => super::budget::class::YELP,
-            crate::vendors::Vendor::Places => super::budget::class::PLACES,
-            crate::vendors::Vendor::OpenAi => super::budget::class::LLM,
-            _ => continue,
-        };
-        *spend.entry(class).or_default() += r.cost_micros;
+        if let Some(class) = super::budget::BudgetClass::of(r.vendor) {
+            *spend.entry(class).or_default() += r.cost_micros;
+        }
     }
-    let spend: Vec<(&str, i64)> = spend.into_iter().collect();
+    let spend: Vec<(super::budget::BudgetClass, i64)> = spend.into_iter().collect();
     // Reservations of paid calls whose work failed go back: a vendor outage must not use up
     // the day's budget without spending it (the retry reserves again).
     let unspent = handler
@@ -569,17 +568,21 @@ async fn process_tenant<H: StageHandler>(
         .enumerate()
         .map(|(i, it)| {
             let next = next.get(i).map_or(&[][..], Vec::as_slice);
-            Claim {
+            let outcome = serde_json::to_value(Stored {
+                next: next.to_vec(),
+            })
+            .map_err(|source| StageError::Encode {
+                what: "a message's next hops",
+                source,
+            })?;
+            Ok(Claim {
                 key: it.env.idempotency_key.as_str(),
                 run: it.env.run_id,
-                outcome: serde_json::to_value(Stored {
-                    next: next.to_vec(),
-                })
-                .unwrap_or_default(),
+                outcome,
                 next,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, StageError>>()?;
     // The bookkeeping statements do not depend on one another: they are sent together with the
     // commit and answered in one round trip. Each starts its statements when first polled, as
     // `commit_after` requires. Their results are read in order, so the first error returned is
