@@ -46,12 +46,15 @@ pub struct Rendered {
 }
 
 const LOAD: &str = "
-SELECT b.id, b.name, concat_ws(', ', b.city, concat_ws(' ', b.state, b.zip)), coalesce(b.website_url, ''),
-       c.sender_name, c.postal_address, s.id, s.score, s.tier::text,
+SELECT b.id AS business_id, b.name AS business, concat_ws(', ', b.city, concat_ws(' ', b.state, b.zip)) AS location,
+       coalesce(b.website_url, '') AS website, c.sender_name AS agency, c.postal_address AS agency_address,
+       s.id AS score_id, s.score, s.tier::text AS tier,
        a.psi_performance, a.psi_seo, a.psi_accessibility, a.psi_best_practices,
        a.lcp_ms, a.cls, a.fcp_ms, a.tbt_ms, a.speed_index_ms,
-       coalesce(a.has_viewport, false), coalesce(a.https, false), a.title IS NOT NULL, a.meta_description IS NOT NULL,
-       a.h1 IS NOT NULL, cardinality(coalesce(a.analytics, '{}')) > 0, a.checks->>'jquery_version', a.copyright_year::int4,
+       coalesce(a.has_viewport, false) AS has_viewport, coalesce(a.https, false) AS https,
+       a.title IS NOT NULL AS has_title, a.meta_description IS NOT NULL AS has_meta_description,
+       a.h1 IS NOT NULL AS has_h1, cardinality(coalesce(a.analytics, '{}')) > 0 AS has_analytics,
+       a.checks->>'jquery_version' AS jquery_version, a.copyright_year::int4 AS copyright_year,
        a.insights
 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS x(b, c, r)
 JOIN businesses b ON b.id = x.b
@@ -59,52 +62,91 @@ JOIN campaigns c ON c.id = x.c
 JOIN scores s ON s.business_id = b.id AND s.run_id IS NOT DISTINCT FROM x.r
 LEFT JOIN assessments a ON a.id = s.assessment_id";
 
-fn findings(row: &tokio_postgres::Row, this_year: i32) -> Vec<String> {
-    let mut f = Vec::new();
-    if !row.get::<_, bool>(18) {
-        f.push("No mobile viewport: phones show a shrunken desktop page that visitors must pinch and zoom.".to_owned());
+/// What the homepage check found, as the report's findings read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Found {
+    has_viewport: bool,
+    https: bool,
+    has_title: bool,
+    has_meta_description: bool,
+    has_h1: bool,
+    has_analytics: bool,
+    jquery_version: Option<String>,
+    copyright_year: Option<i32>,
+    performance: Option<u8>,
+}
+
+impl Found {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self {
+            has_viewport: row.get("has_viewport"),
+            https: row.get("https"),
+            has_title: row.get("has_title"),
+            has_meta_description: row.get("has_meta_description"),
+            has_h1: row.get("has_h1"),
+            has_analytics: row.get("has_analytics"),
+            jquery_version: row.get("jquery_version"),
+            copyright_year: row.get("copyright_year"),
+            performance: percent(row, "psi_performance"),
+        }
     }
-    if !row.get::<_, bool>(19) {
-        f.push("The site is not served over HTTPS, so browsers mark it \"Not secure\".".to_owned());
+
+    /// The findings a report lists, in plain words, from what the check found.
+    fn findings(&self, this_year: i32) -> Vec<String> {
+        let mut f = Vec::new();
+        if !self.has_viewport {
+            f.push("No mobile viewport: phones show a shrunken desktop page that visitors must pinch and zoom.".to_owned());
+        }
+        if !self.https {
+            f.push(
+                "The site is not served over HTTPS, so browsers mark it \"Not secure\".".to_owned(),
+            );
+        }
+        let missing: Vec<&str> = [
+            (self.has_title, "page title"),
+            (self.has_meta_description, "meta description"),
+            (self.has_h1, "main heading"),
+        ]
+        .iter()
+        .filter(|(present, _)| !present)
+        .map(|(_, n)| *n)
+        .collect();
+        if !missing.is_empty() {
+            f.push(format!(
+                "Missing {}: search results show little about the business.",
+                missing.join(", ")
+            ));
+        }
+        if !self.has_analytics {
+            f.push("No analytics: there is no way to know where customers come from.".to_owned());
+        }
+        if let Some(v) = &self.jquery_version {
+            f.push(format!("The site loads jQuery {v}, an outdated library."));
+        }
+        if let Some(y) = self.copyright_year.filter(|y| this_year - y >= 2) {
+            f.push(format!(
+                "The footer says © {y}, which makes the business look closed."
+            ));
+        }
+        if let Some(p) = self.performance.filter(|p| *p < 50) {
+            f.push(format!(
+                "Mobile speed scores {p}/100: most visitors leave before the page finishes loading."
+            ));
+        }
+        if f.is_empty() {
+            f.push(
+                "The basics are in place; the improvements below are about winning more customers."
+                    .to_owned(),
+            );
+        }
+        f
     }
-    let missing: Vec<&str> = [
-        (20, "page title"),
-        (21, "meta description"),
-        (22, "main heading"),
-    ]
-    .iter()
-    .filter(|(i, _)| !row.get::<_, bool>(*i))
-    .map(|(_, n)| *n)
-    .collect();
-    if !missing.is_empty() {
-        f.push(format!(
-            "Missing {}: search results show little about the business.",
-            missing.join(", ")
-        ));
-    }
-    if !row.get::<_, bool>(23) {
-        f.push("No analytics: there is no way to know where customers come from.".to_owned());
-    }
-    if let Some(v) = row.get::<_, Option<String>>(24) {
-        f.push(format!("The site loads jQuery {v}, an outdated library."));
-    }
-    if let Some(y) = row.get::<_, Option<i32>>(25).filter(|y| this_year - y >= 2) {
-        f.push(format!(
-            "The footer says © {y}, which makes the business look closed."
-        ));
-    }
-    if let Some(p) = row.get::<_, Option<i16>>(9).filter(|p| *p < 50) {
-        f.push(format!(
-            "Mobile speed scores {p}/100: most visitors leave before the page finishes loading."
-        ));
-    }
-    if f.is_empty() {
-        f.push(
-            "The basics are in place; the improvements below are about winning more customers."
-                .to_owned(),
-        );
-    }
-    f
+}
+
+/// A 0–100 score column (PageSpeed's categories), clamped.
+fn percent(row: &tokio_postgres::Row, column: &str) -> Option<u8> {
+    row.get::<_, Option<i16>>(column)
+        .map(|v| v.clamp(0, 100) as u8)
 }
 
 fn report_data(row: &tokio_postgres::Row) -> ReportData {
@@ -113,28 +155,27 @@ fn report_data(row: &tokio_postgres::Row) -> ReportData {
         .to_string()
         .parse()
         .unwrap_or(2026);
-    let pct = |i: usize| row.get::<_, Option<i16>>(i).map(|v| v.clamp(0, 100) as u8);
-    let insights: Option<serde_json::Value> = row.get(26);
+    let insights: Option<serde_json::Value> = row.get("insights");
     let recommendations = shared::domain::Insights::stored(insights.as_ref()).recommendations;
     ReportData {
-        business: row.get(1),
-        location: row.get(2),
-        website: row.get(3),
-        agency: row.get(4),
-        agency_address: row.get(5),
+        business: row.get("business"),
+        location: row.get("location"),
+        website: row.get("website"),
+        agency: row.get("agency"),
+        agency_address: row.get("agency_address"),
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
-        score: row.get::<_, i16>(7).clamp(0, 100) as u8,
-        tier: row.get(8),
-        performance: pct(9),
-        seo: pct(10),
-        accessibility: pct(11),
-        best_practices: pct(12),
-        lcp_ms: row.get(13),
-        cls: row.get(14),
-        fcp_ms: row.get(15),
-        tbt_ms: row.get(16),
-        speed_index_ms: row.get(17),
-        findings: findings(row, this_year),
+        score: row.get::<_, i16>("score").clamp(0, 100) as u8,
+        tier: row.get("tier"),
+        performance: percent(row, "psi_performance"),
+        seo: percent(row, "psi_seo"),
+        accessibility: percent(row, "psi_accessibility"),
+        best_practices: percent(row, "psi_best_practices"),
+        lcp_ms: row.get("lcp_ms"),
+        cls: row.get("cls"),
+        fcp_ms: row.get("fcp_ms"),
+        tbt_ms: row.get("tbt_ms"),
+        speed_index_ms: row.get("speed_index_ms"),
+        findings: Found::from_row(row).findings(this_year),
         recommendations,
     }
 }
@@ -177,8 +218,8 @@ impl StageHandler for Reports {
             .iter()
             .map(|row| {
                 (
-                    BusinessId::from_uuid(row.get(0)),
-                    (report_data(row), row.get(6)),
+                    BusinessId::from_uuid(row.get("business_id")),
+                    (report_data(row), row.get("score_id")),
                 )
             })
             .collect())
@@ -283,5 +324,39 @@ impl StageHandler for Reports {
             extra: json!({ "bytes": item.work.bytes, "pages": item.work.pages }),
             marker: false,
         }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_name_what_the_check_found_missing_and_praise_a_sound_site() {
+        let weak = Found {
+            jquery_version: Some("1.8.3".into()),
+            copyright_year: Some(2019),
+            performance: Some(31),
+            ..Found::default()
+        };
+        let f = weak.findings(2026);
+        assert_eq!(f.len(), 7, "{f:#?}");
+        assert!(f[2].starts_with("Missing page title, meta description, main heading"));
+        assert!(f[4].contains("jQuery 1.8.3"));
+        assert!(f[5].contains("© 2019"));
+        assert!(f[6].contains("31/100"));
+        let sound = Found {
+            has_viewport: true,
+            https: true,
+            has_title: true,
+            has_meta_description: true,
+            has_h1: true,
+            has_analytics: true,
+            copyright_year: Some(2025),
+            performance: Some(50),
+            ..Found::default()
+        };
+        assert_eq!(sound.findings(2026).len(), 1);
+        assert!(sound.findings(2026)[0].starts_with("The basics are in place"));
     }
 }

@@ -56,13 +56,16 @@ pub struct Scored {
 }
 
 const LOAD: &str = "
-SELECT b.id, c.vertical, c.qualify_tiers, b.rating::float8, b.review_count, b.email, b.is_closed OR coalesce(e.business_status = 'CLOSED_PERMANENTLY', false),
+SELECT b.id AS business_id, c.vertical, c.qualify_tiers, b.rating::float8 AS yelp_rating, b.review_count AS yelp_reviews, b.email,
+       b.is_closed OR coalesce(e.business_status = 'CLOSED_PERMANENTLY', false) AS closed,
        EXISTS (SELECT 1 FROM suppressions s WHERE (s.kind = 'email' AND s.value = lower(b.email))
-                                             OR (s.kind = 'domain' AND (s.value = b.website_domain OR s.value = split_part(lower(b.email), '@', 2)))),
-       a.id, coalesce(a.http_status BETWEEN 200 AND 299, false), coalesce(a.https, false), coalesce(a.has_viewport, false),
-       a.title IS NOT NULL, a.meta_description IS NOT NULL, a.h1 IS NOT NULL, cardinality(coalesce(a.analytics, '{}')) > 0,
-       a.checks->>'jquery_version', a.copyright_year::int4, a.cms, coalesce((a.checks->>'uses_tables_for_layout')::bool, false),
-       a.psi_performance, a.psi_seo, a.lcp_ms, a.cls, e.rating::float8, e.user_rating_count
+                                             OR (s.kind = 'domain' AND (s.value = b.website_domain OR s.value = split_part(lower(b.email), '@', 2)))) AS suppressed,
+       a.id AS assessment_id, coalesce(a.http_status BETWEEN 200 AND 299, false) AS http_ok, coalesce(a.https, false) AS https,
+       coalesce(a.has_viewport, false) AS has_viewport, a.title IS NOT NULL AS has_title,
+       a.meta_description IS NOT NULL AS has_meta_description, a.h1 IS NOT NULL AS has_h1,
+       cardinality(coalesce(a.analytics, '{}')) > 0 AS analytics, a.checks->>'jquery_version' AS jquery_version,
+       a.copyright_year::int4 AS copyright_year, a.cms, coalesce((a.checks->>'uses_tables_for_layout')::bool, false) AS tables_for_layout,
+       a.psi_performance, a.psi_seo, a.lcp_ms, a.cls, e.rating::float8 AS google_rating, e.user_rating_count AS google_reviews
 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS x(business_id, campaign_id, run_id)
 JOIN businesses b ON b.id = x.business_id
 JOIN campaigns c ON c.id = x.campaign_id
@@ -108,40 +111,44 @@ impl StageHandler for Scoring {
         Ok(rows
             .iter()
             .map(|row| {
-                let tiers: Vec<String> = row.get(2);
-                let yelp_rating: Option<f64> = row.get(3);
-                let google_rating: Option<f64> = row.get(24);
-                let yelp_reviews: Option<i32> = row.get(4);
-                let google_reviews: Option<i32> = row.get(25);
+                let tiers: Vec<String> = row.get("qualify_tiers");
+                let yelp_rating: Option<f64> = row.get("yelp_rating");
+                let google_rating: Option<f64> = row.get("google_rating");
+                let yelp_reviews: Option<i32> = row.get("yelp_reviews");
+                let google_reviews: Option<i32> = row.get("google_reviews");
+                let percent = |column: &str| {
+                    row.get::<_, Option<i16>>(column)
+                        .map(|p| p.clamp(0, 100) as u8)
+                };
                 let facts = Facts {
-                    vertical: row.get(1),
+                    vertical: row.get("vertical"),
                     rating: google_rating.or(yelp_rating),
                     review_count: google_reviews.or(yelp_reviews).map(|n| n.max(0) as u32),
-                    email: row.get(5),
-                    closed: row.get(6),
-                    suppressed: row.get(7),
-                    http_ok: row.get(9),
-                    https: row.get(10),
-                    has_viewport: row.get(11),
-                    has_title: row.get(12),
-                    has_meta_description: row.get(13),
-                    has_h1: row.get(14),
-                    analytics: row.get(15),
-                    jquery_version: row.get(16),
-                    copyright_year: row.get(17),
-                    cms: row.get(18),
-                    tables_for_layout: row.get(19),
-                    performance: row.get::<_, Option<i16>>(20).map(|p| p.clamp(0, 100) as u8),
-                    seo: row.get::<_, Option<i16>>(21).map(|p| p.clamp(0, 100) as u8),
-                    lcp_ms: row.get(22),
-                    cls: row.get(23),
+                    email: row.get("email"),
+                    closed: row.get("closed"),
+                    suppressed: row.get("suppressed"),
+                    http_ok: row.get("http_ok"),
+                    https: row.get("https"),
+                    has_viewport: row.get("has_viewport"),
+                    has_title: row.get("has_title"),
+                    has_meta_description: row.get("has_meta_description"),
+                    has_h1: row.get("has_h1"),
+                    analytics: row.get("analytics"),
+                    jquery_version: row.get("jquery_version"),
+                    copyright_year: row.get("copyright_year"),
+                    cms: row.get("cms"),
+                    tables_for_layout: row.get("tables_for_layout"),
+                    performance: percent("psi_performance"),
+                    seo: percent("psi_seo"),
+                    lcp_ms: row.get("lcp_ms"),
+                    cls: row.get("cls"),
                     this_year,
                 };
                 (
-                    BusinessId::from_uuid(row.get(0)),
+                    BusinessId::from_uuid(row.get("business_id")),
                     Lead {
                         facts,
-                        assessment_id: row.get(8),
+                        assessment_id: row.get("assessment_id"),
                         tiers: tiers.iter().filter_map(|t| Tier::parse(t).ok()).collect(),
                     },
                 )
@@ -205,7 +212,7 @@ impl StageHandler for Scoring {
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get("business_id"), r.get("id")))
         .collect();
         items
             .iter()
