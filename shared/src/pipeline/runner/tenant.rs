@@ -1,0 +1,435 @@
+//! One tenant's part of a batch, as its steps: check → load → reserve → work → store →
+//! forward → mark done.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+
+use super::bookkeeping::{self, Books, DeadWork};
+use super::idempotency::{self, Claim, Found, IdsByKey, Stored};
+use super::{BatchOutcome, Outgoing, StageHandler, StageItem, WorkError, WorkResult};
+use crate::bus::Envelope;
+use crate::db::PipelinedTx;
+use crate::domain::TenantId;
+use crate::pipeline::runs::RunEvent;
+use crate::pipeline::{Deps, StageError};
+
+/// One tenant's part of a batch, and what bounds it.
+#[derive(Clone, Copy)]
+pub(super) struct TenantBatch<'a> {
+    pub(super) tenant: TenantId,
+    /// Ids of the messages on their last receive.
+    pub(super) last_tries: &'a HashSet<String>,
+    pub(super) deadline: Option<tokio::time::Instant>,
+}
+
+/// A parsed message with its id.
+pub(super) type Received<H> = (String, Envelope<<H as StageHandler>::Payload>);
+
+pub(super) async fn process<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    batch: &TenantBatch<'_>,
+    msgs: Vec<Received<H>>,
+    out: &mut BatchOutcome,
+) -> Result<(), StageError> {
+    let tenant = batch.tenant;
+    let tx = PipelinedTx::begin(deps.pool.get().await?, tenant);
+    let (found, loaded, committed) = check(handler, deps, &tx, tenant, &msgs).await?;
+    let fresh = sort(handler, tenant, msgs, &found, out);
+    let ctx = match loaded {
+        Some(ctx) => ctx,
+        None => {
+            let envs: Vec<&Envelope<H::Payload>> = fresh.msgs.iter().map(|(_, e)| e).collect();
+            handler.load(&tx, tenant, &envs).await?
+        }
+    };
+    let (granted, client) = reserve(handler, deps, tx, tenant, fresh.msgs.len(), committed).await?;
+    let results = work(handler, deps, &ctx, fresh.msgs, granted, batch.deadline).await;
+    let done = settle(handler, results, batch.last_tries, out);
+    let tx = PipelinedTx::begin(client, tenant);
+    let (next, inserted) = store(handler, deps, &tx, tenant, &done).await?;
+    let client = tx.release()?;
+    out.processed += done.items.len();
+    let to_send = to_send(found.pending, &done.items, &next, &inserted, out);
+    if !forward(deps, handler.stage(), &to_send, &fresh.ids, out).await {
+        return Ok(());
+    }
+    let sent: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
+    idempotency::mark_done(&client, tenant, handler.stage(), &sent, &fresh.runs).await?;
+    Ok(())
+}
+
+/// 1. What has been done already and which of the named runs the tenant holds (the
+///    transaction's start travels with these queries). A load that only reads runs for the
+///    whole batch (duplicates included, which costs nothing but rows) in the same round trip —
+///    and, for a stage without a budget, the commit; one that writes runs later, for the
+///    messages not done yet. Returns what was found, the load if it ran, and whether the
+///    transaction has ended.
+async fn check<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    tx: &PipelinedTx,
+    tenant: TenantId,
+    msgs: &[Received<H>],
+) -> Result<(Found, Option<H::Context>, bool), StageError> {
+    let keys: Vec<String> = msgs
+        .iter()
+        .map(|(_, e)| e.idempotency_key.clone())
+        .collect();
+    let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id));
+    let check = idempotency::check(tx, handler.stage(), &keys, &runs);
+    if handler.load_writes() {
+        return Ok((check.await?, None, false));
+    }
+    let all: Vec<&Envelope<H::Payload>> = msgs.iter().map(|(_, e)| e).collect();
+    let both = futures_util::future::join(check, handler.load(tx, tenant, &all));
+    if handler.budget(deps).is_some() {
+        let (found, ctx) = both.await;
+        return Ok((found?, Some(ctx?), false));
+    }
+    let ((found, ctx), ended) = tx.commit_after(both).await;
+    let (found, ctx) = (found?, ctx?);
+    ended?;
+    Ok((found, Some(ctx), true))
+}
+
+/// The messages to work on, the message ids of each key, and the runs to finish afterwards.
+struct Fresh<H: StageHandler> {
+    msgs: Vec<Received<H>>,
+    ids: IdsByKey,
+    runs: Vec<uuid::Uuid>,
+}
+
+/// Sorts the batch: a message that cannot prove its tenant fails with nothing written under
+/// it (no idempotency record, no budget, no run event; it is redelivered, then dead-lettered);
+/// one already done or repeated in the batch is a duplicate; the rest are worked on. A message
+/// proves its tenant by naming a run the tenant holds, or, naming none, in a stage that takes
+/// runless messages, by the rows its load finds.
+fn sort<H: StageHandler>(
+    handler: &H,
+    tenant: TenantId,
+    msgs: Vec<Received<H>>,
+    found: &Found,
+    out: &mut BatchOutcome,
+) -> Fresh<H> {
+    let stage = handler.stage();
+    let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id))
+        .into_iter()
+        .filter(|r| found.held.contains(r))
+        .collect();
+    let mut fresh = Fresh {
+        msgs: Vec::new(),
+        ids: IdsByKey::new(),
+        runs,
+    };
+    let mut seen = HashSet::new();
+    for (id, env) in msgs {
+        let proven = match env.run_id {
+            Some(run) => found.held.contains(&run.as_uuid()),
+            None => handler.takes_runless(),
+        };
+        if !proven {
+            tracing::warn!(stage, message_id = %id, %tenant, "message names a run its tenant does not hold; it will go to the DLQ");
+            out.failed.push(id);
+            continue;
+        }
+        fresh
+            .ids
+            .entry(env.idempotency_key.clone())
+            .or_default()
+            .push(id.clone());
+        if found.done.contains(&env.idempotency_key) || !seen.insert(env.idempotency_key.clone()) {
+            out.duplicates += 1;
+            continue;
+        }
+        fresh.msgs.push((id, env));
+    }
+    fresh
+}
+
+/// 2. Budget for the batch's paid calls, reserved last so the budget row is locked only until
+///    this transaction's commit, never across the vendor calls. The reservation travels with
+///    the commit; on the day's first reservation the row does not exist yet, and a short
+///    transaction of its own creates it and reserves. Returns how many messages may make their
+///    paid call, and the connection.
+async fn reserve<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    tx: PipelinedTx,
+    tenant: TenantId,
+    fresh: usize,
+    committed: bool,
+) -> Result<(i64, deadpool_postgres::Client), StageError> {
+    let budget = handler.budget(deps).filter(|_| fresh > 0);
+    let units = fresh as i64;
+    let reserved = if committed {
+        Some(units)
+    } else {
+        let (reserved, ended) = tx
+            .commit_after(async {
+                match budget {
+                    Some((class, unit_cost)) => {
+                        crate::pipeline::budget::try_reserve(&tx, tenant, class, unit_cost, units)
+                            .await
+                    }
+                    None => Ok(Some(units)),
+                }
+            })
+            .await;
+        let reserved = reserved?;
+        ended?;
+        reserved
+    };
+    let mut client = tx.release()?;
+    let granted = match (reserved, budget) {
+        (Some(granted), _) => granted,
+        (None, Some((class, unit_cost))) => {
+            crate::pipeline::budget::reserve(
+                &mut client,
+                tenant,
+                class,
+                deps.budgets.for_class(class),
+                unit_cost,
+                units,
+            )
+            .await?
+        }
+        (None, None) => units,
+    };
+    Ok((granted, client))
+}
+
+/// 3. The per-message work, concurrently, outside any transaction; the first `granted`
+///    messages may make their paid call. Work still running at `deadline` is stopped as a
+///    transient failure.
+async fn work<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    ctx: &H::Context,
+    fresh: Vec<Received<H>>,
+    granted: i64,
+    deadline: Option<tokio::time::Instant>,
+) -> Vec<WorkResult<H>> {
+    futures_util::stream::iter(fresh.into_iter().enumerate())
+        .map(|(i, (id, env))| async move {
+            let started = Instant::now();
+            let paid = (i as i64) < granted;
+            let work = handler.work(deps, ctx, &env, paid);
+            let r = match deadline {
+                Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                    Err(WorkError::Transient(
+                        "deadline: the invocation's time ran out before this message's work finished".into(),
+                    ))
+                }),
+                None => work.await,
+            };
+            (
+                id,
+                env,
+                r,
+                started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+                paid,
+            )
+        })
+        .buffer_unordered(handler.concurrency().max(1))
+        .collect()
+        .await
+}
+
+/// The work's results, sorted for storing.
+struct Done<H: StageHandler> {
+    items: Vec<StageItem<H::Payload, H::Work>>,
+    /// The run events: failures and each item's own.
+    events: Vec<RunEvent>,
+    dead: Vec<DeadWork>,
+    /// Paid calls granted to work that failed (their reservation goes back).
+    failed_paid: i64,
+}
+
+/// The work's results as items to store, events to log (a runless message's failure is
+/// logged, never recorded as a run event), and the run work of messages that died on their
+/// last receive; failures are reported.
+fn settle<H: StageHandler>(
+    handler: &H,
+    results: Vec<WorkResult<H>>,
+    last_tries: &HashSet<String>,
+    out: &mut BatchOutcome,
+) -> Done<H> {
+    let stage = handler.stage();
+    let mut done = Done {
+        items: Vec::new(),
+        events: Vec::new(),
+        dead: Vec::new(),
+        failed_paid: 0,
+    };
+    for (id, env, r, duration_ms, paid) in results {
+        match r {
+            Ok(work) => done.items.push(StageItem {
+                env,
+                work,
+                duration_ms,
+            }),
+            Err(e) => {
+                tracing::warn!(stage, message_id = %id, trace_id = %env.trace_id, error = %e, "message failed");
+                done.failed_paid += i64::from(paid);
+                if let Some(run) = env.run_id {
+                    if last_tries.contains(&id) {
+                        done.dead.push(DeadWork {
+                            run,
+                            key: env.idempotency_key.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    done.events
+                        .push(bookkeeping::failure_event(stage, &env, &e, duration_ms));
+                }
+                out.failed.push(id);
+            }
+        }
+    }
+    for it in &done.items {
+        for info in handler.describe(it) {
+            done.events.push(RunEvent {
+                run: it.env.run_id,
+                stage,
+                entity_id: info.entity_id,
+                event: info.event,
+                status: info.status,
+                error_code: None,
+                duration_ms: (!info.marker).then_some(it.duration_ms),
+                trace_id: it.env.trace_id.clone(),
+                extra: info.extra,
+            });
+        }
+    }
+    done
+}
+
+/// 4. Stores the results (set-based statements, the transaction's start travelling with the
+///    first), then claims their keys and writes the books, sent together with the commit.
+///    Returns each item's next hops and the keys this delivery claimed.
+async fn store<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    tx: &PipelinedTx,
+    tenant: TenantId,
+    done: &Done<H>,
+) -> Result<(Vec<Vec<Outgoing>>, HashSet<String>), StageError> {
+    let stage = handler.stage();
+    let records = deps.sink.drain();
+    bookkeeping::emit_vendor_metrics(stage, &records);
+    let (mine, others): (Vec<_>, Vec<_>) =
+        records.into_iter().partition(|r| r.tenant == Some(tenant));
+    for r in others {
+        crate::vendors::CallSink::record(deps.sink.as_ref(), r);
+    }
+    let next = if done.items.is_empty() {
+        Vec::new()
+    } else {
+        handler.persist(deps, tx, tenant, &done.items).await?
+    };
+    let claims = done
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let next = next.get(i).map_or(&[][..], Vec::as_slice);
+            let outcome = serde_json::to_value(Stored {
+                next: next.to_vec(),
+            })
+            .map_err(|source| StageError::Encode {
+                what: "a message's next hops",
+                source,
+            })?;
+            Ok(Claim {
+                key: it.env.idempotency_key.as_str(),
+                run: it.env.run_id,
+                outcome,
+                next,
+            })
+        })
+        .collect::<Result<Vec<_>, StageError>>()?;
+    let books = Books {
+        tenant,
+        input_queue: handler.input_queue(),
+        events: &done.events,
+        calls: &mine,
+        unspent: handler
+            .budget(deps)
+            .map(|(class, unit_cost)| (class, done.failed_paid * unit_cost)),
+        dead: &done.dead,
+    };
+    let ((claimed, written), committed) = tx
+        .commit_after(futures_util::future::join(
+            idempotency::claim(tx, tenant, stage, handler.input_queue(), &claims),
+            bookkeeping::write(tx, &books),
+        ))
+        .await;
+    let claimed = claimed?;
+    written?;
+    committed?;
+    Ok((next, claimed))
+}
+
+/// The next hops to send: those of results this delivery claimed (a key another delivery
+/// claimed first is that one's to send, and counts as a duplicate here), and any left pending
+/// by an earlier crash.
+fn to_send<P, W>(
+    pending: Vec<(String, Vec<Outgoing>)>,
+    items: &[StageItem<P, W>],
+    next: &[Vec<Outgoing>],
+    claimed: &HashSet<String>,
+    out: &mut BatchOutcome,
+) -> Vec<(String, Vec<Outgoing>)> {
+    let mut to_send = pending;
+    for (i, it) in items.iter().enumerate() {
+        if claimed.contains(&it.env.idempotency_key) {
+            to_send.push((
+                it.env.idempotency_key.clone(),
+                next.get(i).cloned().unwrap_or_default(),
+            ));
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    to_send
+}
+
+/// 5. Sends the next hops in batches per queue. If any send fails, the messages whose hops were
+///    not all sent are reported failed: their redelivery finds them `in_progress` and sends the
+///    stored hops. Returns whether everything was sent.
+async fn forward(
+    deps: &Deps,
+    stage: &str,
+    to_send: &[(String, Vec<Outgoing>)],
+    ids: &IdsByKey,
+    out: &mut BatchOutcome,
+) -> bool {
+    let mut by_queue: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (_, msgs) in to_send {
+        for m in msgs {
+            by_queue.entry(&m.queue).or_default().push(m.body.clone());
+        }
+    }
+    let mut all_sent = true;
+    for (queue, bodies) in &by_queue {
+        if let Err(e) = deps.bus.send_batch(queue, bodies).await {
+            tracing::error!(stage, queue, error = %e, "next hop not sent; will be sent on redelivery");
+            all_sent = false;
+        } else {
+            out.sent += bodies.len();
+        }
+    }
+    if !all_sent {
+        for (key, _) in to_send {
+            for id in ids.get(key).into_iter().flatten() {
+                if !out.failed.contains(id) {
+                    out.failed.push(id.clone());
+                }
+            }
+        }
+    }
+    all_sent
+}
