@@ -804,6 +804,7 @@ impl shared::pipeline::StageHandler for Sleepy {
     fn describe(
         &self,
         _: &shared::pipeline::StageItem<Nap, ()>,
+        _: &[shared::pipeline::Outgoing],
     ) -> Vec<shared::pipeline::EventInfo> {
         Vec::new()
     }
@@ -1136,6 +1137,25 @@ async fn two_businesses_sharing_an_inbox_get_one_outreach_in_a_campaign() {
         .unwrap()
         .get(0);
     assert!(skipped >= 1, "the second business is skipped by name");
+    // The events say what was stored: of the emails the work wrote after the night's two, only
+    // the first of the batch of both was kept; the other business's in that batch and the
+    // second try of the one kept were not.
+    let events = |like: &'static str| {
+        let admin = &admin;
+        let ids = vec![b1.to_string(), b2.to_string()];
+        async move {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM run_event_logs WHERE stage = 'personalization' AND event LIKE $1 AND entity_id = ANY($2)",
+                    &[&like, &ids],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(events("skipped:not_stored").await, 2);
+    assert_eq!(events("written:%").await, 3);
 }
 
 #[tokio::test]

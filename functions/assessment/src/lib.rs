@@ -559,7 +559,7 @@ impl StageHandler for Assessment {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Assessed>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<LeadRef, Assessed>, _next: &[Outgoing]) -> Vec<EventInfo> {
         let a = &item.work;
         let entity = Some(item.env.payload.business_id.to_string());
         let reachable =

@@ -276,7 +276,7 @@ impl StageHandler for Fulfilment {
         Ok(items.iter().map(|_| Vec::new()).collect())
     }
 
-    fn describe(&self, item: &StageItem<Fulfil, Done>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<Fulfil, Done>, _next: &[Outgoing]) -> Vec<EventInfo> {
         let (event, status) = item.work.event("fulfilled");
         vec![EventInfo {
             entity_id: Some(item.env.payload.purchase_id.to_string()),

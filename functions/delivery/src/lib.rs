@@ -642,7 +642,7 @@ impl StageHandler for Delivery {
         Ok(items.iter().map(|_| Vec::new()).collect())
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Done>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<LeadRef, Done>, _next: &[Outgoing]) -> Vec<EventInfo> {
         let (event, status) = item.work.event("sent");
         let extra = match &item.work {
             Done::Sent(id, s) => json!({ "email_id": id, "outcome": format!("{s:?}") }),

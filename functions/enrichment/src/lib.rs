@@ -285,7 +285,7 @@ impl StageHandler for Enrichment {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Outcome>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<LeadRef, Outcome>, next: &[Outgoing]) -> Vec<EventInfo> {
         let (event, status, extra) = match &item.work {
             Outcome::Matched {
                 place,
@@ -293,10 +293,14 @@ impl StageHandler for Enrichment {
                 website,
                 ..
             } => {
+                // Persisting decides whether the lead goes on (its website's domain may belong
+                // to another business); the event says what it decided.
                 let ev = if place.business_status.as_deref() == Some("CLOSED_PERMANENTLY") {
                     ("closed", "skipped")
                 } else if website.is_none() {
                     ("no_website", "skipped")
+                } else if next.is_empty() {
+                    ("duplicate_website", "skipped")
                 } else {
                     ("enriched", "ok")
                 };

@@ -415,9 +415,12 @@ impl StageHandler for Personalization {
             .collect()
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Written>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<LeadRef, Written>, next: &[Outgoing]) -> Vec<EventInfo> {
         let w = &item.work;
         let (event, status) = match (&w.email, w.skipped) {
+            // Written by the work but not stored: the campaign already emailed the business, or
+            // another business's outreach took the inbox first.
+            (Some(_), _) if next.is_empty() => ("skipped:not_stored".to_owned(), "skipped"),
             (Some(m), _) => (format!("written:{}", m.generated_by), "ok"),
             (None, why) => (format!("skipped:{}", why.unwrap_or("unknown")), "skipped"),
         };

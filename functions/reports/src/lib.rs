@@ -316,7 +316,7 @@ impl StageHandler for Reports {
             .collect()
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Rendered>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<LeadRef, Rendered>, _next: &[Outgoing]) -> Vec<EventInfo> {
         vec![EventInfo {
             entity_id: Some(item.env.payload.business_id.to_string()),
             event: "rendered".into(),

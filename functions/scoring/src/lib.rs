@@ -227,7 +227,7 @@ impl StageHandler for Scoring {
             .collect()
     }
 
-    fn describe(&self, item: &StageItem<LeadRef, Scored>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<LeadRef, Scored>, _next: &[Outgoing]) -> Vec<EventInfo> {
         let o = &item.work.outcome;
         vec![EventInfo {
             entity_id: Some(item.env.payload.business_id.to_string()),

@@ -443,7 +443,7 @@ impl StageHandler for Sourcing {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<SourcingJob, Page>) -> Vec<EventInfo> {
+    fn describe(&self, item: &StageItem<SourcingJob, Page>, _next: &[Outgoing]) -> Vec<EventInfo> {
         let j = &item.env.payload;
         let (event, status, found) = match &item.work {
             Page::Found(c, _) => ("page", "ok", c.len()),

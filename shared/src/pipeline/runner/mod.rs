@@ -209,8 +209,14 @@ pub trait StageHandler: Send + Sync {
         items: &[StageItem<Self::Payload, Self::Work>],
     ) -> Result<Vec<Vec<Outgoing>>, StageError>;
 
-    /// The run events of one item (usually one; a skipped paid step adds its marker).
-    fn describe(&self, item: &StageItem<Self::Payload, Self::Work>) -> Vec<EventInfo>;
+    /// The run events of one stored item (usually one; a skipped paid step adds its marker),
+    /// given the next hops `persist` chose for it: an event never says an item went on when
+    /// persisting kept it back.
+    fn describe(
+        &self,
+        item: &StageItem<Self::Payload, Self::Work>,
+        next: &[Outgoing],
+    ) -> Vec<EventInfo>;
 }
 
 /// What became of a batch.

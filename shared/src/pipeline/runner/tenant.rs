@@ -241,7 +241,7 @@ async fn work<H: StageHandler>(
 /// The work's results, sorted for storing.
 struct Done<H: StageHandler> {
     items: Vec<StageItem<H::Payload, H::Work>>,
-    /// The run events: failures and each item's own.
+    /// The run events of the failures (the items' own follow from persisting them).
     events: Vec<RunEvent>,
     dead: Vec<DeadWork>,
     /// Paid calls granted to work that failed (their reservation goes back).
@@ -289,11 +289,22 @@ fn settle<H: StageHandler>(
             }
         }
     }
-    for it in &done.items {
-        for info in handler.describe(it) {
-            done.events.push(RunEvent {
+    done
+}
+
+/// The run events of the stored items, given the next hops persisting chose for each.
+fn item_events<H: StageHandler>(
+    handler: &H,
+    items: &[StageItem<H::Payload, H::Work>],
+    next: &[Vec<Outgoing>],
+) -> Vec<RunEvent> {
+    let mut events = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let hops = next.get(i).map_or(&[][..], Vec::as_slice);
+        for info in handler.describe(it, hops) {
+            events.push(RunEvent {
                 run: it.env.run_id,
-                stage,
+                stage: handler.stage(),
                 entity_id: info.entity_id,
                 event: info.event,
                 status: info.status,
@@ -304,7 +315,7 @@ fn settle<H: StageHandler>(
             });
         }
     }
-    done
+    events
 }
 
 /// 4. Stores the results (set-based statements, the transaction's start travelling with the
@@ -351,10 +362,12 @@ async fn store<H: StageHandler>(
             })
         })
         .collect::<Result<Vec<_>, StageError>>()?;
+    let mut events = item_events(handler, &done.items, &next);
+    events.extend(done.events.iter().cloned());
     let books = Books {
         tenant,
         input_queue: handler.input_queue(),
-        events: &done.events,
+        events: &events,
         calls: &mine,
         unspent: handler
             .budget(deps)
