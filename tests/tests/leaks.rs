@@ -260,10 +260,15 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
     let p2 = LocalPipeline::start(options(unreachable), bus.clone())
         .await
         .unwrap();
+    // A qualified business (it has a report) under a second campaign, which has not written to
+    // it yet: every stage's work reaches its vendor.
+    let mut second = campaign.clone();
+    second.name = format!("{} (second)", campaign.name);
+    second.upsert(&mut pool, p1.tenant).await.unwrap();
     let lead_row = admin
         .query_one(
-            "SELECT business_id, (SELECT id FROM campaigns) FROM scores ORDER BY business_id LIMIT 1",
-            &[],
+            "SELECT r.business_id, (SELECT id FROM campaigns WHERE name = $1) FROM reports r ORDER BY r.business_id LIMIT 1",
+            &[&second.name],
         )
         .await
         .unwrap();
