@@ -260,14 +260,19 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
     let p2 = LocalPipeline::start(options(unreachable), bus.clone())
         .await
         .unwrap();
-    // A qualified business (it has a report) under a second campaign, which has not written to
-    // it yet: every stage's work reaches its vendor.
+    // A business the night wrote to with the LLM (qualified, in the experiment's LLM arm, with
+    // an address) and that is not suppressed since, under a second campaign, which has not
+    // written to it yet: every stage's work reaches its vendor.
     let mut second = campaign.clone();
     second.name = format!("{} (second)", campaign.name);
     second.upsert(&mut pool, p1.tenant).await.unwrap();
     let lead_row = admin
         .query_one(
-            "SELECT r.business_id, (SELECT id FROM campaigns WHERE name = $1) FROM reports r ORDER BY r.business_id LIMIT 1",
+            "SELECT r.business_id, (SELECT id FROM campaigns WHERE name = $1) FROM reports r JOIN businesses b ON b.id = r.business_id
+             WHERE EXISTS (SELECT 1 FROM run_event_logs l WHERE l.stage = 'personalization' AND l.event = 'written:llm'
+                           AND l.entity_id = r.business_id::text)
+               AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.value IN (lower(b.email), split_part(lower(b.email), '@', 2)))
+             ORDER BY r.business_id LIMIT 1",
             &[&second.name],
         )
         .await
