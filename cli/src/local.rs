@@ -15,8 +15,8 @@ use shared::domain::{RunId, TenantId};
 use shared::pipeline::budget::BudgetLimits;
 use shared::pipeline::{Deps, FetchPolicy, Incoming, StageHandler, process_batch};
 use shared::store::LocalStore;
+use shared::vendors::HttpPolicy;
 use shared::vendors::config::VendorsConfig;
-use shared::vendors::{BufferSink, CallSink, HttpPolicy};
 use sim::{SimConfig, Simulator};
 
 /// The tenant the local run works as.
@@ -204,13 +204,11 @@ impl LocalPipeline {
         .collect();
         env.extend(opts.env.clone());
         let vendors = VendorsConfig::load(&env)?;
-        let sink = Arc::new(BufferSink::default());
         let deps = Deps {
             mode: shared::config::Mode::Development,
             pool: shared::db::connect(&opts.database_url, 8)?,
             bus,
             store: Arc::new(LocalStore::new(&opts.store_dir)),
-            sink: sink.clone(),
             vendors,
             policy: opts.policy.clone(),
             budgets: opts.budgets.clone(),
@@ -220,20 +218,19 @@ impl LocalPipeline {
         };
         let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
             .map_err(|e| LocalError::Gateway(e.to_string()))?;
-        let dyn_sink: Arc<dyn CallSink> = sink;
         let mailer = Arc::new(delivery::Mailer::new(
-            deps.vendors.sendgrid(&dyn_sink, &deps.policy)?,
+            deps.vendors.sendgrid(&deps.policy)?,
             links.clone(),
             opts.delivery.clone(),
             &gateway_url,
         ));
         let stages = Stages {
-            sourcing: sourcing::Sourcing::new(deps.vendors.yelp(&dyn_sink, &deps.policy)?),
-            enrichment: enrichment::Enrichment::new(deps.vendors.places(&dyn_sink, &deps.policy)?),
+            sourcing: sourcing::Sourcing::new(deps.vendors.yelp(&deps.policy)?),
+            enrichment: enrichment::Enrichment::new(deps.vendors.places(&deps.policy)?),
             assessment: assessment::Assessment::new(
                 &deps,
-                deps.vendors.pagespeed(&dyn_sink, &deps.policy)?,
-                deps.vendors.openai(&dyn_sink, &deps.policy)?,
+                deps.vendors.pagespeed(&deps.policy)?,
+                deps.vendors.openai(&deps.policy)?,
             ),
             scoring: scoring::Scoring::new(scoring::Rules::default_rules()?),
             reports: reports::Reports::new(shared::domain::Money::from_cents(
@@ -241,7 +238,7 @@ impl LocalPipeline {
             )?),
             personalization: personalization::Personalization::new(
                 personalization::Experiment::default_experiment()?,
-                deps.vendors.openai(&dyn_sink, &deps.policy)?,
+                deps.vendors.openai(&deps.policy)?,
             ),
             delivery: delivery::Delivery::from(mailer.clone()),
             fulfilment: delivery::Fulfilment::from(mailer),

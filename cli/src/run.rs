@@ -196,9 +196,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     analytics::rollup(pipeline.pool(), now.date_naive(), now.date_naive()).await?;
     let qa = qa_sampler::sample(&pipeline.deps, qa_sampler::DEFAULT_SAMPLE, now).await?;
-    let sink: Arc<dyn shared::vendors::CallSink> = pipeline.deps.sink.clone();
     let checker = alerts::Alerts::new(
-        pipeline.deps.vendors.slack(&sink, &pipeline.deps.policy)?,
+        pipeline.deps.vendors.slack(&pipeline.deps.policy)?,
         alerts::Thresholds::default(),
     );
     let alerted = checker.run(&pipeline.deps, now).await?;

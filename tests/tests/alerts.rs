@@ -49,13 +49,8 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     fn alerts(&self) -> Alerts {
-        let sink: Arc<dyn shared::vendors::CallSink> = self.p.deps.sink.clone();
         Alerts::new(
-            self.p
-                .deps
-                .vendors
-                .slack(&sink, &self.p.deps.policy)
-                .unwrap(),
+            self.p.deps.vendors.slack(&self.p.deps.policy).unwrap(),
             Thresholds::default(),
         )
     }
@@ -575,11 +570,10 @@ async fn shared_infrastructure_alerts_go_once_to_the_operator_and_a_tenants_to_i
         .unwrap();
     let channels = || {
         let (vendors, policy) = (f.p.deps.vendors.clone(), f.p.deps.policy.clone());
-        let sink: Arc<dyn shared::vendors::CallSink> = f.p.deps.sink.clone();
         alerts::TenantChannels {
             secrets: shared::aws::LazyClient::ready(shared::secrets::client(&sdk)),
             prefix: prefix.clone(),
-            make: Box::new(move |url| vendors.slack_webhook(url, &sink, &policy)),
+            make: Box::new(move |url| vendors.slack_webhook(url, &policy)),
         }
     };
     // A dead letter: shared infrastructure, three tenants.

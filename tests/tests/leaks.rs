@@ -235,9 +235,8 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
         },
     );
     let alerts_of = |p: &LocalPipeline| {
-        let sink: Arc<dyn shared::vendors::CallSink> = p.deps.sink.clone();
         alerts::Alerts::new(
-            p.deps.vendors.slack(&sink, &p.deps.policy).unwrap(),
+            p.deps.vendors.slack(&p.deps.policy).unwrap(),
             alerts::Thresholds::default(),
         )
     };

@@ -422,7 +422,6 @@ fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
     .into_iter()
     .collect();
     let deps = shared::pipeline::Deps::from_source(&env, &[]).unwrap();
-    let sink: Arc<dyn shared::vendors::CallSink> = deps.sink.clone();
     let v = &deps.vendors;
     fn of(
         h: &impl StageHandler,
@@ -432,18 +431,18 @@ fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
     }
     match bin {
         "sourcing" => vec![of(
-            &sourcing::Sourcing::new(v.yelp(&sink, &deps.policy).unwrap()),
+            &sourcing::Sourcing::new(v.yelp(&deps.policy).unwrap()),
             v,
         )],
         "enrichment" => vec![of(
-            &enrichment::Enrichment::new(v.places(&sink, &deps.policy).unwrap()),
+            &enrichment::Enrichment::new(v.places(&deps.policy).unwrap()),
             v,
         )],
         "assessment" => vec![of(
             &assessment::Assessment::new(
                 &deps,
-                v.pagespeed(&sink, &deps.policy).unwrap(),
-                v.openai(&sink, &deps.policy).unwrap(),
+                v.pagespeed(&deps.policy).unwrap(),
+                v.openai(&deps.policy).unwrap(),
             ),
             v,
         )],
@@ -460,13 +459,13 @@ fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
         "personalization" => vec![of(
             &personalization::Personalization::new(
                 personalization::Experiment::default_experiment().unwrap(),
-                v.openai(&sink, &deps.policy).unwrap(),
+                v.openai(&deps.policy).unwrap(),
             ),
             v,
         )],
         "delivery" => {
             let mailer = Arc::new(delivery::Mailer::new(
-                v.sendgrid(&sink, &deps.policy).unwrap(),
+                v.sendgrid(&deps.policy).unwrap(),
                 shared::links::LinkSigner::new(secrecy::SecretString::from("x".repeat(32)))
                     .unwrap(),
                 delivery::Settings::default(),

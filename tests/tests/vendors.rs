@@ -16,8 +16,8 @@ use shared::vendors::slack::SlackClient;
 use shared::vendors::stripe::{CheckoutRequest, StripeClient};
 use shared::vendors::yelp::{SearchRequest, YelpClient};
 use shared::vendors::{
-    BreakerConfig, BufferSink, CallContext, CallSink, HttpPolicy, Pause, PriceTable, Vendor,
-    VendorError, VendorHttp,
+    BreakerConfig, CallContext, CallRecord, HttpPolicy, Pause, PriceTable, Vendor, VendorError,
+    VendorHttp,
 };
 use sim::{Fault, Outcome, SimConfig, Simulator};
 
@@ -34,7 +34,8 @@ struct Clients {
 struct Harness {
     clients: Option<Clients>,
     sim: Simulator,
-    sink: Arc<BufferSink>,
+    /// The records of every call `call` made.
+    records: std::sync::Mutex<Vec<CallRecord>>,
     pauses: Arc<std::sync::Mutex<Vec<Duration>>>,
     pause: Pause,
     policy: HttpPolicy,
@@ -60,7 +61,7 @@ impl Harness {
         let mut h = Self {
             clients: None,
             sim,
-            sink: Arc::new(BufferSink::default()),
+            records: std::sync::Mutex::default(),
             pauses,
             pause,
             policy,
@@ -98,13 +99,11 @@ impl Harness {
     }
 
     fn http(&self, vendor: Vendor) -> VendorHttp {
-        let sink: Arc<dyn CallSink> = self.sink.clone();
         VendorHttp::new(
             vendor,
             &self.sim.base_url(),
             self.policy.clone(),
             PriceTable::default().price(vendor),
-            sink,
         )
         .unwrap()
         .with_pause(self.pause.clone())
@@ -153,7 +152,18 @@ impl Harness {
     }
 
     /// One representative call per vendor; `Ok` carries a short description of the answer.
+    /// One call of `vendor`'s main endpoint, its record kept in `records`.
     async fn call(&self, vendor: Vendor, good_key: bool) -> Result<String, VendorError> {
+        let (out, calls) = shared::vendors::recorded(self.call_unrecorded(vendor, good_key)).await;
+        self.records.lock().unwrap().extend(calls);
+        out
+    }
+
+    fn snapshot(&self) -> Vec<CallRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
+    async fn call_unrecorded(&self, vendor: Vendor, good_key: bool) -> Result<String, VendorError> {
         let ctx = CallContext::new(TenantId::new(), None, None);
         let fresh;
         let c = match (good_key, &self.clients) {
@@ -306,7 +316,7 @@ async fn every_client_succeeds_against_the_simulator_and_records_the_call() {
         let out = h.call(v, true).await.unwrap_or_else(|e| panic!("{v}: {e}"));
         assert!(!out.starts_with('0'), "{v}: {out}");
     }
-    let records = h.sink.snapshot();
+    let records = h.snapshot();
     for v in Vendor::ALL {
         assert!(
             records
@@ -344,7 +354,7 @@ async fn a_429_is_retried_after_the_servers_retry_after_then_succeeds() {
         );
         assert_eq!(h.requests(sim_name(v)), 2, "{v}");
         assert!(
-            h.sink.snapshot().iter().any(|r| r.rate_limited),
+            h.snapshot().iter().any(|r| r.rate_limited),
             "{v}: rate-limit hit recorded"
         );
     }
@@ -582,7 +592,7 @@ async fn quota_exhaustion_is_not_retried_and_is_told_apart_from_rate_limiting() 
         let e = h.call(v, true).await.unwrap_err();
         assert!(matches!(e, VendorError::QuotaExhausted { .. }), "{v}: {e}");
         assert_eq!(h.requests(sim_name(v)), 1);
-        assert!(h.sink.snapshot().iter().any(|r| r.quota_exhausted));
+        assert!(h.snapshot().iter().any(|r| r.quota_exhausted));
     }
 }
 
@@ -688,23 +698,26 @@ async fn records_reach_the_cost_ledger_in_one_statement_per_tenant() {
     let h = Harness::new().await;
     let ctx = CallContext::new(t, None, None);
     let yelp = YelpClient::new(h.http(Vendor::Yelp), h.key(Vendor::Yelp, true));
-    for _ in 0..3 {
-        yelp.search(
-            &ctx,
-            &SearchRequest {
-                location: "95113".into(),
-                categories: None,
-                term: None,
-                limit: 10,
-                offset: 0,
-            },
-        )
-        .await
-        .unwrap();
-    }
+    let ((), calls) = shared::vendors::recorded(async {
+        for _ in 0..3 {
+            yelp.search(
+                &ctx,
+                &SearchRequest {
+                    location: "95113".into(),
+                    categories: None,
+                    term: None,
+                    limit: 10,
+                    offset: 0,
+                },
+            )
+            .await
+            .unwrap();
+        }
+    })
+    .await;
     let pool = db.app_pool();
     let mut client = pool.get().await.unwrap();
-    let written = shared::vendors::write_cost_ledger(&mut client, &h.sink.drain())
+    let written = shared::vendors::write_cost_ledger(&mut client, &calls)
         .await
         .unwrap();
     assert_eq!(written, 3);
@@ -753,14 +766,12 @@ async fn no_vendor_error_carries_a_key_or_a_secret_url_when_the_request_never_ge
         check(v, &e);
     }
     // Nothing listens: a connection error, with the key in the query and the secret path.
-    let sink: Arc<dyn CallSink> = h.sink.clone();
     let closed = |vendor| {
         VendorHttp::new(
             vendor,
             "http://127.0.0.1:9",
             h.policy.clone(),
             PriceTable::default().price(vendor),
-            sink.clone(),
         )
         .unwrap()
         .with_pause(h.pause.clone())
@@ -819,14 +830,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn compressed_answers_are_decoded_and_a_bomb_stops_at_the_cap() {
     let h = Harness::new().await;
-    let sink: Arc<dyn CallSink> = h.sink.clone();
     let http_at = |base: &str| {
         VendorHttp::new(
             Vendor::Yelp,
             base,
             h.policy.clone(),
             PriceTable::default().price(Vendor::Yelp),
-            sink.clone(),
         )
         .unwrap()
         .with_pause(h.pause.clone())

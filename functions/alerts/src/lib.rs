@@ -294,7 +294,6 @@ impl Alerts {
             )
             .await?;
         }
-        let _ = deps.sink.drain();
         Ok(report)
     }
 

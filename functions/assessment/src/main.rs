@@ -1,10 +1,7 @@
 //! assessment: SQS (assessment queue) → scoring queue.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use shared::vendors::CallSink;
 
 // One event at a time on at most one vCPU (256–512 MB): a single-threaded runtime has no
 // cross-thread wake-ups and starts no worker threads (docs/performance.md).
@@ -12,11 +9,10 @@ use shared::vendors::CallSink;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env(assessment::SENDS_TO).await?;
-    let sink: Arc<dyn CallSink> = deps.sink.clone();
     let stage = assessment::Assessment::new(
         &deps,
-        deps.vendors.pagespeed(&sink, &deps.policy)?,
-        deps.vendors.openai(&sink, &deps.policy)?,
+        deps.vendors.pagespeed(&deps.policy)?,
+        deps.vendors.openai(&deps.policy)?,
     );
     let (stage, deps) = (&stage, &deps);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;
-use shared::vendors::CallSink;
 
 // One event at a time on at most one vCPU (256–512 MB): a single-threaded runtime has no
 // cross-thread wake-ups and starts no worker threads (docs/performance.md).
@@ -20,9 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = delivery::Settings::load(&mut r);
     r.finish(())?;
     let links = shared::links::LinkSigner::new(secret)?;
-    let sink: Arc<dyn CallSink> = deps.sink.clone();
     let mailer = Arc::new(delivery::Mailer::new(
-        deps.vendors.sendgrid(&sink, &deps.policy)?,
+        deps.vendors.sendgrid(&deps.policy)?,
         links,
         settings,
         &deps.public_base_url,

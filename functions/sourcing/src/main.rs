@@ -1,10 +1,7 @@
 //! sourcing: SQS (sourcing queue) → enrichment queue.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use shared::vendors::CallSink;
 
 // One event at a time on at most one vCPU (256–512 MB): a single-threaded runtime has no
 // cross-thread wake-ups and starts no worker threads (docs/performance.md).
@@ -12,8 +9,7 @@ use shared::vendors::CallSink;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env(sourcing::SENDS_TO).await?;
-    let sink: Arc<dyn CallSink> = deps.sink.clone();
-    let stage = sourcing::Sourcing::new(deps.vendors.yelp(&sink, &deps.policy)?);
+    let stage = sourcing::Sourcing::new(deps.vendors.yelp(&deps.policy)?);
     let (stage, deps) = (&stage, &deps);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         let deadline = shared::pipeline::work_deadline(event.context.deadline);

@@ -27,8 +27,8 @@ use shared::lambda::StartError;
 use shared::lambda::http::{HttpError, body_bytes, method, path, text, with_header};
 use shared::links::{LinkError, LinkSigner, Purpose};
 use shared::store::{ObjectKey, ObjectStore};
+use shared::vendors::CallContext;
 use shared::vendors::stripe::{CheckoutRequest, StripeClient};
-use shared::vendors::{BufferSink, CallContext, CallSink};
 
 /// This function sends to no queue.
 pub const SENDS_TO: &[&str] = &[];
@@ -43,7 +43,6 @@ pub struct StorefrontDeps {
     pub links: LinkSigner,
     pub public_base_url: String,
     pub currency: String,
-    sink: Arc<BufferSink>,
 }
 
 impl StorefrontDeps {
@@ -55,16 +54,13 @@ impl StorefrontDeps {
         links: LinkSigner,
         public_base_url: &str,
     ) -> Result<Self, StartError> {
-        let sink = Arc::new(BufferSink::default());
-        let dyn_sink: Arc<dyn CallSink> = sink.clone();
         Ok(Self {
             pool,
             store,
-            stripe: vendors.stripe(&dyn_sink, policy)?,
+            stripe: vendors.stripe(policy)?,
             links,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             currency: "usd".into(),
-            sink,
         })
     }
 
@@ -98,7 +94,7 @@ pub async fn handler(
     deps: &StorefrontDeps,
     req: ApiGatewayV2httpRequest,
 ) -> ApiGatewayV2httpResponse {
-    let resp = match handle(deps, &req, chrono::Utc::now().timestamp()).await {
+    match handle(deps, &req, chrono::Utc::now().timestamp()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status, reason = %e.reason, "storefront refused a request");
@@ -114,10 +110,7 @@ pub async fn handler(
                 pages::message(title, &e.reason),
             )
         }
-    };
-    // Vendor call records are not needed here (Stripe is not metered per call).
-    let _ = deps.sink.drain();
-    resp
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> HttpError {

@@ -12,8 +12,8 @@ use crate::config::{CoreConfig, Mode, Reader};
 use crate::db::Pool;
 use crate::lambda::StartError;
 use crate::store::ObjectStore;
+use crate::vendors::HttpPolicy;
 use crate::vendors::config::VendorsConfig;
-use crate::vendors::{BufferSink, HttpPolicy};
 
 /// How outbound homepage fetches behave (the SSRF guard lives in the assessment function).
 #[derive(Debug, Clone)]
@@ -53,7 +53,6 @@ pub struct Deps {
     pub pool: Pool,
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn ObjectStore>,
-    pub sink: Arc<BufferSink>,
     pub vendors: VendorsConfig,
     pub policy: HttpPolicy,
     pub budgets: BudgetLimits,
@@ -122,7 +121,6 @@ impl Deps {
             pool: crate::db::connect(&core.database_url, core.db_pool_size)?,
             bus,
             store,
-            sink: Arc::new(BufferSink::default()),
             vendors,
             policy: HttpPolicy::default(),
             budgets,

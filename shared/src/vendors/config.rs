@@ -1,7 +1,6 @@
 //! Vendor configuration: base URL, key and rate per vendor, from the environment. Real URLs are
 //! the defaults; the local run and tests point every base URL at the simulator.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -13,7 +12,7 @@ use super::sendgrid::SendGridClient;
 use super::slack::SlackClient;
 use super::stripe::StripeClient;
 use super::yelp::YelpClient;
-use super::{CallSink, HttpPolicy, PriceTable, Vendor, VendorError, VendorHttp};
+use super::{HttpPolicy, PriceTable, Vendor, VendorError, VendorHttp};
 use crate::config::{ConfigError, Reader, Source};
 
 #[derive(Debug, Clone)]
@@ -165,7 +164,6 @@ impl VendorsConfig {
         &self,
         vendor: Vendor,
         s: &VendorSettings,
-        sink: &Arc<dyn CallSink>,
         base: &HttpPolicy,
     ) -> Result<VendorHttp, VendorError> {
         let policy = HttpPolicy {
@@ -175,13 +173,7 @@ impl VendorsConfig {
             burst: s.requests_per_second.max(1),
             ..base.clone()
         };
-        VendorHttp::new(
-            vendor,
-            &s.base_url,
-            policy,
-            self.prices.price(vendor),
-            sink.clone(),
-        )
+        VendorHttp::new(vendor, &s.base_url, policy, self.prices.price(vendor))
     }
 
     fn missing(vendor: Vendor, var: &str) -> VendorError {
@@ -191,105 +183,77 @@ impl VendorsConfig {
         }
     }
 
-    pub fn yelp(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<YelpClient, VendorError> {
+    pub fn yelp(&self, policy: &HttpPolicy) -> Result<YelpClient, VendorError> {
         let key = self
             .yelp
             .key
             .clone()
             .ok_or_else(|| Self::missing(Vendor::Yelp, "YELP_API_KEY"))?;
         Ok(YelpClient::new(
-            self.http(Vendor::Yelp, &self.yelp, sink, policy)?,
+            self.http(Vendor::Yelp, &self.yelp, policy)?,
             key,
         ))
     }
 
-    pub fn places(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<PlacesClient, VendorError> {
+    pub fn places(&self, policy: &HttpPolicy) -> Result<PlacesClient, VendorError> {
         let key = self
             .places
             .key
             .clone()
             .ok_or_else(|| Self::missing(Vendor::Places, "GOOGLE_PLACES_API_KEY"))?;
         Ok(PlacesClient::new(
-            self.http(Vendor::Places, &self.places, sink, policy)?,
+            self.http(Vendor::Places, &self.places, policy)?,
             key,
         ))
     }
 
-    pub fn pagespeed(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<PageSpeedClient, VendorError> {
+    pub fn pagespeed(&self, policy: &HttpPolicy) -> Result<PageSpeedClient, VendorError> {
         Ok(PageSpeedClient::new(
-            self.http(Vendor::PageSpeed, &self.pagespeed, sink, policy)?,
+            self.http(Vendor::PageSpeed, &self.pagespeed, policy)?,
             self.pagespeed.key.clone(),
         ))
     }
 
     /// `None` when no key is configured: callers fall back to templates.
-    pub fn openai(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<Option<OpenAiClient>, VendorError> {
+    pub fn openai(&self, policy: &HttpPolicy) -> Result<Option<OpenAiClient>, VendorError> {
         match &self.openai.key {
             None => Ok(None),
             Some(k) => Ok(Some(OpenAiClient::new(
-                self.http(Vendor::OpenAi, &self.openai, sink, policy)?,
+                self.http(Vendor::OpenAi, &self.openai, policy)?,
                 k.clone(),
             ))),
         }
     }
 
-    pub fn sendgrid(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<SendGridClient, VendorError> {
+    pub fn sendgrid(&self, policy: &HttpPolicy) -> Result<SendGridClient, VendorError> {
         let key = self
             .sendgrid
             .key
             .clone()
             .ok_or_else(|| Self::missing(Vendor::SendGrid, "SENDGRID_API_KEY"))?;
         Ok(SendGridClient::new(
-            self.http(Vendor::SendGrid, &self.sendgrid, sink, policy)?,
+            self.http(Vendor::SendGrid, &self.sendgrid, policy)?,
             key,
         ))
     }
 
-    pub fn stripe(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<StripeClient, VendorError> {
+    pub fn stripe(&self, policy: &HttpPolicy) -> Result<StripeClient, VendorError> {
         let key = self
             .stripe
             .key
             .clone()
             .ok_or_else(|| Self::missing(Vendor::Stripe, "STRIPE_SECRET_KEY"))?;
         Ok(StripeClient::new(
-            self.http(Vendor::Stripe, &self.stripe, sink, policy)?,
+            self.http(Vendor::Stripe, &self.stripe, policy)?,
             key,
         ))
     }
 
     /// `None` when no webhook is configured.
-    pub fn slack(
-        &self,
-        sink: &Arc<dyn CallSink>,
-        policy: &HttpPolicy,
-    ) -> Result<Option<SlackClient>, VendorError> {
+    pub fn slack(&self, policy: &HttpPolicy) -> Result<Option<SlackClient>, VendorError> {
         self.slack_webhook_url
             .clone()
-            .map(|u| self.slack_webhook(u, sink, policy))
+            .map(|u| self.slack_webhook(u, policy))
             .transpose()
     }
 
@@ -298,7 +262,6 @@ impl VendorsConfig {
     pub fn slack_webhook(
         &self,
         webhook_url: SecretString,
-        sink: &Arc<dyn CallSink>,
         policy: &HttpPolicy,
     ) -> Result<SlackClient, VendorError> {
         let s = VendorSettings {
@@ -309,7 +272,7 @@ impl VendorsConfig {
             call_time: Duration::from_secs(20),
         };
         Ok(SlackClient::new(
-            self.http(Vendor::Slack, &s, sink, policy)?,
+            self.http(Vendor::Slack, &s, policy)?,
             webhook_url,
         ))
     }
@@ -332,11 +295,10 @@ mod tests {
         assert_eq!(c.places.base_url, "https://places.googleapis.com");
         assert_eq!(c.openai.requests_per_second, 3);
         assert_eq!(c.pagespeed.request_timeout, Duration::from_secs(90));
-        let sink: Arc<dyn CallSink> = Arc::new(super::super::BufferSink::default());
-        assert!(c.yelp(&sink, &HttpPolicy::default()).is_ok());
-        let err = c.sendgrid(&sink, &HttpPolicy::default()).unwrap_err();
+        assert!(c.yelp(&HttpPolicy::default()).is_ok());
+        let err = c.sendgrid(&HttpPolicy::default()).unwrap_err();
         assert!(err.to_string().contains("SENDGRID_API_KEY"), "{err}");
-        assert!(c.openai(&sink, &HttpPolicy::default()).unwrap().is_none());
+        assert!(c.openai(&HttpPolicy::default()).unwrap().is_none());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! timeouts) → classify → retry or return, recording each attempt.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,8 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{excerpt, is_quota_code, vendor_message};
 use super::{
-    CallRecord, CallSink, CircuitBreaker, HttpPolicy, Pause, Price, Vendor, VendorError,
-    retry_delay,
+    CallRecord, CircuitBreaker, HttpPolicy, Pause, Price, Vendor, VendorError, retry_delay,
 };
 use crate::domain::{BusinessId, RunId, TenantId};
 
@@ -50,7 +48,7 @@ pub struct Usage {
     pub tokens_out: u32,
 }
 
-/// One vendor's HTTP client with its policy, limiter, breaker, prices and sink. Build once per
+/// One vendor's HTTP client with its policy, limiter, breaker and prices. Build once per
 /// container; cheap to share behind an `Arc`.
 pub struct VendorHttp {
     vendor: Vendor,
@@ -60,7 +58,6 @@ pub struct VendorHttp {
     limiter: DefaultDirectRateLimiter,
     breaker: CircuitBreaker,
     price: Price,
-    sink: Arc<dyn CallSink>,
     pause: Pause,
 }
 
@@ -88,7 +85,6 @@ impl VendorHttp {
         base_url: &str,
         policy: HttpPolicy,
         price: Price,
-        sink: Arc<dyn CallSink>,
     ) -> Result<Self, VendorError> {
         let (connect, request) = (policy.connect_timeout, policy.request_timeout);
         let http = crate::tls::LazyHttp::new(move |b| {
@@ -106,7 +102,6 @@ impl VendorHttp {
             breaker: CircuitBreaker::new(policy.breaker),
             policy,
             price,
-            sink,
             pause: Pause::Real,
         })
     }
@@ -142,7 +137,7 @@ impl VendorHttp {
         quota: bool,
     ) {
         let units = u32::from(ok);
-        self.sink.record(CallRecord {
+        super::record::record(CallRecord {
             vendor: self.vendor,
             endpoint,
             tenant: ctx.tenant,

@@ -23,7 +23,7 @@ pub use breaker::{BreakerConfig, CircuitBreaker};
 pub use core::{CallContext, VendorHttp};
 pub use error::VendorError;
 pub use policy::{HttpPolicy, Pause, retry_delay};
-pub use record::{BufferSink, CallRecord, CallSink, Price, PriceTable, write_cost_ledger};
+pub use record::{CallRecord, Price, PriceTable, recorded, write_cost_ledger};
 
 use std::fmt;
 

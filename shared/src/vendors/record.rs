@@ -1,10 +1,9 @@
-//! Every vendor call becomes a [`CallRecord`] with its cost. Clients push records into a
-//! [`CallSink`] synchronously (no I/O on the call path); a stage flushes the buffered records to
-//! the cost ledger in one statement per tenant ([`write_cost_ledger`]), and run tracking sums the
-//! same records into vendor usage.
+//! Every vendor call becomes a [`CallRecord`] with its cost. Clients record it synchronously
+//! (no I/O on the call path) into the scope of the work that made it ([`recorded`]); the runner
+//! stores a batch's records in the cost ledger in one statement per tenant
+//! ([`write_cost_ledger`]), and run tracking sums the same records into vendor usage.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,35 +31,33 @@ pub struct CallRecord {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-pub trait CallSink: Send + Sync {
-    fn record(&self, record: CallRecord);
+tokio::task_local! {
+    /// The records of the calls made by the work [`recorded`] is running.
+    static CALLS: std::cell::RefCell<Vec<CallRecord>>;
 }
 
-/// An in-memory buffer of records, drained by whoever persists them.
-#[derive(Debug, Default)]
-pub struct BufferSink {
-    records: Mutex<Vec<CallRecord>>,
+/// Runs `work` and returns, with its output, the record of every vendor call it made. The
+/// records travel with the work's result (the runner stores them with the message's outcome,
+/// whether the work succeeded or failed), so no buffer is shared between concurrent work.
+/// Scopes nest: a call is recorded by the innermost.
+pub async fn recorded<F: std::future::Future>(work: F) -> (F::Output, Vec<CallRecord>) {
+    CALLS
+        .scope(std::cell::RefCell::new(Vec::new()), async {
+            let out = work.await;
+            (out, CALLS.with(std::cell::RefCell::take))
+        })
+        .await
 }
 
-impl BufferSink {
-    pub fn drain(&self) -> Vec<CallRecord> {
-        std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub fn snapshot(&self) -> Vec<CallRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl CallSink for BufferSink {
-    fn record(&self, record: CallRecord) {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
+/// Records one call in the running [`recorded`] scope. A call made outside any (an HTTP
+/// function's Stripe or Slack call, which the ledger does not price) is only logged.
+pub(super) fn record(record: CallRecord) {
+    let (vendor, endpoint) = (record.vendor, record.endpoint);
+    if CALLS
+        .try_with(move |c| c.borrow_mut().push(record))
+        .is_err()
+    {
+        tracing::debug!(?vendor, endpoint, "vendor call outside a recorded scope");
     }
 }
 
@@ -195,6 +192,65 @@ pub async fn write_cost_ledger(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(vendor: Vendor) -> CallRecord {
+        CallRecord {
+            vendor,
+            endpoint: "test",
+            tenant: None,
+            run: None,
+            business: None,
+            status: Some(200),
+            latency_ms: 1,
+            ok: true,
+            rate_limited: false,
+            quota_exhausted: false,
+            units: 1,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_micros: 1,
+            at: chrono::Utc::now(),
+        }
+    }
+
+    /// Interleaved work keeps its own records; a nested scope takes its calls from the outer.
+    #[tokio::test]
+    async fn each_recorded_scope_gets_the_calls_its_work_made() {
+        use futures_util::StreamExt;
+        let work = |v: Vendor, n: usize| async move {
+            for _ in 0..n {
+                record(call(v));
+                tokio::task::yield_now().await;
+            }
+            v
+        };
+        let runs: Vec<(Vendor, Vec<CallRecord>)> = futures_util::stream::iter([
+            (Vendor::Yelp, 3),
+            (Vendor::Places, 2),
+            (Vendor::OpenAi, 4),
+        ])
+        .map(|(v, n)| recorded(work(v, n)))
+        .buffer_unordered(3)
+        .collect()
+        .await;
+        for (v, calls) in &runs {
+            assert!(calls.iter().all(|c| c.vendor == *v), "{v}: {calls:?}");
+        }
+        let count = |v| runs.iter().find(|(w, _)| *w == v).map(|(_, c)| c.len());
+        assert_eq!(count(Vendor::Yelp), Some(3));
+        assert_eq!(count(Vendor::Places), Some(2));
+        assert_eq!(count(Vendor::OpenAi), Some(4));
+
+        let ((_, inner), outer) = recorded(async {
+            record(call(Vendor::Slack));
+            recorded(work(Vendor::Stripe, 2)).await
+        })
+        .await;
+        assert_eq!(inner.len(), 2);
+        assert_eq!(outer.len(), 1);
+        // Outside any scope a call is only logged.
+        record(call(Vendor::Slack));
+    }
 
     #[test]
     fn prices_tokens_and_requests() {

@@ -229,14 +229,16 @@ pub struct BatchOutcome {
     pub sent: usize,
 }
 
-/// A message's work result, its duration, and whether it was granted its paid call.
-type WorkResult<H> = (
-    String,
-    Envelope<<H as StageHandler>::Payload>,
-    Result<<H as StageHandler>::Work, WorkError>,
-    i32,
-    bool,
-);
+/// What one message's work came to: its result, the vendor calls it made (paid whether the
+/// work succeeded or not), how long it took, and whether it was granted its paid call.
+struct WorkResult<H: StageHandler> {
+    id: String,
+    env: Envelope<H::Payload>,
+    result: Result<H::Work, WorkError>,
+    calls: Vec<crate::vendors::CallRecord>,
+    duration_ms: i32,
+    paid: bool,
+}
 
 /// Processes one batch with `handler`, with no deadline of its own.
 pub async fn process_batch<H: StageHandler>(

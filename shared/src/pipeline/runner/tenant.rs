@@ -217,21 +217,25 @@ async fn work<H: StageHandler>(
             let started = Instant::now();
             let paid = (i as i64) < granted;
             let work = handler.work(deps, ctx, &env, paid);
-            let r = match deadline {
-                Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
-                    Err(WorkError::Transient(
-                        "deadline: the invocation's time ran out before this message's work finished".into(),
-                    ))
-                }),
-                None => work.await,
-            };
-            (
+            let (result, calls) = crate::vendors::recorded(async {
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                        Err(WorkError::Transient(
+                            "deadline: the invocation's time ran out before this message's work finished".into(),
+                        ))
+                    }),
+                    None => work.await,
+                }
+            })
+            .await;
+            WorkResult {
                 id,
                 env,
-                r,
-                started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+                result,
+                calls,
+                duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
                 paid,
-            )
+            }
         })
         .buffer_unordered(handler.concurrency().max(1))
         .collect()
@@ -246,6 +250,8 @@ struct Done<H: StageHandler> {
     dead: Vec<DeadWork>,
     /// Paid calls granted to work that failed (their reservation goes back).
     failed_paid: i64,
+    /// The vendor calls the work made, failed work's included.
+    calls: Vec<crate::vendors::CallRecord>,
 }
 
 /// The work's results as items to store, events to log (a runless message's failure is
@@ -263,9 +269,19 @@ fn settle<H: StageHandler>(
         events: Vec::new(),
         dead: Vec::new(),
         failed_paid: 0,
+        calls: Vec::new(),
     };
-    for (id, env, r, duration_ms, paid) in results {
-        match r {
+    for r in results {
+        let WorkResult {
+            id,
+            env,
+            result,
+            calls,
+            duration_ms,
+            paid,
+        } = r;
+        done.calls.extend(calls);
+        match result {
             Ok(work) => done.items.push(StageItem {
                 env,
                 work,
@@ -329,13 +345,7 @@ async fn store<H: StageHandler>(
     done: &Done<H>,
 ) -> Result<(Vec<Vec<Outgoing>>, HashSet<String>), StageError> {
     let stage = handler.stage();
-    let records = deps.sink.drain();
-    bookkeeping::emit_vendor_metrics(stage, &records);
-    let (mine, others): (Vec<_>, Vec<_>) =
-        records.into_iter().partition(|r| r.tenant == Some(tenant));
-    for r in others {
-        crate::vendors::CallSink::record(deps.sink.as_ref(), r);
-    }
+    bookkeeping::emit_vendor_metrics(stage, &done.calls);
     let next = if done.items.is_empty() {
         Vec::new()
     } else {
@@ -368,7 +378,7 @@ async fn store<H: StageHandler>(
         tenant,
         input_queue: handler.input_queue(),
         events: &events,
-        calls: &mine,
+        calls: &done.calls,
         unspent: handler
             .budget(deps)
             .map(|(class, unit_cost)| (class, done.failed_paid * unit_cost)),
