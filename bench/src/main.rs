@@ -295,9 +295,9 @@ fn function_env(app_url: &str, store: &Path) -> anyhow::Result<HashMap<String, S
         env.insert(format!("LF_{v}_URL"), nowhere.into());
     }
     env.insert("SLACK_WEBHOOK_URL".into(), format!("{nowhere}/slack"));
-    for q in shared::bus::queues::ALL {
+    for q in shared::bus::Queue::ALL {
         env.insert(
-            format!("LF_QUEUE_{}_URL", q.to_uppercase()),
+            format!("LF_QUEUE_{}_URL", q.name().to_uppercase()),
             format!("{nowhere}/123456789012/{q}"),
         );
     }
@@ -714,16 +714,9 @@ async fn pipeline_one(n: u32, latency_ms: u64, round_trips: bool) -> anyhow::Res
         opts.parallel_batches = 8;
         opts.sim_threads = Some(2);
         if latency_ms > 0 {
-            for v in [
-                "yelp",
-                "places",
-                "pagespeed",
-                "openai",
-                "sendgrid",
-                "stripe",
-            ] {
+            for v in shared::vendors::Vendor::ALL {
                 opts.sim.faults.insert(
-                    v.into(),
+                    v.as_str().into(),
                     sim::Fault {
                         latency_ms,
                         ..sim::Fault::default()

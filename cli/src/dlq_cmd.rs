@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use leadfactory_cli::dlq;
-use shared::bus::{SqsBus, queues};
+use shared::bus::{Queue, SqsBus};
 
 #[derive(clap::Args)]
 pub struct DlqArgs {
@@ -53,13 +53,24 @@ enum DlqAction {
     },
 }
 
-fn check(queue: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        queues::ALL.contains(&queue),
-        "unknown queue {queue:?}; one of {:?}",
-        queues::ALL
-    );
-    Ok(())
+/// The pipeline queue named `queue`, and a bus over it and its DLQ under `prefix`.
+async fn resolve(
+    client: aws_sdk_sqs::Client,
+    prefix: &str,
+    queue: &str,
+) -> anyhow::Result<(Queue, SqsBus)> {
+    let queue = Queue::named(queue).ok_or_else(|| {
+        let names: Vec<&str> = Queue::ALL.iter().map(|q| q.name()).collect();
+        anyhow::anyhow!("unknown queue {queue:?}; one of {names:?}")
+    })?;
+    let bus = SqsBus::resolve(
+        client,
+        prefix,
+        &[queue.name().to_owned(), queue.dlq().to_owned()],
+    )
+    .await
+    .context("finding the queues")?;
+    Ok((queue, bus))
 }
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
@@ -71,12 +82,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             max,
             database_url,
         } => {
-            check(&queue)?;
-            let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
-                .await
-                .context("finding the queues")?;
+            let (queue, bus) = resolve(client, &args.prefix, &queue).await?;
             let mut db = connect(database_url).await?;
-            let letters = dlq::peek(&bus, &queue, max).await?;
+            let letters = dlq::peek(&bus, queue, max).await?;
             println!(
                 "{} message(s) in {}{}-dlq",
                 letters.len(),
@@ -101,12 +109,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             message_id,
             database_url,
         } => {
-            check(&queue)?;
-            let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
-                .await
-                .context("finding the queues")?;
+            let (queue, bus) = resolve(client, &args.prefix, &queue).await?;
             let mut db = connect(database_url).await?;
-            let l = dlq::peek(&bus, &queue, 10_000)
+            let l = dlq::peek(&bus, queue, 10_000)
                 .await?
                 .into_iter()
                 .find(|l| l.message_id == message_id)
@@ -121,11 +126,8 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             println!("{body}");
         }
         DlqAction::Redrive { queue, max } => {
-            check(&queue)?;
-            let bus = SqsBus::resolve(client, &args.prefix, &[queue.clone(), queues::dlq(&queue)])
-                .await
-                .context("finding the queues")?;
-            let moved = dlq::redrive(&bus, &queue, max).await?;
+            let (queue, bus) = resolve(client, &args.prefix, &queue).await?;
+            let moved = dlq::redrive(&bus, queue, max).await?;
             println!(
                 "moved {moved} message(s) from {p}{queue}-dlq back to {p}{queue}",
                 p = args.prefix

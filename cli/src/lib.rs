@@ -8,4 +8,5 @@ pub mod dashboard;
 pub mod dlq;
 pub mod gateway;
 pub mod local;
+pub mod stages;
 pub mod status;

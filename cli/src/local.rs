@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use secrecy::SecretString;
-use shared::bus::{Bus, Delivery, MAX_BATCH_ENTRIES, MemoryBus, QueueSpec, queues};
+use shared::bus::{Bus, Delivery, MAX_BATCH_ENTRIES, MemoryBus, Queue, QueueSpec};
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::{RunId, TenantId};
 use shared::pipeline::budget::BudgetLimits;
-use shared::pipeline::{Deps, FetchPolicy, Incoming, StageHandler, process_batch};
+use shared::pipeline::{AnyStage, Deps, FetchPolicy, Incoming};
+
+pub use crate::stages::Stages;
 use shared::store::LocalStore;
 use shared::vendors::HttpPolicy;
 use shared::vendors::config::VendorsConfig;
@@ -95,21 +97,10 @@ pub fn return_freed_buffers_to_the_os() {
 /// The in-process bus with every hop's queue and its DLQ.
 pub fn memory_bus(visibility: Duration, max_receive_count: u32) -> MemoryBus {
     MemoryBus::new(
-        queues::ALL
+        Queue::ALL
             .iter()
-            .flat_map(|q| QueueSpec::with_dlq(q, visibility, max_receive_count)),
+            .flat_map(|q| QueueSpec::with_dlq(q.name(), visibility, max_receive_count)),
     )
-}
-
-pub struct Stages {
-    pub sourcing: sourcing::Sourcing,
-    pub enrichment: enrichment::Enrichment,
-    pub assessment: assessment::Assessment,
-    pub scoring: scoring::Scoring,
-    pub reports: reports::Reports,
-    pub personalization: personalization::Personalization,
-    pub delivery: delivery::Delivery,
-    pub fulfilment: delivery::Fulfilment,
 }
 
 /// The local run's link secret (signed unsubscribe and download links); production reads
@@ -149,20 +140,18 @@ pub enum LocalError {
     Db(#[from] DbError),
     #[error("object store: {0}")]
     Store(#[from] shared::store::StoreError),
-    #[error("experiment: {0}")]
-    Experiment(#[from] personalization::experiment::ExperimentError),
     #[error("targeting began no run (no active campaign)")]
     NoRun,
     #[error(transparent)]
     Bus(#[from] shared::bus::BusError),
     #[error(transparent)]
     Stage(#[from] shared::pipeline::StageError),
-    #[error("scoring rules: {0}")]
-    Rules(#[from] scoring::RulesError),
     #[error(transparent)]
     Domain(#[from] shared::domain::DomainError),
     #[error("local gateway: {0}")]
     Gateway(String),
+    #[error(transparent)]
+    Start(#[from] shared::lambda::StartError),
     #[error("run {0} is still running with every queue empty: its completion was never counted")]
     Unfinished(RunId),
 }
@@ -224,25 +213,7 @@ impl LocalPipeline {
             opts.delivery.clone(),
             &gateway_url,
         ));
-        let stages = Stages {
-            sourcing: sourcing::Sourcing::new(deps.vendors.yelp(&deps.policy)?),
-            enrichment: enrichment::Enrichment::new(deps.vendors.places(&deps.policy)?),
-            assessment: assessment::Assessment::new(
-                &deps,
-                deps.vendors.pagespeed(&deps.policy)?,
-                deps.vendors.openai(&deps.policy)?,
-            ),
-            scoring: scoring::Scoring::new(scoring::Rules::default_rules()?),
-            reports: reports::Reports::new(shared::domain::Money::from_cents(
-                reports::DEFAULT_PRICE_CENTS,
-            )?),
-            personalization: personalization::Personalization::new(
-                personalization::Experiment::default_experiment()?,
-                deps.vendors.openai(&deps.policy)?,
-            ),
-            delivery: delivery::Delivery::from(mailer.clone()),
-            fulfilment: delivery::Fulfilment::from(mailer),
-        };
+        let stages = Stages::new(&deps, &env, mailer)?;
         let sendgrid_key = sim
             .sendgrid_public_key()
             .and_then(|k| shared::webhook::sendgrid::SendGridKey::from_base64_der(&k))
@@ -310,9 +281,9 @@ impl LocalPipeline {
 
     /// Processes up to `parallel` batches from `queue` with `handler`; acknowledges successes and
     /// releases failures for redelivery (the bus dead-letters them after `maxReceiveCount`).
-    async fn pump<H: StageHandler>(
+    async fn pump(
         &self,
-        handler: &H,
+        handler: &dyn AnyStage,
         progress: &dyn Progress,
         counts: &mut (usize, usize),
     ) -> Result<bool, LocalError> {
@@ -320,15 +291,19 @@ impl LocalPipeline {
         // to drain, so the backlog held in memory (SQS's, in production) is bounded by the
         // driver's parallelism, not by the run's size. The most downstream stage with work
         // always runs, so the drain cannot stall.
-        let queue = handler.input_queue();
+        let queue = handler.input();
         for next in handler.sends_to().iter().filter(|q| **q != queue) {
-            if self.deps.bus.depth(next).await?.visible >= self.high_water() {
+            if self.deps.bus.depth(next.name()).await?.visible >= self.high_water() {
                 return Ok(false);
             }
         }
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         for _ in 0..self.parallel {
-            let b = self.deps.bus.receive(queue, MAX_BATCH_ENTRIES).await?;
+            let b = self
+                .deps
+                .bus
+                .receive(queue.name(), MAX_BATCH_ENTRIES)
+                .await?;
             if b.is_empty() {
                 break;
             }
@@ -346,7 +321,7 @@ impl LocalPipeline {
                     receive_count: d.receive_count,
                 })
                 .collect();
-            process_batch(handler, &self.deps, incoming)
+            handler.process(&self.deps, incoming)
         }))
         .await;
         for (batch, outcome) in batches.iter().zip(outcomes) {
@@ -355,15 +330,15 @@ impl LocalPipeline {
                     counts.1 += 1;
                     self.deps
                         .bus
-                        .change_visibility(queue, &d.receipt, Duration::ZERO)
+                        .change_visibility(queue.name(), &d.receipt, Duration::ZERO)
                         .await?;
                 } else {
                     counts.0 += 1;
-                    self.deps.bus.delete(queue, &d.receipt).await?;
+                    self.deps.bus.delete(queue.name(), &d.receipt).await?;
                 }
             }
         }
-        progress.stage(handler.stage(), counts.0, counts.1);
+        progress.stage(handler.stage().as_str(), counts.0, counts.1);
         Ok(true)
     }
 
@@ -374,52 +349,15 @@ impl LocalPipeline {
         counts: &mut HashMap<&'static str, (usize, usize)>,
     ) -> Result<(), LocalError> {
         loop {
-            let s = &self.stages;
             let mut busy = false;
-            busy |= self
-                .pump(&s.sourcing, progress, counts.entry("sourcing").or_default())
-                .await?;
-            busy |= self
-                .pump(
-                    &s.enrichment,
-                    progress,
-                    counts.entry("enrichment").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(
-                    &s.assessment,
-                    progress,
-                    counts.entry("assessment").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(&s.scoring, progress, counts.entry("scoring").or_default())
-                .await?;
-            busy |= self
-                .pump(&s.reports, progress, counts.entry("reports").or_default())
-                .await?;
-            busy |= self
-                .pump(
-                    &s.personalization,
-                    progress,
-                    counts.entry("personalization").or_default(),
-                )
-                .await?;
-            busy |= self
-                .pump(&s.delivery, progress, counts.entry("delivery").or_default())
-                .await?;
-            busy |= self
-                .pump(
-                    &s.fulfilment,
-                    progress,
-                    counts.entry("fulfilment").or_default(),
-                )
-                .await?;
+            for stage in self.stages.all() {
+                let n = counts.entry(stage.stage().as_str()).or_default();
+                busy |= self.pump(stage, progress, n).await?;
+            }
             if !busy {
                 let mut in_flight = 0;
-                for q in queues::ALL {
-                    let d = self.deps.bus.depth(q).await?;
+                for q in Queue::ALL {
+                    let d = self.deps.bus.depth(q.name()).await?;
                     in_flight += d.visible + d.in_flight;
                 }
                 if in_flight == 0 {

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use shared::bus::{SqsBus, queues};
+use shared::bus::{Queue, SqsBus};
 
 use crate::db;
 use crate::ops::Target;
@@ -61,7 +61,7 @@ pub async fn run(args: PurchaseArgs) -> anyhow::Result<()> {
             let bus = SqsBus::resolve(
                 shared::bus::sqs_client(&sdk),
                 &prefix,
-                &[queues::FULFILMENT.to_owned()],
+                &[Queue::Fulfilment.name().to_owned()],
             )
             .await
             .context("finding the fulfilment queue")?;

@@ -56,8 +56,15 @@ pub async fn set_faults(
 ) -> Response {
     let mut faults = lock(&state.faults);
     for (vendor, f) in body {
-        if !crate::faults::VENDORS.contains(&vendor.as_str()) {
-            return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": format!("unknown vendor {vendor:?}; known: {:?}", crate::faults::VENDORS) }))).into_response();
+        let known = crate::faults::names();
+        if !known.contains(&vendor.as_str()) {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(
+                    json!({ "error": format!("unknown vendor {vendor:?}; known: {known:?}") }),
+                ),
+            )
+                .into_response();
         }
         faults.insert(vendor, f);
     }

@@ -62,14 +62,12 @@ impl Fault {
     }
 }
 
-/// The vendor names the fault table and request counters use.
-pub const VENDORS: &[&str] = &[
-    "yelp",
-    "places",
-    "pagespeed",
-    "openai",
-    "sendgrid",
-    "stripe",
-    "slack",
-    "sites",
-];
+/// The names the fault table and request counters use: each vendor's, and `sites` for the
+/// businesses' homepages.
+pub fn names() -> Vec<&'static str> {
+    shared::vendors::Vendor::ALL
+        .iter()
+        .map(|v| v.as_str())
+        .chain(["sites"])
+        .collect()
+}

@@ -467,8 +467,8 @@ pub async fn moto_pipeline_bus(max_receive_count: u32) -> shared::bus::SqsBus {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let prefix = format!("{}-", unique_name("lf"));
     let mut urls = std::collections::HashMap::new();
-    for q in shared::bus::queues::ALL {
-        let dlq = shared::bus::queues::dlq(q);
+    for q in shared::bus::Queue::ALL {
+        let dlq = q.dlq();
         let dlq_url = sqs
             .create_queue()
             .queue_name(format!("{prefix}{dlq}"))
@@ -500,8 +500,8 @@ pub async fn moto_pipeline_bus(max_receive_count: u32) -> shared::bus::SqsBus {
             .expect("queue")
             .queue_url
             .expect("url");
-        urls.insert((*q).to_owned(), url);
-        urls.insert(dlq, dlq_url);
+        urls.insert(q.name().to_owned(), url);
+        urls.insert(dlq.to_owned(), dlq_url);
     }
     shared::bus::SqsBus::new(sqs, urls)
 }

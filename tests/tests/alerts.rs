@@ -3,6 +3,7 @@
 //! cooldown, recovery, the hourly cap and the bounce pause work; two overlapping runs send one
 //! alert.
 
+use shared::bus::Queue;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,7 +210,7 @@ async fn bounce_rate_warns_escalates_pauses_sending_and_recovers_once() {
     .unwrap();
     f.p.deps
         .bus
-        .send_batch(shared::bus::queues::DELIVERY, &[body])
+        .send_batch(Queue::Delivery.name(), &[body])
         .await
         .unwrap();
     f.p.settle().await.unwrap();
@@ -450,7 +451,7 @@ async fn every_rule_fires_past_its_threshold_and_stays_quiet_below_it() {
     // A dead-lettered message: critical for its DLQ, through the whole run.
     f.p.deps
         .bus
-        .send_batch(&shared::bus::queues::dlq("enrichment"), &["{}".to_owned()])
+        .send_batch(shared::bus::Queue::Enrichment.dlq(), &["{}".to_owned()])
         .await
         .unwrap();
     f.alerts().run(&f.p.deps, chrono::Utc::now()).await.unwrap();
@@ -579,7 +580,7 @@ async fn shared_infrastructure_alerts_go_once_to_the_operator_and_a_tenants_to_i
     // A dead letter: shared infrastructure, three tenants.
     f.p.deps
         .bus
-        .send_batch(&shared::bus::queues::dlq("enrichment"), &["{}".to_owned()])
+        .send_batch(shared::bus::Queue::Enrichment.dlq(), &["{}".to_owned()])
         .await
         .unwrap();
     f.alerts()

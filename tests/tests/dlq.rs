@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use leadfactory_cli::dlq;
+use shared::bus::Queue;
 use shared::bus::{Bus, MemoryBus, QueueSpec, SqsBus};
 
 async fn behaves(bus: &dyn Bus) {
@@ -22,7 +23,7 @@ async fn behaves(bus: &dyn Bus) {
     ];
     bus.send_batch("enrichment-dlq", &bodies).await.unwrap();
 
-    let listed = dlq::peek(bus, "enrichment", 50).await.unwrap();
+    let listed = dlq::peek(bus, Queue::Enrichment, 50).await.unwrap();
     assert_eq!(listed.len(), 3);
     let broken = listed.iter().find(|l| l.parse_error.is_some()).unwrap();
     assert!(broken.body_excerpt.starts_with("{broken"));
@@ -32,13 +33,16 @@ async fn behaves(bus: &dyn Bus) {
             .any(|l| l.idempotency_key.as_deref() == Some("k-2"))
     );
     // Listing removed nothing.
-    assert_eq!(dlq::peek(bus, "enrichment", 50).await.unwrap().len(), 3);
+    assert_eq!(
+        dlq::peek(bus, Queue::Enrichment, 50).await.unwrap().len(),
+        3
+    );
 
-    assert_eq!(dlq::redrive(bus, "enrichment", 2).await.unwrap(), 2);
-    assert_eq!(dlq::redrive(bus, "enrichment", 10).await.unwrap(), 1);
-    assert_eq!(dlq::redrive(bus, "enrichment", 10).await.unwrap(), 0);
+    assert_eq!(dlq::redrive(bus, Queue::Enrichment, 2).await.unwrap(), 2);
+    assert_eq!(dlq::redrive(bus, Queue::Enrichment, 10).await.unwrap(), 1);
+    assert_eq!(dlq::redrive(bus, Queue::Enrichment, 10).await.unwrap(), 0);
     let mut back: Vec<String> = bus
-        .receive("enrichment", 10)
+        .receive(Queue::Enrichment.name(), 10)
         .await
         .unwrap()
         .into_iter()
@@ -65,7 +69,7 @@ async fn redrive_on_sqs() {
     let sdk = testkit::moto_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let prefix = format!("{}-", testkit::unique_name("lf"));
-    for name in ["enrichment", "enrichment-dlq"] {
+    for name in [Queue::Enrichment.name(), Queue::Enrichment.dlq()] {
         sqs.create_queue()
             .queue_name(format!("{prefix}{name}"))
             .send()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use leadfactory_cli::campaign::CampaignFile;
 use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
-use shared::bus::{Bus, Envelope, MemoryBus, queues};
+use shared::bus::{Bus, Envelope, MemoryBus, Queue};
 use shared::domain::{BusinessId, CampaignId};
 use shared::pipeline::messages::LeadRef;
 use testkit::TestDb;
@@ -100,7 +100,10 @@ async fn enqueue_delivery(
             .unwrap()
         })
         .collect();
-    f.bus.send_batch(queues::DELIVERY, &bodies).await.unwrap();
+    f.bus
+        .send_batch(Queue::Delivery.name(), &bodies)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

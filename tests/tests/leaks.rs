@@ -12,10 +12,11 @@ use leadfactory_cli::campaign::CampaignFile;
 use leadfactory_cli::local::{
     LOCAL_LINK_SECRET, LocalOptions, LocalPipeline, NoProgress, memory_bus,
 };
-use shared::bus::{Bus, Envelope, queues};
+use shared::bus::{Bus, Envelope, Queue};
 use shared::domain::{BusinessId, CampaignId, RunId};
 use shared::pipeline::messages::{Fulfil, LeadRef, SourcingJob};
 use shared::pipeline::{Incoming, process_batch};
+use shared::vendors::Vendor;
 use testkit::TestDb;
 
 /// What the functions' subscriber wrote: the production format and level.
@@ -41,14 +42,11 @@ impl Captured {
     }
 }
 
-const VENDORS: [&str; 6] = [
-    "yelp",
-    "places",
-    "pagespeed",
-    "openai",
-    "sendgrid",
-    "stripe",
-];
+/// The vendors whose first answer night one times out: all but Slack, which is only reached
+/// at the end.
+fn timed_out_vendors() -> impl Iterator<Item = Vendor> {
+    Vendor::ALL.into_iter().filter(|v| *v != Vendor::Slack)
+}
 
 fn one(tag: &str, run: RunId, payload: impl serde::Serialize) -> Vec<Incoming> {
     vec![Incoming {
@@ -129,9 +127,9 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
         ..sim::SimConfig::default()
     };
     // Night one: every vendor's first answer held past its client's one-second timeout.
-    for v in VENDORS {
+    for v in timed_out_vendors() {
         sim.faults.insert(
-            v.to_owned(),
+            v.as_str().to_owned(),
             sim::Fault {
                 script: vec![sim::Outcome::Timeout],
                 timeout_ms: 1_500,
@@ -221,7 +219,7 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
         .error_for_status()
         .unwrap();
     // A dead letter, for the alerts to post about.
-    bus.send_batch(queues::SOURCING, &["not an envelope".to_owned()])
+    bus.send_batch(Queue::Sourcing.name(), &["not an envelope".to_owned()])
         .await
         .unwrap();
     p1.settle().await.unwrap();
@@ -339,9 +337,9 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
     // Every vendor was timed out (the simulator served each one's scripted timeout) and then
     // could not be reached (its calls failed to connect, as the log says).
     let faults = p1.sim.state.faults.lock().unwrap().clone();
-    for v in VENDORS.iter().chain(&["slack"]) {
+    for v in Vendor::ALL {
         assert!(
-            faults[*v].script.is_empty(),
+            faults[v.as_str()].script.is_empty(),
             "{v}: its timeout was never served"
         );
         assert!(
@@ -353,8 +351,8 @@ async fn no_key_or_secret_url_reaches_a_log_a_row_an_object_or_a_dead_letter() {
         );
     }
     let mut dead_letters = String::new();
-    for q in queues::ALL {
-        for l in shared::bus::dlq::peek(bus.as_ref(), q, 100).await.unwrap() {
+    for q in Queue::ALL {
+        for l in shared::bus::dlq::peek(bus.as_ref(), *q, 100).await.unwrap() {
             dead_letters.push_str(&format!("{l:?}\n"));
         }
     }

@@ -3,6 +3,7 @@
 
 use leadfactory_cli::local::{LocalPipeline, NoProgress};
 use serde_json::{Value, json};
+use shared::bus::Queue;
 use testkit::TestDb;
 
 struct Fixture {
@@ -384,7 +385,7 @@ async fn health_names_every_queue_it_cannot_read_instead_of_leaving_it_out() {
     let f = fixture(false).await;
     // A deployment whose function can read only the sourcing queue (a missing URL or grant).
     let bus = shared::bus::MemoryBus::new(shared::bus::QueueSpec::with_dlq(
-        shared::bus::queues::SOURCING,
+        Queue::Sourcing.name(),
         std::time::Duration::from_secs(30),
         3,
     ));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use leadfactory_cli::campaign::CampaignFile;
 use leadfactory_cli::local::{LocalOptions, LocalPipeline, NoProgress, memory_bus, summarize};
-use shared::bus::{Bus, MemoryBus, queues};
+use shared::bus::{Bus, MemoryBus, Queue};
 use shared::domain::TenantId;
 use testkit::{HookedBus, OnSend, TestDb};
 
@@ -328,16 +328,13 @@ async fn a_poison_message_lands_in_the_dlq_while_its_batch_succeeds() {
     let bus = local_bus();
     let f = fixture(bus.clone(), |_| {}).await;
     bus.send_batch(
-        queues::SOURCING,
+        Queue::Sourcing.name(),
         &["{not json".to_owned(), r#"{"v":9,"payload":{}}"#.to_owned()],
     )
     .await
     .unwrap();
     f.pipeline.run(&NoProgress).await.unwrap();
-    let dead = bus
-        .receive(&queues::dlq(queues::SOURCING), 10)
-        .await
-        .unwrap();
+    let dead = bus.receive(Queue::Sourcing.dlq(), 10).await.unwrap();
     let bodies: BTreeSet<String> = dead.iter().map(|d| d.body.clone()).collect();
     assert_eq!(
         bodies,
@@ -399,7 +396,7 @@ async fn a_next_hop_lost_after_commit_is_sent_on_redelivery() {
     // The first send to enrichment fails: the results are committed but the next hop is not.
     let first_enrichment = std::sync::atomic::AtomicBool::new(true);
     let bus = HookedBus::new(local_bus(), move |q, _| {
-        if q == queues::ENRICHMENT
+        if q == Queue::Enrichment.name()
             && first_enrichment.swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             OnSend::Fail
@@ -538,11 +535,7 @@ async fn a_vendor_outage_dead_letters_its_messages_without_using_up_the_budget()
         .await
         .unwrap();
     assert_eq!(s.enriched, 0);
-    let dead = bus
-        .depth(&queues::dlq(queues::ENRICHMENT))
-        .await
-        .unwrap()
-        .visible as i64;
+    let dead = bus.depth(Queue::Enrichment.dlq()).await.unwrap().visible as i64;
     assert_eq!(
         dead, s.sourced,
         "every enrichment message is dead-lettered, none lost"
@@ -648,15 +641,15 @@ async fn the_local_driver_bounds_every_queues_backlog_whatever_the_runs_size() {
     assert!(s.sourced >= 80, "most of the 96 listings: {s:?}");
     assert_eq!(s.assessed, s.enriched, "nothing stalled: {s:?}");
     assert!(
-        bus.deepest(queues::ENRICHMENT) >= 20,
+        bus.deepest(Queue::Enrichment.name()) >= 20,
         "the enrichment queue filled up to the mark, so the bound was exercised"
     );
     for q in [
-        queues::ENRICHMENT,
-        queues::ASSESSMENT,
-        queues::SCORING,
-        queues::REPORTS,
-        queues::PERSONALIZATION,
+        Queue::Enrichment.name(),
+        Queue::Assessment.name(),
+        Queue::Scoring.name(),
+        Queue::Reports.name(),
+        Queue::Personalization.name(),
     ] {
         let deepest = bus.deepest(q);
         assert!(deepest < 40, "{q} held {deepest} messages");
@@ -752,17 +745,9 @@ impl shared::pipeline::StageHandler for Sleepy {
     type Work = ();
     type Context = ();
 
-    fn stage(&self) -> &'static str {
-        "sleepy"
-    }
-
-    fn input_queue(&self) -> &'static str {
-        queues::SCORING
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        &[]
-    }
+    const STAGE: shared::pipeline::Stage = shared::pipeline::Stage::Scoring;
+    const INPUT: Queue = Queue::Scoring;
+    const SENDS_TO: &'static [Queue] = &[];
 
     fn budget(
         &self,
@@ -836,7 +821,7 @@ async fn work_past_the_invocations_deadline_is_returned_unfinished_and_the_finis
     let admin = f.db.admin().await;
     let done: Vec<String> = admin
         .query(
-            "SELECT key FROM processed_messages WHERE stage = 'sleepy'",
+            "SELECT key FROM processed_messages WHERE stage = 'scoring' AND key LIKE 'nap:%'",
             &[],
         )
         .await
@@ -1032,7 +1017,7 @@ async fn concurrent_sourcing_batches_of_overlapping_pages_store_each_business_on
     }
     let mut handed = Vec::new();
     loop {
-        let got = bus.receive(queues::ENRICHMENT, 10).await.unwrap();
+        let got = bus.receive(Queue::Enrichment.name(), 10).await.unwrap();
         if got.is_empty() {
             break;
         }
@@ -1044,7 +1029,9 @@ async fn concurrent_sourcing_batches_of_overlapping_pages_store_each_business_on
                     .business_id
                     .as_uuid(),
             );
-            bus.delete(queues::ENRICHMENT, &d.receipt).await.unwrap();
+            bus.delete(Queue::Enrichment.name(), &d.receipt)
+                .await
+                .unwrap();
         }
     }
     assert!(!handed.is_empty());

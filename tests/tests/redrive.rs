@@ -9,6 +9,7 @@ use std::sync::Arc;
 use leadfactory_cli::dlq;
 use leadfactory_cli::local::{LocalPipeline, NoProgress, summarize};
 use shared::bus::Bus;
+use shared::bus::Queue;
 use testkit::TestDb;
 
 #[tokio::test]
@@ -41,14 +42,16 @@ async fn dead_lettered_sends_are_redriven_and_sent_once() {
         (0, s.qualified),
         "nothing sent, every claim released: {s:?}"
     );
-    let dead = dlq::peek(bus.as_ref(), "delivery", 100).await.unwrap();
+    let dead = dlq::peek(bus.as_ref(), Queue::Delivery, 100).await.unwrap();
     assert_eq!(dead.len() as i64, s.qualified);
     assert!(p.sim.state.outbox.lock().unwrap().is_empty());
 
     // The outage ends; the operator redrives.
     p.sim.state.faults.lock().unwrap().clear();
     assert_eq!(
-        dlq::redrive(bus.as_ref(), "delivery", 1000).await.unwrap() as i64,
+        dlq::redrive(bus.as_ref(), Queue::Delivery, 1000)
+            .await
+            .unwrap() as i64,
         s.qualified
     );
     p.settle().await.unwrap();
@@ -60,11 +63,15 @@ async fn dead_lettered_sends_are_redriven_and_sent_once() {
     );
     // The same messages once more (a redrive repeated from an older copy): nothing new.
     let bodies: Vec<String> = dead.iter().map(|d| d.body.clone()).collect();
-    bus.send_batch("delivery", &bodies).await.unwrap();
+    bus.send_batch(Queue::Delivery.name(), &bodies)
+        .await
+        .unwrap();
     p.settle().await.unwrap();
     assert_eq!(p.sim.state.outbox.lock().unwrap().len() as i64, s.qualified);
     assert_eq!(
-        dlq::redrive(bus.as_ref(), "delivery", 1000).await.unwrap(),
+        dlq::redrive(bus.as_ref(), Queue::Delivery, 1000)
+            .await
+            .unwrap(),
         0
     );
 }

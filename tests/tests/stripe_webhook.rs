@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
 use secrecy::SecretString;
-use shared::bus::{Bus, MemoryBus, QueueSpec, queues};
+use shared::bus::{Bus, MemoryBus, Queue, QueueSpec};
 use shared::webhook::stripe;
 use stripe_webhook::{WebhookDeps, handle, handler};
 use testkit::{HookedBus, OnSend, TestDb};
@@ -54,7 +54,7 @@ async fn setup_with(bus_override: Option<Arc<dyn Bus>>) -> Setup {
         .await
         .unwrap();
     let bus = Arc::new(MemoryBus::new(QueueSpec::with_dlq(
-        queues::FULFILMENT,
+        Queue::Fulfilment.name(),
         Duration::from_secs(30),
         3,
     )));
@@ -155,7 +155,7 @@ async fn a_paid_checkout_is_recorded_and_fulfilled_once_however_often_it_is_deli
         .await,
         1
     );
-    let msgs = s.bus.receive(queues::FULFILMENT, 10).await.unwrap();
+    let msgs = s.bus.receive(Queue::Fulfilment.name(), 10).await.unwrap();
     assert_eq!(msgs.len(), 1, "one fulfilment message");
     let env: shared::bus::Envelope<stripe_webhook::Fulfil> =
         shared::bus::Envelope::parse(&msgs[0].body).unwrap();
@@ -166,7 +166,7 @@ async fn a_paid_checkout_is_recorded_and_fulfilled_once_however_often_it_is_deli
 #[tokio::test]
 async fn a_delivery_that_stopped_before_sending_is_finished_by_the_retry() {
     let inner = Arc::new(MemoryBus::new(QueueSpec::with_dlq(
-        queues::FULFILMENT,
+        Queue::Fulfilment.name(),
         Duration::from_secs(30),
         3,
     )));
@@ -195,7 +195,10 @@ async fn a_delivery_that_stopped_before_sending_is_finished_by_the_retry() {
     );
     let retry = handle(&s.deps, &signed(&body), now()).await.unwrap();
     assert_eq!((retry.outcome, retry.fulfilment_sent), ("processed", true));
-    assert_eq!(inner.depth(queues::FULFILMENT).await.unwrap().visible, 1);
+    assert_eq!(
+        inner.depth(Queue::Fulfilment.name()).await.unwrap().visible,
+        1
+    );
     assert_eq!(one(&s.db, "SELECT count(*) FROM purchases").await, 1);
 }
 
@@ -317,7 +320,10 @@ async fn bad_requests_are_refused_with_4xx_and_write_nothing() {
     }
     assert_eq!(one(&s.db, "SELECT count(*) FROM purchases").await, 0);
     assert_eq!(one(&s.db, "SELECT count(*) FROM stripe_events").await, 0);
-    assert_eq!(s.bus.depth(queues::FULFILMENT).await.unwrap().visible, 0);
+    assert_eq!(
+        s.bus.depth(Queue::Fulfilment.name()).await.unwrap().visible,
+        0
+    );
     // Not ours: acknowledged, nothing stored.
     let foreign = body.replace(&s.tenant.to_string(), "not-a-tenant");
     assert_eq!(

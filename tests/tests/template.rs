@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml_ng::Value;
+use shared::bus::Queue;
 
 fn template() -> Value {
     serde_yaml_ng::from_str(
@@ -31,7 +32,7 @@ fn target(v: &Value) -> Option<String> {
     v.get("Ref").and_then(Value::as_str).map(str::to_owned)
 }
 
-fn crates() -> BTreeMap<String, &'static [&'static str]> {
+fn crates() -> BTreeMap<String, &'static [Queue]> {
     BTreeMap::from([
         ("targeting".to_owned(), targeting::SENDS_TO),
         ("sourcing".to_owned(), sourcing::SENDS_TO),
@@ -258,7 +259,7 @@ fn functions_may_send_to_exactly_the_queues_their_code_sends_to() {
             .collect();
         let mut expected = BTreeSet::new();
         for q in sends {
-            let var = format!("LF_QUEUE_{}_URL", q.to_uppercase());
+            let var = format!("LF_QUEUE_{}_URL", q.name().to_uppercase());
             let resource = target(&env[&Value::from(var.as_str())])
                 .unwrap_or_else(|| panic!("{bin}: {var} is not set from a queue"));
             let queue = &res[resource.as_str()];
@@ -401,18 +402,18 @@ fn every_function_may_read_exactly_the_secrets_it_is_told_to_load() {
     }
 }
 
-/// What an SQS-triggered function runs per message: each stage it serves, with how many
-/// messages it works on at once and the longest one message's work can take, built as the
-/// function's `main` builds it from a production environment (default vendor policies).
-fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
-    use shared::pipeline::StageHandler;
-    use std::sync::Arc;
+/// What each SQS-triggered stage runs per message, by its input queue's logical name: how many
+/// messages it works on at once, the longest one message's work can take and the queues it
+/// sends to, built from a production environment (default vendor policies) as the functions'
+/// `main`s build them.
+fn stages_by_queue() -> BTreeMap<&'static str, (usize, std::time::Duration, &'static [Queue])> {
     let env: std::collections::HashMap<&str, &str> = [
         (
             "DATABASE_URL",
             "postgres://app:secret@127.0.0.1:9/leadfactory",
         ),
         ("LF_BUCKET", "leadfactory-artifacts"),
+        ("LF_LINK_SECRET", "a-link-secret-of-at-least-32-bytes"),
         ("YELP_API_KEY", "k"),
         ("GOOGLE_PLACES_API_KEY", "k"),
         ("GOOGLE_PAGESPEED_API_KEY", "k"),
@@ -422,62 +423,74 @@ fn stages_of(bin: &str) -> Vec<(usize, std::time::Duration)> {
     .into_iter()
     .collect();
     let deps = shared::pipeline::Deps::from_source(&env, &[]).unwrap();
-    let v = &deps.vendors;
-    fn of(
-        h: &impl StageHandler,
-        v: &shared::vendors::config::VendorsConfig,
-    ) -> (usize, std::time::Duration) {
-        (h.concurrency(), h.worst_case_work(v))
+    let mailer = std::sync::Arc::new(delivery::Mailer::from_source(&deps, &env).unwrap());
+    let stages = leadfactory_cli::stages::Stages::new(&deps, &env, mailer).unwrap();
+    let mut by_queue = BTreeMap::new();
+    for s in stages.all() {
+        let before = by_queue.insert(
+            s.input().name(),
+            (
+                s.concurrency(),
+                s.worst_case_work(&deps.vendors),
+                s.sends_to(),
+            ),
+        );
+        assert!(before.is_none(), "two stages consume {}", s.input());
     }
-    match bin {
-        "sourcing" => vec![of(
-            &sourcing::Sourcing::new(v.yelp(&deps.policy).unwrap()),
-            v,
-        )],
-        "enrichment" => vec![of(
-            &enrichment::Enrichment::new(v.places(&deps.policy).unwrap()),
-            v,
-        )],
-        "assessment" => vec![of(
-            &assessment::Assessment::new(
-                &deps,
-                v.pagespeed(&deps.policy).unwrap(),
-                v.openai(&deps.policy).unwrap(),
-            ),
-            v,
-        )],
-        "scoring" => vec![of(
-            &scoring::Scoring::new(scoring::Rules::default_rules().unwrap()),
-            v,
-        )],
-        "reports" => vec![of(
-            &reports::Reports::new(
-                shared::domain::Money::from_cents(reports::DEFAULT_PRICE_CENTS).unwrap(),
-            ),
-            v,
-        )],
-        "personalization" => vec![of(
-            &personalization::Personalization::new(
-                personalization::Experiment::default_experiment().unwrap(),
-                v.openai(&deps.policy).unwrap(),
-            ),
-            v,
-        )],
-        "delivery" => {
-            let mailer = Arc::new(delivery::Mailer::new(
-                v.sendgrid(&deps.policy).unwrap(),
-                shared::links::LinkSigner::new(secrecy::SecretString::from("x".repeat(32)))
-                    .unwrap(),
-                delivery::Settings::default(),
-                &deps.public_base_url,
-            ));
-            vec![
-                of(&delivery::Delivery::from(mailer.clone()), v),
-                of(&delivery::Fulfilment::from(mailer), v),
-            ]
+    by_queue
+}
+
+#[test]
+fn every_queue_is_one_stages_input_and_its_function_may_send_where_the_stage_does() {
+    let stages = stages_by_queue();
+    assert_eq!(
+        stages.keys().copied().collect::<BTreeSet<_>>(),
+        Queue::ALL.iter().map(|q| q.name()).collect(),
+        "every pipeline queue is consumed by exactly one stage"
+    );
+    let t = template();
+    let res = &t["Resources"];
+    let mut consumed = BTreeSet::new();
+    for (name, r) in res
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+    {
+        let bin = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        for (_, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if e["Type"] != "SQS" {
+                continue;
+            }
+            let q = queue_name(res, &target(&e["Properties"]["Queue"]).unwrap());
+            let (_, _, sends) = stages
+                .get(q.as_str())
+                .unwrap_or_else(|| panic!("{name:?} reads {q}, which no stage consumes"));
+            for s in *sends {
+                assert!(
+                    crates()[bin].contains(s),
+                    "{name:?} runs the {q} stage, which sends to {s}: not in its SENDS_TO"
+                );
+            }
+            consumed.insert(q);
         }
-        other => panic!("{other} is SQS-triggered but runs no known stage"),
     }
+    assert_eq!(
+        consumed,
+        stages.keys().map(|q| (*q).to_owned()).collect(),
+        "every stage's queue triggers a function"
+    );
+}
+
+/// A queue resource's logical name (its `QueueName` after `leadfactory-${Stage}-`).
+fn queue_name(res: &Value, resource: &str) -> String {
+    res[resource]["Properties"]["QueueName"]["Fn::Sub"]
+        .as_str()
+        .and_then(|n| n.strip_prefix("leadfactory-${Stage}-"))
+        .unwrap_or_else(|| {
+            panic!("{resource} has no QueueName of the form leadfactory-${{Stage}}-<name>")
+        })
+        .to_owned()
 }
 
 #[tokio::test]
@@ -487,6 +500,7 @@ async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
     let global_timeout = t["Globals"]["Function"]["Timeout"].as_i64().unwrap();
     // The most `work_deadline` keeps back for the store step.
     let store_margin = shared::pipeline::MAX_STORE_MARGIN;
+    let stages = stages_by_queue();
     let mut checked = 0;
     for (name, r) in res
         .as_mapping()
@@ -497,7 +511,6 @@ async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
         let timeout = r["Properties"]["Timeout"]
             .as_i64()
             .unwrap_or(global_timeout) as u64;
-        let bin = r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
         for (_, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
             if e["Type"] != "SQS" {
                 continue;
@@ -507,20 +520,21 @@ async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
             let visibility = res[q.as_str()]["Properties"]["VisibilityTimeout"]
                 .as_u64()
                 .unwrap();
-            for (concurrency, worst) in stages_of(bin) {
-                let rounds = batch.div_ceil(concurrency.max(1) as u32);
-                let needed = worst * rounds + store_margin;
-                assert!(
-                    needed.as_secs() <= timeout,
-                    "{name:?}: a batch of {batch} ({rounds} round(s) of {worst:?} of vendor time) and the store step need {needed:?}, more than the {timeout} s Timeout"
-                );
-                assert!(
-                    visibility >= timeout,
-                    "{q}: visibility below {name:?}'s timeout"
-                );
-                checked += 1;
-            }
+            let Some(&(concurrency, worst, _)) = stages.get(queue_name(res, &q).as_str()) else {
+                panic!("{name:?} reads {q}, which no stage consumes");
+            };
+            let rounds = batch.div_ceil(concurrency.max(1) as u32);
+            let needed = worst * rounds + store_margin;
+            assert!(
+                needed.as_secs() <= timeout,
+                "{name:?}: a batch of {batch} ({rounds} round(s) of {worst:?} of vendor time) and the store step need {needed:?}, more than the {timeout} s Timeout"
+            );
+            assert!(
+                visibility >= timeout,
+                "{q}: visibility below {name:?}'s timeout"
+            );
+            checked += 1;
         }
     }
-    assert!(checked >= 8, "every stage was checked ({checked})");
+    assert_eq!(checked, stages.len(), "every stage was checked");
 }

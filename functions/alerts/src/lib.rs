@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 use serde::Serialize;
-use shared::bus::queues;
+use shared::bus::Queue;
 use shared::db::{DbError, begin_tenant};
 use shared::domain::TenantId;
 use shared::pipeline::Deps;
@@ -31,7 +31,7 @@ use shared::vendors::{CallContext, VendorError};
 pub use rules::{Finding, Level, Thresholds};
 
 /// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+pub const SENDS_TO: &[Queue] = &[];
 
 /// Tries of one alert's post, the first included, before it is left recorded only.
 pub const MAX_POST_ATTEMPTS: i16 = 5;
@@ -161,15 +161,15 @@ impl Alerts {
     /// paid Stripe sessions that name no tenant.
     async fn operator_findings(&self, deps: &Deps) -> Result<Vec<Finding>, AlertError> {
         let mut out = Vec::new();
-        for q in queues::ALL {
-            let dlq = queues::dlq(q);
-            let depth = match deps.bus.depth(&dlq).await {
+        for q in Queue::ALL {
+            let dlq = q.dlq();
+            let depth = match deps.bus.depth(dlq).await {
                 Ok(d) => d.visible + d.in_flight,
                 // A queue this deployment does not wire (no URL) has nothing to report.
                 Err(shared::bus::BusError::UnknownQueue(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let f = Finding::new("dlq", dlq.clone());
+            let f = Finding::new("dlq", dlq.to_owned());
             out.push(if depth > 0 {
                 f.at(
                     Level::Critical,
@@ -550,9 +550,9 @@ impl Alerts {
 async fn end_dead_letters(deps: &Deps) -> Result<(), AlertError> {
     use shared::pipeline::runs::DeadLettered;
     let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<DeadLettered>> = Default::default();
-    for q in queues::ALL {
+    for q in Queue::ALL {
         let letters =
-            match shared::bus::dlq::peek(deps.bus.as_ref(), q, DEAD_LETTERS_PER_QUEUE).await {
+            match shared::bus::dlq::peek(deps.bus.as_ref(), *q, DEAD_LETTERS_PER_QUEUE).await {
                 Ok(l) => l,
                 Err(shared::bus::BusError::UnknownQueue(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -565,7 +565,7 @@ async fn end_dead_letters(deps: &Deps) -> Result<(), AlertError> {
                 .and_then(|r| shared::domain::RunId::parse(r).ok());
             if let (Some(tenant), Some(run), Some(key)) = (tenant, run, l.idempotency_key) {
                 by_tenant.entry(tenant).or_default().push(DeadLettered {
-                    queue: (*q).to_owned(),
+                    queue: q.name().to_owned(),
                     run,
                     key,
                 });

@@ -11,10 +11,11 @@
 pub mod stats;
 
 use serde::Serialize;
+use shared::bus::Queue;
 use shared::db::{DbError, Pool, begin_tenant};
 
 /// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+pub const SENDS_TO: &[Queue] = &[];
 /// Days recomputed by the hourly schedule (events arrive for a few days after a send).
 pub const DEFAULT_DAYS: i64 = 3;
 

@@ -15,10 +15,12 @@ use std::io::Write;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId, WebsiteUrl};
-use shared::pipeline::messages::{LeadRef, stage};
+use shared::lambda::StartError;
+use shared::pipeline::Stage;
+use shared::pipeline::messages::LeadRef;
 use shared::pipeline::{
     Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget, llm_log,
 };
@@ -32,7 +34,7 @@ use guard::Guard;
 use insights::Insights;
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[shared::bus::queues::SCORING];
+pub const SENDS_TO: &[Queue] = &[Queue::Scoring];
 
 /// LLM settings from the predecessors: a small model (`llm_log::MODEL`), low temperature, ~500
 /// output tokens.
@@ -65,6 +67,18 @@ impl Assessment {
             pagespeed,
             openai,
         }
+    }
+
+    /// PageSpeed and the LLM as configured, the fetch policy of the deployment's mode.
+    pub fn from_source(
+        deps: &Deps,
+        _source: &dyn shared::config::Source,
+    ) -> Result<Self, StartError> {
+        Ok(Self::new(
+            deps,
+            deps.vendors.pagespeed(&deps.policy)?,
+            deps.vendors.openai(&deps.policy)?,
+        ))
     }
 }
 
@@ -242,13 +256,9 @@ impl StageHandler for Assessment {
     type Work = Assessed;
     type Context = HashMap<BusinessId, Target>;
 
-    fn stage(&self) -> &'static str {
-        stage::ASSESSMENT
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::ASSESSMENT
-    }
+    const STAGE: Stage = Stage::Assessment;
+    const INPUT: Queue = Queue::Assessment;
+    const SENDS_TO: &'static [Queue] = SENDS_TO;
 
     /// The homepage fetch, then PageSpeed, then the LLM, one after another.
     fn worst_case_work(
@@ -256,10 +266,6 @@ impl StageHandler for Assessment {
         vendors: &shared::vendors::config::VendorsConfig,
     ) -> std::time::Duration {
         self.fetch_timeout + vendors.pagespeed.call_time + vendors.openai.call_time
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        SENDS_TO
     }
 
     fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
@@ -514,7 +520,7 @@ impl StageHandler for Assessment {
                 emails.push(r.address.to_string());
                 reasons.push(r.reason.as_str());
             }
-            next.push(vec![Outgoing::forward(&it.env, queues::SCORING)?]);
+            next.push(vec![Outgoing::forward(&it.env, Queue::Scoring)?]);
         }
         // Independent writes, sent together.
         let rows = serde_json::Value::Array(rows);

@@ -8,12 +8,9 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env(assessment::SENDS_TO).await?;
-    let stage = assessment::Assessment::new(
-        &deps,
-        deps.vendors.pagespeed(&deps.policy)?,
-        deps.vendors.openai(&deps.policy)?,
-    );
+    let source = shared::secrets::from_env().await?;
+    let deps = shared::pipeline::Deps::from_source(&source, assessment::SENDS_TO)?;
+    let stage = assessment::Assessment::from_source(&deps, &source)?;
     let (stage, deps) = (&stage, &deps);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         let deadline = shared::pipeline::work_deadline(event.context.deadline);

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::json;
 use shared::bus::Envelope;
+use shared::bus::Queue;
 use shared::db::{DbError, Tx, cached};
 use shared::domain::TenantId;
 use shared::links::Purpose;
+use shared::pipeline::Stage;
 use shared::pipeline::messages::Fulfil;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
 use shared::vendors::CallContext;
@@ -22,8 +24,6 @@ use shared::vendors::CallContext;
 use crate::Mailer;
 use crate::send::{self, Outbound, Sent};
 use crate::{Done, Plan};
-
-pub const STAGE: &str = "fulfilment";
 
 /// The fulfilment queue's handler.
 pub struct Fulfilment(Arc<Mailer>);
@@ -89,13 +89,9 @@ impl StageHandler for Fulfilment {
     type Work = Done;
     type Context = HashMap<Request, Plan>;
 
-    fn stage(&self) -> &'static str {
-        STAGE
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::FULFILMENT
-    }
+    const STAGE: Stage = Stage::Fulfilment;
+    const INPUT: Queue = Queue::Fulfilment;
+    const SENDS_TO: &'static [Queue] = &[];
 
     /// A purchase is fulfilled outside any run.
     fn takes_runless(&self) -> bool {
@@ -107,10 +103,6 @@ impl StageHandler for Fulfilment {
         vendors: &shared::vendors::config::VendorsConfig,
     ) -> std::time::Duration {
         vendors.sendgrid.call_time
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        &[]
     }
 
     /// It parks stale sends and claims the ones it will make.

@@ -14,17 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let source = shared::secrets::from_env().await?;
     let deps = shared::pipeline::Deps::from_source(&source, delivery::SENDS_TO)?;
-    let mut r = shared::config::Reader::new(&source);
-    let secret = r.secret("LF_LINK_SECRET");
-    let settings = delivery::Settings::load(&mut r);
-    r.finish(())?;
-    let links = shared::links::LinkSigner::new(secret)?;
-    let mailer = Arc::new(delivery::Mailer::new(
-        deps.vendors.sendgrid(&deps.policy)?,
-        links,
-        settings,
-        &deps.public_base_url,
-    ));
+    let mailer = Arc::new(delivery::Mailer::from_source(&deps, &source)?);
     let outreach = delivery::Delivery::from(mailer.clone());
     let fulfilment = delivery::Fulfilment::from(mailer);
     let (deps, outreach, fulfilment) = (&deps, &outreach, &fulfilment);

@@ -9,16 +9,18 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::json;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, Phone, TenantId, WebsiteUrl};
-use shared::pipeline::messages::{LeadRef, stage};
+use shared::lambda::StartError;
+use shared::pipeline::Stage;
+use shared::pipeline::messages::LeadRef;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
 use shared::vendors::CallContext;
 use shared::vendors::places::{Place, PlacesClient, TextSearchRequest};
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[shared::bus::queues::ASSESSMENT];
+pub const SENDS_TO: &[Queue] = &[Queue::Assessment];
 
 pub use matching::{MatchScore, score_match};
 
@@ -29,6 +31,14 @@ pub struct Enrichment {
 impl Enrichment {
     pub fn new(places: PlacesClient) -> Self {
         Self { places }
+    }
+
+    /// Google Places, as configured.
+    pub fn from_source(
+        deps: &Deps,
+        _source: &dyn shared::config::Source,
+    ) -> Result<Self, StartError> {
+        Ok(Self::new(deps.vendors.places(&deps.policy)?))
     }
 }
 
@@ -63,23 +73,15 @@ impl StageHandler for Enrichment {
     type Work = Outcome;
     type Context = HashMap<BusinessId, Known>;
 
-    fn stage(&self) -> &'static str {
-        stage::ENRICHMENT
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::ENRICHMENT
-    }
+    const STAGE: Stage = Stage::Enrichment;
+    const INPUT: Queue = Queue::Enrichment;
+    const SENDS_TO: &'static [Queue] = SENDS_TO;
 
     fn worst_case_work(
         &self,
         vendors: &shared::vendors::config::VendorsConfig,
     ) -> std::time::Duration {
         vendors.places.call_time
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        SENDS_TO
     }
 
     fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
@@ -246,7 +248,7 @@ impl StageHandler for Enrichment {
                 upd.4.push(dup);
                 let closed = place.business_status.as_deref() == Some("CLOSED_PERMANENTLY");
                 if website.is_some() && dup.is_none() && !closed {
-                    out.push(Outgoing::forward(&it.env, queues::ASSESSMENT)?);
+                    out.push(Outgoing::forward(&it.env, Queue::Assessment)?);
                 }
             } else if let Outcome::NoMatch { best } = &it.work {
                 enrich_rows.push(json!({

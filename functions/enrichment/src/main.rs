@@ -8,8 +8,9 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env(enrichment::SENDS_TO).await?;
-    let stage = enrichment::Enrichment::new(deps.vendors.places(&deps.policy)?);
+    let source = shared::secrets::from_env().await?;
+    let deps = shared::pipeline::Deps::from_source(&source, enrichment::SENDS_TO)?;
+    let stage = enrichment::Enrichment::from_source(&deps, &source)?;
     let (stage, deps) = (&stage, &deps);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         let deadline = shared::pipeline::work_deadline(event.context.deadline);

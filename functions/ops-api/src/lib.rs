@@ -16,14 +16,14 @@ use std::sync::Arc;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use futures_util::{StreamExt, pin_mut};
 use serde_json::{Value, json};
-use shared::bus::{Bus, queues};
+use shared::bus::{Bus, Queue};
 use shared::db::{Pool, begin_tenant};
 use shared::domain::{CampaignId, TenantId};
 use shared::lambda::http::{HttpError, body_bytes, header, method, path, text, with_header};
 use shared::store::ObjectStore;
 
 /// The queues this function sends to (the template grants exactly these): a purchase's resend.
-pub const SENDS_TO: &[&str] = &[queues::FULFILMENT];
+pub const SENDS_TO: &[Queue] = &[Queue::Fulfilment];
 /// Request bodies are small JSON documents.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Rows per CSV page by default, and at most.
@@ -83,9 +83,9 @@ pub struct OpsApi {
 
 /// Every hop and its DLQ.
 pub fn wired_queues() -> Vec<String> {
-    queues::ALL
+    Queue::ALL
         .iter()
-        .flat_map(|q| [(*q).to_owned(), queues::dlq(q)])
+        .flat_map(|q| [q.name().to_owned(), q.dlq().to_owned()])
         .collect()
 }
 

@@ -14,9 +14,11 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId};
+use shared::lambda::StartError;
+use shared::pipeline::Stage;
 use shared::pipeline::messages::{LeadColumns, LeadRef};
 use shared::pipeline::{
     Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget, llm_log,
@@ -27,8 +29,7 @@ use shared::vendors::{CallContext, Vendor};
 pub use experiment::{Assignment, Experiment};
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[queues::DELIVERY];
-pub const STAGE: &str = "personalization";
+pub const SENDS_TO: &[Queue] = &[Queue::Delivery];
 pub const LLM_TEMPERATURE: f32 = 0.7;
 
 pub struct Personalization {
@@ -39,6 +40,26 @@ pub struct Personalization {
 impl Personalization {
     pub fn new(experiment: Experiment, openai: Option<OpenAiClient>) -> Self {
         Self { experiment, openai }
+    }
+
+    /// The experiment in the file `LF_EXPERIMENT_FILE` names, or the default one, and the LLM
+    /// when a key is configured.
+    pub fn from_source(
+        deps: &Deps,
+        source: &dyn shared::config::Source,
+    ) -> Result<Self, StartError> {
+        let invalid = |reason: String| StartError::Invalid {
+            variable: "LF_EXPERIMENT_FILE",
+            reason,
+        };
+        let experiment = match source.get("LF_EXPERIMENT_FILE") {
+            Some(path) => Experiment::parse(
+                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
+            ),
+            None => Experiment::default_experiment(),
+        }
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self::new(experiment, deps.vendors.openai(&deps.policy)?))
     }
 }
 
@@ -111,23 +132,15 @@ impl StageHandler for Personalization {
     type Work = Written;
     type Context = HashMap<BusinessId, Lead>;
 
-    fn stage(&self) -> &'static str {
-        STAGE
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::PERSONALIZATION
-    }
+    const STAGE: Stage = Stage::Personalization;
+    const INPUT: Queue = Queue::Personalization;
+    const SENDS_TO: &'static [Queue] = SENDS_TO;
 
     fn worst_case_work(
         &self,
         vendors: &shared::vendors::config::VendorsConfig,
     ) -> std::time::Duration {
         vendors.openai.call_time
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        SENDS_TO
     }
 
     fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
@@ -410,7 +423,7 @@ impl StageHandler for Personalization {
                 if !written.contains(&it.env.payload.business_id.as_uuid()) {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Outgoing::forward(&it.env, queues::DELIVERY)?])
+                Ok(vec![Outgoing::forward(&it.env, Queue::Delivery)?])
             })
             .collect()
     }

@@ -8,13 +8,9 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env(personalization::SENDS_TO).await?;
-    let experiment = match std::env::var("LF_EXPERIMENT_FILE") {
-        Ok(path) => personalization::Experiment::parse(&std::fs::read_to_string(path)?)?,
-        Err(_) => personalization::Experiment::default_experiment()?,
-    };
-    let stage =
-        personalization::Personalization::new(experiment, deps.vendors.openai(&deps.policy)?);
+    let source = shared::secrets::from_env().await?;
+    let deps = shared::pipeline::Deps::from_source(&source, personalization::SENDS_TO)?;
+    let stage = personalization::Personalization::from_source(&deps, &source)?;
     let (stage, deps) = (&stage, &deps);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         let deadline = shared::pipeline::work_deadline(event.context.deadline);

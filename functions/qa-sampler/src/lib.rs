@@ -5,12 +5,13 @@
 //! nothing, and the sample is the same whoever computes it. Reviews feed the QA pass-rate alert.
 
 use serde::Serialize;
+use shared::bus::Queue;
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::TenantId;
 use shared::pipeline::Deps;
 
 /// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+pub const SENDS_TO: &[Queue] = &[];
 /// Samples per run (the predecessors' 10 from the top bucket).
 pub const DEFAULT_SAMPLE: i64 = 10;
 

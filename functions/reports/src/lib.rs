@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 use serde_json::json;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, Money, TenantId};
+use shared::lambda::StartError;
+use shared::pipeline::Stage;
 use shared::pipeline::messages::LeadRef;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
 use shared::store::ObjectKey;
@@ -21,10 +23,9 @@ pub use render::{ReportData, render};
 pub use shared::domain::Recommendation;
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[queues::PERSONALIZATION];
+pub const SENDS_TO: &[Queue] = &[Queue::Personalization];
 /// The full report's price when none is configured: $49.
 pub const DEFAULT_PRICE_CENTS: i64 = 4_900;
-pub const STAGE: &str = "reports";
 
 pub struct Reports {
     price: Money,
@@ -33,6 +34,21 @@ pub struct Reports {
 impl Reports {
     pub fn new(price: Money) -> Self {
         Self { price }
+    }
+
+    /// The report's price: `LF_REPORT_PRICE_CENTS`, or the default.
+    pub fn from_source(
+        _deps: &Deps,
+        source: &dyn shared::config::Source,
+    ) -> Result<Self, StartError> {
+        let mut r = shared::config::Reader::new(source);
+        let cents = r.parsed_or("LF_REPORT_PRICE_CENTS", DEFAULT_PRICE_CENTS);
+        r.finish(())?;
+        let price = Money::from_cents(cents).map_err(|e| StartError::Invalid {
+            variable: "LF_REPORT_PRICE_CENTS",
+            reason: e.to_string(),
+        })?;
+        Ok(Self::new(price))
     }
 }
 
@@ -186,17 +202,9 @@ impl StageHandler for Reports {
     type Work = Rendered;
     type Context = HashMap<BusinessId, (ReportData, uuid::Uuid)>;
 
-    fn stage(&self) -> &'static str {
-        STAGE
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::REPORTS
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        SENDS_TO
-    }
+    const STAGE: Stage = Stage::Reports;
+    const INPUT: Queue = Queue::Reports;
+    const SENDS_TO: &'static [Queue] = SENDS_TO;
 
     fn concurrency(&self) -> usize {
         2
@@ -312,7 +320,7 @@ impl StageHandler for Reports {
         .await?;
         items
             .iter()
-            .map(|it| Ok(vec![Outgoing::forward(&it.env, queues::PERSONALIZATION)?]))
+            .map(|it| Ok(vec![Outgoing::forward(&it.env, Queue::Personalization)?]))
             .collect()
     }
 

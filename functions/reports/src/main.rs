@@ -8,12 +8,9 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
-    let deps = shared::pipeline::Deps::from_env(reports::SENDS_TO).await?;
-    let price = std::env::var("LF_REPORT_PRICE_CENTS")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(reports::DEFAULT_PRICE_CENTS);
-    let stage = reports::Reports::new(shared::domain::Money::from_cents(price)?);
+    let source = shared::secrets::from_env().await?;
+    let deps = shared::pipeline::Deps::from_source(&source, reports::SENDS_TO)?;
+    let stage = reports::Reports::from_source(&deps, &source)?;
     let (stage, deps) = (&stage, &deps);
     run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         let deadline = shared::pipeline::work_deadline(event.context.deadline);

@@ -11,6 +11,7 @@
 pub mod erasure;
 
 use serde::Serialize;
+use shared::bus::Queue;
 use shared::db::{DbError, begin_tenant};
 use shared::domain::TenantId;
 use shared::pipeline::Deps;
@@ -19,7 +20,7 @@ use shared::store::ObjectKey;
 pub use erasure::{Erased, erase_business, erase_email};
 
 /// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+pub const SENDS_TO: &[Queue] = &[];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Periods {

@@ -9,14 +9,16 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::json;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, TenantId, Tier};
-use shared::pipeline::messages::{LeadRef, stage};
+use shared::lambda::StartError;
+use shared::pipeline::Stage;
+use shared::pipeline::messages::LeadRef;
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError};
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[shared::bus::queues::REPORTS];
+pub const SENDS_TO: &[Queue] = &[Queue::Reports];
 
 pub use engine::{Facts, Outcome, score};
 pub use rules::{Rules, RulesError};
@@ -31,14 +33,21 @@ impl Scoring {
     }
 
     /// The shipped rules, or the file named by `LF_SCORING_RULES`.
-    pub fn from_env() -> Result<Self, RulesError> {
-        let rules = match std::env::var("LF_SCORING_RULES") {
-            Ok(path) => Rules::parse(
-                &std::fs::read_to_string(&path)
-                    .map_err(|e| RulesError::Parse(format!("{path}: {e}")))?,
-            )?,
-            Err(_) => Rules::default_rules()?,
+    pub fn from_source(
+        _deps: &Deps,
+        source: &dyn shared::config::Source,
+    ) -> Result<Self, StartError> {
+        let invalid = |reason: String| StartError::Invalid {
+            variable: "LF_SCORING_RULES",
+            reason,
         };
+        let rules = match source.get("LF_SCORING_RULES") {
+            Some(path) => Rules::parse(
+                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
+            ),
+            None => Rules::default_rules(),
+        }
+        .map_err(|e| invalid(e.to_string()))?;
         Ok(Self::new(rules))
     }
 }
@@ -79,17 +88,9 @@ impl StageHandler for Scoring {
     type Work = Scored;
     type Context = HashMap<BusinessId, Lead>;
 
-    fn stage(&self) -> &'static str {
-        stage::SCORING
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::SCORING
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        SENDS_TO
-    }
+    const STAGE: Stage = Stage::Scoring;
+    const INPUT: Queue = Queue::Scoring;
+    const SENDS_TO: &'static [Queue] = SENDS_TO;
 
     async fn load(
         &self,
@@ -222,7 +223,7 @@ impl StageHandler for Scoring {
                 {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Outgoing::forward(&it.env, queues::REPORTS)?])
+                Ok(vec![Outgoing::forward(&it.env, Queue::Reports)?])
             })
             .collect()
     }

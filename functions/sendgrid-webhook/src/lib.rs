@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
+use shared::bus::Queue;
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::TenantId;
 use shared::lambda::StartError;
@@ -19,7 +20,7 @@ use shared::lambda::http::{HttpError, body_bytes, header, method};
 use shared::webhook::sendgrid::{self, Event, SendGridKey};
 
 /// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+pub const SENDS_TO: &[Queue] = &[];
 
 /// A SendGrid batch is at most a few hundred KB; anything much larger is not SendGrid.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;

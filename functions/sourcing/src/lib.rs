@@ -12,17 +12,19 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::json;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, Tx, cached};
 use shared::domain::{BusinessId, CampaignId, TenantId};
-use shared::pipeline::messages::{LeadRef, SourcingJob, stage};
+use shared::lambda::StartError;
+use shared::pipeline::Stage;
+use shared::pipeline::messages::{LeadRef, SourcingJob};
 use shared::pipeline::runs::{self, RunEvent};
 use shared::pipeline::{Deps, EventInfo, Outgoing, StageHandler, StageItem, WorkError, budget};
 use shared::vendors::CallContext;
 use shared::vendors::yelp::{SearchRequest, YelpClient};
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[shared::bus::queues::ENRICHMENT];
+pub const SENDS_TO: &[Queue] = &[Queue::Enrichment];
 
 pub use candidate::{Candidate, from_yelp};
 
@@ -36,6 +38,14 @@ pub struct Sourcing {
 impl Sourcing {
     pub fn new(yelp: YelpClient) -> Self {
         Self { yelp }
+    }
+
+    /// Yelp, as configured.
+    pub fn from_source(
+        deps: &Deps,
+        _source: &dyn shared::config::Source,
+    ) -> Result<Self, StartError> {
+        Ok(Self::new(deps.vendors.yelp(&deps.policy)?))
     }
 }
 
@@ -118,23 +128,15 @@ impl StageHandler for Sourcing {
     /// The batch's campaigns that exist and are active.
     type Context = std::collections::HashSet<shared::domain::CampaignId>;
 
-    fn stage(&self) -> &'static str {
-        stage::SOURCING
-    }
-
-    fn input_queue(&self) -> &'static str {
-        shared::bus::queues::SOURCING
-    }
+    const STAGE: Stage = Stage::Sourcing;
+    const INPUT: Queue = Queue::Sourcing;
+    const SENDS_TO: &'static [Queue] = SENDS_TO;
 
     fn worst_case_work(
         &self,
         vendors: &shared::vendors::config::VendorsConfig,
     ) -> std::time::Duration {
         vendors.yelp.call_time
-    }
-
-    fn sends_to(&self) -> &'static [&'static str] {
-        SENDS_TO
     }
 
     fn concurrency(&self) -> usize {
@@ -376,7 +378,7 @@ impl StageHandler for Sourcing {
             };
             events.push(RunEvent {
                 run: env.run_id,
-                stage: stage::SOURCING,
+                stage: Stage::Sourcing.as_str(),
                 entity_id: Some(id.to_string()),
                 event: event.into(),
                 status,
@@ -400,7 +402,7 @@ impl StageHandler for Sourcing {
                         campaign_id: env.payload.campaign_id,
                     },
                 );
-                next[*i].push(Outgoing::new(queues::ENRICHMENT, &lead)?);
+                next[*i].push(Outgoing::new(Queue::Enrichment, &lead)?);
             }
         }
         // Independent writes, sent together.

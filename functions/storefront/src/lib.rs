@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use shared::bus::Queue;
 use shared::db::{Pool, begin_tenant};
 use shared::domain::TenantId;
 use shared::lambda::StartError;
@@ -31,7 +32,7 @@ use shared::vendors::CallContext;
 use shared::vendors::stripe::{CheckoutRequest, StripeClient};
 
 /// This function sends to no queue.
-pub const SENDS_TO: &[&str] = &[];
+pub const SENDS_TO: &[Queue] = &[];
 
 /// Form posts are tiny.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;

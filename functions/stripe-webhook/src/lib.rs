@@ -14,7 +14,7 @@
 
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
-use shared::bus::{Bus, Envelope, queues};
+use shared::bus::{Bus, Envelope, Queue};
 use shared::db::{Pool, begin_tenant};
 use shared::domain::TenantId;
 use shared::lambda::StartError;
@@ -22,7 +22,7 @@ use shared::lambda::http::{HttpError, body_bytes, header, method};
 use shared::webhook::stripe::{self, Event};
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[queues::FULFILMENT];
+pub const SENDS_TO: &[Queue] = &[Queue::Fulfilment];
 
 /// Stripe events are small; a large body is not Stripe.
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
@@ -49,7 +49,7 @@ impl WebhookDeps {
         r.finish(())?;
         let bus = shared::bus::SqsBus::lazy(
             &shared::aws::LazySdk::new(endpoint),
-            std::collections::HashMap::from([(queues::FULFILMENT.to_owned(), queue)]),
+            std::collections::HashMap::from([(Queue::Fulfilment.name().to_owned(), queue)]),
         );
         Ok(Self {
             pool: shared::db::connect(&url, 2)?,
@@ -215,7 +215,7 @@ pub async fn handle(
         );
         let body = env.to_body().map_err(internal)?;
         deps.bus
-            .send_batch(queues::FULFILMENT, &[body])
+            .send_batch(Queue::Fulfilment.name(), &[body])
             .await
             .map_err(internal)?;
         handled.fulfilment_sent = true;

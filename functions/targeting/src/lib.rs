@@ -8,14 +8,14 @@
 mod expand;
 
 use serde::Serialize;
-use shared::bus::{Envelope, queues};
+use shared::bus::{Envelope, Queue};
 use shared::db::{DbError, begin_tenant};
 use shared::domain::{CampaignId, RunId, TenantId};
-use shared::pipeline::messages::stage;
+use shared::pipeline::Stage;
 use shared::pipeline::{Deps, Outgoing, StageError, runs};
 
 /// The queues this function sends to (the template grants exactly these).
-pub const SENDS_TO: &[&str] = &[shared::bus::queues::SOURCING];
+pub const SENDS_TO: &[Queue] = &[Queue::Sourcing];
 
 pub use expand::{Area, CampaignPlan, Cursor, Expansion, MAX_DEPTH, PAGE, areas, expand};
 
@@ -159,10 +159,7 @@ async fn target_tenant(
                 );
                 job_parents.push(expansion.clone());
                 job_keys.push(key.clone());
-                Outgoing::new(
-                    queues::SOURCING,
-                    &Envelope::new(tenant, Some(run), key, job),
-                )
+                Outgoing::new(Queue::Sourcing, &Envelope::new(tenant, Some(run), key, job))
             })
             .collect::<Result<Vec<_>, _>>()?;
         keys.push(expansion);
@@ -195,11 +192,11 @@ async fn target_tenant(
          WHERE id = $5 AND status <> 'running' AND EXISTS (SELECT 1 FROM begun)",
         &[
             &tenant.as_uuid(),
-            &stage::TARGETING,
+            &Stage::Targeting.as_str(),
             &keys,
             &outcomes,
             &run.as_uuid(),
-            &queues::SOURCING,
+            &Queue::Sourcing.name(),
             &job_parents,
             &job_keys,
             &advanced.parents,
@@ -214,7 +211,7 @@ async fn target_tenant(
     let pending = tx
         .query(
             "SELECT key, outcome FROM processed_messages WHERE stage = $1 AND status = 'in_progress' AND key = ANY($2)",
-            &[&stage::TARGETING, &keys],
+            &[&Stage::Targeting.as_str(), &keys],
         )
         .await?;
     // A run with nothing to do is finished at once; otherwise its last message finishes it.
@@ -237,12 +234,12 @@ async fn target_tenant(
             }
         }
     }
-    deps.bus.send_batch(queues::SOURCING, &bodies).await?;
+    deps.bus.send_batch(Queue::Sourcing.name(), &bodies).await?;
     if !sent_keys.is_empty() {
         let tx = begin_tenant(&mut client, tenant).await?;
         tx.execute(
             "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now() WHERE stage = $1 AND key = ANY($2)",
-            &[&stage::TARGETING, &sent_keys],
+            &[&Stage::Targeting.as_str(), &sent_keys],
         )
         .await?;
         tx.commit().await?;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Bus, BusError, Envelope, MAX_BATCH_ENTRIES, queues};
+use super::{Bus, BusError, Envelope, MAX_BATCH_ENTRIES, Queue};
 use serde::Serialize;
 
 /// One dead-lettered message, as an operator sees it.
@@ -24,14 +24,14 @@ pub struct DeadLetter {
 /// Reads up to `max` messages from `queue`'s DLQ without removing them. Each received message
 /// stays invisible until the listing is complete (so repeated receives reach the rest rather
 /// than the same few), then all are made visible again at once.
-pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLetter>, BusError> {
-    let dlq = queues::dlq(queue);
+pub async fn peek(bus: &dyn Bus, queue: Queue, max: usize) -> Result<Vec<DeadLetter>, BusError> {
+    let dlq = queue.dlq();
     let mut out = Vec::new();
     let mut receipts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while out.len() < max {
         let got = bus
-            .receive(&dlq, (max - out.len()).min(MAX_BATCH_ENTRIES))
+            .receive(dlq, (max - out.len()).min(MAX_BATCH_ENTRIES))
             .await?;
         if got.is_empty() {
             break;
@@ -60,27 +60,27 @@ pub async fn peek(bus: &dyn Bus, queue: &str, max: usize) -> Result<Vec<DeadLett
         }
     }
     for r in &receipts {
-        bus.change_visibility(&dlq, r, Duration::ZERO).await?;
+        bus.change_visibility(dlq, r, Duration::ZERO).await?;
     }
     Ok(out)
 }
 
 /// Moves up to `max` messages from `queue`'s DLQ back to `queue`, a batch at a time: each batch
 /// is sent before it is deleted from the DLQ, so a failure part-way loses nothing.
-pub async fn redrive(bus: &dyn Bus, queue: &str, max: usize) -> Result<usize, BusError> {
-    let dlq = queues::dlq(queue);
+pub async fn redrive(bus: &dyn Bus, queue: Queue, max: usize) -> Result<usize, BusError> {
+    let dlq = queue.dlq();
     let mut moved = 0;
     while moved < max {
         let batch = bus
-            .receive(&dlq, (max - moved).min(MAX_BATCH_ENTRIES))
+            .receive(dlq, (max - moved).min(MAX_BATCH_ENTRIES))
             .await?;
         if batch.is_empty() {
             break;
         }
         let bodies: Vec<String> = batch.iter().map(|d| d.body.clone()).collect();
-        bus.send_batch(queue, &bodies).await?;
+        bus.send_batch(queue.name(), &bodies).await?;
         for d in &batch {
-            bus.delete(&dlq, &d.receipt).await?;
+            bus.delete(dlq, &d.receipt).await?;
         }
         moved += batch.len();
     }

@@ -22,13 +22,14 @@ pub struct QueueSpec {
 }
 
 impl QueueSpec {
-    /// A queue and its dead-letter queue, named `<name>-dlq`.
+    /// A queue and its dead-letter queue, named `<name>-dlq` as the pipeline's are
+    /// ([`super::Queue::dlq`]).
     pub fn with_dlq(
         name: &str,
         visibility_timeout: Duration,
         max_receive_count: u32,
     ) -> [QueueSpec; 2] {
-        let dlq = super::queues::dlq(name);
+        let dlq = format!("{name}-dlq");
         [
             QueueSpec {
                 name: name.to_owned(),

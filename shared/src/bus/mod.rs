@@ -15,31 +15,59 @@ pub use envelope::{ENVELOPE_VERSION, Envelope, EnvelopeError};
 pub use memory::{MemoryBus, QueueSpec};
 pub use sqs::{SqsBus, sqs_client};
 
-/// The logical queue names of the pipeline's hops; each has a `<name>-dlq` dead-letter queue.
-pub mod queues {
-    pub const SOURCING: &str = "sourcing";
-    pub const ENRICHMENT: &str = "enrichment";
-    pub const ASSESSMENT: &str = "assessment";
-    pub const SCORING: &str = "scoring";
-    pub const REPORTS: &str = "reports";
-    pub const PERSONALIZATION: &str = "personalization";
-    pub const DELIVERY: &str = "delivery";
-    pub const FULFILMENT: &str = "fulfilment";
+/// Declares the pipeline's queues once: the variant, its logical name (the SQS queue's, the
+/// template's `<Name>Queue`, the `LF_QUEUE_<NAME>_URL` variable's) and its dead-letter queue's.
+macro_rules! queues {
+    ($($queue:ident => $name:literal,)*) => {
+        /// The pipeline's queues, each the input of one stage and each with a dead-letter queue
+        /// (`<name>-dlq`) beside it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Queue {
+            $($queue,)*
+        }
 
-    pub const ALL: &[&str] = &[
-        SOURCING,
-        ENRICHMENT,
-        ASSESSMENT,
-        SCORING,
-        REPORTS,
-        PERSONALIZATION,
-        DELIVERY,
-        FULFILMENT,
-    ];
+        impl Queue {
+            /// Every queue, in the order of the pipeline.
+            pub const ALL: &'static [Queue] = &[$(Queue::$queue,)*];
 
-    /// The dead-letter queue of `queue`.
-    pub fn dlq(queue: &str) -> String {
-        format!("{queue}-dlq")
+            /// The queue's logical name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Queue::$queue => $name,)*
+                }
+            }
+
+            /// The logical name of the queue's dead-letter queue.
+            pub const fn dlq(self) -> &'static str {
+                match self {
+                    $(Queue::$queue => concat!($name, "-dlq"),)*
+                }
+            }
+        }
+    };
+}
+
+queues! {
+    Sourcing => "sourcing",
+    Enrichment => "enrichment",
+    Assessment => "assessment",
+    Scoring => "scoring",
+    Reports => "reports",
+    Personalization => "personalization",
+    Delivery => "delivery",
+    Fulfilment => "fulfilment",
+}
+
+impl Queue {
+    /// The queue of a logical name, if the pipeline has one.
+    pub fn named(name: &str) -> Option<Queue> {
+        Self::ALL.iter().copied().find(|q| q.name() == name)
+    }
+}
+
+impl std::fmt::Display for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

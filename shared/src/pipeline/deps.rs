@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::budget::BudgetLimits;
-use crate::bus::{Bus, SqsBus};
+use crate::bus::{Bus, Queue, SqsBus};
 use crate::config::{CoreConfig, Mode, Reader};
 use crate::db::Pool;
 use crate::lambda::StartError;
@@ -73,7 +73,7 @@ impl Deps {
     /// store, vendor clients' settings. Makes no network call (connections are lazy). The URL of
     /// every queue in `sends_to` (the function's `SENDS_TO`) is required: a deployment that
     /// forgot one fails at start, naming the variable, not at its first send.
-    pub async fn from_env(sends_to: &[&str]) -> Result<Deps, StartError> {
+    pub async fn from_env(sends_to: &[Queue]) -> Result<Deps, StartError> {
         Self::from_source(&crate::secrets::from_env().await?, sends_to)
     }
 
@@ -81,7 +81,7 @@ impl Deps {
     /// fetches its secrets once).
     pub fn from_source(
         source: &dyn crate::config::Source,
-        sends_to: &[&str],
+        sends_to: &[Queue],
     ) -> Result<Deps, StartError> {
         let core = CoreConfig::load(source)?;
         let vendors = VendorsConfig::load(source)?;
@@ -96,14 +96,14 @@ impl Deps {
             .unwrap_or_else(|| "https://reports.example.com".into());
         let max_receive_count = r.parsed_or("LF_MAX_RECEIVE_COUNT", DEFAULT_MAX_RECEIVE_COUNT);
         let mut urls = HashMap::new();
-        for q in crate::bus::queues::ALL {
-            for name in [(*q).to_owned(), crate::bus::queues::dlq(q)] {
+        for q in Queue::ALL {
+            for (name, sent_to) in [(q.name(), sends_to.contains(q)), (q.dlq(), false)] {
                 let var = format!("LF_QUEUE_{}_URL", name.replace('-', "_").to_uppercase());
-                if sends_to.contains(&name.as_str()) {
+                if sent_to {
                     let u = r.required(&var);
-                    urls.insert(name, u);
+                    urls.insert(name.to_owned(), u);
                 } else if let Some(u) = r.optional(&var) {
-                    urls.insert(name, u);
+                    urls.insert(name.to_owned(), u);
                 }
             }
         }

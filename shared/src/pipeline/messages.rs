@@ -58,13 +58,3 @@ impl LeadColumns {
         }
     }
 }
-
-/// Pipeline stage names, as used in events, idempotency keys and stats.
-pub mod stage {
-    pub const TARGETING: &str = "targeting";
-    pub const SOURCING: &str = "sourcing";
-    pub const ENRICHMENT: &str = "enrichment";
-    pub const ASSESSMENT: &str = "assessment";
-    pub const SCORING: &str = "scoring";
-    pub const ALL: &[&str] = &[TARGETING, SOURCING, ENRICHMENT, ASSESSMENT, SCORING];
-}

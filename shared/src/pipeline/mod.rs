@@ -10,10 +10,13 @@ pub mod messages;
 pub mod resend;
 mod runner;
 pub mod runs;
+mod stage;
 
 pub use deps::{DEFAULT_MAX_RECEIVE_COUNT, Deps, FetchPolicy};
 pub use error::StageError;
 pub use runner::{
-    BatchOutcome, EventInfo, Incoming, MAX_STORE_MARGIN, MIN_STORE_MARGIN, Outgoing, StageHandler,
-    StageItem, WorkError, handle_sqs, process_batch, process_batch_until, work_deadline,
+    AnyStage, BatchOutcome, EventInfo, Incoming, MAX_STORE_MARGIN, MIN_STORE_MARGIN, Outgoing,
+    StageHandler, StageItem, WorkError, handle_sqs, process_batch, process_batch_until,
+    work_deadline,
 };
+pub use stage::Stage;

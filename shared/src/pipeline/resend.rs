@@ -3,7 +3,7 @@
 //! request key however often the request is repeated. The request is checked here, so the caller
 //! hears at once why it cannot be done; the fulfilment consumer checks again when it sends.
 
-use crate::bus::{Bus, BusError, Envelope, queues};
+use crate::bus::{Bus, BusError, Envelope, Queue};
 use crate::db::{DbError, Pool, begin_tenant};
 use crate::domain::TenantId;
 use crate::pipeline::messages::Fulfil;
@@ -106,7 +106,7 @@ pub async fn request_resend(
         },
     );
     let body = env.to_body()?;
-    bus.send_batch(queues::FULFILMENT, &[body]).await?;
+    bus.send_batch(Queue::Fulfilment.name(), &[body]).await?;
     Ok(Resend {
         purchase_id: purchase,
         request_key: key.to_owned(),

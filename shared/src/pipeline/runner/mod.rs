@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Deps, StageError};
-use crate::bus::Envelope;
+use crate::bus::{Envelope, Queue};
 use crate::db::{DbError, Tx};
 use crate::domain::{RunId, TenantId};
 
@@ -65,9 +65,9 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// `env` on its way to `queue`.
-    pub fn new<P: Serialize>(queue: &str, env: &Envelope<P>) -> Result<Self, StageError> {
+    pub fn new<P: Serialize>(queue: Queue, env: &Envelope<P>) -> Result<Self, StageError> {
         Ok(Self {
-            queue: queue.to_owned(),
+            queue: queue.name().to_owned(),
             body: env.to_body()?,
             run: env.run_id,
             key: env.idempotency_key.clone(),
@@ -77,7 +77,7 @@ impl Outgoing {
     /// The same lead handed on to `queue`: same payload, key, tenant, run and trace.
     pub fn forward<P: Serialize + Clone>(
         env: &Envelope<P>,
-        queue: &str,
+        queue: Queue,
     ) -> Result<Self, StageError> {
         Self::new(
             queue,
@@ -139,13 +139,15 @@ pub trait StageHandler: Send + Sync {
     /// What the batch's work reads from the database, loaded in one query before it.
     type Context: Send + Sync + 'static;
 
-    fn stage(&self) -> &'static str;
+    /// The stage's name.
+    const STAGE: super::Stage;
 
     /// The queue this stage consumes: the one its messages wait on while their run counts them.
-    fn input_queue(&self) -> &'static str;
+    const INPUT: Queue;
 
-    /// The only queues this stage may send to (its `SENDS_TO`, which the template grants).
-    fn sends_to(&self) -> &'static [&'static str];
+    /// The only queues this stage may send to (its function's `SENDS_TO`, which the template
+    /// grants).
+    const SENDS_TO: &'static [Queue];
 
     /// Reads what the work needs for these messages, in one round trip for the batch: its
     /// statements must all start when it is first polled, as it may travel with the commit
@@ -219,6 +221,46 @@ pub trait StageHandler: Send + Sync {
     ) -> Vec<EventInfo>;
 }
 
+/// A stage behind one object type, so a driver holds every stage in one list (the local run,
+/// the template test, the bench). Every [`StageHandler`] is one.
+#[async_trait]
+pub trait AnyStage: Send + Sync {
+    fn stage(&self) -> super::Stage;
+    fn input(&self) -> Queue;
+    fn sends_to(&self) -> &'static [Queue];
+    fn concurrency(&self) -> usize;
+    fn worst_case_work(&self, vendors: &crate::vendors::config::VendorsConfig) -> Duration;
+    /// [`process_batch`] with this stage.
+    async fn process(&self, deps: &Deps, batch: Vec<Incoming>) -> BatchOutcome;
+}
+
+#[async_trait]
+impl<H: StageHandler> AnyStage for H {
+    fn stage(&self) -> super::Stage {
+        H::STAGE
+    }
+
+    fn input(&self) -> Queue {
+        H::INPUT
+    }
+
+    fn sends_to(&self) -> &'static [Queue] {
+        H::SENDS_TO
+    }
+
+    fn concurrency(&self) -> usize {
+        StageHandler::concurrency(self)
+    }
+
+    fn worst_case_work(&self, vendors: &crate::vendors::config::VendorsConfig) -> Duration {
+        StageHandler::worst_case_work(self, vendors)
+    }
+
+    async fn process(&self, deps: &Deps, batch: Vec<Incoming>) -> BatchOutcome {
+        process_batch(self, deps, batch).await
+    }
+}
+
 /// What became of a batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -270,7 +312,7 @@ pub async fn process_batch_until<H: StageHandler>(
                 .or_default()
                 .push((m.id, env)),
             Err(e) => {
-                tracing::warn!(stage = handler.stage(), message_id = %m.id, error = %e, "unprocessable message; it will go to the DLQ");
+                tracing::warn!(stage = H::STAGE.as_str(), message_id = %m.id, error = %e, "unprocessable message; it will go to the DLQ");
                 out.failed.push(m.id);
             }
         }
@@ -283,7 +325,7 @@ pub async fn process_batch_until<H: StageHandler>(
             deadline,
         };
         if let Err(e) = tenant::process(handler, deps, &batch, msgs, &mut out).await {
-            tracing::error!(stage = handler.stage(), %tenant, error = %e, "batch failed; its messages will be redelivered");
+            tracing::error!(stage = H::STAGE.as_str(), %tenant, error = %e, "batch failed; its messages will be redelivered");
             for id in ids {
                 if !out.failed.contains(&id) {
                     out.failed.push(id);
@@ -344,7 +386,7 @@ pub async fn handle_sqs<H: StageHandler>(
     {
         use crate::obs::metrics::{MetricLine, Unit};
         MetricLine::new()
-            .dimension("Stage", handler.stage())
+            .dimension("Stage", H::STAGE.as_str())
             .value("Processed", outcome.processed as f64, Unit::Count)
             .value("Failed", outcome.failed.len() as f64, Unit::Count)
             .value("Duplicates", outcome.duplicates as f64, Unit::Count)

@@ -47,17 +47,17 @@ pub(super) async fn process<H: StageHandler>(
     };
     let (granted, client) = reserve(handler, deps, tx, tenant, fresh.msgs.len(), committed).await?;
     let results = work(handler, deps, &ctx, fresh.msgs, granted, batch.deadline).await;
-    let done = settle(handler, results, batch.last_tries, out);
+    let done = settle(results, batch.last_tries, out);
     let tx = PipelinedTx::begin(client, tenant);
     let (next, inserted) = store(handler, deps, &tx, tenant, &done).await?;
     let client = tx.release()?;
     out.processed += done.items.len();
     let to_send = to_send(found.pending, &done.items, &next, &inserted, out);
-    if !forward(deps, handler.stage(), &to_send, &fresh.ids, out).await {
+    if !forward(deps, H::STAGE.as_str(), &to_send, &fresh.ids, out).await {
         return Ok(());
     }
     let sent: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
-    idempotency::mark_done(&client, tenant, handler.stage(), &sent, &fresh.runs).await?;
+    idempotency::mark_done(&client, tenant, H::STAGE.as_str(), &sent, &fresh.runs).await?;
     Ok(())
 }
 
@@ -79,7 +79,7 @@ async fn check<H: StageHandler>(
         .map(|(_, e)| e.idempotency_key.clone())
         .collect();
     let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id));
-    let check = idempotency::check(tx, handler.stage(), &keys, &runs);
+    let check = idempotency::check(tx, H::STAGE.as_str(), &keys, &runs);
     if handler.load_writes() {
         return Ok((check.await?, None, false));
     }
@@ -114,7 +114,7 @@ fn sort<H: StageHandler>(
     found: &Found,
     out: &mut BatchOutcome,
 ) -> Fresh<H> {
-    let stage = handler.stage();
+    let stage = H::STAGE.as_str();
     let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id))
         .into_iter()
         .filter(|r| found.held.contains(r))
@@ -258,12 +258,11 @@ struct Done<H: StageHandler> {
 /// logged, never recorded as a run event), and the run work of messages that died on their
 /// last receive; failures are reported.
 fn settle<H: StageHandler>(
-    handler: &H,
     results: Vec<WorkResult<H>>,
     last_tries: &HashSet<String>,
     out: &mut BatchOutcome,
 ) -> Done<H> {
-    let stage = handler.stage();
+    let stage = H::STAGE.as_str();
     let mut done = Done {
         items: Vec::new(),
         events: Vec::new(),
@@ -320,7 +319,7 @@ fn item_events<H: StageHandler>(
         for info in handler.describe(it, hops) {
             events.push(RunEvent {
                 run: it.env.run_id,
-                stage: handler.stage(),
+                stage: H::STAGE.as_str(),
                 entity_id: info.entity_id,
                 event: info.event,
                 status: info.status,
@@ -344,7 +343,7 @@ async fn store<H: StageHandler>(
     tenant: TenantId,
     done: &Done<H>,
 ) -> Result<(Vec<Vec<Outgoing>>, HashSet<String>), StageError> {
-    let stage = handler.stage();
+    let stage = H::STAGE.as_str();
     bookkeeping::emit_vendor_metrics(stage, &done.calls);
     let next = if done.items.is_empty() {
         Vec::new()
@@ -376,7 +375,7 @@ async fn store<H: StageHandler>(
     events.extend(done.events.iter().cloned());
     let books = Books {
         tenant,
-        input_queue: handler.input_queue(),
+        input_queue: H::INPUT.name(),
         events: &events,
         calls: &done.calls,
         unspent: handler
@@ -386,7 +385,7 @@ async fn store<H: StageHandler>(
     };
     let ((claimed, written), committed) = tx
         .commit_after(futures_util::future::join(
-            idempotency::claim(tx, tenant, stage, handler.input_queue(), &claims),
+            idempotency::claim(tx, tenant, stage, H::INPUT.name(), &claims),
             bookkeeping::write(tx, &books),
         ))
         .await;
