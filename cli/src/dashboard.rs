@@ -35,7 +35,7 @@ struct Day {
 pub async fn render(pool: &Pool, tenant: TenantId, days: i64) -> Result<String, DbError> {
     let today = chrono::Utc::now().date_naive();
     let from = today - chrono::Duration::days(days.max(1) - 1);
-    analytics::rollup(pool, from, today).await?;
+    shared::analytics::rollup(pool, from, today).await?;
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let name: String = tx
@@ -46,7 +46,7 @@ pub async fn render(pool: &Pool, tenant: TenantId, days: i64) -> Result<String, 
         .await?
         .map(|r| r.get(0))
         .unwrap_or_else(|| tenant.to_string());
-    let funnels = analytics::funnels(&tx, None, from, today).await?;
+    let funnels = shared::analytics::funnels(&tx, None, from, today).await?;
     let per_day: Vec<Day> = tx
         .query(
             "SELECT day, sum(sourced)::int8, sum(cost_micros)::int8, sum(revenue_cents)::int8 FROM funnel_daily
@@ -81,13 +81,15 @@ pub async fn render(pool: &Pool, tenant: TenantId, days: i64) -> Result<String, 
             .collect(),
         None => Vec::new(),
     };
-    let experiments = analytics::experiment_results(&tx).await?;
-    let tiers =
-        analytics::cost_per_tier(&tx, from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
-            .await?;
+    let experiments = shared::analytics::experiment_results(&tx).await?;
+    let tiers = shared::analytics::cost_per_tier(
+        &tx,
+        from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+    )
+    .await?;
     tx.commit().await?;
 
-    let mut total = analytics::Funnel::default();
+    let mut total = shared::analytics::Funnel::default();
     for f in &funnels {
         total.sourced += f.sourced;
         total.assessed += f.assessed;

@@ -86,11 +86,12 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     let erased = match (&args.email, &args.business) {
         (Some(e), _) => {
             let email = shared::domain::Email::parse(e).context("--email")?;
-            retention::erase_email(&ops.pool, ops.store.as_ref(), ops.tenant, &email, "cli").await?
+            shared::erasure::erase_email(&ops.pool, ops.store.as_ref(), ops.tenant, &email, "cli")
+                .await?
         }
         (None, Some(b)) => {
             let id = shared::domain::BusinessId::parse(b).context("--business")?;
-            retention::erase_business(&ops.pool, ops.store.as_ref(), ops.tenant, id, "cli")
+            shared::erasure::erase_business(&ops.pool, ops.store.as_ref(), ops.tenant, id, "cli")
                 .await?
                 .with_context(|| format!("no business {b} for tenant {}", ops.tenant))?
         }

@@ -194,7 +194,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     // What the schedules do after a nightly: roll the funnel up, sample for QA, check alerts.
     let now = chrono::Utc::now();
-    analytics::rollup(pipeline.pool(), now.date_naive(), now.date_naive()).await?;
+    shared::analytics::rollup(pipeline.pool(), now.date_naive(), now.date_naive()).await?;
     let qa = qa_sampler::sample(&pipeline.deps, qa_sampler::DEFAULT_SAMPLE, now).await?;
     let checker = alerts::Alerts::new(
         pipeline.deps.vendors.slack(&pipeline.deps.policy)?,

@@ -2,15 +2,18 @@
 //!
 //! Organised by concept: [`domain`] values that validate on construction, [`config`] loaded once
 //! from the environment, [`db`] (pool, migrations, tenant-scoped transactions), [`store`]
-//! (objects), [`bus`] (queue hops), [`lambda`] (SQS batch and HTTP helpers), [`obs`] (logs, PII
-//! hashing) and [`aws`] (SDK configuration).
+//! (objects), [`bus`] (queue hops), [`lambda`] (HTTP helpers and the start-up error), [`obs`]
+//! (logs, PII hashing) and [`aws`] (SDK configuration); [`analytics`] and [`erasure`] are the
+//! queries and the erasure that the functions, the ops API and the CLI all call.
 
+pub mod analytics;
 pub mod aws;
 pub mod bus;
 pub mod campaign;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod erasure;
 pub mod lambda;
 pub mod links;
 pub mod obs;

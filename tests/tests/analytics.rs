@@ -25,11 +25,15 @@ async fn the_rollup_matches_the_funnel_and_rerunning_it_changes_nothing() {
 
     let today = chrono::Utc::now().date_naive();
     let from = today - chrono::Duration::days(2);
-    let r = analytics::rollup(&p.deps.pool, from, today).await.unwrap();
+    let r = shared::analytics::rollup(&p.deps.pool, from, today)
+        .await
+        .unwrap();
     assert_eq!(r.rows, 3, "one row per campaign and day");
     let admin = db.admin().await;
     let first = snapshot(&admin).await;
-    analytics::rollup(&p.deps.pool, from, today).await.unwrap();
+    shared::analytics::rollup(&p.deps.pool, from, today)
+        .await
+        .unwrap();
     assert_eq!(
         snapshot(&admin).await,
         first,
@@ -38,7 +42,9 @@ async fn the_rollup_matches_the_funnel_and_rerunning_it_changes_nothing() {
 
     let mut c = p.deps.pool.get().await.unwrap();
     let tx = shared::db::begin_tenant(&mut c, p.tenant).await.unwrap();
-    let f = analytics::funnels(&tx, None, from, today).await.unwrap();
+    let f = shared::analytics::funnels(&tx, None, from, today)
+        .await
+        .unwrap();
     assert_eq!(f.len(), 1);
     let f = &f[0];
     let businesses: i64 = admin
@@ -67,20 +73,23 @@ async fn the_rollup_matches_the_funnel_and_rerunning_it_changes_nothing() {
         .get(0);
     assert_eq!(f.bounced, bounces);
     // Both subject-line variants have results; the sample is far below the minimum: no winner.
-    let ex = analytics::experiment_results(&tx).await.unwrap();
+    let ex = shared::analytics::experiment_results(&tx).await.unwrap();
     assert_eq!(ex.len(), 2);
     assert_eq!(ex.iter().map(|v| v.sends).sum::<i64>(), s.sent);
     assert!(ex.iter().all(|v| !v.winner && !v.min_sample_reached));
     assert!(ex[0].p_value.is_none() && ex[1].p_value.is_some());
-    let tiers = analytics::cost_per_tier(&tx, chrono::Utc::now() - chrono::Duration::days(1))
-        .await
-        .unwrap();
+    let tiers =
+        shared::analytics::cost_per_tier(&tx, chrono::Utc::now() - chrono::Duration::days(1))
+            .await
+            .unwrap();
     assert_eq!(tiers.iter().map(|t| t.leads).sum::<i64>(), s.scored);
     tx.commit().await.unwrap();
 
     // A refund lowers the day's revenue on the next roll-up.
     admin.execute("UPDATE purchases SET refunded_cents = amount_cents, status = 'refunded' WHERE id = (SELECT id FROM purchases ORDER BY id LIMIT 1)", &[]).await.unwrap();
-    analytics::rollup(&p.deps.pool, from, today).await.unwrap();
+    shared::analytics::rollup(&p.deps.pool, from, today)
+        .await
+        .unwrap();
     let revenue: i64 = admin
         .query_one("SELECT sum(revenue_cents)::int8 FROM funnel_daily", &[])
         .await
@@ -142,7 +151,7 @@ async fn a_winner_is_called_only_past_the_minimum_sample_and_the_confidence() {
         experiment(&admin, p.tenant.as_uuid(), min_sample, n, buys).await;
         let mut c = p.deps.pool.get().await.unwrap();
         let tx = shared::db::begin_tenant(&mut c, p.tenant).await.unwrap();
-        let r = analytics::experiment_results(&tx).await.unwrap();
+        let r = shared::analytics::experiment_results(&tx).await.unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(
             (r[0].variant.as_str(), r[0].sends, r[0].purchases),

@@ -22,7 +22,7 @@ async fn fixture(run: bool) -> Fixture {
         p.run(&NoProgress).await.unwrap();
         p.simulate_recipients(&NoProgress).await.unwrap();
         let today = chrono::Utc::now().date_naive();
-        analytics::rollup(&p.deps.pool, today - chrono::Duration::days(1), today)
+        shared::analytics::rollup(&p.deps.pool, today - chrono::Duration::days(1), today)
             .await
             .unwrap();
     }

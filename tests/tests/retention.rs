@@ -236,8 +236,8 @@ async fn traces(
     found
 }
 
-async fn erase(f: &Fixture, email: &shared::domain::Email) -> retention::Erased {
-    retention::erase_email(
+async fn erase(f: &Fixture, email: &shared::domain::Email) -> shared::erasure::Erased {
+    shared::erasure::erase_email(
         &f.p.deps.pool,
         f.p.deps.store.as_ref(),
         f.p.tenant,
@@ -322,7 +322,7 @@ async fn erasure_leaves_no_trace_of_the_address_but_the_suppression() {
     );
     // Erasing again is harmless.
     let again = erase(&f, &email).await;
-    assert_eq!(again, retention::Erased::default());
+    assert_eq!(again, shared::erasure::Erased::default());
 }
 
 #[tokio::test]
@@ -344,7 +344,7 @@ async fn erasure_cancels_outreach_still_queued_and_the_backlog_never_sends_it() 
         (r.get(0), r.get(1))
     };
     let sent_before = p.sim.state.outbox.lock().unwrap().len();
-    retention::erase_email(
+    shared::erasure::erase_email(
         &p.deps.pool,
         p.deps.store.as_ref(),
         p.tenant,
@@ -398,7 +398,7 @@ async fn erasure_matches_the_address_exactly_not_as_a_pattern() {
             .unwrap();
     }
     for gone in ["a_b@x.example.com", "100%@x.example.com"] {
-        retention::erase_email(
+        shared::erasure::erase_email(
             &p.deps.pool,
             p.deps.store.as_ref(),
             p.tenant,

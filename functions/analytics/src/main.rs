@@ -11,17 +11,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = shared::pipeline::Deps::from_env(analytics::SENDS_TO).await?;
     let deps = &deps;
     run(service_fn(|event: LambdaEvent<Value>| async move {
-        // `{"detail": {"days": N}}` recomputes the last N days (default 3).
-        let days = event
-            .payload
-            .get("detail")
-            .and_then(|d| d.get("days"))
-            .and_then(Value::as_i64)
-            .unwrap_or(analytics::DEFAULT_DAYS)
-            .clamp(1, 400);
         let today = chrono::Utc::now().date_naive();
-        let report =
-            analytics::rollup(&deps.pool, today - chrono::Duration::days(days - 1), today).await?;
+        let report = analytics::handle(&deps.pool, &event.payload, today).await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

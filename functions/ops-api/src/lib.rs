@@ -294,21 +294,21 @@ impl OpsApi {
                     return Err(HttpError::not_found("no such campaign"));
                 }
                 // A period with no activity is a funnel of zeros, not an absent one.
-                let funnel = analytics::funnels(&tx, Some(id), from, to)
+                let funnel = shared::analytics::funnels(&tx, Some(id), from, to)
                     .await
                     .map_err(internal)?
                     .into_iter()
                     .next()
-                    .unwrap_or(analytics::Funnel {
+                    .unwrap_or(shared::analytics::Funnel {
                         campaign_id: id,
-                        ..analytics::Funnel::default()
+                        ..shared::analytics::Funnel::default()
                     });
                 tx.commit().await.map_err(internal)?;
                 Ok(ok(json!({ "from": from, "to": to, "funnel": funnel })))
             }
             ("GET", ["v1", "experiments"]) => {
                 self.with_tx(tenant, async |tx| {
-                    Ok(json!({ "variants": analytics::experiment_results(tx).await? }))
+                    Ok(json!({ "variants": shared::analytics::experiment_results(tx).await? }))
                 })
                 .await
             }
@@ -316,7 +316,7 @@ impl OpsApi {
                 let days = number(&q, "days", 30, (1, 3650))?;
                 let since = chrono::Utc::now() - chrono::Duration::days(days);
                 self.with_tx(tenant, async |tx| {
-                    Ok(json!({ "tiers": analytics::cost_per_tier(tx, since).await? }))
+                    Ok(json!({ "tiers": shared::analytics::cost_per_tier(tx, since).await? }))
                 })
                 .await
             }
@@ -501,16 +501,28 @@ impl OpsApi {
             (Some(e), None) => {
                 let email = shared::domain::Email::parse(&e)
                     .map_err(|e| HttpError::bad_request(format!("email: {e}")))?;
-                retention::erase_email(&self.pool, self.store.as_ref(), tenant, &email, "ops-api")
-                    .await
-                    .map_err(internal)?
+                shared::erasure::erase_email(
+                    &self.pool,
+                    self.store.as_ref(),
+                    tenant,
+                    &email,
+                    "ops-api",
+                )
+                .await
+                .map_err(internal)?
             }
             (None, Some(b)) => {
                 let id = shared::domain::BusinessId::from_uuid(uuid_of("business_id", &b)?);
-                retention::erase_business(&self.pool, self.store.as_ref(), tenant, id, "ops-api")
-                    .await
-                    .map_err(internal)?
-                    .ok_or_else(|| HttpError::not_found("no such business"))?
+                shared::erasure::erase_business(
+                    &self.pool,
+                    self.store.as_ref(),
+                    tenant,
+                    id,
+                    "ops-api",
+                )
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| HttpError::not_found("no such business"))?
             }
             _ => {
                 return Err(HttpError::bad_request(

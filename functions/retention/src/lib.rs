@@ -1,4 +1,5 @@
-//! retention: keeps data only as long as the handbook allows, and erases a person on request.
+//! retention: keeps data only as long as the handbook allows (erasure on request is
+//! `shared::erasure`, which the ops API and the CLI call).
 //!
 //! Daily, tenant by tenant: run event logs (30 days), QA samples (90), LLM logs (by their
 //! `expires_at`), raw homepage HTML (90 — the objects are deleted, then their keys cleared),
@@ -8,16 +9,12 @@
 //! rest waits for tomorrow (recorded as `remaining`). What was purged is recorded in
 //! `retention_runs`.
 
-pub mod erasure;
-
 use serde::Serialize;
 use shared::bus::Queue;
 use shared::db::{DbError, begin_tenant};
 use shared::domain::TenantId;
 use shared::pipeline::Deps;
 use shared::store::ObjectKey;
-
-pub use erasure::{Erased, erase_business, erase_email};
 
 /// This function sends to no queue.
 pub const SENDS_TO: &[Queue] = &[];

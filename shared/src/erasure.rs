@@ -7,11 +7,26 @@
 //! twice).
 
 use serde::Serialize;
-use shared::db::{Pool, begin_tenant};
 
-use crate::RetentionError;
-use shared::domain::{BusinessId, Email, TenantId};
-use shared::store::{ObjectKey, ObjectStore};
+use crate::db::{DbError, Pool, begin_tenant};
+use crate::domain::{BusinessId, Email, TenantId};
+use crate::store::{ObjectKey, ObjectStore};
+
+/// Why an erasure did not complete: nothing of it is committed when the database fails; when
+/// the objects' deletion fails after the commit, a retry deletes what is left.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("object store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<tokio_postgres::Error> for ErasureError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ErasureError::Db(DbError::Postgres(e))
+    }
+}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Erased {
@@ -66,9 +81,9 @@ pub async fn erase_email(
     tenant: TenantId,
     email: &Email,
     source: &str,
-) -> Result<Erased, RetentionError> {
+) -> Result<Erased, ErasureError> {
     let addr = email.to_string();
-    let mut c = pool.get().await.map_err(shared::db::DbError::from)?;
+    let mut c = pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = begin_tenant(&mut c, tenant).await?;
     // The raw HTML that contained the address: found before the contact lists are cleaned.
     let html: Vec<(uuid::Uuid, String)> = tx
@@ -107,7 +122,7 @@ pub async fn erase_email(
             objects += 1;
         }
     }
-    tracing::info!(email = %shared::obs::hash_pii(&addr), %tenant, "erased on request");
+    tracing::info!(email = %crate::obs::hash_pii(&addr), %tenant, "erased on request");
     Ok(Erased {
         emails: counts[1],
         email_events: counts[2],
@@ -128,8 +143,8 @@ pub async fn erase_business(
     tenant: TenantId,
     business: BusinessId,
     source: &str,
-) -> Result<Option<Erased>, RetentionError> {
-    let mut c = pool.get().await.map_err(shared::db::DbError::from)?;
+) -> Result<Option<Erased>, ErasureError> {
+    let mut c = pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let row = tx
         .query_opt(

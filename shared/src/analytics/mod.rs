@@ -1,0 +1,267 @@
+//! The numbers an agency looks at, for the analytics function, the ops API and the CLI.
+//!
+//! `rollup` recomputes `funnel_daily` — per campaign and day: sourced, assessed, scored,
+//! emailed, delivered, opened, clicked, bounced, spam reports, purchased, revenue net of refunds,
+//! attributed vendor cost — for a range of days, from the source tables, in one statement per
+//! tenant. It is idempotent: re-running a period gives the same rows (each day's row is replaced
+//! by a full recount, never incremented). The rest is computed on read, for the ops API and the
+//! dashboard: experiment results per variant with Wilson intervals and a z-test against the
+//! control, cost per lead by tier, and the funnel over a period.
+
+pub mod stats;
+
+use crate::db::{DbError, Pool, begin_tenant};
+use serde::Serialize;
+
+/// Days recomputed by the hourly schedule (events arrive for a few days after a send).
+pub const DEFAULT_DAYS: i64 = 3;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RollupReport {
+    pub tenants: usize,
+    pub rows: u64,
+}
+
+const ROLLUP: &str = "
+WITH days AS (SELECT d::date AS day FROM generate_series($1::date, $2::date, interval '1 day') d),
+c AS (SELECT id FROM campaigns),
+grid AS (SELECT c.id AS campaign_id, days.day FROM c CROSS JOIN days),
+sourced AS (SELECT campaign_id, created_at::date AS day, count(*) n FROM businesses
+            WHERE created_at::date BETWEEN $1 AND $2 AND campaign_id IS NOT NULL GROUP BY 1, 2),
+assessed AS (SELECT b.campaign_id, a.assessed_at::date AS day, count(*) n FROM assessments a JOIN businesses b ON b.id = a.business_id
+             WHERE a.assessed_at::date BETWEEN $1 AND $2 GROUP BY 1, 2),
+scored AS (SELECT b.campaign_id, s.scored_at::date AS day, count(*) n FROM scores s JOIN businesses b ON b.id = s.business_id
+           WHERE s.scored_at::date BETWEEN $1 AND $2 GROUP BY 1, 2),
+mail AS (SELECT campaign_id, day, sum(e) e, sum(d) d, sum(o) o, sum(k) k FROM (
+            SELECT campaign_id, sent_at::date AS day, 1 e, 0 d, 0 o, 0 k FROM emails WHERE kind = 'outreach' AND sent_at::date BETWEEN $1 AND $2
+            UNION ALL SELECT campaign_id, delivered_at::date, 0, 1, 0, 0 FROM emails WHERE kind = 'outreach' AND delivered_at::date BETWEEN $1 AND $2
+            UNION ALL SELECT campaign_id, opened_at::date, 0, 0, 1, 0 FROM emails WHERE kind = 'outreach' AND opened_at::date BETWEEN $1 AND $2
+            UNION ALL SELECT campaign_id, clicked_at::date, 0, 0, 0, 1 FROM emails WHERE kind = 'outreach' AND clicked_at::date BETWEEN $1 AND $2
+         ) x GROUP BY 1, 2),
+ev AS (SELECT m.campaign_id, v.occurred_at::date AS day,
+              count(DISTINCT v.email_id) FILTER (WHERE v.event = 'bounce') b,
+              count(DISTINCT v.email_id) FILTER (WHERE v.event = 'spamreport') s
+       FROM email_events v JOIN emails m ON m.id = v.email_id
+       WHERE v.occurred_at::date BETWEEN $1 AND $2 AND m.kind = 'outreach' GROUP BY 1, 2),
+paid AS (SELECT p.campaign_id, p.paid_at::date AS day, count(*) n, sum(p.amount_cents - p.refunded_cents) r FROM purchases p
+         WHERE p.paid_at::date BETWEEN $1 AND $2 AND p.status IN ('paid', 'partially_refunded', 'refunded') AND p.campaign_id IS NOT NULL GROUP BY 1, 2),
+cost AS (SELECT b.campaign_id, l.occurred_at::date AS day, sum(l.cost_micros) m FROM cost_ledger l JOIN businesses b ON b.id = l.business_id
+         WHERE l.occurred_at::date BETWEEN $1 AND $2 GROUP BY 1, 2)
+INSERT INTO funnel_daily (tenant_id, campaign_id, day, sourced, assessed, scored, emailed, delivered, opened, clicked, bounced,
+                          spam_reports, purchased, revenue_cents, cost_micros, computed_at)
+SELECT $3, g.campaign_id, g.day, coalesce(sourced.n, 0), coalesce(assessed.n, 0), coalesce(scored.n, 0), coalesce(mail.e, 0),
+       coalesce(mail.d, 0), coalesce(mail.o, 0), coalesce(mail.k, 0), coalesce(ev.b, 0), coalesce(ev.s, 0), coalesce(paid.n, 0),
+       coalesce(paid.r, 0), coalesce(cost.m, 0), now()
+FROM grid g
+LEFT JOIN sourced USING (campaign_id, day) LEFT JOIN assessed USING (campaign_id, day) LEFT JOIN scored USING (campaign_id, day)
+LEFT JOIN mail USING (campaign_id, day) LEFT JOIN ev USING (campaign_id, day) LEFT JOIN paid USING (campaign_id, day)
+LEFT JOIN cost USING (campaign_id, day)
+ON CONFLICT (tenant_id, campaign_id, day) DO UPDATE SET
+    sourced = EXCLUDED.sourced, assessed = EXCLUDED.assessed, scored = EXCLUDED.scored, emailed = EXCLUDED.emailed,
+    delivered = EXCLUDED.delivered, opened = EXCLUDED.opened, clicked = EXCLUDED.clicked, bounced = EXCLUDED.bounced,
+    spam_reports = EXCLUDED.spam_reports, purchased = EXCLUDED.purchased, revenue_cents = EXCLUDED.revenue_cents,
+    cost_micros = EXCLUDED.cost_micros, computed_at = EXCLUDED.computed_at";
+
+/// Recomputes `funnel_daily` for `from..=to` for every tenant.
+pub async fn rollup(
+    pool: &Pool,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<RollupReport, DbError> {
+    let tenants = crate::db::tenant_ids(&pool.get().await?).await?;
+    let mut report = RollupReport {
+        tenants: tenants.len(),
+        rows: 0,
+    };
+    for tenant in tenants {
+        let mut c = pool.get().await?;
+        let tx = begin_tenant(&mut c, tenant).await?;
+        report.rows += tx.execute(ROLLUP, &[&from, &to, &tenant.as_uuid()]).await?;
+        tx.commit().await?;
+    }
+    Ok(report)
+}
+
+/// One campaign's funnel over a period, summed from `funnel_daily`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Funnel {
+    pub campaign_id: uuid::Uuid,
+    pub sourced: i64,
+    pub assessed: i64,
+    pub scored: i64,
+    pub emailed: i64,
+    pub delivered: i64,
+    pub opened: i64,
+    pub clicked: i64,
+    pub bounced: i64,
+    pub spam_reports: i64,
+    pub purchased: i64,
+    pub revenue_cents: i64,
+    pub cost_micros: i64,
+    pub conversion: f64,
+    pub bounce_rate: f64,
+    pub spam_rate: f64,
+    pub cost_per_lead_micros: Option<i64>,
+}
+
+/// The funnel of each campaign (or one) over `from..=to`, from the roll-up.
+pub async fn funnels(
+    tx: &tokio_postgres::Transaction<'_>,
+    campaign: Option<uuid::Uuid>,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<Vec<Funnel>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT campaign_id, sum(sourced)::int8, sum(assessed)::int8, sum(scored)::int8, sum(emailed)::int8, sum(delivered)::int8,
+                    sum(opened)::int8, sum(clicked)::int8, sum(bounced)::int8, sum(spam_reports)::int8, sum(purchased)::int8,
+                    sum(revenue_cents)::int8, sum(cost_micros)::int8
+             FROM funnel_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR campaign_id = $3)
+             GROUP BY campaign_id ORDER BY campaign_id",
+            &[&from, &to, &campaign],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let g = |i: usize| r.get::<_, i64>(i);
+            let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+            Funnel {
+                campaign_id: r.get(0),
+                sourced: g(1),
+                assessed: g(2),
+                scored: g(3),
+                emailed: g(4),
+                delivered: g(5),
+                opened: g(6),
+                clicked: g(7),
+                bounced: g(8),
+                spam_reports: g(9),
+                purchased: g(10),
+                revenue_cents: g(11),
+                cost_micros: g(12),
+                conversion: ratio(g(10), g(4)),
+                bounce_rate: ratio(g(8), g(4)),
+                spam_rate: ratio(g(9), g(5)),
+                cost_per_lead_micros: (g(1) > 0).then(|| g(12) / g(1)),
+            }
+        })
+        .collect())
+}
+
+/// One variant's results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VariantResult {
+    pub experiment: String,
+    pub variant: String,
+    pub sends: i64,
+    pub opens: i64,
+    pub clicks: i64,
+    pub purchases: i64,
+    pub conversion: f64,
+    /// Wilson interval of the conversion at the experiment's confidence.
+    pub ci_low: f64,
+    pub ci_high: f64,
+    /// Two-sided p-value against the control (the first variant); `None` for the control.
+    pub p_value: Option<f64>,
+    /// Every variant has the minimum sample and this one differs from the control at the
+    /// experiment's confidence, for the better.
+    pub winner: bool,
+    pub min_sample_reached: bool,
+}
+
+/// Every experiment's variants (sent outreach only), control first.
+pub async fn experiment_results(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<Vec<VariantResult>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT x.key, x.min_sample, x.confidence, v.key,
+                    count(e.id) FILTER (WHERE e.send_state = 'sent'),
+                    count(e.opened_at), count(e.clicked_at),
+                    count(DISTINCT p.id) FILTER (WHERE p.status IN ('paid', 'partially_refunded', 'refunded'))
+             FROM experiments x JOIN experiment_variants v ON v.experiment_id = x.id
+             LEFT JOIN emails e ON e.variant_id = v.id AND e.kind = 'outreach'
+             LEFT JOIN purchases p ON p.email_id = e.id
+             GROUP BY x.key, x.min_sample, x.confidence, v.key, v.id
+             ORDER BY x.key, min(v.key)",
+            &[],
+        )
+        .await?;
+    let mut out: Vec<VariantResult> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let exp: String = rows[i].get(0);
+        let group: Vec<&tokio_postgres::Row> = rows[i..]
+            .iter()
+            .take_while(|r| r.get::<_, String>(0) == exp)
+            .collect();
+        i += group.len();
+        let min_sample = i64::from(group[0].get::<_, i32>(1));
+        let confidence: f64 = group[0].get(2);
+        let all_sampled = group.iter().all(|r| r.get::<_, i64>(4) >= min_sample);
+        let (control_s, control_n) = (group[0].get::<_, i64>(7), group[0].get::<_, i64>(4));
+        for (j, r) in group.iter().enumerate() {
+            let (n, s) = (r.get::<_, i64>(4), r.get::<_, i64>(7));
+            let (lo, hi) = stats::wilson(s, n, confidence);
+            let p = (j > 0).then(|| stats::two_proportion_p(s, n, control_s, control_n));
+            let conv = if n > 0 { s as f64 / n as f64 } else { 0.0 };
+            let control_conv = if control_n > 0 {
+                control_s as f64 / control_n as f64
+            } else {
+                0.0
+            };
+            out.push(VariantResult {
+                experiment: exp.clone(),
+                variant: r.get(3),
+                sends: n,
+                opens: r.get(5),
+                clicks: r.get(6),
+                purchases: s,
+                conversion: conv,
+                ci_low: lo,
+                ci_high: hi,
+                p_value: p,
+                winner: all_sampled
+                    && p.is_some_and(|p| p < 1.0 - confidence)
+                    && conv > control_conv,
+                min_sample_reached: n >= min_sample,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Vendor cost per sourced lead, by the tier the lead scored (leads scored since `since`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierCost {
+    pub tier: String,
+    pub leads: i64,
+    pub cost_micros: i64,
+    pub cost_per_lead_micros: i64,
+}
+
+pub async fn cost_per_tier(
+    tx: &tokio_postgres::Transaction<'_>,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<TierCost>, DbError> {
+    Ok(tx
+        .query(
+            "SELECT s.tier::text, count(DISTINCT s.business_id), coalesce(sum(l.cost_micros), 0)::int8
+             FROM scores s LEFT JOIN cost_ledger l ON l.business_id = s.business_id
+             WHERE s.scored_at >= $1 GROUP BY s.tier ORDER BY s.tier",
+            &[&since],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let (leads, cost): (i64, i64) = (r.get(1), r.get(2));
+            TierCost {
+                tier: r.get(0),
+                leads,
+                cost_micros: cost,
+                cost_per_lead_micros: if leads > 0 { cost / leads } else { 0 },
+            }
+        })
+        .collect())
+}
