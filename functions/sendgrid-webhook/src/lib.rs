@@ -130,7 +130,7 @@ pub async fn ingest(
     Ok(out)
 }
 
-/// Public for the plan test (`tests/tests/sendgrid_webhook.rs`), which EXPLAINs it at scale.
+/// Public for the plan test (`tests/tests/suite/sendgrid_webhook.rs`), which EXPLAINs it at scale.
 pub const INSERT_EVENTS: &str = "
 WITH x AS (
     SELECT * FROM jsonb_to_recordset($2::jsonb)
