@@ -19,7 +19,8 @@ use shared::db::{Pool, begin_tenant};
 use shared::domain::TenantId;
 use shared::lambda::StartError;
 use shared::lambda::http::{HttpError, body_bytes, header, method};
-use shared::webhook::stripe::{self, Event};
+use shared::vendors::stripe::CheckoutSession;
+use shared::webhook::stripe::{self, Action, DisputeChange, Event};
 
 /// The queues this function sends to (the template grants exactly these).
 pub const SENDS_TO: &[Queue] = &[Queue::Fulfilment];
@@ -94,6 +95,49 @@ pub async fn handle(
     req: &ApiGatewayV2httpRequest,
     now: i64,
 ) -> Result<Handled, HttpError> {
+    let body = verified_body(deps, req, now)?;
+    let event: Event = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("body is not a Stripe event: {e}")))?;
+    let action = Action::of(&event).map_err(HttpError::bad_request)?;
+    let mut handled = Handled {
+        event_id: event.id.clone(),
+        kind: event.kind.clone(),
+        outcome: outcome(&action),
+        fulfilment_sent: false,
+    };
+    let mut client = deps.pool.get().await.map_err(internal)?;
+    let Some(tenant) = attribute(&client, &event, &action).await? else {
+        keep_unattributed(&client, &event, &action, &body).await?;
+        handled.outcome = "unattributed";
+        return Ok(handled);
+    };
+    let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
+    let Stored { new, processed } = store_event(&tx, tenant, &event, &body).await?;
+    if processed {
+        tx.commit().await.map_err(internal)?;
+        handled.outcome = "duplicate";
+        return Ok(handled);
+    }
+    let fulfil = act(&tx, tenant, &event.kind, &action).await?;
+    tx.commit().await.map_err(internal)?;
+    if let Some(f) = &fulfil {
+        send_fulfilment(deps, tenant, f).await?;
+        handled.fulfilment_sent = true;
+    }
+    mark_processed(&mut client, tenant, &event.id).await?;
+    if !new {
+        tracing::info!(event_id = %event.id, "finished an event a previous delivery had stored but not processed");
+    }
+    Ok(handled)
+}
+
+/// 1. The body, once its `Stripe-Signature` is verified on the bytes Stripe signed, as
+///    storable text.
+fn verified_body(
+    deps: &WebhookDeps,
+    req: &ApiGatewayV2httpRequest,
+    now: i64,
+) -> Result<Vec<u8>, HttpError> {
     use secrecy::ExposeSecret;
     if method(req) != "POST" {
         return Err(HttpError::method_not_allowed("POST"));
@@ -107,44 +151,94 @@ pub async fn handle(
         deps.tolerance_secs,
     )
     .map_err(|e| HttpError::unauthorized(e.to_string()))?;
-    // Verified on the bytes Stripe signed; read and stored as storable text.
-    let body = shared::domain::storable_json(&body).into_owned();
-    let event: Event = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request(format!("body is not a Stripe event: {e}")))?;
-    let object = &event.data.object;
-    let mut handled = Handled {
-        event_id: event.id.clone(),
-        kind: event.kind.clone(),
-        outcome: "processed",
-        fulfilment_sent: false,
+    Ok(shared::domain::storable_json(&body).into_owned())
+}
+
+/// What a delivery that acts (not a duplicate, not unattributed) reports.
+fn outcome(action: &Action) -> &'static str {
+    match action {
+        Action::Ignored | Action::OtherSession(_) => "ignored",
+        _ => "processed",
+    }
+}
+
+/// 2. The tenant an event belongs to: its object's `metadata.tenant_id`, or — for a charge,
+///    which Stripe does not promise carries its payment intent's metadata — the tenant of the
+///    purchase paid through that payment intent.
+async fn attribute(
+    client: &tokio_postgres::Client,
+    event: &Event,
+    action: &Action,
+) -> Result<Option<TenantId>, HttpError> {
+    if let Some(t) = event.metadata_tenant() {
+        return Ok(Some(t));
+    }
+    let Some(intent) = action.charge_payment_intent() else {
+        return Ok(None);
     };
-    let mut client = deps.pool.get().await.map_err(internal)?;
-    // Stripe's rule: fulfil when the payment status is not `unpaid` (a 100 % coupon is
-    // `no_payment_required`).
-    let paid = matches!(
-        object.get("payment_status").and_then(Value::as_str),
-        Some("paid" | "no_payment_required")
-    );
-    let Some(tenant) = attribute(&client, &event.kind, object).await? else {
-        // No tenant we can find. A type we act on is kept for an operator (a paid session among
-        // them is money taken for nothing delivered: the alerts function reports it); anything
-        // else is not ours. Either way Stripe is answered, so it stops retrying.
-        handled.outcome = "unattributed";
-        if acted_on(&event.kind) {
-            record_unattributed(&client, &event, paid, &body).await?;
-            tracing::error!(event_id = %event.id, kind = %event.kind, paid, "Stripe event names no tenant; kept for an operator");
-        } else {
-            tracing::warn!(event_id = %event.id, kind = %event.kind, "Stripe event names no tenant; acknowledged");
-        }
-        return Ok(handled);
-    };
-    let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
+    let row = client
+        .query_one("SELECT purchase_tenant_by_payment_intent($1)", &[&intent])
+        .await
+        .map_err(internal)?;
+    Ok(row.get::<_, Option<uuid::Uuid>>(0).map(TenantId::from_uuid))
+}
+
+/// An event that names no tenant we can find. One of a type we act on is kept where only
+/// operators read it (a paid session among them is money taken for nothing delivered: the
+/// alerts function reports it), through a definer function, as the table is outside every
+/// tenant and the application role's reach; anything else is not ours. Either way Stripe is
+/// answered, so it stops retrying.
+async fn keep_unattributed(
+    client: &tokio_postgres::Client,
+    event: &Event,
+    action: &Action,
+    body: &[u8],
+) -> Result<(), HttpError> {
+    if !action.acted_on() {
+        tracing::warn!(event_id = %event.id, kind = %event.kind, "Stripe event names no tenant; acknowledged");
+        return Ok(());
+    }
+    let paid = matches!(action, Action::Paid(_));
+    let (amount, currency) = action.amount();
     let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
-    let payload = stored_payload(&body)?;
+    client
+        .execute(
+            "SELECT record_unattributed_stripe_event($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &event.id,
+                &event.kind,
+                &created,
+                &paid,
+                &action.session().map(|s| s.id.as_str()),
+                &amount,
+                &currency,
+                &stored_payload(body)?,
+            ],
+        )
+        .await
+        .map_err(internal)?;
+    tracing::error!(event_id = %event.id, kind = %event.kind, paid, "Stripe event names no tenant; kept for an operator");
+    Ok(())
+}
+
+/// Whether the event's row is new, and whether it was processed already.
+struct Stored {
+    new: bool,
+    processed: bool,
+}
+
+/// 3. The event stored once by its id (a repeated delivery finds it, processed or not).
+async fn store_event(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    event: &Event,
+    body: &[u8],
+) -> Result<Stored, HttpError> {
+    let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
     let inserted = tx
         .execute(
             "INSERT INTO stripe_events (event_id, tenant_id, type, created, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-            &[&event.id, &tenant.as_uuid(), &event.kind, &created, &payload],
+            &[&event.id, &tenant.as_uuid(), &event.kind, &created, &stored_payload(body)?],
         )
         .await
         .map_err(internal)?;
@@ -155,131 +249,91 @@ pub async fn handle(
         )
         .await
         .map_err(internal)?
-        .get(0);
-    if processed.is_some() {
-        tx.commit().await.map_err(internal)?;
-        handled.outcome = "duplicate";
-        return Ok(handled);
-    }
-    let mut fulfil: Option<Fulfil> = None;
-    match event.kind.as_str() {
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" if paid => {
-            fulfil = record_paid(&tx, tenant, object)
+        .get("processed_at");
+    Ok(Stored {
+        new: inserted > 0,
+        processed: processed.is_some(),
+    })
+}
+
+/// 4. What the event changes, in the event's transaction; returns the fulfilment due, if any.
+async fn act(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    kind: &str,
+    action: &Action,
+) -> Result<Option<Fulfil>, HttpError> {
+    match action {
+        Action::Paid(s) => record_paid(tx, tenant, s).await.map_err(session_error),
+        Action::Unpaid(s, how) => {
+            record_unpaid(tx, tenant, s, how.status())
                 .await
                 .map_err(session_error)?;
+            Ok(None)
         }
-        "checkout.session.completed" => {
-            // Paid later by an async method: the async_payment_* event decides.
+        Action::Refunded(c) => {
+            record_refund(tx, c).await?;
+            Ok(None)
         }
-        "checkout.session.async_payment_failed" | "checkout.session.expired" => {
-            let status = if event.kind.ends_with("failed") {
-                "failed"
-            } else {
-                "expired"
-            };
-            record_unpaid(&tx, tenant, object, status)
-                .await
-                .map_err(session_error)?;
+        Action::Dispute(d, change) => {
+            record_dispute(tx, kind, d, *change).await?;
+            Ok(None)
         }
-        "charge.refunded" => {
-            let intent = object
-                .get("payment_intent")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let refunded = object
-                .get("amount_refunded")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                .max(0);
-            tx.execute(
-                "UPDATE purchases SET refunded_cents = LEAST(GREATEST(refunded_cents, $2), amount_cents),
-                        status = CASE WHEN LEAST(GREATEST(refunded_cents, $2), amount_cents) >= amount_cents THEN 'refunded' ELSE 'partially_refunded' END
-                 WHERE stripe_payment_intent = $1",
-                &[&intent, &refunded],
-            )
-            .await
-            .map_err(internal)?;
-        }
-        "charge.dispute.created" | "charge.dispute.closed" => {
-            record_dispute(&tx, &event.kind, object).await?;
-        }
-        _ => handled.outcome = "ignored",
+        Action::AwaitingPayment(_) | Action::OtherSession(_) | Action::Ignored => Ok(None),
     }
-    tx.commit().await.map_err(internal)?;
-    if let Some(f) = &fulfil {
-        let env = Envelope::new(
-            tenant,
-            None,
-            format!("fulfil:{}", f.stripe_session_id),
-            f.clone(),
-        );
-        let body = env.to_body().map_err(internal)?;
-        deps.bus
-            .send_batch(Queue::Fulfilment.name(), &[body])
-            .await
-            .map_err(internal)?;
-        handled.fulfilment_sent = true;
-    }
-    let tx = begin_tenant(&mut client, tenant).await.map_err(internal)?;
+}
+
+/// 5. The fulfilment handed to its queue, after the purchase is committed.
+async fn send_fulfilment(
+    deps: &WebhookDeps,
+    tenant: TenantId,
+    f: &Fulfil,
+) -> Result<(), HttpError> {
+    let env = Envelope::new(
+        tenant,
+        None,
+        format!("fulfil:{}", f.stripe_session_id),
+        f.clone(),
+    );
+    let body = env.to_body().map_err(internal)?;
+    deps.bus
+        .send_batch(Queue::Fulfilment.name(), &[body])
+        .await
+        .map_err(internal)
+}
+
+/// 6. The event marked processed, only once everything it asked for is done: a delivery that
+///    stopped before is finished by Stripe's retry.
+async fn mark_processed(
+    client: &mut shared::db::Client,
+    tenant: TenantId,
+    event_id: &str,
+) -> Result<(), HttpError> {
+    let tx = begin_tenant(client, tenant).await.map_err(internal)?;
     tx.execute(
         "UPDATE stripe_events SET processed_at = now() WHERE event_id = $1",
-        &[&event.id],
+        &[&event_id],
     )
     .await
     .map_err(internal)?;
-    tx.commit().await.map_err(internal)?;
-    if inserted == 0 {
-        tracing::info!(event_id = %event.id, "finished an event a previous delivery had stored but not processed");
-    }
-    Ok(handled)
+    tx.commit().await.map_err(internal)
 }
 
-/// The event types this function acts on (the others are acknowledged and stored).
-fn acted_on(kind: &str) -> bool {
-    kind.starts_with("checkout.session.")
-        || matches!(
-            kind,
-            "charge.refunded" | "charge.dispute.created" | "charge.dispute.closed"
-        )
-}
-
-/// Keeps an event that names no tenant where only operators read it (a definer function: the
-/// table is outside every tenant and the application role's reach).
-async fn record_unattributed(
-    client: &tokio_postgres::Client,
-    event: &Event,
-    paid: bool,
-    body: &[u8],
+/// A refund of a purchase's payment: the refunded amount only grows, up to the amount paid.
+async fn record_refund(
+    tx: &tokio_postgres::Transaction<'_>,
+    charge: &stripe::Charge,
 ) -> Result<(), HttpError> {
-    let object = &event.data.object;
-    let session = event.kind.starts_with("checkout.session.");
-    let paid_session = session
-        && paid
-        && matches!(
-            event.kind.as_str(),
-            "checkout.session.completed" | "checkout.session.async_payment_succeeded"
-        );
-    let payload = stored_payload(body)?;
-    let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
-    client
-        .execute(
-            "SELECT record_unattributed_stripe_event($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &event.id,
-                &event.kind,
-                &created,
-                &paid_session,
-                &object.get("id").and_then(Value::as_str).filter(|_| session),
-                &object
-                    .get("amount_total")
-                    .or_else(|| object.get("amount"))
-                    .and_then(Value::as_i64),
-                &object.get("currency").and_then(Value::as_str),
-                &payload,
-            ],
-        )
-        .await
-        .map_err(internal)?;
+    let intent = charge.payment_intent.as_deref().unwrap_or_default();
+    let refunded = charge.amount_refunded.max(0);
+    tx.execute(
+        "UPDATE purchases SET refunded_cents = LEAST(GREATEST(refunded_cents, $2), amount_cents),
+                status = CASE WHEN LEAST(GREATEST(refunded_cents, $2), amount_cents) >= amount_cents THEN 'refunded' ELSE 'partially_refunded' END
+         WHERE stripe_payment_intent = $1",
+        &[&intent, &refunded],
+    )
+    .await
+    .map_err(internal)?;
     Ok(())
 }
 
@@ -288,18 +342,19 @@ async fn record_unattributed(
 async fn record_dispute(
     tx: &tokio_postgres::Transaction<'_>,
     kind: &str,
-    dispute: &Value,
+    dispute: &stripe::Dispute,
+    change: DisputeChange,
 ) -> Result<(), HttpError> {
     let intent = dispute
-        .get("payment_intent")
-        .and_then(Value::as_str)
-        .ok_or_else(|| HttpError::bad_request("dispute lacks payment_intent"))?;
-    let id = dispute.get("id").and_then(Value::as_str);
-    let status = match (kind, dispute.get("status").and_then(Value::as_str)) {
-        ("charge.dispute.created", _) => "open",
-        (_, Some("lost")) => "lost",
+        .payment_intent
+        .as_deref()
+        .ok_or_else(|| HttpError::bad_request(format!("{kind} lacks payment_intent")))?;
+    let id = Some(dispute.id.as_str()).filter(|i| !i.is_empty());
+    let status = match (change, dispute.status.as_deref()) {
+        (DisputeChange::Opened, _) => "open",
+        (DisputeChange::Closed, Some("lost")) => "lost",
         // `won`, or `warning_closed` (an inquiry that never became a chargeback).
-        _ => "won",
+        (DisputeChange::Closed, _) => "won",
     };
     tx.execute(
         "UPDATE purchases SET dispute_status = $2, dispute_id = coalesce($3, dispute_id),
@@ -312,46 +367,16 @@ async fn record_dispute(
     Ok(())
 }
 
-/// The tenant an event belongs to: its object's `metadata.tenant_id`, or — for a charge, which
-/// Stripe does not promise carries its payment intent's metadata — the tenant of the purchase
-/// paid through that payment intent.
-async fn attribute(
-    client: &tokio_postgres::Client,
-    kind: &str,
-    object: &Value,
-) -> Result<Option<TenantId>, HttpError> {
-    if let Some(t) = object
-        .get("metadata")
-        .and_then(|m| m.get("tenant_id"))
-        .and_then(Value::as_str)
-        .and_then(|t| TenantId::parse(t).ok())
-    {
-        return Ok(Some(t));
-    }
-    let intent = object.get("payment_intent").and_then(Value::as_str);
-    let (true, Some(intent)) = (kind.starts_with("charge."), intent) else {
-        return Ok(None);
-    };
-    let row = client
-        .query_one("SELECT purchase_tenant_by_payment_intent($1)", &[&intent])
-        .await
-        .map_err(internal)?;
-    Ok(row.get::<_, Option<uuid::Uuid>>(0).map(TenantId::from_uuid))
-}
-
 /// Records a session that ended unpaid (`failed`, `expired`): the pending purchase moves to it,
 /// and a session with no purchase row yet (its `completed` event not seen) gets one, so the
 /// outcome is kept instead of dropped. A paid purchase is never downgraded.
 async fn record_unpaid(
     tx: &tokio_postgres::Transaction<'_>,
     tenant: TenantId,
-    s: &Value,
+    s: &CheckoutSession,
     status: &str,
 ) -> Result<(), PaidError> {
-    let session_id = s
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or(PaidError::Missing("id"))?;
+    let session_id = session_id(s)?;
     let updated = tx
         .execute(
             "UPDATE purchases SET status = $2 WHERE stripe_session_id = $1 AND status = 'pending'",
@@ -382,6 +407,12 @@ async fn record_unpaid(
     Ok(())
 }
 
+fn session_id(s: &CheckoutSession) -> Result<&str, PaidError> {
+    Some(s.id.as_str())
+        .filter(|i| !i.is_empty())
+        .ok_or(PaidError::Missing("id"))
+}
+
 /// What a checkout session says about its purchase (our metadata, Stripe's amounts).
 struct SessionFacts<'a> {
     report: uuid::Uuid,
@@ -395,11 +426,10 @@ struct SessionFacts<'a> {
 }
 
 impl<'a> SessionFacts<'a> {
-    fn read(s: &'a Value) -> Result<Self, PaidError> {
+    fn read(s: &'a CheckoutSession) -> Result<Self, PaidError> {
         let meta = |k: &'static str| {
-            s.get("metadata")
-                .and_then(|m| m.get(k))
-                .and_then(Value::as_str)
+            s.metadata
+                .get(k)
                 .and_then(|v| uuid::Uuid::parse_str(v).ok())
         };
         Ok(Self {
@@ -408,21 +438,16 @@ impl<'a> SessionFacts<'a> {
             campaign: meta("campaign_id"),
             email_id: meta("email_id"),
             amount: s
-                .get("amount_total")
-                .and_then(Value::as_i64)
+                .amount_total
                 .ok_or(PaidError::Missing("amount_total"))?
                 .max(0),
-            currency: s
-                .get("currency")
-                .and_then(Value::as_str)
-                .unwrap_or("usd")
-                .to_lowercase(),
-            intent: s.get("payment_intent").and_then(Value::as_str),
+            currency: s.currency.as_deref().unwrap_or("usd").to_lowercase(),
+            intent: s.payment_intent.as_deref(),
             customer_email: s
-                .get("customer_details")
-                .and_then(|c| c.get("email"))
-                .and_then(Value::as_str)
-                .or_else(|| s.get("customer_email").and_then(Value::as_str)),
+                .customer_details
+                .as_ref()
+                .and_then(|c| c.email.as_deref())
+                .or(s.customer_email.as_deref()),
         })
     }
 }
@@ -448,12 +473,9 @@ enum PaidError {
 async fn record_paid(
     tx: &tokio_postgres::Transaction<'_>,
     tenant: TenantId,
-    s: &Value,
+    s: &CheckoutSession,
 ) -> Result<Option<Fulfil>, PaidError> {
-    let session_id = s
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or(PaidError::Missing("id"))?;
+    let session_id = session_id(s)?;
     let f = SessionFacts::read(s)?;
     // Fulfilment is due while the purchase is paid and not yet fulfilled: a retry of a delivery
     // that stopped after this commit sends it again, and the fulfilment consumer's idempotency
@@ -467,13 +489,13 @@ async fn record_paid(
                  stripe_payment_intent = coalesce(purchases.stripe_payment_intent, EXCLUDED.stripe_payment_intent),
                  customer_email = coalesce(purchases.customer_email, EXCLUDED.customer_email),
                  paid_at = coalesce(purchases.paid_at, now())
-             RETURNING id, status = 'paid' AND fulfilled_at IS NULL",
+             RETURNING id, status = 'paid' AND fulfilled_at IS NULL AS due",
             &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &f.report, &f.business, &f.campaign, &f.email_id, &f.intent, &f.amount, &f.currency, &f.customer_email],
         )
         .await?;
-    let due: bool = row.get(1);
+    let due: bool = row.get("due");
     Ok(due.then(|| Fulfil {
-        purchase_id: row.get(0),
+        purchase_id: row.get("id"),
         stripe_session_id: session_id.to_owned(),
         request_key: String::new(),
     }))

@@ -10,6 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::DbError;
 
 pub type Pool = deadpool_postgres::Pool;
+/// A connection taken from the [`Pool`].
+pub type Client = deadpool_postgres::Client;
 
 /// Parses a URL without echoing it (it holds the password) in the error.
 pub fn pg_config(url: &SecretString) -> Result<tokio_postgres::Config, DbError> {

@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use super::SignatureError;
 use crate::domain::capped;
+use crate::vendors::stripe::CheckoutSession;
 
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
@@ -142,4 +143,245 @@ pub struct Event {
 pub struct EventData {
     #[serde(deserialize_with = "capped::json")]
     pub object: serde_json::Value,
+}
+
+impl Event {
+    /// The tenant its object's metadata names (`metadata.tenant_id`), whatever its type.
+    pub fn metadata_tenant(&self) -> Option<crate::domain::TenantId> {
+        self.data.object["metadata"]["tenant_id"]
+            .as_str()
+            .and_then(|t| crate::domain::TenantId::parse(t).ok())
+    }
+}
+
+/// A charge, as `charge.refunded` carries it.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Charge {
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
+    pub id: String,
+    #[serde(deserialize_with = "capped::opt::<{ capped::ID }, _>")]
+    pub payment_intent: Option<String>,
+    pub amount: Option<i64>,
+    pub amount_refunded: i64,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
+    pub currency: Option<String>,
+    #[serde(deserialize_with = "capped::map::<{ capped::LINE }, _>")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// A dispute, as `charge.dispute.*` carries it.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Dispute {
+    #[serde(deserialize_with = "capped::text::<{ capped::ID }, _>")]
+    pub id: String,
+    #[serde(deserialize_with = "capped::opt::<{ capped::ID }, _>")]
+    pub payment_intent: Option<String>,
+    pub amount: Option<i64>,
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
+    pub currency: Option<String>,
+    /// `won`, `lost`, `warning_closed`, … once closed.
+    #[serde(deserialize_with = "capped::opt::<{ capped::SHORT }, _>")]
+    pub status: Option<String>,
+    #[serde(deserialize_with = "capped::map::<{ capped::LINE }, _>")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// How a checkout session ended without payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unpaid {
+    Failed,
+    Expired,
+}
+
+impl Unpaid {
+    /// The purchase status it leaves.
+    pub fn status(self) -> &'static str {
+        match self {
+            Unpaid::Failed => "failed",
+            Unpaid::Expired => "expired",
+        }
+    }
+}
+
+/// What a dispute event says: one opened, or one closed (won or lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeChange {
+    Opened,
+    Closed,
+}
+
+/// What an event asks of us, decided once from its type and its typed object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A session paid: `completed` with a payment status that is not `unpaid` (Stripe's rule; a
+    /// 100 % coupon is `no_payment_required`), or `async_payment_succeeded`.
+    Paid(CheckoutSession),
+    /// `completed` but not paid yet (an async method): the `async_payment_*` event decides.
+    AwaitingPayment(CheckoutSession),
+    /// A session that ended unpaid.
+    Unpaid(CheckoutSession, Unpaid),
+    /// Another `checkout.session.*` event: nothing to do, but it is ours.
+    OtherSession(CheckoutSession),
+    Refunded(Charge),
+    Dispute(Dispute, DisputeChange),
+    /// A type we do not act on.
+    Ignored,
+}
+
+impl Action {
+    /// Reads `event`'s object as its type says. A type we act on whose object does not read
+    /// as that type is an error naming the type.
+    pub fn of(event: &Event) -> Result<Action, String> {
+        fn read<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, String> {
+            serde_json::from_value(event.data.object.clone())
+                .map_err(|e| format!("{} object: {e}", event.kind))
+        }
+        let paid = |s: &CheckoutSession| {
+            matches!(
+                s.payment_status.as_deref(),
+                Some("paid" | "no_payment_required")
+            )
+        };
+        Ok(match event.kind.as_str() {
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                let s: CheckoutSession = read(event)?;
+                match (paid(&s), event.kind.ends_with("completed")) {
+                    (true, _) => Action::Paid(s),
+                    (false, true) => Action::AwaitingPayment(s),
+                    (false, false) => Action::OtherSession(s),
+                }
+            }
+            "checkout.session.async_payment_failed" => Action::Unpaid(read(event)?, Unpaid::Failed),
+            "checkout.session.expired" => Action::Unpaid(read(event)?, Unpaid::Expired),
+            k if k.starts_with("checkout.session.") => Action::OtherSession(read(event)?),
+            "charge.refunded" => Action::Refunded(read(event)?),
+            "charge.dispute.created" => Action::Dispute(read(event)?, DisputeChange::Opened),
+            "charge.dispute.closed" => Action::Dispute(read(event)?, DisputeChange::Closed),
+            _ => Action::Ignored,
+        })
+    }
+
+    /// Whether the event is of a type we act on (kept for an operator when it names no tenant).
+    pub fn acted_on(&self) -> bool {
+        !matches!(self, Action::Ignored)
+    }
+
+    /// The payment intent of a charge's event (refund, dispute): the purchase it belongs to.
+    pub fn charge_payment_intent(&self) -> Option<&str> {
+        match self {
+            Action::Refunded(c) => c.payment_intent.as_deref(),
+            Action::Dispute(d, _) => d.payment_intent.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The session, for a session's event.
+    pub fn session(&self) -> Option<&CheckoutSession> {
+        match self {
+            Action::Paid(s)
+            | Action::AwaitingPayment(s)
+            | Action::Unpaid(s, _)
+            | Action::OtherSession(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The amount and currency the object states (a session's total, a charge's or a
+    /// dispute's amount).
+    pub fn amount(&self) -> (Option<i64>, Option<&str>) {
+        match self {
+            Action::Refunded(c) => (c.amount, c.currency.as_deref()),
+            Action::Dispute(d, _) => (d.amount, d.currency.as_deref()),
+            Action::Ignored => (None, None),
+            _ => self
+                .session()
+                .map_or((None, None), |s| (s.amount_total, s.currency.as_deref())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::*;
+
+    fn event(kind: &str, object: serde_json::Value) -> Event {
+        Event {
+            id: "evt_1".into(),
+            kind: kind.into(),
+            created: 0,
+            livemode: false,
+            data: EventData { object },
+        }
+    }
+
+    #[test]
+    fn each_type_reads_as_the_action_it_asks_for() {
+        let session = |status: &str| {
+            serde_json::json!({"id": "cs_1", "payment_status": status, "amount_total": 900,
+                               "currency": "usd", "metadata": {"tenant_id": "00000000-0000-4000-8000-00000000000a"}})
+        };
+        let of = |k: &str, o| Action::of(&event(k, o)).unwrap();
+        assert!(matches!(
+            of("checkout.session.completed", session("paid")),
+            Action::Paid(_)
+        ));
+        assert!(matches!(
+            of("checkout.session.completed", session("no_payment_required")),
+            Action::Paid(_)
+        ));
+        assert!(matches!(
+            of("checkout.session.completed", session("unpaid")),
+            Action::AwaitingPayment(_)
+        ));
+        assert!(matches!(
+            of("checkout.session.async_payment_succeeded", session("paid")),
+            Action::Paid(_)
+        ));
+        assert!(matches!(
+            of(
+                "checkout.session.async_payment_succeeded",
+                session("unpaid")
+            ),
+            Action::OtherSession(_)
+        ));
+        assert!(matches!(
+            of("checkout.session.expired", session("unpaid")),
+            Action::Unpaid(_, Unpaid::Expired)
+        ));
+        assert!(matches!(
+            of(
+                "charge.dispute.closed",
+                serde_json::json!({"id": "dp_1", "status": "lost"})
+            ),
+            Action::Dispute(_, DisputeChange::Closed)
+        ));
+        let refund = of(
+            "charge.refunded",
+            serde_json::json!({"id": "ch_1", "payment_intent": "pi_1", "amount": 900, "amount_refunded": 300}),
+        );
+        assert_eq!(refund.charge_payment_intent(), Some("pi_1"));
+        assert_eq!(refund.amount(), (Some(900), None));
+        let paid = of("checkout.session.completed", session("paid"));
+        assert!(
+            event("checkout.session.completed", session("paid"))
+                .metadata_tenant()
+                .is_some()
+        );
+        assert!(
+            event("charge.refunded", serde_json::json!({}))
+                .metadata_tenant()
+                .is_none()
+        );
+        assert_eq!(paid.amount(), (Some(900), Some("usd")));
+        assert_eq!(of("invoice.paid", serde_json::json!({})), Action::Ignored);
+        assert!(!Action::Ignored.acted_on());
+        let bad = Action::of(&event(
+            "charge.refunded",
+            serde_json::json!({"amount_refunded": "lots"}),
+        ))
+        .unwrap_err();
+        assert!(bad.starts_with("charge.refunded object:"), "{bad}");
+    }
 }
