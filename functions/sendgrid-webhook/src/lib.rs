@@ -85,6 +85,33 @@ pub async fn ingest(
     req: &ApiGatewayV2httpRequest,
     now: i64,
 ) -> Result<Ingested, HttpError> {
+    let events = verified_events(deps, req, now)?;
+    let mut out = Ingested {
+        received: events.len(),
+        ..Ingested::default()
+    };
+    let (by_tenant, unattributed) = by_tenant(&events);
+    out.unattributed = unattributed;
+    for (tenant, evs) in by_tenant {
+        let stored = store(&deps.pool, tenant, &evs).await.map_err(|e| {
+            tracing::error!(%tenant, error = %e, "storing events failed; SendGrid will retry");
+            HttpError::new(503, "temporarily unable to store events")
+        })?;
+        out.stored += stored.events;
+        out.duplicates += evs.len() - stored.events;
+        out.suppressed += stored.suppressions;
+    }
+    Ok(out)
+}
+
+/// 1. The delivery's events, once its signature is verified on the bytes SendGrid signed. An
+///    escape PostgreSQL would refuse in one event must not fail the batch: the body is read as
+///    storable text.
+fn verified_events(
+    deps: &WebhookDeps,
+    req: &ApiGatewayV2httpRequest,
+    now: i64,
+) -> Result<Vec<Event>, HttpError> {
     if method(req) != "POST" {
         return Err(HttpError::method_not_allowed("POST"));
     }
@@ -98,36 +125,28 @@ pub async fn ingest(
             deps.tolerance_secs,
         )
         .map_err(|e| HttpError::unauthorized(e.to_string()))?;
-    // Outside text: an escape PostgreSQL would refuse in one event must not fail the batch.
-    let events: Vec<Event> = serde_json::from_slice(&shared::domain::storable_json(&body))
-        .map_err(|e| HttpError::bad_request(format!("body is not a SendGrid event array: {e}")))?;
-    let mut out = Ingested {
-        received: events.len(),
-        ..Ingested::default()
-    };
+    serde_json::from_slice(&shared::domain::storable_json(&body))
+        .map_err(|e| HttpError::bad_request(format!("body is not a SendGrid event array: {e}")))
+}
+
+/// 2. The events by the tenant their `tenant_id` custom arg names, and how many name none
+///    (they are not stored: no tenant can read them).
+fn by_tenant(events: &[Event]) -> (BTreeMap<TenantId, Vec<&Event>>, usize) {
     let mut by_tenant: BTreeMap<TenantId, Vec<&Event>> = BTreeMap::new();
-    for e in &events {
+    let mut unattributed = 0;
+    for e in events {
         match e.arg("tenant_id").and_then(|t| TenantId::parse(t).ok()) {
             Some(t) => by_tenant.entry(t).or_default().push(e),
-            None => out.unattributed += 1,
+            None => unattributed += 1,
         }
     }
-    if out.unattributed > 0 {
+    if unattributed > 0 {
         tracing::warn!(
-            count = out.unattributed,
+            count = unattributed,
             "events without a tenant_id custom arg were not stored"
         );
     }
-    for (tenant, evs) in by_tenant {
-        let (stored, suppressed) = store(&deps.pool, tenant, &evs).await.map_err(|e| {
-            tracing::error!(%tenant, error = %e, "storing events failed; SendGrid will retry");
-            HttpError::new(503, "temporarily unable to store events")
-        })?;
-        out.stored += stored;
-        out.duplicates += evs.len() - stored;
-        out.suppressed += suppressed;
-    }
-    Ok(out)
+    (by_tenant, unattributed)
 }
 
 /// Public for the plan test (`tests/tests/suite/sendgrid_webhook.rs`), which EXPLAINs it at scale.
@@ -177,17 +196,72 @@ ON CONFLICT (tenant_id, kind, value) DO NOTHING";
 
 /// Public for the plan test, like [`INSERT_EVENTS`].
 pub const SOFT_BOUNCED: &str = "
-SELECT lower(raw->>'email') FROM email_events
+SELECT lower(raw->>'email') AS address FROM email_events
 WHERE tenant_id = $4 AND event = 'bounce' AND bounce_type = 'blocked' AND lower(raw->>'email') = ANY($1)
   AND occurred_at > now() - make_interval(days => $2)
 GROUP BY lower(raw->>'email') HAVING count(*) >= $3";
 
-/// Stores one tenant's events; returns (newly stored, suppressions written).
-async fn store(
-    pool: &Pool,
+/// What storing one tenant's events wrote.
+struct Stored {
+    /// Events new to the table (a repeated delivery's are not).
+    events: usize,
+    /// Suppressions written.
+    suppressions: usize,
+}
+
+/// One newly stored event, as the insert returns it.
+struct Inserted {
+    email_id: Option<uuid::Uuid>,
+    event: String,
+    at: chrono::DateTime<chrono::Utc>,
+    bounce_type: Option<String>,
+    address: Option<String>,
+}
+
+/// Why an event suppresses its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suppress {
+    /// At once, for this reason.
+    Now(&'static str),
+    /// A soft bounce: once there are [`SOFT_BOUNCE_LIMIT`] within the window.
+    IfRepeated,
+}
+
+/// Whether an event suppresses its address: a hard bounce, a drop, a spam report or an
+/// unsubscribe at once; a soft bounce (`blocked`) when repeated; anything else never.
+fn suppression(event: &str, bounce_type: Option<&str>) -> Option<Suppress> {
+    Some(match (event, bounce_type) {
+        ("bounce", Some("blocked")) => Suppress::IfRepeated,
+        ("bounce", _) => Suppress::Now("hard_bounce"),
+        ("dropped", _) => Suppress::Now("dropped"),
+        ("spamreport", _) => Suppress::Now("spamreport"),
+        ("unsubscribe", _) => Suppress::Now("unsubscribe"),
+        ("group_unsubscribe", _) => Suppress::Now("group_unsubscribe"),
+        _ => return None,
+    })
+}
+
+/// 3. Stores one tenant's events in one transaction: the new ones inserted (a repeated event
+///    is a no-op), their emails' states advanced, and their addresses suppressed as
+///    [`suppression`] says.
+async fn store(pool: &Pool, tenant: TenantId, events: &[&Event]) -> Result<Stored, DbError> {
+    let mut client = pool.get().await?;
+    let tx = begin_tenant(&mut client, tenant).await?;
+    let inserted = insert_events(&tx, tenant, events).await?;
+    advance_emails(&tx, &inserted).await?;
+    let suppressions = suppress_addresses(&tx, tenant, &inserted).await?;
+    tx.commit().await?;
+    Ok(Stored {
+        events: inserted.len(),
+        suppressions,
+    })
+}
+
+async fn insert_events(
+    tx: &tokio_postgres::Transaction<'_>,
     tenant: TenantId,
     events: &[&Event],
-) -> Result<(usize, usize), DbError> {
+) -> Result<Vec<Inserted>, DbError> {
     let rows: Vec<serde_json::Value> = events
         .iter()
         .map(|e| {
@@ -203,53 +277,65 @@ async fn store(
             })
         })
         .collect();
-    let mut client = pool.get().await?;
-    let tx = begin_tenant(&mut client, tenant).await?;
     let inserted = tx
         .query(
             INSERT_EVENTS,
             &[&tenant.as_uuid(), &serde_json::Value::Array(rows)],
         )
         .await?;
-    let mut ids = Vec::new();
-    let mut kinds = Vec::new();
-    let mut ats = Vec::new();
+    Ok(inserted
+        .iter()
+        .map(|r| Inserted {
+            email_id: r.get("email_id"),
+            event: r.get("event"),
+            at: r.get("occurred_at"),
+            bounce_type: r.get("bounce_type"),
+            address: r.get("address"),
+        })
+        .collect())
+}
+
+async fn advance_emails(
+    tx: &tokio_postgres::Transaction<'_>,
+    inserted: &[Inserted],
+) -> Result<(), DbError> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Option<uuid::Uuid>> = inserted.iter().map(|i| i.email_id).collect();
+    let kinds: Vec<&str> = inserted.iter().map(|i| i.event.as_str()).collect();
+    let ats: Vec<chrono::DateTime<chrono::Utc>> = inserted.iter().map(|i| i.at).collect();
+    tx.execute(ADVANCE, &[&ids, &kinds, &ats]).await?;
+    Ok(())
+}
+
+/// Writes the suppressions the new events call for; returns how many were new.
+async fn suppress_addresses(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
+    inserted: &[Inserted],
+) -> Result<usize, DbError> {
     let mut suppress: BTreeMap<String, &'static str> = BTreeMap::new();
     let mut soft = Vec::new();
-    for r in &inserted {
-        let email_id: Option<uuid::Uuid> = r.get(0);
-        let event: String = r.get(1);
-        let at: chrono::DateTime<chrono::Utc> = r.get(2);
-        let bounce_type: Option<String> = r.get(3);
-        let address: Option<String> = r.get(4);
-        ids.push(email_id);
-        kinds.push(event.clone());
-        ats.push(at);
-        let Some(address) = address
-            .and_then(|a| shared::domain::Email::parse(&a).ok())
+    for i in inserted {
+        let Some(address) = i
+            .address
+            .as_deref()
+            .and_then(|a| shared::domain::Email::parse(a).ok())
             .map(|a| a.to_string())
         else {
             continue;
         };
-        let reason = match (event.as_str(), bounce_type.as_deref()) {
-            ("bounce", Some("blocked")) => {
-                soft.push(address);
-                continue;
+        match suppression(&i.event, i.bounce_type.as_deref()) {
+            Some(Suppress::Now(reason)) => {
+                suppress.entry(address).or_insert(reason);
             }
-            ("bounce", _) => "hard_bounce",
-            ("dropped", _) => "dropped",
-            ("spamreport", _) => "spamreport",
-            ("unsubscribe", _) => "unsubscribe",
-            ("group_unsubscribe", _) => "group_unsubscribe",
-            _ => continue,
-        };
-        suppress.entry(address).or_insert(reason);
-    }
-    if !ids.is_empty() {
-        tx.execute(ADVANCE, &[&ids, &kinds, &ats]).await?;
+            Some(Suppress::IfRepeated) => soft.push(address),
+            None => {}
+        }
     }
     if !soft.is_empty() {
-        for r in tx
+        let repeated = tx
             .query(
                 SOFT_BOUNCED,
                 &[
@@ -259,21 +345,19 @@ async fn store(
                     &tenant.as_uuid(),
                 ],
             )
-            .await?
-        {
-            suppress.entry(r.get(0)).or_insert("soft_bounce");
+            .await?;
+        for r in repeated {
+            suppress.entry(r.get("address")).or_insert("soft_bounce");
         }
     }
-    let mut written = 0;
-    if !suppress.is_empty() {
-        let addrs: Vec<&str> = suppress.keys().map(String::as_str).collect();
-        let reasons: Vec<&str> = suppress.values().copied().collect();
-        written = tx
-            .execute(SUPPRESS, &[&tenant.as_uuid(), &addrs, &reasons])
-            .await? as usize;
+    if suppress.is_empty() {
+        return Ok(0);
     }
-    tx.commit().await?;
-    Ok((inserted.len(), written))
+    let addrs: Vec<&str> = suppress.keys().map(String::as_str).collect();
+    let reasons: Vec<&str> = suppress.values().copied().collect();
+    Ok(tx
+        .execute(SUPPRESS, &[&tenant.as_uuid(), &addrs, &reasons])
+        .await? as usize)
 }
 
 /// The event as it is kept: its custom args and any other field SendGrid adds are stored as they
@@ -282,4 +366,38 @@ fn raw(e: &Event) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     shared::domain::capped::cap_strings(&mut v, shared::domain::capped::RAW_STRING);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_delivery_failures_and_opt_outs_suppress_and_a_soft_bounce_only_when_repeated() {
+        assert_eq!(
+            suppression("bounce", Some("blocked")),
+            Some(Suppress::IfRepeated)
+        );
+        assert_eq!(
+            suppression("bounce", Some("bounce")),
+            Some(Suppress::Now("hard_bounce"))
+        );
+        assert_eq!(
+            suppression("bounce", None),
+            Some(Suppress::Now("hard_bounce"))
+        );
+        for e in ["dropped", "spamreport", "unsubscribe", "group_unsubscribe"] {
+            assert_eq!(suppression(e, None), Some(Suppress::Now(e)));
+        }
+        for e in [
+            "processed",
+            "deferred",
+            "delivered",
+            "open",
+            "click",
+            "anything",
+        ] {
+            assert_eq!(suppression(e, None), None, "{e}");
+        }
+    }
 }
