@@ -1,0 +1,216 @@
+//! What a night did, read back from the database, and its artefacts (PDF reports, the sent
+//! mail) written out for a person to look at.
+
+use std::path::PathBuf;
+
+use shared::db::{DbError, Pool, begin_tenant};
+use shared::domain::{RunId, TenantId};
+
+use super::{LocalError, LocalPipeline};
+
+/// The run's figures, read back from the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    pub jobs: i64,
+    pub sourced: i64,
+    pub duplicates: i64,
+    pub closed: i64,
+    pub enriched: i64,
+    pub assessed: i64,
+    pub unreachable: i64,
+    pub scored: i64,
+    pub tiers: Vec<(String, i64)>,
+    pub qualified: i64,
+    pub reports: i64,
+    pub emails: i64,
+    /// Outreach emails of the run, by what became of them.
+    pub sent: i64,
+    pub deferred: i64,
+    pub send_failed: i64,
+    pub delivered: i64,
+    pub opened: i64,
+    pub clicked: i64,
+    pub bounced: i64,
+    pub unsubscribed: i64,
+    pub purchased: i64,
+    pub revenue_cents: i64,
+    pub fulfilled: i64,
+    pub skipped_by_budget: i64,
+    pub failed: i64,
+    pub vendors: Vec<(String, i64, i64)>,
+    pub cost_micros: i64,
+}
+
+pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunSummary, DbError> {
+    let mut c = pool.get().await?;
+    let tx = begin_tenant(&mut c, tenant).await?;
+    let count = |stage: &'static str, events: &'static [&'static str]| {
+        let tx = &tx;
+        async move {
+            let events: Vec<&str> = events.to_vec();
+            tx.query_one("SELECT count(*) FROM run_event_logs WHERE run_id = $1 AND stage = $2 AND event = ANY($3)", &[&run.as_uuid(), &stage, &events])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+        }
+    };
+    let mut s = RunSummary {
+        jobs: count("sourcing", &["page", "SKIPPED_DUE_TO_BUDGET"]).await?,
+        sourced: count("sourcing", &["sourced", "stale", "known"]).await?,
+        duplicates: count("sourcing", &["duplicate"]).await?,
+        closed: count("sourcing", &["closed"]).await? + count("enrichment", &["closed"]).await?,
+        enriched: count("enrichment", &["enriched"]).await?,
+        assessed: count("assessment", &["assessed", "site_unreachable"]).await?,
+        unreachable: count("assessment", &["site_unreachable"]).await?,
+        reports: count("reports", &["rendered"]).await?,
+        emails: count("personalization", &["written:llm", "written:template"]).await?,
+        ..RunSummary::default()
+    };
+    let r = tx.query_one("SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET'), count(*) FILTER (WHERE status = 'error') FROM run_event_logs WHERE run_id = $1", &[&run.as_uuid()]).await?;
+    s.skipped_by_budget = r.get(0);
+    s.failed = r.get(1);
+    let f = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE send_state = 'sent'), count(*) FILTER (WHERE send_state = 'queued'),
+                    count(*) FILTER (WHERE send_state IN ('failed', 'unknown')), count(delivered_at), count(opened_at), count(clicked_at),
+                    count(*) FILTER (WHERE delivery_status IN ('bounced', 'dropped')), count(unsubscribed_at)
+             FROM emails WHERE run_id = $1 AND kind = 'outreach'",
+            &[&run.as_uuid()],
+        )
+        .await?;
+    (
+        s.sent,
+        s.deferred,
+        s.send_failed,
+        s.delivered,
+        s.opened,
+        s.clicked,
+        s.bounced,
+        s.unsubscribed,
+    ) = (
+        f.get(0),
+        f.get(1),
+        f.get(2),
+        f.get(3),
+        f.get(4),
+        f.get(5),
+        f.get(6),
+        f.get(7),
+    );
+    let p = tx
+        .query_one(
+            "SELECT count(*), coalesce(sum(p.amount_cents - p.refunded_cents), 0)::int8, count(p.fulfilled_at)
+             FROM purchases p JOIN emails e ON e.id = p.email_id
+             WHERE e.run_id = $1 AND p.status IN ('paid', 'partially_refunded', 'refunded')",
+            &[&run.as_uuid()],
+        )
+        .await?;
+    (s.purchased, s.revenue_cents, s.fulfilled) = (p.get(0), p.get(1), p.get(2));
+    for row in tx.query("SELECT tier::text, count(*), count(*) FILTER (WHERE qualified) FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier", &[&run.as_uuid()]).await? {
+        let n: i64 = row.get(1);
+        s.scored += n;
+        s.qualified += row.get::<_, i64>(2);
+        s.tiers.push((row.get(0), n));
+    }
+    for row in tx.query("SELECT vendor, calls, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&run.as_uuid()]).await? {
+        let cost: i64 = row.get(2);
+        s.cost_micros += cost;
+        s.vendors.push((row.get(0), i64::from(row.get::<_, i32>(1)), cost));
+    }
+    tx.commit().await?;
+    Ok(s)
+}
+
+/// Copies the run's full PDF reports from the store to `dir/<business>.pdf`; returns the paths.
+pub async fn export_reports(
+    p: &LocalPipeline,
+    run: RunId,
+    dir: &std::path::Path,
+) -> Result<Vec<PathBuf>, LocalError> {
+    let mut c = p.deps.pool.get().await.map_err(DbError::from)?;
+    let tx = begin_tenant(&mut c, p.tenant).await?;
+    let rows = tx
+        .query("SELECT b.name, r.full_key FROM reports r JOIN businesses b ON b.id = r.business_id WHERE r.run_id = $1 ORDER BY b.name", &[&run.as_uuid()])
+        .await
+        .map_err(DbError::from)?;
+    tx.commit().await.map_err(DbError::from)?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(LocalError::Sim)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let slug = shared::domain::slug(&name);
+        let key = shared::store::ObjectKey::parse(&r.get::<_, String>(1))?;
+        let pdf = p.deps.store.get(&key).await?;
+        let path = dir.join(format!("{slug}.pdf"));
+        tokio::fs::write(&path, &pdf)
+            .await
+            .map_err(LocalError::Sim)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Writes every message the simulated SendGrid accepted as an `.eml` file under `dir`
+/// (attachments are listed in a header, not embedded: the outbox keeps only their count).
+pub async fn export_outbox(
+    p: &LocalPipeline,
+    dir: &std::path::Path,
+) -> Result<Vec<PathBuf>, LocalError> {
+    use mail_builder::MessageBuilder;
+    use mail_builder::headers::raw::Raw;
+    let mails: Vec<sim::state::OutboxMail> = sim::state::lock(&p.sim.state.outbox).clone();
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(LocalError::Sim)?;
+    let mut out = Vec::new();
+    for (i, m) in mails.iter().enumerate() {
+        let to = m.to.join(", ");
+        let mut b = MessageBuilder::new()
+            .from(m.from.clone())
+            .to(to.clone())
+            .subject(m.subject.clone())
+            .message_id(format!("{}@sim.sendgrid.net", m.message_id))
+            .date(m.received_at);
+        if let Some(h) = m.headers.as_object() {
+            for (k, v) in h {
+                if let Some(v) = v.as_str() {
+                    b = b.header(k.clone(), Raw::new(v.to_owned()));
+                }
+            }
+        }
+        if m.attachments > 0 {
+            b = b.header(
+                "X-LeadFactory-Attachments",
+                Raw::new(m.attachments.to_string()),
+            );
+        }
+        if let Some(t) = &m.text {
+            b = b.text_body(t.clone());
+        }
+        if let Some(h) = &m.html {
+            b = b.html_body(h.clone());
+        }
+        let bytes = b.write_to_vec().map_err(LocalError::Sim)?;
+        let kind = m
+            .custom_args
+            .get("purchase_id")
+            .map_or("outreach", |_| "fulfilment");
+        let who: String = to
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '@' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{:03}-{kind}-{who}.eml", i + 1));
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(LocalError::Sim)?;
+        out.push(path);
+    }
+    Ok(out)
+}
