@@ -97,13 +97,13 @@ pub struct Fetched {
     pub bytes: usize,
     pub truncated: bool,
     /// A 2xx page, read as it arrived: never held whole.
-    pub page: Option<Page>,
+    pub page: Option<Homepage>,
     pub elapsed_ms: u64,
 }
 
-/// What was kept of a 2xx page: what it says, and its gzipped copy for the archive.
+/// What was kept of a 2xx homepage: what it says, and its gzipped copy for the archive.
 #[derive(Debug, Clone)]
-pub struct Page {
+pub struct Homepage {
     pub checks: Checks,
     pub archive: Result<Vec<u8>, String>,
 }
@@ -206,7 +206,7 @@ impl Assessment {
                 }
             }
         }
-        f.page = reader.map(|(scan, gz)| Page {
+        f.page = reader.map(|(scan, gz)| Homepage {
             checks: scan.finish(),
             archive: match archive_error {
                 Some(e) => Err(e),
@@ -338,7 +338,7 @@ impl StageHandler for Assessment {
         let mut raw_html_key = None;
         let checks = match page {
             None => Checks::default(),
-            Some(Page { checks, archive }) => {
+            Some(Homepage { checks, archive }) => {
                 let run = env
                     .run_id
                     .map(|r| r.to_string())

@@ -49,9 +49,9 @@ impl Sourcing {
     }
 }
 
-/// One page's listings, or why there are none.
+/// One Yelp search page's listings, or why there are none.
 #[derive(Debug, Clone)]
-pub enum Page {
+pub enum Listings {
     /// The page's listings, and Yelp's `total` for the search (how deep the area goes).
     Found(Vec<Candidate>, u32),
     SkippedByBudget,
@@ -124,7 +124,7 @@ fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool
 #[async_trait]
 impl StageHandler for Sourcing {
     type Payload = SourcingJob;
-    type Work = Page;
+    type Work = Listings;
     /// The batch's campaigns that exist and are active.
     type Context = std::collections::HashSet<shared::domain::CampaignId>;
 
@@ -180,7 +180,7 @@ impl StageHandler for Sourcing {
         campaigns: &Self::Context,
         env: &Envelope<SourcingJob>,
         paid_allowed: bool,
-    ) -> Result<Page, WorkError> {
+    ) -> Result<Listings, WorkError> {
         if !campaigns.contains(&env.payload.campaign_id) {
             return Err(WorkError::Permanent(format!(
                 "campaign {} does not exist or is not active",
@@ -188,7 +188,7 @@ impl StageHandler for Sourcing {
             )));
         }
         if !paid_allowed {
-            return Ok(Page::SkippedByBudget);
+            return Ok(Listings::SkippedByBudget);
         }
         let job = &env.payload;
         if job.limit == 0 || job.limit > shared::vendors::yelp::MAX_LIMIT {
@@ -211,7 +211,7 @@ impl StageHandler for Sourcing {
                 },
             )
             .await?;
-        Ok(Page::Found(
+        Ok(Listings::Found(
             resp.businesses.iter().filter_map(from_yelp).collect(),
             resp.total,
         ))
@@ -222,24 +222,24 @@ impl StageHandler for Sourcing {
         _deps: &Deps,
         tx: &dyn Tx,
         tenant: TenantId,
-        items: &[StageItem<SourcingJob, Page>],
+        items: &[StageItem<SourcingJob, Listings>],
     ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let cands: Vec<(usize, &Candidate)> = items
             .iter()
             .enumerate()
             .flat_map(|(i, it)| match &it.work {
-                Page::Found(c, _) => c.iter().map(move |c| (i, c)).collect::<Vec<_>>(),
-                Page::SkippedByBudget => Vec::new(),
+                Listings::Found(c, _) => c.iter().map(move |c| (i, c)).collect::<Vec<_>>(),
+                Listings::SkippedByBudget => Vec::new(),
             })
             .collect();
         // How deep each searched area goes, for targeting's cursors (one statement).
         let totals: Vec<(&SourcingJob, i32)> = items
             .iter()
             .filter_map(|it| match &it.work {
-                Page::Found(_, total) => {
+                Listings::Found(_, total) => {
                     Some((&it.env.payload, (*total).min(i32::MAX as u32) as i32))
                 }
-                Page::SkippedByBudget => None,
+                Listings::SkippedByBudget => None,
             })
             .collect();
         let area_campaigns: Vec<uuid::Uuid> = totals
@@ -445,11 +445,15 @@ impl StageHandler for Sourcing {
         Ok(next)
     }
 
-    fn describe(&self, item: &StageItem<SourcingJob, Page>, _next: &[Outgoing]) -> Vec<EventInfo> {
+    fn describe(
+        &self,
+        item: &StageItem<SourcingJob, Listings>,
+        _next: &[Outgoing],
+    ) -> Vec<EventInfo> {
         let j = &item.env.payload;
         let (event, status, found) = match &item.work {
-            Page::Found(c, _) => ("page", "ok", c.len()),
-            Page::SkippedByBudget => ("SKIPPED_DUE_TO_BUDGET", "skipped", 0),
+            Listings::Found(c, _) => ("page", "ok", c.len()),
+            Listings::SkippedByBudget => ("SKIPPED_DUE_TO_BUDGET", "skipped", 0),
         };
         vec![EventInfo {
             entity_id: None,
