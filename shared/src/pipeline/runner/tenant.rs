@@ -36,8 +36,9 @@ pub(super) async fn process<H: StageHandler>(
 ) -> Result<(), StageError> {
     let tenant = batch.tenant;
     let tx = PipelinedTx::begin(deps.pool.get().await?, tenant);
-    let (found, loaded, committed) = check(handler, deps, &tx, tenant, &msgs).await?;
-    let fresh = sort(handler, tenant, msgs, &found, out);
+    let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id));
+    let (found, loaded, committed) = check(handler, deps, &tx, tenant, &msgs, &runs).await?;
+    let fresh = sort(handler, tenant, msgs, &runs, &found, out);
     let ctx = match loaded {
         Some(ctx) => ctx,
         None => {
@@ -73,13 +74,13 @@ async fn check<H: StageHandler>(
     tx: &PipelinedTx,
     tenant: TenantId,
     msgs: &[Received<H>],
+    runs: &[uuid::Uuid],
 ) -> Result<(Found, Option<H::Context>, bool), StageError> {
     let keys: Vec<String> = msgs
         .iter()
         .map(|(_, e)| e.idempotency_key.clone())
         .collect();
-    let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id));
-    let check = idempotency::check(tx, H::STAGE.as_str(), &keys, &runs);
+    let check = idempotency::check(tx, H::STAGE.as_str(), &keys, runs);
     if handler.load_writes() {
         return Ok((check.await?, None, false));
     }
@@ -111,12 +112,14 @@ fn sort<H: StageHandler>(
     handler: &H,
     tenant: TenantId,
     msgs: Vec<Received<H>>,
+    runs: &[uuid::Uuid],
     found: &Found,
     out: &mut BatchOutcome,
 ) -> Fresh<H> {
     let stage = H::STAGE.as_str();
-    let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id))
-        .into_iter()
+    let runs = runs
+        .iter()
+        .copied()
         .filter(|r| found.held.contains(r))
         .collect();
     let mut fresh = Fresh {
