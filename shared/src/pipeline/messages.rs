@@ -58,3 +58,91 @@ impl LeadColumns {
         }
     }
 }
+
+/// The wire shape of each hop's message, pinned: a renamed or retyped field breaks these before
+/// it breaks a deployment where one function is newer than the next (the model is crates.io's
+/// `jobs` message tests).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Envelope;
+    use crate::domain::{RunId, TenantId};
+    use serde_json::json;
+
+    const TENANT: &str = "00000000-0000-4000-8000-00000000000a";
+    const RUN: &str = "00000000-0000-4000-8000-0000000000b1";
+    const CAMPAIGN: &str = "00000000-0000-4000-8000-0000000000c1";
+    const BUSINESS: &str = "00000000-0000-4000-8000-0000000000d1";
+
+    /// `payload` in an envelope: its body is `wire` (field for field), and `wire` parses back
+    /// into `payload`.
+    fn pinned<P>(payload: P, wire: serde_json::Value)
+    where
+        P: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Clone,
+    {
+        let env = Envelope {
+            v: crate::bus::ENVELOPE_VERSION,
+            tenant_id: TenantId::parse(TENANT).unwrap(),
+            run_id: Some(RunId::parse(RUN).unwrap()),
+            idempotency_key: "k".into(),
+            trace_id: "t".into(),
+            payload: payload.clone(),
+        };
+        let body: serde_json::Value = serde_json::from_str(&env.to_body().unwrap()).unwrap();
+        let expected = json!({
+            "v": crate::bus::ENVELOPE_VERSION, "tenant_id": TENANT, "run_id": RUN,
+            "idempotency_key": "k", "trace_id": "t", "payload": wire,
+        });
+        assert_eq!(body, expected);
+        let back = Envelope::<P>::parse(&expected.to_string()).unwrap();
+        assert_eq!(back.payload, payload);
+    }
+
+    #[test]
+    fn each_hops_message_has_the_wire_shape_its_consumer_reads() {
+        pinned(
+            SourcingJob {
+                campaign_id: CampaignId::parse(CAMPAIGN).unwrap(),
+                location: "95113".into(),
+                category: "restaurants".into(),
+                offset: 50,
+                limit: 50,
+            },
+            json!({"campaign_id": CAMPAIGN, "location": "95113", "category": "restaurants", "offset": 50, "limit": 50}),
+        );
+        pinned(
+            LeadRef {
+                business_id: BusinessId::parse(BUSINESS).unwrap(),
+                campaign_id: CampaignId::parse(CAMPAIGN).unwrap(),
+            },
+            json!({"business_id": BUSINESS, "campaign_id": CAMPAIGN}),
+        );
+        let purchase = uuid::Uuid::parse_str(BUSINESS).unwrap();
+        pinned(
+            Fulfil {
+                purchase_id: purchase,
+                stripe_session_id: "cs_1".into(),
+                request_key: String::new(),
+            },
+            json!({"purchase_id": BUSINESS, "stripe_session_id": "cs_1"}),
+        );
+        pinned(
+            Fulfil {
+                purchase_id: purchase,
+                stripe_session_id: "cs_1".into(),
+                request_key: "resend-1".into(),
+            },
+            json!({"purchase_id": BUSINESS, "stripe_session_id": "cs_1", "request_key": "resend-1"}),
+        );
+    }
+
+    #[test]
+    fn a_payload_with_a_field_its_consumer_does_not_know_is_refused() {
+        let body = json!({
+            "v": crate::bus::ENVELOPE_VERSION, "tenant_id": TENANT, "run_id": RUN,
+            "idempotency_key": "k", "trace_id": "t",
+            "payload": {"business_id": BUSINESS, "campaign_id": CAMPAIGN, "extra": 1},
+        });
+        assert!(Envelope::<LeadRef>::parse(&body.to_string()).is_err());
+    }
+}
