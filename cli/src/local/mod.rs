@@ -177,29 +177,28 @@ impl LocalPipeline {
         let (listener, gateway_addr) = crate::gateway::bind().await.map_err(LocalError::Sim)?;
         let gateway_url = format!("http://{gateway_addr}");
         let c = &opts.sim;
-        let mut env: HashMap<String, String> = [
-            ("LF_YELP_URL", base.clone()),
-            ("LF_PLACES_URL", base.clone()),
-            ("LF_PAGESPEED_URL", base.clone()),
-            ("LF_OPENAI_URL", base.clone()),
-            ("LF_SENDGRID_URL", base.clone()),
-            ("LF_STRIPE_URL", base.clone()),
-            ("YELP_API_KEY", c.yelp_key.clone()),
-            ("GOOGLE_PLACES_API_KEY", c.google_key.clone()),
-            ("GOOGLE_PAGESPEED_API_KEY", c.google_key.clone()),
-            ("OPENAI_API_KEY", c.openai_key.clone()),
-            ("SENDGRID_API_KEY", c.sendgrid_key.clone()),
-            ("STRIPE_SECRET_KEY", c.stripe_key.clone()),
-            ("SLACK_WEBHOOK_URL", format!("{base}{}", c.slack_path)),
-            // Local vendors answer fast: allow more calls per second than the real ones do.
-            ("LF_YELP_RPS", "50".into()),
-            ("LF_PLACES_RPS", "100".into()),
-            ("LF_PAGESPEED_RPS", "100".into()),
-            ("LF_OPENAI_RPS", "100".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        // Every vendor at the simulator.
+        let mut env: HashMap<String, String> = shared::vendors::config::VENDOR_PREFIXES
+            .iter()
+            .map(|v| (format!("LF_{v}_URL"), base.clone()))
+            .collect();
+        env.extend(
+            [
+                ("YELP_API_KEY", c.yelp_key.clone()),
+                ("GOOGLE_PLACES_API_KEY", c.google_key.clone()),
+                ("GOOGLE_PAGESPEED_API_KEY", c.google_key.clone()),
+                ("OPENAI_API_KEY", c.openai_key.clone()),
+                ("SENDGRID_API_KEY", c.sendgrid_key.clone()),
+                ("STRIPE_SECRET_KEY", c.stripe_key.clone()),
+                ("SLACK_WEBHOOK_URL", format!("{base}{}", c.slack_path)),
+                // Local vendors answer fast: allow more calls per second than the real ones do.
+                ("LF_YELP_RPS", "50".into()),
+                ("LF_PLACES_RPS", "100".into()),
+                ("LF_PAGESPEED_RPS", "100".into()),
+                ("LF_OPENAI_RPS", "100".into()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
         env.extend(opts.env.clone());
         let vendors = VendorsConfig::load(&env)?;
         let deps = Deps {
