@@ -106,8 +106,15 @@ impl StageHandler for Enrichment {
             .iter()
             .map(|r| {
                 (
-                    BusinessId::from_uuid(r.get(0)),
-                    Known { name: r.get(1), address1: r.get(2), city: r.get(3), state: r.get(4), zip: r.get(5), phone: r.get(6) },
+                    BusinessId::from_uuid(r.get("id")),
+                    Known {
+                        name: r.get("name"),
+                        address1: r.get("address1"),
+                        city: r.get("city"),
+                        state: r.get("state"),
+                        zip: r.get("zip"),
+                        phone: r.get("phone_e164"),
+                    },
                 )
             })
             .collect())
@@ -212,10 +219,10 @@ impl StageHandler for Enrichment {
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get("website_domain"), r.get("id")))
         .collect();
         let mut enrich_rows = Vec::new();
-        let mut upd = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut upd = BusinessUpdates::default();
         let mut next = Vec::new();
         for it in items {
             let id = it.env.payload.business_id.as_uuid();
@@ -241,13 +248,14 @@ impl StageHandler for Enrichment {
                 if let (Some(w), None) = (website, dup) {
                     owner_of.insert(w.domain().to_owned(), id);
                 }
-                upd.0.push(id);
-                upd.1.push(website.as_ref().map(|w| w.as_str().to_owned()));
-                upd.2.push(website.as_ref().map(|w| w.domain().to_owned()));
-                upd.3.push(phone.clone());
-                upd.4.push(dup);
-                let closed = place.business_status.as_deref() == Some("CLOSED_PERMANENTLY");
-                if website.is_some() && dup.is_none() && !closed {
+                upd.ids.push(id);
+                upd.websites
+                    .push(website.as_ref().map(|w| w.as_str().to_owned()));
+                upd.domains
+                    .push(website.as_ref().map(|w| w.domain().to_owned()));
+                upd.phones.push(phone.clone());
+                upd.duplicate_of.push(dup);
+                if Verdict::of(place, website.as_ref(), dup.is_some()) == Verdict::Enriched {
                     out.push(Outgoing::forward(&it.env, Queue::Assessment)?);
                 }
             } else if let Outcome::NoMatch { best } = &it.work {
@@ -274,11 +282,17 @@ impl StageHandler for Enrichment {
             ),
             cached::execute_if(
                 tx,
-                !upd.0.is_empty(),
+                !upd.ids.is_empty(),
                 "UPDATE businesses b SET website_url = coalesce(x.w, b.website_url), website_domain = coalesce(x.d, b.website_domain),
                         phone_e164 = coalesce(b.phone_e164, x.p), duplicate_of = x.dup, updated_at = now()
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS x(id, w, d, p, dup) WHERE b.id = x.id",
-                &[&upd.0, &upd.1, &upd.2, &upd.3, &upd.4],
+                &[
+                    &upd.ids,
+                    &upd.websites,
+                    &upd.domains,
+                    &upd.phones,
+                    &upd.duplicate_of,
+                ],
             ),
         )
         .await;
@@ -295,18 +309,11 @@ impl StageHandler for Enrichment {
                 website,
                 ..
             } => {
-                // Persisting decides whether the lead goes on (its website's domain may belong
-                // to another business); the event says what it decided.
-                let ev = if place.business_status.as_deref() == Some("CLOSED_PERMANENTLY") {
-                    ("closed", "skipped")
-                } else if website.is_none() {
-                    ("no_website", "skipped")
-                } else if next.is_empty() {
-                    ("duplicate_website", "skipped")
-                } else {
-                    ("enriched", "ok")
-                };
-                (ev.0, ev.1, json!({ "confidence": score.confidence }))
+                // Persisting decided, with the same verdict, whether the lead goes on; a lead
+                // kept back with a website that is neither closed nor missing one was kept
+                // back because another business owns its website's domain.
+                let (event, status) = Verdict::of(place, website.as_ref(), next.is_empty()).event();
+                (event, status, json!({ "confidence": score.confidence }))
             }
             Outcome::NoMatch { best } => (
                 "no_match",
@@ -322,5 +329,75 @@ impl StageHandler for Enrichment {
             extra,
             marker: false,
         }]
+    }
+}
+
+/// The columns of the batch's `UPDATE businesses … FROM UNNEST(…)`, one entry per matched lead.
+#[derive(Default)]
+struct BusinessUpdates {
+    ids: Vec<uuid::Uuid>,
+    websites: Vec<Option<String>>,
+    domains: Vec<Option<String>>,
+    phones: Vec<Option<String>>,
+    /// The business that owns the website's domain, when another one does.
+    duplicate_of: Vec<Option<uuid::Uuid>>,
+}
+
+/// What becomes of a matched lead: it goes on to assessment only when it is open, has a
+/// website, and no other business owns that website's domain. Persisting decides with it, and
+/// the run event says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Closed,
+    NoWebsite,
+    DuplicateWebsite,
+    Enriched,
+}
+
+impl Verdict {
+    fn of(place: &Place, website: Option<&WebsiteUrl>, domain_owned_by_another: bool) -> Self {
+        if place.business_status.as_deref() == Some("CLOSED_PERMANENTLY") {
+            Verdict::Closed
+        } else if website.is_none() {
+            Verdict::NoWebsite
+        } else if domain_owned_by_another {
+            Verdict::DuplicateWebsite
+        } else {
+            Verdict::Enriched
+        }
+    }
+
+    /// The run event and its status.
+    fn event(self) -> (&'static str, &'static str) {
+        match self {
+            Verdict::Closed => ("closed", "skipped"),
+            Verdict::NoWebsite => ("no_website", "skipped"),
+            Verdict::DuplicateWebsite => ("duplicate_website", "skipped"),
+            Verdict::Enriched => ("enriched", "ok"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    #[test]
+    fn only_an_open_business_with_a_website_of_its_own_goes_on() {
+        let open = Place::default();
+        let closed = Place {
+            business_status: Some("CLOSED_PERMANENTLY".into()),
+            ..Place::default()
+        };
+        let site = WebsiteUrl::parse("https://example.com").unwrap();
+        assert_eq!(Verdict::of(&open, Some(&site), false), Verdict::Enriched);
+        assert_eq!(
+            Verdict::of(&open, Some(&site), true),
+            Verdict::DuplicateWebsite
+        );
+        assert_eq!(Verdict::of(&open, None, false), Verdict::NoWebsite);
+        assert_eq!(Verdict::of(&closed, Some(&site), false), Verdict::Closed);
+        assert_eq!(Verdict::of(&closed, None, true), Verdict::Closed);
+        assert_eq!(Verdict::Enriched.event(), ("enriched", "ok"));
     }
 }

@@ -116,16 +116,34 @@ async fn mark_dead(tx: &dyn Tx, queue: &str, dead: &[DeadWork]) -> Result<(), Db
 /// One EMF line per vendor called in the batch: calls, errors, rate-limit hits, cost, latency.
 pub(super) fn emit_vendor_metrics(stage: &str, records: &[CallRecord]) {
     use crate::obs::metrics::{MetricLine, Unit};
-    let mut by: BTreeMap<&str, (usize, usize, usize, i64, u64)> = BTreeMap::new();
+    #[derive(Default)]
+    struct Sums {
+        calls: usize,
+        errors: usize,
+        limited: usize,
+        cost: i64,
+        latency: u64,
+    }
+    let mut by: BTreeMap<&str, Sums> = BTreeMap::new();
     for r in records {
         let e = by.entry(r.vendor.as_str()).or_default();
-        e.0 += 1;
-        e.1 += usize::from(!r.ok);
-        e.2 += usize::from(r.rate_limited);
-        e.3 += r.cost_micros;
-        e.4 += u64::from(r.latency_ms);
+        e.calls += 1;
+        e.errors += usize::from(!r.ok);
+        e.limited += usize::from(r.rate_limited);
+        e.cost += r.cost_micros;
+        e.latency += u64::from(r.latency_ms);
     }
-    for (vendor, (calls, errors, limited, cost, latency)) in by {
+    for (
+        vendor,
+        Sums {
+            calls,
+            errors,
+            limited,
+            cost,
+            latency,
+        },
+    ) in by
+    {
         MetricLine::new()
             .dimension("Stage", stage)
             .dimension("Vendor", vendor)
