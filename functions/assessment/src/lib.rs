@@ -270,16 +270,9 @@ impl StageHandler for Assessment {
 
     fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
         // An insights call: ~1,000 prompt and ~500 completion tokens.
-        self.openai.as_ref().map(|_| {
-            (
-                budget::BudgetClass::Llm,
-                deps.vendors
-                    .prices
-                    .price(Vendor::OpenAi)
-                    .cost(1, 1_000, 500)
-                    .max(1),
-            )
-        })
+        self.openai
+            .as_ref()
+            .map(|_| budget::llm_call(&deps.vendors.prices, 1_000, 500))
     }
 
     async fn load(

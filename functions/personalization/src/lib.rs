@@ -48,17 +48,12 @@ impl Personalization {
         deps: &Deps,
         source: &dyn shared::config::Source,
     ) -> Result<Self, StartError> {
-        let invalid = |reason: String| StartError::Invalid {
-            variable: "LF_EXPERIMENT_FILE",
-            reason,
-        };
-        let experiment = match source.get("LF_EXPERIMENT_FILE") {
-            Some(path) => Experiment::parse(
-                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
-            ),
-            None => Experiment::default_experiment(),
-        }
-        .map_err(|e| invalid(e.to_string()))?;
+        let experiment = shared::lambda::file_or_embedded(
+            source,
+            "LF_EXPERIMENT_FILE",
+            experiment::DEFAULT_EXPERIMENT,
+            Experiment::parse,
+        )?;
         Ok(Self::new(experiment, deps.vendors.openai(&deps.policy)?))
     }
 }
@@ -144,16 +139,10 @@ impl StageHandler for Personalization {
     }
 
     fn budget(&self, deps: &Deps) -> Option<(budget::BudgetClass, i64)> {
-        self.openai.as_ref().map(|_| {
-            (
-                budget::BudgetClass::Llm,
-                deps.vendors
-                    .prices
-                    .price(Vendor::OpenAi)
-                    .cost(1, 600, 250)
-                    .max(1),
-            )
-        })
+        // A personalised email: ~600 prompt and ~250 completion tokens.
+        self.openai
+            .as_ref()
+            .map(|_| budget::llm_call(&deps.vendors.prices, 600, 250))
     }
 
     async fn load(

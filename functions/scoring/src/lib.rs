@@ -37,17 +37,12 @@ impl Scoring {
         _deps: &Deps,
         source: &dyn shared::config::Source,
     ) -> Result<Self, StartError> {
-        let invalid = |reason: String| StartError::Invalid {
-            variable: "LF_SCORING_RULES",
-            reason,
-        };
-        let rules = match source.get("LF_SCORING_RULES") {
-            Some(path) => Rules::parse(
-                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
-            ),
-            None => Rules::default_rules(),
-        }
-        .map_err(|e| invalid(e.to_string()))?;
+        let rules = shared::lambda::file_or_embedded(
+            source,
+            "LF_SCORING_RULES",
+            rules::DEFAULT_RULES,
+            Rules::parse,
+        )?;
         Ok(Self::new(rules))
     }
 }

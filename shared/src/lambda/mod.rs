@@ -5,4 +5,4 @@
 pub mod http;
 mod start;
 
-pub use start::StartError;
+pub use start::{StartError, file_or_embedded};

@@ -40,6 +40,22 @@ impl BudgetClass {
     }
 }
 
+/// The budget one LLM call of about `tokens_in` prompt and `tokens_out` completion tokens
+/// reserves, at the configured price (at least one micro-dollar, so the gate counts it).
+pub fn llm_call(
+    prices: &crate::vendors::PriceTable,
+    tokens_in: u32,
+    tokens_out: u32,
+) -> (BudgetClass, i64) {
+    (
+        BudgetClass::Llm,
+        prices
+            .price(crate::vendors::Vendor::OpenAi)
+            .cost(1, tokens_in, tokens_out)
+            .max(1),
+    )
+}
+
 impl std::fmt::Display for BudgetClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
