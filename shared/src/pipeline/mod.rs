@@ -17,6 +17,6 @@ pub use error::StageError;
 pub use runner::{
     AnyStage, BatchOutcome, EventInfo, Incoming, MAX_STORE_MARGIN, MIN_STORE_MARGIN, Outgoing,
     StageHandler, StageItem, WorkError, handle_sqs, process_batch, process_batch_until,
-    work_deadline,
+    serve_stage, work_deadline,
 };
 pub use stage::Stage;

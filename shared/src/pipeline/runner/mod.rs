@@ -401,3 +401,25 @@ pub async fn handle_sqs<H: StageHandler>(
     }
     resp
 }
+
+/// What an SQS-triggered function's `main` runs: it reads its settings (the secrets in
+/// `LF_SECRET_ARNS` over the environment), builds its dependencies (every queue in `sends_to`
+/// required) and its stage with `make`, then serves SQS batches until the runtime stops it. A
+/// start that fails names what was wrong (Lambda shows it as the init error).
+pub async fn serve_stage<H: StageHandler>(
+    sends_to: &[Queue],
+    make: impl FnOnce(&Deps, &dyn crate::config::Source) -> Result<H, crate::lambda::StartError>,
+) -> Result<(), lambda_runtime::Error> {
+    crate::obs::init_tracing();
+    let source = crate::secrets::from_env().await?;
+    let deps = Deps::from_source(&source, sends_to)?;
+    let stage = make(&deps, &source)?;
+    let (stage, deps) = (&stage, &deps);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        |event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| async move {
+            let deadline = work_deadline(event.context.deadline);
+            Ok::<_, lambda_runtime::Error>(handle_sqs(stage, deps, event.payload, deadline).await)
+        },
+    ))
+    .await
+}
