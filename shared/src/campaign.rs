@@ -263,7 +263,7 @@ impl CampaignFile {
             .await
             .map_err(crate::db::DbError::from)?;
         tx.commit().await.map_err(crate::db::DbError::from)?;
-        Ok(CampaignId::from_uuid(row.get(0)))
+        Ok(CampaignId::from_uuid(row.get("id")))
     }
 }
 

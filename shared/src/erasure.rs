@@ -94,7 +94,7 @@ pub async fn erase_email(
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get("id"), r.get("raw_html_key")))
         .collect();
     tx.execute(
         "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'erasure', $3)
@@ -165,7 +165,7 @@ pub async fn erase_business(
     .await?;
     tx.commit().await?;
     drop(c);
-    let email: Option<String> = row.get(0);
+    let email: Option<String> = row.get("email");
     match email.as_deref().map(Email::parse) {
         Some(Ok(e)) => erase_email(pool, store, tenant, &e, source).await.map(Some),
         _ => Ok(Some(Erased {

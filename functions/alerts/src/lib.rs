@@ -382,11 +382,11 @@ impl Alerts {
                 let graded = format!("{prefix}{}:", f.grade);
                 let recent: bool = tx
                     .query_one(
-                        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE rule = $1 AND starts_with(dedupe_key, $2) AND sent_at > $3)"),
+                        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE rule = $1 AND starts_with(dedupe_key, $2) AND sent_at > $3) AS recent"),
                         &[&f.rule, &graded, &cooldown_start],
                     )
                     .await?
-                    .get(0);
+                    .get("recent");
                 if recent {
                     continue;
                 }
@@ -475,11 +475,11 @@ impl Alerts {
             .collect();
         let posted_last_hour: i64 = tx
             .query_one(
-                &format!("SELECT count(*) FROM {table} WHERE delivered AND sent_at > $1::timestamptz - interval '1 hour'"),
+                &format!("SELECT count(*) AS posted FROM {table} WHERE delivered AND sent_at > $1::timestamptz - interval '1 hour'"),
                 &[&now],
             )
             .await?
-            .get(0);
+            .get("posted");
         tx.commit().await?;
         let retried: std::collections::HashSet<uuid::Uuid> = retries.iter().map(|p| p.id).collect();
         if fresh.is_empty() && retries.is_empty() {

@@ -150,12 +150,12 @@ pub async fn evaluate(
     // Bounce rate of outreach sent in the window.
     let r = tx
         .query_one(
-            "SELECT count(*) FILTER (WHERE send_state = 'sent'), count(*) FILTER (WHERE delivery_status = 'bounced')
+            "SELECT count(*) FILTER (WHERE send_state = 'sent') AS sent, count(*) FILTER (WHERE delivery_status = 'bounced') AS bounced
              FROM emails WHERE kind = 'outreach' AND sent_at > $1",
             &[&window],
         )
         .await?;
-    let (sent, bounced): (i64, i64) = (r.get(0), r.get(1));
+    let (sent, bounced): (i64, i64) = (r.get("sent"), r.get("bounced"));
     if sent >= t.bounce_min_sent {
         let rate = bounced as f64 / sent as f64;
         let f = Finding::new("bounce_rate", "all");
@@ -210,12 +210,12 @@ pub async fn evaluate(
     // Spam reports per delivered email.
     let r = tx
         .query_one(
-            "SELECT count(*) FILTER (WHERE event = 'delivered'), count(*) FILTER (WHERE event = 'spamreport')
+            "SELECT count(*) FILTER (WHERE event = 'delivered') AS delivered, count(*) FILTER (WHERE event = 'spamreport') AS spam
              FROM email_events WHERE occurred_at > $1",
             &[&window],
         )
         .await?;
-    let (delivered, spam): (i64, i64) = (r.get(0), r.get(1));
+    let (delivered, spam): (i64, i64) = (r.get("delivered"), r.get("spam"));
     if delivered >= t.spam_min_delivered {
         let rate = spam as f64 / delivered as f64;
         let f = Finding::new("spam_rate", "all");
@@ -251,13 +251,13 @@ pub async fn evaluate(
         let r = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM campaigns WHERE status = 'active')
-                        AND EXISTS (SELECT 1 FROM runs WHERE kind = 'nightly' AND run_date < $1),
-                        (SELECT status FROM runs WHERE kind = 'nightly' AND run_date = $1)",
+                        AND EXISTS (SELECT 1 FROM runs WHERE kind = 'nightly' AND run_date < $1) AS active,
+                        (SELECT status FROM runs WHERE kind = 'nightly' AND run_date = $1) AS status",
                 &[&today],
             )
             .await?;
-        let active: bool = r.get(0);
-        let status: Option<String> = r.get(1);
+        let active: bool = r.get("active");
+        let status: Option<String> = r.get("status");
         if active {
             let f = Finding::new("nightly_watchdog", today.to_string());
             out.push(match status.as_deref() {
@@ -316,14 +316,15 @@ pub async fn evaluate(
     // Vendors: error rate, rate limiting and quota, over runs started in the window.
     for r in tx
         .query(
-            "SELECT u.vendor, sum(u.calls)::int8, sum(u.errors)::int8, sum(u.rate_limit_hits)::int8, bool_or(u.quota_exhausted)
+            "SELECT u.vendor, sum(u.calls)::int8 AS calls, sum(u.errors)::int8 AS errors, sum(u.rate_limit_hits)::int8 AS limited,
+                    bool_or(u.quota_exhausted) AS quota
              FROM run_vendor_usage u JOIN runs r ON r.id = u.run_id WHERE r.started_at > $1 GROUP BY u.vendor ORDER BY u.vendor",
             &[&window],
         )
         .await?
     {
-        let vendor: String = r.get(0);
-        let (calls, errors, limited, quota): (i64, i64, i64, bool) = (r.get(1), r.get(2), r.get(3), r.get(4));
+        let vendor: String = r.get("vendor");
+        let (calls, errors, limited, quota): (i64, i64, i64, bool) = (r.get("calls"), r.get("errors"), r.get("limited"), r.get("quota"));
         if calls >= t.vendor_min_calls {
             let rate = errors as f64 / calls as f64;
             let f = Finding::new("vendor_errors", vendor.clone());
@@ -346,14 +347,14 @@ pub async fn evaluate(
     // Budgets today.
     for r in tx
         .query(
-            "SELECT vendor_class, greatest(spent_micros, reserved_micros)::float8 / nullif(limit_micros, 0)::float8
+            "SELECT vendor_class, greatest(spent_micros, reserved_micros)::float8 / nullif(limit_micros, 0)::float8 AS used
              FROM budgets WHERE day = $1 ORDER BY vendor_class",
             &[&today],
         )
         .await?
     {
-        let class: String = r.get(0);
-        let Some(used) = r.get::<_, Option<f64>>(1) else { continue };
+        let class: String = r.get("vendor_class");
+        let Some(used) = r.get::<_, Option<f64>>("used") else { continue };
         let f = Finding::new("budget", class.clone());
         out.push(if used >= 1.0 {
             f.at(Level::Critical, "exhausted", used, 1.0, format!("Budget {class} exhausted today: its paid steps are skipped."))
@@ -369,12 +370,12 @@ pub async fn evaluate(
     // QA pass rate over a week of reviews.
     let r = tx
         .query_one(
-            "SELECT count(*) FILTER (WHERE result = 'pass'), count(*) FILTER (WHERE result IN ('pass', 'fail'))
+            "SELECT count(*) FILTER (WHERE result = 'pass') AS pass, count(*) FILTER (WHERE result IN ('pass', 'fail')) AS reviewed
              FROM qa_samples WHERE reviewed_at > $1::timestamptz - interval '7 days'",
             &[&now],
         )
         .await?;
-    let (pass, reviewed): (i64, i64) = (r.get(0), r.get(1));
+    let (pass, reviewed): (i64, i64) = (r.get("pass"), r.get("reviewed"));
     if reviewed >= t.qa_min_reviewed {
         let rate = pass as f64 / reviewed as f64;
         let f = Finding::new("qa_pass_rate", "all");
@@ -404,15 +405,15 @@ pub async fn evaluate(
     // Too few candidates in a run finished in the window.
     for r in tx
         .query(
-            "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'known', 'duplicate'))
+            "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'known', 'duplicate')) AS candidates
              FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
              WHERE r.status <> 'running' AND r.finished_at > $1 GROUP BY r.id",
             &[&window],
         )
         .await?
     {
-        let run: uuid::Uuid = r.get(0);
-        let n: i64 = r.get(1);
+        let run: uuid::Uuid = r.get("id");
+        let n: i64 = r.get("candidates");
         if n < t.min_candidates {
             out.push(Finding::new("few_candidates", run.to_string()).at(
                 Level::Warning,
@@ -426,7 +427,7 @@ pub async fn evaluate(
     // Campaigns whose every area has been searched to its end: they find nothing new.
     for r in tx
         .query(
-            "SELECT c.id, c.name, NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL)
+            "SELECT c.id, c.name, NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL) AS exhausted
              FROM campaigns c
              WHERE c.status = 'active' AND EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)",
             &[],
@@ -434,7 +435,7 @@ pub async fn evaluate(
         .await?
     {
         let (campaign, name, exhausted): (uuid::Uuid, String, bool) =
-            (r.get(0), r.get(1), r.get(2));
+            (r.get("id"), r.get("name"), r.get("exhausted"));
         let f = Finding::new("campaign_exhausted", campaign.to_string());
         out.push(if exhausted {
             f.at(
@@ -463,7 +464,7 @@ pub async fn evaluate(
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("purchase_id"))
         .collect();
     let f = Finding::new("fulfilment_failed", "all");
     out.push(if unsent.is_empty() {

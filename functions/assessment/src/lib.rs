@@ -291,10 +291,10 @@ impl StageHandler for Assessment {
         .iter()
         .map(|r| {
             (
-                BusinessId::from_uuid(r.get(0)),
+                BusinessId::from_uuid(r.get("id")),
                 Target {
-                    name: r.get(1),
-                    website: r.get(2),
+                    name: r.get("name"),
+                    website: r.get("website_url"),
                 },
             )
         })

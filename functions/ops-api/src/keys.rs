@@ -79,7 +79,7 @@ pub async fn rotate(
             &[&id],
         )
         .await?
-        .map(|r| r.get(0));
+        .map(|r| r.get("name"));
     tx.commit().await?;
     let Some(name) = name else { return Ok(None) };
     let new = create(pool, tenant, &name).await?;
@@ -99,10 +99,10 @@ pub async fn list(pool: &Pool, tenant: TenantId) -> Result<Vec<serde_json::Value
         .iter()
         .map(|r| {
             serde_json::json!({
-                "id": r.get::<_, uuid::Uuid>(0), "name": r.get::<_, String>(1), "prefix": r.get::<_, String>(2),
-                "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>(3),
-                "last_used_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(4),
-                "revoked_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(5),
+                "id": r.get::<_, uuid::Uuid>("id"), "name": r.get::<_, String>("name"), "prefix": r.get::<_, String>("prefix"),
+                "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>("created_at"),
+                "last_used_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("last_used_at"),
+                "revoked_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("revoked_at"),
             })
         })
         .collect())
@@ -124,11 +124,14 @@ pub async fn authenticate(
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let stored: Vec<u8> = row.get(2);
+    let stored: Vec<u8> = row.get("key_hash");
     if !bool::from(stored.as_slice().ct_eq(&hash(secret))) {
         return Ok(None);
     }
-    Ok(Some((row.get(0), TenantId::from_uuid(row.get(1)))))
+    Ok(Some((
+        row.get("key_id"),
+        TenantId::from_uuid(row.get("tenant_id")),
+    )))
 }
 
 #[cfg(test)]

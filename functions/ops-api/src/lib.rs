@@ -394,9 +394,9 @@ impl OpsApi {
                 "database": "ok",
                 "queues": depths,
                 "last_run": last.map(|r| json!({
-                    "id": r.get::<_, uuid::Uuid>(0), "kind": r.get::<_, String>(1), "status": r.get::<_, String>(2),
-                    "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>(3),
-                    "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(4),
+                    "id": r.get::<_, uuid::Uuid>("id"), "kind": r.get::<_, String>("kind"), "status": r.get::<_, String>("status"),
+                    "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>("started_at"),
+                    "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("finished_at"),
                 })),
             }))
         })
@@ -414,9 +414,9 @@ impl OpsApi {
                 .query("SELECT id, kind, status, run_date, started_at, finished_at, stats FROM runs ORDER BY started_at DESC LIMIT $1", &[&limit])
                 .await?;
             Ok(json!({ "runs": rows.iter().map(|r| json!({
-                "id": r.get::<_, uuid::Uuid>(0), "kind": r.get::<_, String>(1), "status": r.get::<_, String>(2),
-                "run_date": r.get::<_, chrono::NaiveDate>(3), "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>(4),
-                "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(5), "stats": r.get::<_, Value>(6),
+                "id": r.get::<_, uuid::Uuid>("id"), "kind": r.get::<_, String>("kind"), "status": r.get::<_, String>("status"),
+                "run_date": r.get::<_, chrono::NaiveDate>("run_date"), "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>("started_at"),
+                "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("finished_at"), "stats": r.get::<_, Value>("stats"),
             })).collect::<Vec<_>>() }))
         })
         .await
@@ -446,18 +446,18 @@ impl OpsApi {
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        let cost: i64 = vendors.iter().map(|v| v.get::<_, i64>(5)).sum();
+        let cost: i64 = vendors.iter().map(|v| v.get::<_, i64>("cost_micros")).sum();
         Ok(ok(json!({
-            "id": id, "kind": run.get::<_, String>(0), "status": run.get::<_, String>(1),
-            "started_at": run.get::<_, chrono::DateTime<chrono::Utc>>(2),
-            "finished_at": run.get::<_, Option<chrono::DateTime<chrono::Utc>>>(3), "stats": run.get::<_, Value>(4),
+            "id": id, "kind": run.get::<_, String>("kind"), "status": run.get::<_, String>("status"),
+            "started_at": run.get::<_, chrono::DateTime<chrono::Utc>>("started_at"),
+            "finished_at": run.get::<_, Option<chrono::DateTime<chrono::Utc>>>("finished_at"), "stats": run.get::<_, Value>("stats"),
             "stages": stages.iter().map(|s| json!({
-                "stage": s.get::<_, String>(0), "total": s.get::<_, i32>(1), "success": s.get::<_, i32>(2), "errors": s.get::<_, i32>(3),
-                "skipped": s.get::<_, i32>(4), "p50_ms": s.get::<_, Option<f64>>(5), "p95_ms": s.get::<_, Option<f64>>(6), "p99_ms": s.get::<_, Option<f64>>(7),
+                "stage": s.get::<_, String>("stage"), "total": s.get::<_, i32>("total"), "success": s.get::<_, i32>("success"), "errors": s.get::<_, i32>("errors"),
+                "skipped": s.get::<_, i32>("skipped"), "p50_ms": s.get::<_, Option<f64>>("p50_ms"), "p95_ms": s.get::<_, Option<f64>>("p95_ms"), "p99_ms": s.get::<_, Option<f64>>("p99_ms"),
             })).collect::<Vec<_>>(),
             "vendors": vendors.iter().map(|v| json!({
-                "vendor": v.get::<_, String>(0), "calls": v.get::<_, i32>(1), "errors": v.get::<_, i32>(2), "tokens_in": v.get::<_, i64>(3),
-                "tokens_out": v.get::<_, i64>(4), "cost_micros": v.get::<_, i64>(5), "rate_limit_hits": v.get::<_, i32>(6), "quota_exhausted": v.get::<_, bool>(7),
+                "vendor": v.get::<_, String>("vendor"), "calls": v.get::<_, i32>("calls"), "errors": v.get::<_, i32>("errors"), "tokens_in": v.get::<_, i64>("tokens_in"),
+                "tokens_out": v.get::<_, i64>("tokens_out"), "cost_micros": v.get::<_, i64>("cost_micros"), "rate_limit_hits": v.get::<_, i32>("rate_limit_hits"), "quota_exhausted": v.get::<_, bool>("quota_exhausted"),
             })).collect::<Vec<_>>(),
             "cost_micros": cost,
         })))

@@ -313,7 +313,7 @@ impl StageHandler for Personalization {
             &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &e.key, &e.name, &e.min_sample, &e.confidence, &(e.holdout_bp as i32)],
         )
         .await?
-        .get(0);
+        .get("id");
         let variant_ids: HashMap<String, uuid::Uuid> = cached::query(
             tx,
             "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
@@ -330,7 +330,7 @@ impl StageHandler for Personalization {
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get("key"), r.get("id")))
         .collect();
         let variant_of = |a: &Assignment| match a {
             Assignment::Variant { index, .. } => variant_ids.get(&e.variants[*index].key).copied(),
@@ -403,7 +403,7 @@ impl StageHandler for Personalization {
         assigned?;
         logged?;
         let written: std::collections::HashSet<uuid::Uuid> =
-            written?.iter().map(|r| r.get(0)).collect();
+            written?.iter().map(|r| r.get("business_id")).collect();
         items
             .iter()
             .map(|it| {

@@ -44,7 +44,7 @@ pub async fn sample(
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get("id"))
             .collect();
         for run in runs {
             let added = tx
@@ -91,7 +91,8 @@ pub async fn list(pool: &Pool, tenant: TenantId, all: bool) -> Result<Vec<Sample
     let tx = begin_tenant(&mut c, tenant).await?;
     let rows = tx
         .query(
-            "SELECT q.id, q.run_id, b.name, b.website_url, s.score, s.tier::text, rp.token, e.subject, q.result, q.notes
+            "SELECT q.id, q.run_id, b.name AS business, b.website_url, s.score, s.tier::text AS tier, rp.token AS report_token,
+                    e.subject, q.result, q.notes
              FROM qa_samples q JOIN businesses b ON b.id = q.business_id
              LEFT JOIN scores s ON s.id = q.score_id LEFT JOIN reports rp ON rp.id = q.report_id LEFT JOIN emails e ON e.id = q.email_id
              WHERE $1 OR q.result = 'needs_review' ORDER BY q.created_at DESC, b.name",
@@ -102,16 +103,16 @@ pub async fn list(pool: &Pool, tenant: TenantId, all: bool) -> Result<Vec<Sample
     Ok(rows
         .iter()
         .map(|r| Sample {
-            id: r.get(0),
-            run_id: r.get(1),
-            business: r.get(2),
-            website: r.get(3),
-            score: r.get(4),
-            tier: r.get(5),
-            report_token: r.get(6),
-            subject: r.get(7),
-            result: r.get(8),
-            notes: r.get(9),
+            id: r.get("id"),
+            run_id: r.get("run_id"),
+            business: r.get("business"),
+            website: r.get("website_url"),
+            score: r.get("score"),
+            tier: r.get("tier"),
+            report_token: r.get("report_token"),
+            subject: r.get("subject"),
+            result: r.get("result"),
+            notes: r.get("notes"),
         })
         .collect())
 }

@@ -221,10 +221,10 @@ async fn purge_html(
         if rows.is_empty() {
             return Ok((0, 0, false));
         }
-        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get("id")).collect();
         let mut objects = 0;
         for r in &rows {
-            if let Ok(key) = ObjectKey::parse(&r.get::<_, String>(1)) {
+            if let Ok(key) = ObjectKey::parse(&r.get::<_, String>("raw_html_key")) {
                 deps.store.delete(&key).await?;
                 objects += 1;
             }

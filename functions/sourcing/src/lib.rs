@@ -170,7 +170,7 @@ impl StageHandler for Sourcing {
         )
         .await?
         .iter()
-        .map(|r| shared::domain::CampaignId::from_uuid(r.get(0)))
+        .map(|r| shared::domain::CampaignId::from_uuid(r.get("id")))
         .collect())
     }
 

@@ -190,10 +190,10 @@ pub async fn handle(
 async fn tenant_of_report(deps: &StorefrontDeps, token: &str) -> Result<TenantId, HttpError> {
     let c = deps.pool.get().await.map_err(internal)?;
     let t: Option<uuid::Uuid> = c
-        .query_one("SELECT report_tenant_by_token($1)", &[&token])
+        .query_one("SELECT report_tenant_by_token($1) AS tenant_id", &[&token])
         .await
         .map_err(internal)?
-        .get(0);
+        .get("tenant_id");
     t.map(TenantId::from_uuid)
         .ok_or_else(|| HttpError::not_found("no such report"))
 }
@@ -218,8 +218,9 @@ async fn report(deps: &StorefrontDeps, token: &str) -> Result<(TenantId, ReportR
     let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
     let row = tx
         .query_opt(
-            "SELECT r.id, b.id, b.name, coalesce(s.score, 0::smallint), coalesce(s.tier::text, '?'), a.insights, r.price_cents, r.preview_key,
-                    e.campaign_id, e.id, e.to_email
+            "SELECT r.id AS report_id, b.id AS business_id, b.name AS business, coalesce(s.score, 0::smallint) AS score,
+                    coalesce(s.tier::text, '?') AS tier, a.insights, r.price_cents, r.preview_key,
+                    e.campaign_id, e.id AS email_id, e.to_email
              FROM reports r JOIN businesses b ON b.id = r.business_id
              LEFT JOIN scores s ON s.id = r.score_id
              LEFT JOIN assessments a ON a.id = s.assessment_id
@@ -231,22 +232,22 @@ async fn report(deps: &StorefrontDeps, token: &str) -> Result<(TenantId, ReportR
         .map_err(internal)?
         .ok_or_else(|| HttpError::not_found("no such report"))?;
     tx.commit().await.map_err(internal)?;
-    let insights: Option<serde_json::Value> = row.get(5);
+    let insights: Option<serde_json::Value> = row.get("insights");
     let problems = shared::domain::recommendation_titles(insights.as_ref());
     Ok((
         tenant,
         ReportRow {
-            id: row.get(0),
-            business_id: row.get(1),
-            business: row.get(2),
-            score: row.get(3),
-            tier: row.get(4),
+            id: row.get("report_id"),
+            business_id: row.get("business_id"),
+            business: row.get("business"),
+            score: row.get("score"),
+            tier: row.get("tier"),
             problems,
-            price_cents: row.get(6),
-            preview_key: row.get(7),
-            campaign_id: row.get(8),
-            email_id: row.get(9),
-            to_email: row.get(10),
+            price_cents: row.get("price_cents"),
+            preview_key: row.get("preview_key"),
+            campaign_id: row.get("campaign_id"),
+            email_id: row.get("email_id"),
+            to_email: row.get("to_email"),
         },
     ))
 }
@@ -404,7 +405,7 @@ async fn unsubscribe(
         .await
         .map_err(internal)?
         .ok_or_else(|| HttpError::not_found("this unsubscribe link is not valid"))?
-        .get(0);
+        .get("to_email");
     let value = shared::domain::Email::parse(&to)
         .map(|e| e.to_string())
         .unwrap_or_else(|_| to.to_lowercase());
@@ -458,19 +459,19 @@ async fn download(
         .map_err(internal)?
         .ok_or_else(|| HttpError::not_found("this download link is not valid"))?;
     tx.commit().await.map_err(internal)?;
-    let status: String = row.get(0);
+    let status: String = row.get("status");
     if !matches!(status.as_str(), "paid" | "partially_refunded") {
         return Err(HttpError::new(410, format!("this purchase is {status}")));
     }
     // A chargeback in progress, or one the buyer won: the report is no longer theirs to fetch.
-    if let Some(d @ ("open" | "lost")) = row.get::<_, Option<String>>(2).as_deref() {
+    if let Some(d @ ("open" | "lost")) = row.get::<_, Option<String>>("dispute_status").as_deref() {
         return Err(HttpError::new(
             410,
             format!("this purchase's payment is disputed ({d})"),
         ));
     }
     Ok(pdf(
-        object(deps, &row.get::<_, String>(1)).await?,
+        object(deps, &row.get::<_, String>("full_key")).await?,
         "website-audit.pdf",
     ))
 }

@@ -177,10 +177,15 @@ async fn attribute(
         return Ok(None);
     };
     let row = client
-        .query_one("SELECT purchase_tenant_by_payment_intent($1)", &[&intent])
+        .query_one(
+            "SELECT purchase_tenant_by_payment_intent($1) AS tenant_id",
+            &[&intent],
+        )
         .await
         .map_err(internal)?;
-    Ok(row.get::<_, Option<uuid::Uuid>>(0).map(TenantId::from_uuid))
+    Ok(row
+        .get::<_, Option<uuid::Uuid>>("tenant_id")
+        .map(TenantId::from_uuid))
 }
 
 /// An event that names no tenant we can find. One of a type we act on is kept where only

@@ -103,12 +103,12 @@ async fn target_tenant(
         .await?
         .iter()
         .map(|r| CampaignPlan {
-            id: CampaignId::from_uuid(r.get(0)),
-            vertical: r.get(1),
-            categories: r.get(2),
-            zip_codes: r.get(3),
-            city: r.get(4),
-            daily_quota: r.get::<_, i32>(5).max(0) as u32,
+            id: CampaignId::from_uuid(r.get("id")),
+            vertical: r.get("vertical"),
+            categories: r.get("categories"),
+            zip_codes: r.get("zip_codes"),
+            city: r.get("city"),
+            daily_quota: r.get::<_, i32>("daily_quota").max(0) as u32,
         })
         .collect();
     let mut cursors: std::collections::HashMap<
@@ -220,8 +220,8 @@ async fn target_tenant(
     let mut bodies = Vec::new();
     let mut sent_keys = Vec::new();
     for r in &pending {
-        sent_keys.push(r.get::<_, String>(0));
-        let outcome: Option<serde_json::Value> = r.get(1);
+        sent_keys.push(r.get::<_, String>("key"));
+        let outcome: Option<serde_json::Value> = r.get("outcome");
         for m in outcome
             .as_ref()
             .and_then(|o| o.get("next"))

@@ -113,9 +113,10 @@ pub async fn funnels(
 ) -> Result<Vec<Funnel>, DbError> {
     let rows = tx
         .query(
-            "SELECT campaign_id, sum(sourced)::int8, sum(assessed)::int8, sum(scored)::int8, sum(emailed)::int8, sum(delivered)::int8,
-                    sum(opened)::int8, sum(clicked)::int8, sum(bounced)::int8, sum(spam_reports)::int8, sum(purchased)::int8,
-                    sum(revenue_cents)::int8, sum(cost_micros)::int8
+            "SELECT campaign_id, sum(sourced)::int8 AS sourced, sum(assessed)::int8 AS assessed, sum(scored)::int8 AS scored,
+                    sum(emailed)::int8 AS emailed, sum(delivered)::int8 AS delivered, sum(opened)::int8 AS opened,
+                    sum(clicked)::int8 AS clicked, sum(bounced)::int8 AS bounced, sum(spam_reports)::int8 AS spam_reports,
+                    sum(purchased)::int8 AS purchased, sum(revenue_cents)::int8 AS revenue_cents, sum(cost_micros)::int8 AS cost_micros
              FROM funnel_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR campaign_id = $3)
              GROUP BY campaign_id ORDER BY campaign_id",
             &[&from, &to, &campaign],
@@ -124,26 +125,26 @@ pub async fn funnels(
     Ok(rows
         .iter()
         .map(|r| {
-            let g = |i: usize| r.get::<_, i64>(i);
+            let g = |c: &str| r.get::<_, i64>(c);
             let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
             Funnel {
-                campaign_id: r.get(0),
-                sourced: g(1),
-                assessed: g(2),
-                scored: g(3),
-                emailed: g(4),
-                delivered: g(5),
-                opened: g(6),
-                clicked: g(7),
-                bounced: g(8),
-                spam_reports: g(9),
-                purchased: g(10),
-                revenue_cents: g(11),
-                cost_micros: g(12),
-                conversion: ratio(g(10), g(4)),
-                bounce_rate: ratio(g(8), g(4)),
-                spam_rate: ratio(g(9), g(5)),
-                cost_per_lead_micros: (g(1) > 0).then(|| g(12) / g(1)),
+                campaign_id: r.get("campaign_id"),
+                sourced: g("sourced"),
+                assessed: g("assessed"),
+                scored: g("scored"),
+                emailed: g("emailed"),
+                delivered: g("delivered"),
+                opened: g("opened"),
+                clicked: g("clicked"),
+                bounced: g("bounced"),
+                spam_reports: g("spam_reports"),
+                purchased: g("purchased"),
+                revenue_cents: g("revenue_cents"),
+                cost_micros: g("cost_micros"),
+                conversion: ratio(g("purchased"), g("emailed")),
+                bounce_rate: ratio(g("bounced"), g("emailed")),
+                spam_rate: ratio(g("spam_reports"), g("delivered")),
+                cost_per_lead_micros: (g("sourced") > 0).then(|| g("cost_micros") / g("sourced")),
             }
         })
         .collect())
@@ -176,10 +177,10 @@ pub async fn experiment_results(
 ) -> Result<Vec<VariantResult>, DbError> {
     let rows = tx
         .query(
-            "SELECT x.key, x.min_sample, x.confidence, v.key,
-                    count(e.id) FILTER (WHERE e.send_state = 'sent'),
-                    count(e.opened_at), count(e.clicked_at),
-                    count(DISTINCT p.id) FILTER (WHERE p.status IN ('paid', 'partially_refunded', 'refunded'))
+            "SELECT x.key AS experiment, x.min_sample, x.confidence, v.key AS variant,
+                    count(e.id) FILTER (WHERE e.send_state = 'sent') AS sends,
+                    count(e.opened_at) AS opens, count(e.clicked_at) AS clicks,
+                    count(DISTINCT p.id) FILTER (WHERE p.status IN ('paid', 'partially_refunded', 'refunded')) AS purchases
              FROM experiments x JOIN experiment_variants v ON v.experiment_id = x.id
              LEFT JOIN emails e ON e.variant_id = v.id AND e.kind = 'outreach'
              LEFT JOIN purchases p ON p.email_id = e.id
@@ -191,18 +192,21 @@ pub async fn experiment_results(
     let mut out: Vec<VariantResult> = Vec::new();
     let mut i = 0;
     while i < rows.len() {
-        let exp: String = rows[i].get(0);
+        let exp: String = rows[i].get("experiment");
         let group: Vec<&tokio_postgres::Row> = rows[i..]
             .iter()
-            .take_while(|r| r.get::<_, String>(0) == exp)
+            .take_while(|r| r.get::<_, String>("experiment") == exp)
             .collect();
         i += group.len();
-        let min_sample = i64::from(group[0].get::<_, i32>(1));
-        let confidence: f64 = group[0].get(2);
-        let all_sampled = group.iter().all(|r| r.get::<_, i64>(4) >= min_sample);
-        let (control_s, control_n) = (group[0].get::<_, i64>(7), group[0].get::<_, i64>(4));
+        let min_sample = i64::from(group[0].get::<_, i32>("min_sample"));
+        let confidence: f64 = group[0].get("confidence");
+        let all_sampled = group.iter().all(|r| r.get::<_, i64>("sends") >= min_sample);
+        let (control_s, control_n) = (
+            group[0].get::<_, i64>("purchases"),
+            group[0].get::<_, i64>("sends"),
+        );
         for (j, r) in group.iter().enumerate() {
-            let (n, s) = (r.get::<_, i64>(4), r.get::<_, i64>(7));
+            let (n, s) = (r.get::<_, i64>("sends"), r.get::<_, i64>("purchases"));
             let (lo, hi) = stats::wilson(s, n, confidence);
             let p = (j > 0).then(|| stats::two_proportion_p(s, n, control_s, control_n));
             let conv = if n > 0 { s as f64 / n as f64 } else { 0.0 };
@@ -213,10 +217,10 @@ pub async fn experiment_results(
             };
             out.push(VariantResult {
                 experiment: exp.clone(),
-                variant: r.get(3),
+                variant: r.get("variant"),
                 sends: n,
-                opens: r.get(5),
-                clicks: r.get(6),
+                opens: r.get("opens"),
+                clicks: r.get("clicks"),
                 purchases: s,
                 conversion: conv,
                 ci_low: lo,
@@ -247,7 +251,7 @@ pub async fn cost_per_tier(
 ) -> Result<Vec<TierCost>, DbError> {
     Ok(tx
         .query(
-            "SELECT s.tier::text, count(DISTINCT s.business_id), coalesce(sum(l.cost_micros), 0)::int8
+            "SELECT s.tier::text AS tier, count(DISTINCT s.business_id) AS leads, coalesce(sum(l.cost_micros), 0)::int8 AS cost_micros
              FROM scores s LEFT JOIN cost_ledger l ON l.business_id = s.business_id
              WHERE s.scored_at >= $1 GROUP BY s.tier ORDER BY s.tier",
             &[&since],
@@ -255,9 +259,9 @@ pub async fn cost_per_tier(
         .await?
         .iter()
         .map(|r| {
-            let (leads, cost): (i64, i64) = (r.get(1), r.get(2));
+            let (leads, cost): (i64, i64) = (r.get("leads"), r.get("cost_micros"));
             TierCost {
-                tier: r.get(0),
+                tier: r.get("tier"),
                 leads,
                 cost_micros: cost,
                 cost_per_lead_micros: if leads > 0 { cost / leads } else { 0 },

@@ -55,9 +55,9 @@ pub async fn execute_alone(
 /// tenant, each under its own RLS scope.
 pub async fn tenant_ids(client: &deadpool_postgres::Client) -> Result<Vec<TenantId>, DbError> {
     Ok(client
-        .query("SELECT list_tenant_ids()", &[])
+        .query("SELECT list_tenant_ids() AS id", &[])
         .await?
         .iter()
-        .map(|r| TenantId::from_uuid(r.get(0)))
+        .map(|r| TenantId::from_uuid(r.get("id")))
         .collect())
 }

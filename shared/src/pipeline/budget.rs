@@ -176,7 +176,7 @@ pub async fn try_reserve(
         ],
     )
     .await?
-    .map(|r| r.get(0)))
+    .map(|r| r.get("units")))
 }
 
 /// Gives back `micros` of today's reservation (work that was granted a paid call but failed).

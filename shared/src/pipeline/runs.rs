@@ -28,7 +28,7 @@ pub async fn begin_run(tx: &dyn Tx, tenant: TenantId, kind: &str) -> Result<RunI
     )
     .await?;
     if let Some(r) = row {
-        return Ok(RunId::from_uuid(r.get(0)));
+        return Ok(RunId::from_uuid(r.get("id")));
     }
     let r = cached::query_one(
         tx,
@@ -36,7 +36,7 @@ pub async fn begin_run(tx: &dyn Tx, tenant: TenantId, kind: &str) -> Result<RunI
         &[&tenant.as_uuid()],
     )
     .await?;
-    Ok(RunId::from_uuid(r.get(0)))
+    Ok(RunId::from_uuid(r.get("id")))
 }
 
 /// One run event, ready for a batched insert.
