@@ -235,8 +235,7 @@ impl Action {
     /// as that type is an error naming the type.
     pub fn of(event: &Event) -> Result<Action, String> {
         fn read<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, String> {
-            serde_json::from_value(event.data.object.clone())
-                .map_err(|e| format!("{} object: {e}", event.kind))
+            T::deserialize(&event.data.object).map_err(|e| format!("{} object: {e}", event.kind))
         }
         let paid = |s: &CheckoutSession| {
             matches!(
