@@ -81,13 +81,13 @@ async fn schema_version(client: &tokio_postgres::Client) -> Result<i32, BackupEr
     Ok(client
         .query_one(
             &format!(
-                "SELECT coalesce(max(version), 0) FROM {}",
+                "SELECT coalesce(max(version), 0) AS version FROM {}",
                 shared::db::MIGRATIONS_APPLIED_TABLE
             ),
             &[],
         )
         .await?
-        .get(0))
+        .get("version"))
 }
 
 /// Exports every table to `store` under `prefix`; returns the manifest it wrote.
@@ -158,9 +158,9 @@ pub async fn restore(
     }
     for (table, _) in TABLES {
         let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
             .await?
-            .get(0);
+            .get("n");
         if n > 0 {
             return Err(BackupError::NotEmpty((*table).to_owned()));
         }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::TenantId;
+use shared::pipeline::Stage;
 
 /// The funnel bars' colour (the screenshot test looks for it).
 pub const FUNNEL_COLOUR: &str = "#0b7285";
@@ -31,6 +32,18 @@ struct Day {
     revenue: i64,
 }
 
+const PER_DAY: &str =
+    "SELECT day, sum(sourced)::int8 AS sourced, sum(cost_micros)::int8 AS cost_micros,
+        sum(revenue_cents)::int8 AS revenue_cents
+ FROM funnel_daily WHERE day BETWEEN $1 AND $2 GROUP BY day ORDER BY day";
+
+const LATEST_RUN: &str = "SELECT id, started_at FROM runs ORDER BY started_at DESC LIMIT 1";
+
+const STAGE_LATENCIES: &str =
+    "SELECT stage, coalesce(p50_ms, 0) AS p50_ms, coalesce(p95_ms, 0) AS p95_ms,
+        coalesce(p99_ms, 0) AS p99_ms
+ FROM run_stage_stats WHERE run_id = $1 ORDER BY array_position($2::text[], stage), stage";
+
 /// Renders the page for `tenant` over the last `days` days (rolling the funnel up first).
 pub async fn render(pool: &Pool, tenant: TenantId, days: i64) -> Result<String, DbError> {
     let today = chrono::Utc::now().date_naive();
@@ -44,40 +57,37 @@ pub async fn render(pool: &Pool, tenant: TenantId, days: i64) -> Result<String, 
             &[&tenant.as_uuid()],
         )
         .await?
-        .map(|r| r.get(0))
+        .map(|r| r.get("name"))
         .unwrap_or_else(|| tenant.to_string());
     let funnels = shared::analytics::funnels(&tx, None, from, today).await?;
     let per_day: Vec<Day> = tx
-        .query(
-            "SELECT day, sum(sourced)::int8, sum(cost_micros)::int8, sum(revenue_cents)::int8 FROM funnel_daily
-             WHERE day BETWEEN $1 AND $2 GROUP BY day ORDER BY day",
-            &[&from, &today],
-        )
+        .query(PER_DAY, &[&from, &today])
         .await?
         .iter()
         .map(|r| Day {
-            day: r.get(0),
-            sourced: r.get(1),
-            cost: r.get(2),
-            revenue: r.get(3),
+            day: r.get("day"),
+            sourced: r.get("sourced"),
+            cost: r.get("cost_micros"),
+            revenue: r.get("revenue_cents"),
         })
         .collect();
-    let latest = tx
-        .query_opt(
-            "SELECT id, started_at FROM runs ORDER BY started_at DESC LIMIT 1",
-            &[],
-        )
-        .await?;
+    let latest = tx.query_opt(LATEST_RUN, &[]).await?;
     let stages: Vec<(String, f64, f64, f64)> = match &latest {
         Some(r) => tx
             .query(
-                "SELECT stage, coalesce(p50_ms, 0), coalesce(p95_ms, 0), coalesce(p99_ms, 0) FROM run_stage_stats WHERE run_id = $1
-                 ORDER BY array_position(ARRAY['sourcing','enrichment','assessment','scoring','reports','personalization','delivery','fulfilment'], stage), stage",
-                &[&r.get::<_, uuid::Uuid>(0)],
+                STAGE_LATENCIES,
+                &[&r.get::<_, uuid::Uuid>("id"), &Stage::names()],
             )
             .await?
             .iter()
-            .map(|s| (s.get(0), s.get(1), s.get(2), s.get(3)))
+            .map(|s| {
+                (
+                    s.get("stage"),
+                    s.get("p50_ms"),
+                    s.get("p95_ms"),
+                    s.get("p99_ms"),
+                )
+            })
             .collect(),
         None => Vec::new(),
     };
@@ -262,7 +272,7 @@ td:first-child,th:first-child{{text-align:left}} .win{{color:#2b8a3e;font-weight
         .map(|r| {
             format!(
                 "run of {}",
-                r.get::<_, chrono::DateTime<chrono::Utc>>(1)
+                r.get::<_, chrono::DateTime<chrono::Utc>>("started_at")
                     .format("%Y-%m-%d %H:%M")
             )
         })

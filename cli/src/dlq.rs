@@ -26,22 +26,22 @@ pub async fn failure_reason(
         .await?;
     let recorded = tx
         .query_opt(
-            "SELECT queue || ': ' || reason FROM run_work
+            "SELECT queue || ': ' || reason AS reason FROM run_work
              WHERE run_id = $1 AND key = $2 AND state = 'dead' AND reason IS NOT NULL",
             &[&run, &letter.idempotency_key],
         )
         .await?
-        .map(|r| r.get::<_, String>(0));
+        .map(|r| r.get::<_, String>("reason"));
     let reason = match recorded {
         Some(r) => Some(r),
         None => tx
             .query_opt(
-                "SELECT stage || ': ' || coalesce(extra->>'error', error_code, event) FROM run_event_logs
+                "SELECT stage || ': ' || coalesce(extra->>'error', error_code, event) AS reason FROM run_event_logs
                  WHERE trace_id = $1 AND status = 'error' ORDER BY created_at DESC LIMIT 1",
                 &[&letter.trace_id],
             )
             .await?
-            .map(|r| r.get(0)),
+            .map(|r| r.get("reason")),
     };
     tx.commit().await?;
     Ok(reason)

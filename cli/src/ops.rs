@@ -441,9 +441,9 @@ pub async fn sending(args: SendingArgs) -> anyhow::Result<()> {
     {
         println!(
             "paused ({}) since {}: {}",
-            r.get::<_, String>(0),
-            r.get::<_, chrono::DateTime<chrono::Utc>>(2).format("%Y-%m-%d %H:%M UTC"),
-            r.get::<_, String>(1)
+            r.get::<_, String>("scope"),
+            r.get::<_, chrono::DateTime<chrono::Utc>>("paused_at").format("%Y-%m-%d %H:%M UTC"),
+            r.get::<_, String>("reason")
         );
     }
     // The caps as delivery applies them, configured by the same variables (LF_WARMUP,

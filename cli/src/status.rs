@@ -3,18 +3,23 @@
 
 use std::fmt::Write;
 
+use shared::pipeline::Stage;
+
+const LATEST_RUNS: &str = "SELECT r.id, t.name, r.kind, r.status, r.started_at, r.finished_at
+ FROM runs r JOIN tenants t ON t.id = r.tenant_id ORDER BY r.started_at DESC LIMIT $1";
+
+const STAGE_TABLE: &str = "SELECT stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms
+ FROM run_stage_stats WHERE run_id = $1 ORDER BY array_position($2::text[], stage), stage";
+
+const VENDOR_TABLE: &str = "SELECT vendor, calls, errors, rate_limit_hits, cost_micros
+ FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor";
+
 pub async fn report(
     client: &tokio_postgres::Client,
     runs: i64,
 ) -> Result<String, tokio_postgres::Error> {
     let mut out = String::new();
-    let rows = client
-        .query(
-            "SELECT r.id, t.name, r.kind, r.status, r.started_at, r.finished_at
-             FROM runs r JOIN tenants t ON t.id = r.tenant_id ORDER BY r.started_at DESC LIMIT $1",
-            &[&runs],
-        )
-        .await?;
+    let rows = client.query(LATEST_RUNS, &[&runs]).await?;
     if rows.is_empty() {
         out.push_str("no runs yet\n");
         return Ok(out);
@@ -25,44 +30,71 @@ pub async fn report(
         "run", "tenant", "kind", "status", "started (UTC)", "minutes"
     );
     for r in &rows {
-        let started: chrono::DateTime<chrono::Utc> = r.get(4);
-        let finished: Option<chrono::DateTime<chrono::Utc>> = r.get(5);
+        let started: chrono::DateTime<chrono::Utc> = r.get("started_at");
+        let finished: Option<chrono::DateTime<chrono::Utc>> = r.get("finished_at");
         let minutes = finished
             .map(|f| format!("{:.1}", (f - started).num_seconds() as f64 / 60.0))
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
             "{:<36}  {:<16} {:<8} {:<10} {:<20} {:>9}",
-            r.get::<_, uuid::Uuid>(0).to_string(),
-            r.get::<_, String>(1).chars().take(16).collect::<String>(),
-            r.get::<_, String>(2),
-            r.get::<_, String>(3),
+            r.get::<_, uuid::Uuid>("id").to_string(),
+            r.get::<_, String>("name")
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            r.get::<_, String>("kind"),
+            r.get::<_, String>("status"),
             started.format("%Y-%m-%d %H:%M:%S"),
             minutes
         );
     }
-    let latest: uuid::Uuid = rows[0].get(0);
+    let latest: uuid::Uuid = rows[0].get("id");
     let _ = writeln!(out, "\nstages of {latest}");
     let _ = writeln!(
         out,
         "{:<12} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
         "stage", "total", "ok", "errors", "skipped", "p50 ms", "p95 ms", "p99 ms"
     );
-    let order = "array_position(ARRAY['sourcing','enrichment','assessment','scoring','reports','personalization','delivery'], stage)";
     for s in client
-        .query(&format!("SELECT stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms FROM run_stage_stats WHERE run_id = $1 ORDER BY {order}, stage"), &[&latest])
+        .query(STAGE_TABLE, &[&latest, &Stage::names()])
         .await?
     {
-        let ms = |i: usize| s.get::<_, Option<f64>>(i).map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
-        let _ = writeln!(out, "{:<12} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}", s.get::<_, String>(0), s.get::<_, i32>(1), s.get::<_, i32>(2), s.get::<_, i32>(3), s.get::<_, i32>(4), ms(5), ms(6), ms(7));
+        let ms = |column: &str| {
+            s.get::<_, Option<f64>>(column)
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let count = |column: &str| s.get::<_, i32>(column);
+        let _ = writeln!(
+            out,
+            "{:<12} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
+            s.get::<_, String>("stage"),
+            count("total"),
+            count("success"),
+            count("errors"),
+            count("skipped"),
+            ms("p50_ms"),
+            ms("p95_ms"),
+            ms("p99_ms")
+        );
     }
     let _ = writeln!(
         out,
         "\n{:<12} {:>7} {:>7} {:>9} {:>12}",
         "vendor", "calls", "errors", "429s", "cost"
     );
-    for v in client.query("SELECT vendor, calls, errors, rate_limit_hits, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&latest]).await? {
-        let _ = writeln!(out, "{:<12} {:>7} {:>7} {:>9} {:>12}", v.get::<_, String>(0), v.get::<_, i32>(1), v.get::<_, i32>(2), v.get::<_, i32>(3), format!("${:.4}", v.get::<_, i64>(4) as f64 / 1e6));
+    for v in client.query(VENDOR_TABLE, &[&latest]).await? {
+        let count = |column: &str| v.get::<_, i32>(column);
+        let _ = writeln!(
+            out,
+            "{:<12} {:>7} {:>7} {:>9} {:>12}",
+            v.get::<_, String>("vendor"),
+            count("calls"),
+            count("errors"),
+            count("rate_limit_hits"),
+            format!("${:.4}", v.get::<_, i64>("cost_micros") as f64 / 1e6)
+        );
     }
     // Areas searched as deep as Yelp goes: their campaigns find nothing new there.
     let used_up = client

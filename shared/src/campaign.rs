@@ -99,6 +99,18 @@ pub enum CampaignError {
     Db(#[from] crate::db::DbError),
 }
 
+const UPDATE: &str = "UPDATE campaigns SET name = $2, vertical = $3, categories = $4, zip_codes = $5, city = $6, daily_quota = $7,
+        sender_email = $8, sender_name = $9, postal_address = $10, qualify_tiers = $11,
+        status = coalesce($12, status), updated_at = now()
+ WHERE id = $1";
+const UPSERT: &str = "INSERT INTO campaigns (id, tenant_id, name, vertical, categories, zip_codes, city, daily_quota, sender_email, sender_name, postal_address, qualify_tiers, status)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, 'active'))
+ ON CONFLICT (tenant_id, name) DO UPDATE SET vertical = EXCLUDED.vertical, categories = EXCLUDED.categories,
+    zip_codes = EXCLUDED.zip_codes, city = EXCLUDED.city, daily_quota = EXCLUDED.daily_quota,
+    sender_email = EXCLUDED.sender_email, sender_name = EXCLUDED.sender_name, postal_address = EXCLUDED.postal_address,
+    qualify_tiers = EXCLUDED.qualify_tiers, status = coalesce($13, 'active'), updated_at = now()
+ RETURNING id";
+
 impl CampaignFile {
     pub fn load(path: &std::path::Path) -> Result<Self, CampaignError> {
         let text = std::fs::read_to_string(path).map_err(|e| CampaignError::File {
@@ -210,6 +222,42 @@ impl CampaignFile {
 
     /// Replaces campaign `id` of `tenant` with this one; `false` when there is no such campaign
     /// (or another of the tenant's campaigns already has the name: see the error).
+    /// The columns whose stored form differs from the field: the daily quota as `int4` (it is
+    /// validated to at most 10,000) and the qualifying tiers as the `tier` enum spells them.
+    fn stored(&self) -> (i32, Vec<String>) {
+        (
+            self.daily_quota as i32,
+            self.qualify_tiers
+                .iter()
+                .map(|t| t.to_uppercase())
+                .collect(),
+        )
+    }
+
+    /// `keys` followed by the campaign's columns, name to status, in the order [`UPDATE`] and
+    /// [`UPSERT`] take them.
+    fn params<'a>(
+        &'a self,
+        keys: &[&'a (dyn tokio_postgres::types::ToSql + Sync)],
+        (quota, tiers): &'a (i32, Vec<String>),
+    ) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+        let mut params = keys.to_vec();
+        params.extend_from_slice(&[
+            &self.name,
+            &self.vertical,
+            &self.categories,
+            &self.zip_codes,
+            &self.city,
+            quota,
+            &self.sender.email,
+            &self.sender.name,
+            &self.sender.postal_address,
+            tiers,
+            &self.status,
+        ]);
+        params
+    }
+
     pub async fn update(
         &self,
         pool: &crate::db::Pool,
@@ -219,17 +267,7 @@ impl CampaignFile {
         let mut conn = pool.get().await.map_err(crate::db::DbError::from)?;
         let tx = crate::db::begin_tenant(&mut conn, tenant).await?;
         let n = tx
-            .execute(
-                "UPDATE campaigns SET name = $2, vertical = $3, categories = $4, zip_codes = $5, city = $6, daily_quota = $7,
-                        sender_email = $8, sender_name = $9, postal_address = $10, qualify_tiers = $11,
-                        status = coalesce($12, status), updated_at = now()
-                 WHERE id = $1",
-                &[
-                    &id.as_uuid(), &self.name, &self.vertical, &self.categories, &self.zip_codes, &self.city,
-                    &(self.daily_quota as i32), &self.sender.email, &self.sender.name, &self.sender.postal_address,
-                    &self.qualify_tiers.iter().map(|t| t.to_uppercase()).collect::<Vec<_>>(), &self.status,
-                ],
-            )
+            .execute(UPDATE, &self.params(&[&id.as_uuid()], &self.stored()))
             .await
             .map_err(crate::db::DbError::from)?;
         tx.commit().await.map_err(crate::db::DbError::from)?;
@@ -246,19 +284,11 @@ impl CampaignFile {
         let tx = crate::db::begin_tenant(&mut conn, tenant).await?;
         let row = tx
             .query_one(
-                "INSERT INTO campaigns (id, tenant_id, name, vertical, categories, zip_codes, city, daily_quota, sender_email, sender_name, postal_address, qualify_tiers, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, 'active'))
-                 ON CONFLICT (tenant_id, name) DO UPDATE SET vertical = EXCLUDED.vertical, categories = EXCLUDED.categories,
-                    zip_codes = EXCLUDED.zip_codes, city = EXCLUDED.city, daily_quota = EXCLUDED.daily_quota,
-                    sender_email = EXCLUDED.sender_email, sender_name = EXCLUDED.sender_name, postal_address = EXCLUDED.postal_address,
-                    qualify_tiers = EXCLUDED.qualify_tiers, status = coalesce($13, 'active'), updated_at = now()
-                 RETURNING id",
-                &[
-                    &CampaignId::new().as_uuid(), &tenant.as_uuid(), &self.name, &self.vertical, &self.categories, &self.zip_codes,
-                    &self.city, &(self.daily_quota as i32), &self.sender.email, &self.sender.name, &self.sender.postal_address,
-                    &self.qualify_tiers.iter().map(|t| t.to_uppercase()).collect::<Vec<_>>(),
-                    &self.status,
-                ],
+                UPSERT,
+                &self.params(
+                    &[&CampaignId::new().as_uuid(), &tenant.as_uuid()],
+                    &self.stored(),
+                ),
             )
             .await
             .map_err(crate::db::DbError::from)?;

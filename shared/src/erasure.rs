@@ -22,6 +22,27 @@ pub enum ErasureError {
     Store(#[from] crate::store::StoreError),
 }
 
+const ERASE_EMAILS: &str = "UPDATE emails SET to_email = 'erased-' || left(md5(id::text), 12) || '@erased.invalid', subject = '[erased]',
+        body_text = NULL, body_html = NULL, body_purged_at = coalesce(body_purged_at, now()),
+        last_error = CASE WHEN send_state = 'queued' THEN 'cancelled: the address was erased' END,
+        send_state = CASE WHEN send_state = 'queued' THEN 'cancelled' ELSE send_state END
+ WHERE lower(to_email) = $1";
+const ERASE_EMAIL_EVENTS: &str = "UPDATE email_events SET raw = jsonb_build_object('event', event, 'erased', true), reason = NULL, url = NULL
+ WHERE lower(raw->>'email') = $1 OR strpos(lower(raw::text), $1) > 0 OR strpos(lower(reason), $1) > 0";
+const ERASE_PURCHASE_EMAILS: &str =
+    "UPDATE purchases SET customer_email = NULL WHERE lower(customer_email) = $1";
+const ERASE_STRIPE_PAYLOADS: &str = "UPDATE stripe_events SET payload = jsonb_build_object('id', payload->'id', 'type', payload->'type', 'erased', true)
+ WHERE strpos(lower(payload::text), $1) > 0";
+const ERASE_BUSINESS_EMAILS: &str =
+    "UPDATE businesses SET email = NULL, erased_at = now() WHERE lower(email) = $1";
+const ERASE_CONTACT_EMAILS: &str = "UPDATE assessments SET contact_emails = array(SELECT e FROM unnest(contact_emails) e WHERE lower(e) <> $1)
+ WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)";
+const ERASE_LLM_LOGS: &str =
+    "DELETE FROM llm_logs WHERE strpos(lower(prompt), $1) > 0 OR strpos(lower(completion), $1) > 0";
+const ERASE_RUN_EVENTS: &str = "DELETE FROM run_event_logs WHERE strpos(lower(extra::text), $1) > 0 OR strpos(lower(entity_id), $1) > 0";
+const ERASE_QA_NOTES: &str =
+    "UPDATE qa_samples SET notes = NULL WHERE strpos(lower(notes), $1) > 0";
+
 impl From<tokio_postgres::Error> for ErasureError {
     fn from(e: tokio_postgres::Error) -> Self {
         ErasureError::Db(DbError::Postgres(e))
@@ -48,31 +69,30 @@ const STEPS: &[&str] = &[
     // 0: the suppression that remains.
     "",
     // 1: anonymised; one still waiting to be sent is cancelled (its address is gone).
-    "UPDATE emails SET to_email = 'erased-' || left(md5(id::text), 12) || '@erased.invalid', subject = '[erased]',
-            body_text = NULL, body_html = NULL, body_purged_at = coalesce(body_purged_at, now()),
-            last_error = CASE WHEN send_state = 'queued' THEN 'cancelled: the address was erased' END,
-            send_state = CASE WHEN send_state = 'queued' THEN 'cancelled' ELSE send_state END
-     WHERE lower(to_email) = $1",
+    ERASE_EMAILS,
     // 2: events of those emails, or naming the address.
-    "UPDATE email_events SET raw = jsonb_build_object('event', event, 'erased', true), reason = NULL, url = NULL
-     WHERE lower(raw->>'email') = $1 OR strpos(lower(raw::text), $1) > 0 OR strpos(lower(reason), $1) > 0",
+    ERASE_EMAIL_EVENTS,
     // 3
-    "UPDATE purchases SET customer_email = NULL WHERE lower(customer_email) = $1",
+    ERASE_PURCHASE_EMAILS,
     // 4
-    "UPDATE stripe_events SET payload = jsonb_build_object('id', payload->'id', 'type', payload->'type', 'erased', true)
-     WHERE strpos(lower(payload::text), $1) > 0",
+    ERASE_STRIPE_PAYLOADS,
     // 5
-    "UPDATE businesses SET email = NULL, erased_at = now() WHERE lower(email) = $1",
+    ERASE_BUSINESS_EMAILS,
     // 6
-    "UPDATE assessments SET contact_emails = array(SELECT e FROM unnest(contact_emails) e WHERE lower(e) <> $1)
-     WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)",
+    ERASE_CONTACT_EMAILS,
     // 7
-    "DELETE FROM llm_logs WHERE strpos(lower(prompt), $1) > 0 OR strpos(lower(completion), $1) > 0",
+    ERASE_LLM_LOGS,
     // 8
-    "DELETE FROM run_event_logs WHERE strpos(lower(extra::text), $1) > 0 OR strpos(lower(entity_id), $1) > 0",
+    ERASE_RUN_EVENTS,
     // 9
-    "UPDATE qa_samples SET notes = NULL WHERE strpos(lower(notes), $1) > 0",
+    ERASE_QA_NOTES,
 ];
+
+const ASSESSMENT_HTML_FOR_EMAIL: &str = "SELECT id, raw_html_key FROM assessments
+ WHERE raw_html_key IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)";
+const SUPPRESS_ERASED: &str = "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'erasure', $3)
+ ON CONFLICT (tenant_id, kind, value) DO UPDATE SET reason = 'erasure', source = EXCLUDED.source";
+const FORGET_HTML_KEYS: &str = "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)";
 
 /// Erases `email` for `tenant` (see the module doc); `source` names who asked (CLI, API).
 pub async fn erase_email(
@@ -87,32 +107,20 @@ pub async fn erase_email(
     let tx = begin_tenant(&mut c, tenant).await?;
     // The raw HTML that contained the address: found before the contact lists are cleaned.
     let html: Vec<(uuid::Uuid, String)> = tx
-        .query(
-            "SELECT id, raw_html_key FROM assessments
-             WHERE raw_html_key IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)",
-            &[&addr],
-        )
+        .query(ASSESSMENT_HTML_FOR_EMAIL, &[&addr])
         .await?
         .iter()
         .map(|r| (r.get("id"), r.get("raw_html_key")))
         .collect();
-    tx.execute(
-        "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'erasure', $3)
-         ON CONFLICT (tenant_id, kind, value) DO UPDATE SET reason = 'erasure', source = EXCLUDED.source",
-        &[&tenant.as_uuid(), &addr, &source],
-    )
-    .await?;
+    tx.execute(SUPPRESS_ERASED, &[&tenant.as_uuid(), &addr, &source])
+        .await?;
     let mut counts = [0u64; 10];
     for (i, sql) in STEPS.iter().enumerate().skip(1) {
         counts[i] = tx.execute(*sql, &[&addr]).await?;
     }
     let ids: Vec<uuid::Uuid> = html.iter().map(|(id, _)| *id).collect();
     if !ids.is_empty() {
-        tx.execute(
-            "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
+        tx.execute(FORGET_HTML_KEYS, &[&ids]).await?;
     }
     tx.commit().await?;
     let mut objects = 0;
@@ -136,6 +144,12 @@ pub async fn erase_email(
     })
 }
 
+const BUSINESS_EMAIL: &str = "SELECT email FROM businesses WHERE id = $1";
+const ERASE_BUSINESS_PHONE: &str =
+    "UPDATE businesses SET phone_e164 = NULL, erased_at = now() WHERE id = $1";
+const ERASE_ENRICHMENT_PHONE: &str =
+    "UPDATE enrichments SET phone_e164 = NULL WHERE business_id = $1";
+
 /// Erases a business's contact address (as [`erase_email`]) and its phone number.
 pub async fn erase_business(
     pool: &Pool,
@@ -146,23 +160,12 @@ pub async fn erase_business(
 ) -> Result<Option<Erased>, ErasureError> {
     let mut c = pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = begin_tenant(&mut c, tenant).await?;
-    let row = tx
-        .query_opt(
-            "SELECT email FROM businesses WHERE id = $1",
-            &[&business.as_uuid()],
-        )
-        .await?;
+    let row = tx.query_opt(BUSINESS_EMAIL, &[&business.as_uuid()]).await?;
     let Some(row) = row else { return Ok(None) };
-    tx.execute(
-        "UPDATE businesses SET phone_e164 = NULL, erased_at = now() WHERE id = $1",
-        &[&business.as_uuid()],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE enrichments SET phone_e164 = NULL WHERE business_id = $1",
-        &[&business.as_uuid()],
-    )
-    .await?;
+    tx.execute(ERASE_BUSINESS_PHONE, &[&business.as_uuid()])
+        .await?;
+    tx.execute(ERASE_ENRICHMENT_PHONE, &[&business.as_uuid()])
+        .await?;
     tx.commit().await?;
     drop(c);
     let email: Option<String> = row.get("email");

@@ -55,12 +55,12 @@ pub async fn simulate_recipients(
         // Who buys depends on the address only (not on generated ids), so a clicker buys
         // or not the same way in every run. Which recipients click still varies with the
         // order SendGrid's simulated events are drawn in.
-        let to: String = row.get(2);
+        let to: String = row.get("to_email");
         let draw = <sha2::Sha256 as sha2::Digest>::digest(to.as_bytes());
         if f64::from(draw[0]) / 256.0 >= buy_share {
             continue;
         }
-        let token: String = row.get(1);
+        let token: String = row.get("token");
         let page = http
             .get(format!("{}/r/{token}", gateway_url))
             .send()

@@ -41,6 +41,36 @@ pub struct RunSummary {
     pub cost_micros: i64,
 }
 
+/// Counts of a run's events for one stage, by event name.
+const COUNT_EVENTS: &str =
+    "SELECT count(*) AS n FROM run_event_logs WHERE run_id = $1 AND stage = $2 AND event = ANY($3)";
+
+const COUNT_SKIPPED_AND_FAILED: &str =
+    "SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET') AS skipped_by_budget,
+        count(*) FILTER (WHERE status = 'error') AS failed
+ FROM run_event_logs WHERE run_id = $1";
+
+const COUNT_OUTREACH: &str = "SELECT count(*) FILTER (WHERE send_state = 'sent') AS sent,
+        count(*) FILTER (WHERE send_state = 'queued') AS deferred,
+        count(*) FILTER (WHERE send_state IN ('failed', 'unknown')) AS send_failed,
+        count(delivered_at) AS delivered, count(opened_at) AS opened, count(clicked_at) AS clicked,
+        count(*) FILTER (WHERE delivery_status IN ('bounced', 'dropped')) AS bounced,
+        count(unsubscribed_at) AS unsubscribed
+ FROM emails WHERE run_id = $1 AND kind = 'outreach'";
+
+const COUNT_PURCHASES: &str = "SELECT count(*) AS purchased,
+        coalesce(sum(p.amount_cents - p.refunded_cents), 0)::int8 AS revenue_cents,
+        count(p.fulfilled_at) AS fulfilled
+ FROM purchases p JOIN emails e ON e.id = p.email_id
+ WHERE e.run_id = $1 AND p.status IN ('paid', 'partially_refunded', 'refunded')";
+
+const COUNT_TIERS: &str =
+    "SELECT tier::text AS tier, count(*) AS scored, count(*) FILTER (WHERE qualified) AS qualified
+ FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier";
+
+const VENDOR_USAGE: &str =
+    "SELECT vendor, calls, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor";
+
 pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunSummary, DbError> {
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
@@ -48,9 +78,9 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
         let tx = &tx;
         async move {
             let events: Vec<&str> = events.to_vec();
-            tx.query_one("SELECT count(*) FROM run_event_logs WHERE run_id = $1 AND stage = $2 AND event = ANY($3)", &[&run.as_uuid(), &stage, &events])
+            tx.query_one(COUNT_EVENTS, &[&run.as_uuid(), &stage, &events])
                 .await
-                .map(|r| r.get::<_, i64>(0))
+                .map(|r| r.get::<_, i64>("n"))
         }
     };
     let mut s = RunSummary {
@@ -65,60 +95,44 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
         emails: count("personalization", &["written:llm", "written:template"]).await?,
         ..RunSummary::default()
     };
-    let r = tx.query_one("SELECT count(*) FILTER (WHERE event = 'SKIPPED_DUE_TO_BUDGET'), count(*) FILTER (WHERE status = 'error') FROM run_event_logs WHERE run_id = $1", &[&run.as_uuid()]).await?;
-    s.skipped_by_budget = r.get(0);
-    s.failed = r.get(1);
-    let f = tx
-        .query_one(
-            "SELECT count(*) FILTER (WHERE send_state = 'sent'), count(*) FILTER (WHERE send_state = 'queued'),
-                    count(*) FILTER (WHERE send_state IN ('failed', 'unknown')), count(delivered_at), count(opened_at), count(clicked_at),
-                    count(*) FILTER (WHERE delivery_status IN ('bounced', 'dropped')), count(unsubscribed_at)
-             FROM emails WHERE run_id = $1 AND kind = 'outreach'",
-            &[&run.as_uuid()],
-        )
+    let r = tx
+        .query_one(COUNT_SKIPPED_AND_FAILED, &[&run.as_uuid()])
         .await?;
-    (
-        s.sent,
-        s.deferred,
-        s.send_failed,
-        s.delivered,
-        s.opened,
-        s.clicked,
-        s.bounced,
-        s.unsubscribed,
-    ) = (
-        f.get(0),
-        f.get(1),
-        f.get(2),
-        f.get(3),
-        f.get(4),
-        f.get(5),
-        f.get(6),
-        f.get(7),
-    );
-    let p = tx
-        .query_one(
-            "SELECT count(*), coalesce(sum(p.amount_cents - p.refunded_cents), 0)::int8, count(p.fulfilled_at)
-             FROM purchases p JOIN emails e ON e.id = p.email_id
-             WHERE e.run_id = $1 AND p.status IN ('paid', 'partially_refunded', 'refunded')",
-            &[&run.as_uuid()],
-        )
-        .await?;
-    (s.purchased, s.revenue_cents, s.fulfilled) = (p.get(0), p.get(1), p.get(2));
-    for row in tx.query("SELECT tier::text, count(*), count(*) FILTER (WHERE qualified) FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier", &[&run.as_uuid()]).await? {
-        let n: i64 = row.get(1);
+    s.skipped_by_budget = r.get("skipped_by_budget");
+    s.failed = r.get("failed");
+    let f = tx.query_one(COUNT_OUTREACH, &[&run.as_uuid()]).await?;
+    s.sent = f.get("sent");
+    s.deferred = f.get("deferred");
+    s.send_failed = f.get("send_failed");
+    s.delivered = f.get("delivered");
+    s.opened = f.get("opened");
+    s.clicked = f.get("clicked");
+    s.bounced = f.get("bounced");
+    s.unsubscribed = f.get("unsubscribed");
+    let p = tx.query_one(COUNT_PURCHASES, &[&run.as_uuid()]).await?;
+    s.purchased = p.get("purchased");
+    s.revenue_cents = p.get("revenue_cents");
+    s.fulfilled = p.get("fulfilled");
+    for row in tx.query(COUNT_TIERS, &[&run.as_uuid()]).await? {
+        let n: i64 = row.get("scored");
         s.scored += n;
-        s.qualified += row.get::<_, i64>(2);
-        s.tiers.push((row.get(0), n));
+        s.qualified += row.get::<_, i64>("qualified");
+        s.tiers.push((row.get("tier"), n));
     }
-    for row in tx.query("SELECT vendor, calls, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&run.as_uuid()]).await? {
-        let cost: i64 = row.get(2);
+    for row in tx.query(VENDOR_USAGE, &[&run.as_uuid()]).await? {
+        let cost: i64 = row.get("cost_micros");
         s.cost_micros += cost;
-        s.vendors.push((row.get(0), i64::from(row.get::<_, i32>(1)), cost));
+        s.vendors.push((
+            row.get("vendor"),
+            i64::from(row.get::<_, i32>("calls")),
+            cost,
+        ));
     }
     tx.commit().await?;
     Ok(s)
 }
+
+const RUN_REPORTS: &str = "SELECT b.name, r.full_key FROM reports r JOIN businesses b ON b.id = r.business_id WHERE r.run_id = $1 ORDER BY b.name";
 
 /// Copies the run's full PDF reports from the store to `dir/<business>.pdf`; returns the paths.
 pub async fn export_reports(
@@ -129,7 +143,7 @@ pub async fn export_reports(
     let mut c = p.deps.pool.get().await.map_err(DbError::from)?;
     let tx = begin_tenant(&mut c, p.tenant).await?;
     let rows = tx
-        .query("SELECT b.name, r.full_key FROM reports r JOIN businesses b ON b.id = r.business_id WHERE r.run_id = $1 ORDER BY b.name", &[&run.as_uuid()])
+        .query(RUN_REPORTS, &[&run.as_uuid()])
         .await
         .map_err(DbError::from)?;
     tx.commit().await.map_err(DbError::from)?;
@@ -138,9 +152,9 @@ pub async fn export_reports(
         .map_err(LocalError::Sim)?;
     let mut out = Vec::new();
     for r in rows {
-        let name: String = r.get(0);
+        let name: String = r.get("name");
         let slug = shared::domain::slug(&name);
-        let key = shared::store::ObjectKey::parse(&r.get::<_, String>(1))?;
+        let key = shared::store::ObjectKey::parse(&r.get::<_, String>("full_key"))?;
         let pdf = p.deps.store.get(&key).await?;
         let path = dir.join(format!("{slug}.pdf"));
         tokio::fs::write(&path, &pdf)

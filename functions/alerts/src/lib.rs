@@ -99,11 +99,54 @@ enum Ledger {
     Operator,
 }
 
+/// The statements that read and update one ledger's table: the same for both tables, which
+/// share their columns.
+struct LedgerStatements {
+    /// The rule's latest alert for a subject (by dedupe-key prefix).
+    latest: &'static str,
+    /// Whether the rule alerted for a subject at this grade since the cooldown began.
+    recent: &'static str,
+    /// Alerts whose post failed and may be tried again.
+    retries: &'static str,
+    /// Alerts posted in the hour before now (the hourly cap).
+    posted_last_hour: &'static str,
+    /// Each post's outcome.
+    record_posts: &'static str,
+    /// A new alert, once per dedupe key; the tenant's table takes the tenant as `$9`.
+    insert: &'static str,
+}
+
+macro_rules! ledger_statements {
+    ($table:literal, insert: $insert:literal) => {
+        LedgerStatements {
+            latest: concat!("SELECT id, severity FROM ", $table, " WHERE rule = $1 AND starts_with(dedupe_key, $2) ORDER BY sent_at DESC, id LIMIT 1"),
+            recent: concat!("SELECT EXISTS (SELECT 1 FROM ", $table, " WHERE rule = $1 AND starts_with(dedupe_key, $2) AND sent_at > $3) AS recent"),
+            retries: concat!("SELECT id, message FROM ", $table, " WHERE NOT delivered AND post_attempts BETWEEN 1 AND $1
+ AND sent_at > $2::timestamptz - interval '1 day' ORDER BY sent_at, id LIMIT 50"),
+            posted_last_hour: concat!("SELECT count(*) AS posted FROM ", $table, " WHERE delivered AND sent_at > $1::timestamptz - interval '1 hour'"),
+            record_posts: concat!("UPDATE ", $table, " a SET delivered = x.ok, post_attempts = a.post_attempts + 1, last_post_error = x.err
+ FROM UNNEST($1::uuid[], $2::bool[], $3::text[]) AS x(id, ok, err) WHERE a.id = x.id"),
+            insert: $insert,
+        }
+    };
+}
+
+const TENANT_LEDGER: LedgerStatements = ledger_statements!(
+    "sent_alerts",
+    insert: "INSERT INTO sent_alerts (id, rule, severity, dedupe_key, message, value, threshold, sent_at, tenant_id)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id"
+);
+const OPERATOR_LEDGER: LedgerStatements = ledger_statements!(
+    "operator_alerts",
+    insert: "INSERT INTO operator_alerts (id, rule, severity, dedupe_key, message, value, threshold, sent_at)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+);
+
 impl Ledger {
-    fn table(self) -> &'static str {
+    fn statements(self) -> &'static LedgerStatements {
         match self {
-            Ledger::Tenant(_) => "sent_alerts",
-            Ledger::Operator => "operator_alerts",
+            Ledger::Tenant(_) => &TENANT_LEDGER,
+            Ledger::Operator => &OPERATOR_LEDGER,
         }
     }
 
@@ -140,6 +183,13 @@ fn post_failure(e: &VendorError) -> &'static str {
         "Slack refused the post"
     }
 }
+
+const UNATTRIBUTED_PAID: &str = "SELECT waiting, oldest FROM unattributed_paid_sessions()";
+const TENANT_ALERT_SETTINGS: &str =
+    "SELECT name, settings->'alerts' AS alerts FROM tenants WHERE id = $1";
+const LOCK_RULE: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+const PAUSE_SENDING: &str = "INSERT INTO send_pauses (tenant_id, scope, reason, paused_at)
+ SELECT $1, 'all', $2, $3 WHERE NOT EXISTS (SELECT 1 FROM send_pauses WHERE resumed_at IS NULL AND scope = 'all')";
 
 impl Alerts {
     pub fn new(slack: Option<SlackClient>, defaults: Thresholds) -> Self {
@@ -183,12 +233,7 @@ impl Alerts {
             });
         }
         let c = deps.pool.get().await?;
-        let row = c
-            .query_one(
-                "SELECT waiting, oldest FROM unattributed_paid_sessions()",
-                &[],
-            )
-            .await?;
+        let row = c.query_one(UNATTRIBUTED_PAID, &[]).await?;
         let waiting: i64 = row.get("waiting");
         let f = Finding::new("unattributed_payment", "stripe");
         out.push(if waiting > 0 {
@@ -259,10 +304,7 @@ impl Alerts {
             let mut c = deps.pool.get().await?;
             let tx = begin_tenant(&mut c, tenant).await?;
             let row = tx
-                .query_opt(
-                    "SELECT name, settings->'alerts' AS alerts FROM tenants WHERE id = $1",
-                    &[&tenant.as_uuid()],
-                )
+                .query_opt(TENANT_ALERT_SETTINGS, &[&tenant.as_uuid()])
                 .await?;
             let (name, settings): (String, Option<serde_json::Value>) = row
                 .map(|r| (r.get("name"), r.get("alerts")))
@@ -346,13 +388,9 @@ impl Alerts {
         now: chrono::DateTime<chrono::Utc>,
         report: &mut AlertReport,
     ) -> Result<Vec<ToPost>, AlertError> {
-        let table = ledger.table();
+        let sql = ledger.statements();
         // Overlapping runs take turns per ledger; the second sees what the first recorded.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&ledger.lock_name()],
-        )
-        .await?;
+        tx.execute(LOCK_RULE, &[&ledger.lock_name()]).await?;
         let label = if name.is_empty() {
             "LeadFactory".to_owned()
         } else {
@@ -364,12 +402,7 @@ impl Alerts {
         for f in findings {
             let prefix = format!("{}:{}:", f.rule, f.subject);
             let (key, severity, text) = if f.level == Level::Ok {
-                let last = tx
-                    .query_opt(
-                        &format!("SELECT id, severity FROM {table} WHERE rule = $1 AND starts_with(dedupe_key, $2) ORDER BY sent_at DESC, id LIMIT 1"),
-                        &[&f.rule, &prefix],
-                    )
-                    .await?;
+                let last = tx.query_opt(sql.latest, &[&f.rule, &prefix]).await?;
                 match last {
                     Some(r) if r.get::<_, String>("severity") != "recovered" => (
                         format!("{prefix}recovered:{}", r.get::<_, uuid::Uuid>("id")),
@@ -381,10 +414,7 @@ impl Alerts {
             } else {
                 let graded = format!("{prefix}{}:", f.grade);
                 let recent: bool = tx
-                    .query_one(
-                        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE rule = $1 AND starts_with(dedupe_key, $2) AND sent_at > $3) AS recent"),
-                        &[&f.rule, &graded, &cooldown_start],
-                    )
+                    .query_one(sql.recent, &[&f.rule, &graded, &cooldown_start])
                     .await?
                     .get("recent");
                 if recent {
@@ -402,22 +432,24 @@ impl Alerts {
                 )
             };
             let id = uuid::Uuid::new_v4();
-            let inserted = match ledger {
-                Ledger::Tenant(tenant) => tx
-                    .query_opt(
-                        "INSERT INTO sent_alerts (id, tenant_id, rule, severity, dedupe_key, message, value, threshold, sent_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
-                        &[&id, &tenant.as_uuid(), &f.rule, &severity, &key, &text, &f.value, &f.threshold, &now],
-                    )
-                    .await?,
-                Ledger::Operator => tx
-                    .query_opt(
-                        "INSERT INTO operator_alerts (id, rule, severity, dedupe_key, message, value, threshold, sent_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                        &[&id, &f.rule, &severity, &key, &text, &f.value, &f.threshold, &now],
-                    )
-                    .await?,
+            let tenant = match ledger {
+                Ledger::Tenant(t) => Some(t.as_uuid()),
+                Ledger::Operator => None,
             };
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                &id,
+                &f.rule,
+                &severity,
+                &key,
+                &text,
+                &f.value,
+                &f.threshold,
+                &now,
+            ];
+            if let Some(t) = &tenant {
+                params.push(t);
+            }
+            let inserted = tx.query_opt(sql.insert, &params).await?;
             if inserted.is_none() {
                 continue;
             }
@@ -426,11 +458,7 @@ impl Alerts {
             }
             if let (true, Ledger::Tenant(tenant)) = (f.pause, ledger) {
                 let paused = tx
-                    .execute(
-                        "INSERT INTO send_pauses (tenant_id, scope, reason, paused_at)
-                         SELECT $1, 'all', $2, $3 WHERE NOT EXISTS (SELECT 1 FROM send_pauses WHERE resumed_at IS NULL AND scope = 'all')",
-                        &[&tenant.as_uuid(), &f.message, &now],
-                    )
+                    .execute(PAUSE_SENDING, &[&tenant.as_uuid(), &f.message, &now])
                     .await?;
                 report.pauses += paused as usize;
             }
@@ -455,17 +483,11 @@ impl Alerts {
         now: chrono::DateTime<chrono::Utc>,
         report: &mut AlertReport,
     ) -> Result<(), AlertError> {
-        let table = ledger.table();
+        let sql = ledger.statements();
         let mut c = deps.pool.get().await?;
         let tx = ledger.begin(&mut c).await?;
         let retries: Vec<ToPost> = tx
-            .query(
-                &format!(
-                    "SELECT id, message FROM {table} WHERE NOT delivered AND post_attempts BETWEEN 1 AND $1
-                     AND sent_at > $2::timestamptz - interval '1 day' ORDER BY sent_at, id LIMIT 50"
-                ),
-                &[&(MAX_POST_ATTEMPTS - 1), &now],
-            )
+            .query(sql.retries, &[&(MAX_POST_ATTEMPTS - 1), &now])
             .await?
             .iter()
             .map(|r| ToPost {
@@ -474,10 +496,7 @@ impl Alerts {
             })
             .collect();
         let posted_last_hour: i64 = tx
-            .query_one(
-                &format!("SELECT count(*) AS posted FROM {table} WHERE delivered AND sent_at > $1::timestamptz - interval '1 hour'"),
-                &[&now],
-            )
+            .query_one(sql.posted_last_hour, &[&now])
             .await?
             .get("posted");
         tx.commit().await?;
@@ -530,14 +549,8 @@ impl Alerts {
         }
         if !ids.is_empty() {
             let tx = ledger.begin(&mut c).await?;
-            tx.execute(
-                &format!(
-                    "UPDATE {table} a SET delivered = x.ok, post_attempts = a.post_attempts + 1, last_post_error = x.err
-                     FROM UNNEST($1::uuid[], $2::bool[], $3::text[]) AS x(id, ok, err) WHERE a.id = x.id"
-                ),
-                &[&ids, &delivered, &errors],
-            )
-            .await?;
+            tx.execute(sql.record_posts, &[&ids, &delivered, &errors])
+                .await?;
             tx.commit().await?;
         }
         Ok(())

@@ -137,6 +137,33 @@ fn pct(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
+const BOUNCES_SINCE: &str = "SELECT count(*) FILTER (WHERE send_state = 'sent') AS sent, count(*) FILTER (WHERE delivery_status = 'bounced') AS bounced
+ FROM emails WHERE kind = 'outreach' AND sent_at > $1";
+const SPAM_REPORTS_SINCE: &str = "SELECT count(*) FILTER (WHERE event = 'delivered') AS delivered, count(*) FILTER (WHERE event = 'spamreport') AS spam
+ FROM email_events WHERE occurred_at > $1";
+const ANY_ACTIVE_CAMPAIGN: &str = "SELECT EXISTS (SELECT 1 FROM campaigns WHERE status = 'active')
+ AND EXISTS (SELECT 1 FROM runs WHERE kind = 'nightly' AND run_date < $1) AS active,
+ (SELECT status FROM runs WHERE kind = 'nightly' AND run_date = $1) AS status";
+const VENDOR_HEALTH_SINCE: &str = "SELECT u.vendor, sum(u.calls)::int8 AS calls, sum(u.errors)::int8 AS errors, sum(u.rate_limit_hits)::int8 AS limited,
+        bool_or(u.quota_exhausted) AS quota
+ FROM run_vendor_usage u JOIN runs r ON r.id = u.run_id WHERE r.started_at > $1 GROUP BY u.vendor ORDER BY u.vendor";
+const BUDGET_USE_TODAY: &str = "SELECT vendor_class, greatest(spent_micros, reserved_micros)::float8 / nullif(limit_micros, 0)::float8 AS used
+ FROM budgets WHERE day = $1 ORDER BY vendor_class";
+const QA_PASS_RATE: &str = "SELECT count(*) FILTER (WHERE result = 'pass') AS pass, count(*) FILTER (WHERE result IN ('pass', 'fail')) AS reviewed
+ FROM qa_samples WHERE reviewed_at > $1::timestamptz - interval '7 days'";
+const RUN_CANDIDATES: &str = "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'known', 'duplicate')) AS candidates
+ FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
+ WHERE r.status <> 'running' AND r.finished_at > $1 GROUP BY r.id";
+const CAMPAIGNS_EXHAUSTED: &str = "SELECT c.id, c.name, NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL) AS exhausted
+ FROM campaigns c
+ WHERE c.status = 'active' AND EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)";
+const UNFULFILLED_PURCHASES: &str = "SELECT DISTINCT e.purchase_id FROM emails e JOIN purchases p ON p.id = e.purchase_id
+ WHERE e.kind = 'fulfilment' AND e.send_state IN ('failed', 'unknown')
+   AND p.status IN ('paid', 'partially_refunded') AND coalesce(p.dispute_status, 'won') = 'won'
+   AND NOT EXISTS (SELECT 1 FROM emails s WHERE s.purchase_id = e.purchase_id AND s.kind = 'fulfilment'
+                                            AND s.send_state = 'sent')
+ ORDER BY 1";
+
 /// Evaluates every database rule for one tenant (inside its RLS transaction). It is also the
 /// scheduled check that finalises runs whose work stopped moving (`run_stalled`).
 pub async fn evaluate(
@@ -148,13 +175,7 @@ pub async fn evaluate(
     let window = now - chrono::Duration::hours(t.window_hours);
 
     // Bounce rate of outreach sent in the window.
-    let r = tx
-        .query_one(
-            "SELECT count(*) FILTER (WHERE send_state = 'sent') AS sent, count(*) FILTER (WHERE delivery_status = 'bounced') AS bounced
-             FROM emails WHERE kind = 'outreach' AND sent_at > $1",
-            &[&window],
-        )
-        .await?;
+    let r = tx.query_one(BOUNCES_SINCE, &[&window]).await?;
     let (sent, bounced): (i64, i64) = (r.get("sent"), r.get("bounced"));
     if sent >= t.bounce_min_sent {
         let rate = bounced as f64 / sent as f64;
@@ -208,13 +229,7 @@ pub async fn evaluate(
     }
 
     // Spam reports per delivered email.
-    let r = tx
-        .query_one(
-            "SELECT count(*) FILTER (WHERE event = 'delivered') AS delivered, count(*) FILTER (WHERE event = 'spamreport') AS spam
-             FROM email_events WHERE occurred_at > $1",
-            &[&window],
-        )
-        .await?;
+    let r = tx.query_one(SPAM_REPORTS_SINCE, &[&window]).await?;
     let (delivered, spam): (i64, i64) = (r.get("delivered"), r.get("spam"));
     if delivered >= t.spam_min_delivered {
         let rate = spam as f64 / delivered as f64;
@@ -248,14 +263,7 @@ pub async fn evaluate(
     if now.time()
         >= chrono::NaiveTime::from_hms_opt(t.watchdog_hour_utc.min(23), 0, 0).unwrap_or_default()
     {
-        let r = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE status = 'active')
-                        AND EXISTS (SELECT 1 FROM runs WHERE kind = 'nightly' AND run_date < $1) AS active,
-                        (SELECT status FROM runs WHERE kind = 'nightly' AND run_date = $1) AS status",
-                &[&today],
-            )
-            .await?;
+        let r = tx.query_one(ANY_ACTIVE_CAMPAIGN, &[&today]).await?;
         let active: bool = r.get("active");
         let status: Option<String> = r.get("status");
         if active {
@@ -314,67 +322,109 @@ pub async fn evaluate(
     }
 
     // Vendors: error rate, rate limiting and quota, over runs started in the window.
-    for r in tx
-        .query(
-            "SELECT u.vendor, sum(u.calls)::int8 AS calls, sum(u.errors)::int8 AS errors, sum(u.rate_limit_hits)::int8 AS limited,
-                    bool_or(u.quota_exhausted) AS quota
-             FROM run_vendor_usage u JOIN runs r ON r.id = u.run_id WHERE r.started_at > $1 GROUP BY u.vendor ORDER BY u.vendor",
-            &[&window],
-        )
-        .await?
-    {
+    for r in tx.query(VENDOR_HEALTH_SINCE, &[&window]).await? {
         let vendor: String = r.get("vendor");
-        let (calls, errors, limited, quota): (i64, i64, i64, bool) = (r.get("calls"), r.get("errors"), r.get("limited"), r.get("quota"));
+        let (calls, errors, limited, quota): (i64, i64, i64, bool) = (
+            r.get("calls"),
+            r.get("errors"),
+            r.get("limited"),
+            r.get("quota"),
+        );
         if calls >= t.vendor_min_calls {
             let rate = errors as f64 / calls as f64;
             let f = Finding::new("vendor_errors", vendor.clone());
             out.push(if rate > t.vendor_error_rate {
-                f.at(Level::Critical, "critical", rate, t.vendor_error_rate, format!("{vendor}: {} of {calls} calls failed.", pct(rate)))
+                f.at(
+                    Level::Critical,
+                    "critical",
+                    rate,
+                    t.vendor_error_rate,
+                    format!("{vendor}: {} of {calls} calls failed.", pct(rate)),
+                )
             } else {
-                f.at(Level::Ok, "ok", rate, t.vendor_error_rate, format!("{vendor}: error rate back to {}.", pct(rate)))
+                f.at(
+                    Level::Ok,
+                    "ok",
+                    rate,
+                    t.vendor_error_rate,
+                    format!("{vendor}: error rate back to {}.", pct(rate)),
+                )
             });
         }
         let f = Finding::new("vendor_limits", vendor.clone());
         out.push(if quota {
-            f.at(Level::Critical, "quota", 1.0, 0.0, format!("{vendor}: daily quota exhausted — paid steps are skipped until it resets."))
+            f.at(
+                Level::Critical,
+                "quota",
+                1.0,
+                0.0,
+                format!(
+                    "{vendor}: daily quota exhausted — paid steps are skipped until it resets."
+                ),
+            )
         } else if limited > 0 {
-            f.at(Level::Warning, "rate_limited", limited as f64, 0.0, format!("{vendor}: rate limited {limited} times — calls were slowed and retried."))
+            f.at(
+                Level::Warning,
+                "rate_limited",
+                limited as f64,
+                0.0,
+                format!("{vendor}: rate limited {limited} times — calls were slowed and retried."),
+            )
         } else {
-            f.at(Level::Ok, "ok", 0.0, 0.0, format!("{vendor}: no rate limiting."))
+            f.at(
+                Level::Ok,
+                "ok",
+                0.0,
+                0.0,
+                format!("{vendor}: no rate limiting."),
+            )
         });
     }
 
     // Budgets today.
-    for r in tx
-        .query(
-            "SELECT vendor_class, greatest(spent_micros, reserved_micros)::float8 / nullif(limit_micros, 0)::float8 AS used
-             FROM budgets WHERE day = $1 ORDER BY vendor_class",
-            &[&today],
-        )
-        .await?
-    {
+    for r in tx.query(BUDGET_USE_TODAY, &[&today]).await? {
         let class: String = r.get("vendor_class");
-        let Some(used) = r.get::<_, Option<f64>>("used") else { continue };
+        let Some(used) = r.get::<_, Option<f64>>("used") else {
+            continue;
+        };
         let f = Finding::new("budget", class.clone());
         out.push(if used >= 1.0 {
-            f.at(Level::Critical, "exhausted", used, 1.0, format!("Budget {class} exhausted today: its paid steps are skipped."))
+            f.at(
+                Level::Critical,
+                "exhausted",
+                used,
+                1.0,
+                format!("Budget {class} exhausted today: its paid steps are skipped."),
+            )
         } else if used >= t.budget_critical {
-            f.at(Level::Critical, "critical", used, t.budget_critical, format!("Budget {class} at {} today.", pct(used)))
+            f.at(
+                Level::Critical,
+                "critical",
+                used,
+                t.budget_critical,
+                format!("Budget {class} at {} today.", pct(used)),
+            )
         } else if used >= t.budget_warn {
-            f.at(Level::Warning, "warning", used, t.budget_warn, format!("Budget {class} at {} today.", pct(used)))
+            f.at(
+                Level::Warning,
+                "warning",
+                used,
+                t.budget_warn,
+                format!("Budget {class} at {} today.", pct(used)),
+            )
         } else {
-            f.at(Level::Ok, "ok", used, t.budget_warn, format!("Budget {class} at {}.", pct(used)))
+            f.at(
+                Level::Ok,
+                "ok",
+                used,
+                t.budget_warn,
+                format!("Budget {class} at {}.", pct(used)),
+            )
         });
     }
 
     // QA pass rate over a week of reviews.
-    let r = tx
-        .query_one(
-            "SELECT count(*) FILTER (WHERE result = 'pass') AS pass, count(*) FILTER (WHERE result IN ('pass', 'fail')) AS reviewed
-             FROM qa_samples WHERE reviewed_at > $1::timestamptz - interval '7 days'",
-            &[&now],
-        )
-        .await?;
+    let r = tx.query_one(QA_PASS_RATE, &[&now]).await?;
     let (pass, reviewed): (i64, i64) = (r.get("pass"), r.get("reviewed"));
     if reviewed >= t.qa_min_reviewed {
         let rate = pass as f64 / reviewed as f64;
@@ -403,15 +453,7 @@ pub async fn evaluate(
     }
 
     // Too few candidates in a run finished in the window.
-    for r in tx
-        .query(
-            "SELECT r.id, count(l.id) FILTER (WHERE l.stage = 'sourcing' AND l.event IN ('sourced', 'stale', 'known', 'duplicate')) AS candidates
-             FROM runs r LEFT JOIN run_event_logs l ON l.run_id = r.id
-             WHERE r.status <> 'running' AND r.finished_at > $1 GROUP BY r.id",
-            &[&window],
-        )
-        .await?
-    {
+    for r in tx.query(RUN_CANDIDATES, &[&window]).await? {
         let run: uuid::Uuid = r.get("id");
         let n: i64 = r.get("candidates");
         if n < t.min_candidates {
@@ -425,15 +467,7 @@ pub async fn evaluate(
         }
     }
     // Campaigns whose every area has been searched to its end: they find nothing new.
-    for r in tx
-        .query(
-            "SELECT c.id, c.name, NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL) AS exhausted
-             FROM campaigns c
-             WHERE c.status = 'active' AND EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)",
-            &[],
-        )
-        .await?
-    {
+    for r in tx.query(CAMPAIGNS_EXHAUSTED, &[]).await? {
         let (campaign, name, exhausted): (uuid::Uuid, String, bool) =
             (r.get("id"), r.get("name"), r.get("exhausted"));
         let f = Finding::new("campaign_exhausted", campaign.to_string());
@@ -453,15 +487,7 @@ pub async fn evaluate(
     // Paid purchases whose report never reached the buyer: a fulfilment email refused (SendGrid
     // 400) or of unknown outcome, and none sent since.
     let unsent: Vec<uuid::Uuid> = tx
-        .query(
-            "SELECT DISTINCT e.purchase_id FROM emails e JOIN purchases p ON p.id = e.purchase_id
-             WHERE e.kind = 'fulfilment' AND e.send_state IN ('failed', 'unknown')
-               AND p.status IN ('paid', 'partially_refunded') AND coalesce(p.dispute_status, 'won') = 'won'
-               AND NOT EXISTS (SELECT 1 FROM emails s WHERE s.purchase_id = e.purchase_id AND s.kind = 'fulfilment'
-                                                        AND s.send_state = 'sent')
-             ORDER BY 1",
-            &[],
-        )
+        .query(UNFULFILLED_PURCHASES, &[])
         .await?
         .iter()
         .map(|r| r.get("purchase_id"))

@@ -250,6 +250,23 @@ fn homepage_kind(resp: &reqwest::Response) -> Result<Option<String>, String> {
 /// 3.6 ms against 0.37 ms, for 2 KB against 10 KB of output).
 const ARCHIVE_LEVEL: flate2::Compression = flate2::Compression::fast();
 
+const LOAD: &str =
+    "SELECT id, name, website_url FROM businesses WHERE id = ANY($1) AND erased_at IS NULL";
+const INSERT_ASSESSMENTS: &str = "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
+ ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET final_url = EXCLUDED.final_url, http_status = EXCLUDED.http_status,
+    fetch_error = EXCLUDED.fetch_error, https = EXCLUDED.https, has_viewport = EXCLUDED.has_viewport, title = EXCLUDED.title,
+    meta_description = EXCLUDED.meta_description, h1 = EXCLUDED.h1, canonical = EXCLUDED.canonical,
+    has_open_graph = EXCLUDED.has_open_graph, analytics = EXCLUDED.analytics, cms = EXCLUDED.cms,
+    copyright_year = EXCLUDED.copyright_year, contact_emails = EXCLUDED.contact_emails, contact_phones = EXCLUDED.contact_phones,
+    checks = EXCLUDED.checks, raw_html_key = EXCLUDED.raw_html_key, html_bytes = EXCLUDED.html_bytes,
+    psi_performance = EXCLUDED.psi_performance, psi_seo = EXCLUDED.psi_seo, psi_accessibility = EXCLUDED.psi_accessibility,
+    psi_best_practices = EXCLUDED.psi_best_practices, lcp_ms = EXCLUDED.lcp_ms, fcp_ms = EXCLUDED.fcp_ms, cls = EXCLUDED.cls,
+    tbt_ms = EXCLUDED.tbt_ms, speed_index_ms = EXCLUDED.speed_index_ms, insights = EXCLUDED.insights,
+    skipped_paid = EXCLUDED.skipped_paid, assessed_at = EXCLUDED.assessed_at";
+const SET_BUSINESS_EMAILS: &str =
+    "UPDATE businesses b SET email = x.e, email_reason = x.r, updated_at = now()
+ FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(id, e, r) WHERE b.id = x.id";
+
 #[async_trait]
 impl StageHandler for Assessment {
     type Payload = LeadRef;
@@ -282,23 +299,19 @@ impl StageHandler for Assessment {
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
         let ids = shared::pipeline::messages::LeadColumns::of(envs).businesses;
-        Ok(cached::query(
-            tx,
-            "SELECT id, name, website_url FROM businesses WHERE id = ANY($1) AND erased_at IS NULL",
-            &[&ids],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            (
-                BusinessId::from_uuid(r.get("id")),
-                Target {
-                    name: r.get("name"),
-                    website: r.get("website_url"),
-                },
-            )
-        })
-        .collect())
+        Ok(cached::query(tx, LOAD, &[&ids])
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    BusinessId::from_uuid(r.get("id")),
+                    Target {
+                        name: r.get("name"),
+                        website: r.get("website_url"),
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn work(
@@ -520,34 +533,12 @@ impl StageHandler for Assessment {
         let logged = !logs.is_empty();
         let logs = serde_json::Value::Array(logs);
         let (stored, logged, emailed) = futures_util::future::join3(
-            cached::execute(
-                tx,
-
-            "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
-             ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET final_url = EXCLUDED.final_url, http_status = EXCLUDED.http_status,
-                fetch_error = EXCLUDED.fetch_error, https = EXCLUDED.https, has_viewport = EXCLUDED.has_viewport, title = EXCLUDED.title,
-                meta_description = EXCLUDED.meta_description, h1 = EXCLUDED.h1, canonical = EXCLUDED.canonical,
-                has_open_graph = EXCLUDED.has_open_graph, analytics = EXCLUDED.analytics, cms = EXCLUDED.cms,
-                copyright_year = EXCLUDED.copyright_year, contact_emails = EXCLUDED.contact_emails, contact_phones = EXCLUDED.contact_phones,
-                checks = EXCLUDED.checks, raw_html_key = EXCLUDED.raw_html_key, html_bytes = EXCLUDED.html_bytes,
-                psi_performance = EXCLUDED.psi_performance, psi_seo = EXCLUDED.psi_seo, psi_accessibility = EXCLUDED.psi_accessibility,
-                psi_best_practices = EXCLUDED.psi_best_practices, lcp_ms = EXCLUDED.lcp_ms, fcp_ms = EXCLUDED.fcp_ms, cls = EXCLUDED.cls,
-                tbt_ms = EXCLUDED.tbt_ms, speed_index_ms = EXCLUDED.speed_index_ms, insights = EXCLUDED.insights,
-                skipped_paid = EXCLUDED.skipped_paid, assessed_at = EXCLUDED.assessed_at",
-                &[&rows],
-            ),
-            cached::execute_if(
-                tx,
-                logged,
-                llm_log::INSERT,
-                &[&logs],
-            ),
+            cached::execute(tx, INSERT_ASSESSMENTS, &[&rows]),
+            cached::execute_if(tx, logged, llm_log::INSERT, &[&logs]),
             cached::execute_if(
                 tx,
                 !email_ids.is_empty(),
-
-                "UPDATE businesses b SET email = x.e, email_reason = x.r, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(id, e, r) WHERE b.id = x.id",
+                SET_BUSINESS_EMAILS,
                 &[&email_ids, &emails, &reasons],
             ),
         )

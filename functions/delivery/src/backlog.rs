@@ -13,6 +13,10 @@ pub struct Released {
     pub messages: usize,
 }
 
+const BACKLOG: &str = "SELECT e.id, e.business_id, e.campaign_id, e.run_id FROM emails e JOIN campaigns c ON c.id = e.campaign_id
+ WHERE e.kind = 'outreach' AND e.send_state = 'queued' AND c.status = 'active'
+   AND e.created_at < $1::date ORDER BY e.created_at LIMIT 10000";
+
 /// Sends a delivery message for every outreach email still `queued` from before `today` (held
 /// by a daily cap or a pause), keyed by the day so each is released once a day.
 pub async fn release_backlog(
@@ -25,14 +29,7 @@ pub async fn release_backlog(
     for tenant in tenants {
         let mut c = deps.pool.get().await?;
         let tx = begin_tenant(&mut c, tenant).await?;
-        let rows = cached::query(
-            &tx,
-            "SELECT e.id, e.business_id, e.campaign_id, e.run_id FROM emails e JOIN campaigns c ON c.id = e.campaign_id
-             WHERE e.kind = 'outreach' AND e.send_state = 'queued' AND c.status = 'active'
-               AND e.created_at < $1::date ORDER BY e.created_at LIMIT 10000",
-            &[&today],
-        )
-        .await?;
+        let rows = cached::query(&tx, BACKLOG, &[&today]).await?;
         tx.commit().await?;
         out.tenants += 1;
         let bodies: Vec<String> = rows

@@ -83,6 +83,9 @@ fn request(f: &Fulfil) -> Request {
     (f.purchase_id, f.request_key.clone())
 }
 
+const MARK_FULFILLED: &str = "UPDATE purchases p SET fulfilled_at = coalesce(p.fulfilled_at, now()), fulfilment_email_id = coalesce(p.fulfilment_email_id, x.e)
+ FROM UNNEST($1::uuid[], $2::uuid[]) AS x(p, e) WHERE p.id = x.p";
+
 #[async_trait]
 impl StageHandler for Fulfilment {
     type Payload = Fulfil;
@@ -257,13 +260,7 @@ impl StageHandler for Fulfilment {
         }
         send::write_states(tx, items.iter().map(|it| &it.work)).await?;
         if !fulfilled.is_empty() {
-            cached::execute(
-                tx,
-                "UPDATE purchases p SET fulfilled_at = coalesce(p.fulfilled_at, now()), fulfilment_email_id = coalesce(p.fulfilment_email_id, x.e)
-                 FROM UNNEST($1::uuid[], $2::uuid[]) AS x(p, e) WHERE p.id = x.p",
-                &[&fulfilled, &fulfilled_by],
-            )
-            .await?;
+            cached::execute(tx, MARK_FULFILLED, &[&fulfilled, &fulfilled_by]).await?;
         }
         Ok(items.iter().map(|_| Vec::new()).collect())
     }

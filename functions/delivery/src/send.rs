@@ -194,6 +194,12 @@ pub fn state_of(s: &Sent) -> (&'static str, Option<&str>, Option<&str>) {
     }
 }
 
+const WRITE_STATES: &str =
+    "UPDATE emails e SET send_state = x.state, sg_message_id = coalesce(x.msg, e.sg_message_id),
+        sent_at = CASE WHEN x.state = 'sent' THEN now() ELSE e.sent_at END, last_error = x.err
+ FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(id, state, msg, err)
+ WHERE e.id = x.id AND e.send_state IN ('sending', 'queued')";
+
 /// Writes the final state of every send (and every suppressed row) in one statement; only rows
 /// still `sending` (or `queued`, for suppressions decided before a claim) move.
 pub async fn write_states<'a>(
@@ -216,16 +222,12 @@ pub async fn write_states<'a>(
     if ids.is_empty() {
         return Ok(0);
     }
-    cached::execute(
-        tx,
-        "UPDATE emails e SET send_state = x.state, sg_message_id = coalesce(x.msg, e.sg_message_id),
-                sent_at = CASE WHEN x.state = 'sent' THEN now() ELSE e.sent_at END, last_error = x.err
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(id, state, msg, err)
-         WHERE e.id = x.id AND e.send_state IN ('sending', 'queued')",
-        &[&ids, &states, &msgs, &errs],
-    )
-    .await
+    cached::execute(tx, WRITE_STATES, &[&ids, &states, &msgs, &errs]).await
 }
+
+const RELEASE_EMAIL: &str = "UPDATE emails SET send_state = 'queued', sending_at = NULL, last_error = $2 WHERE id = $1 AND send_state = 'sending'";
+const RELEASE_COUNTER: &str = "UPDATE send_counters SET sent = greatest(sent - 1, 0)
+ WHERE tenant_id = $1 AND scope = ANY($2) AND day = (now() AT TIME ZONE 'UTC')::date";
 
 /// A refusal SendGrid answered: the row goes back to `queued` (and its claim off the day's
 /// count) so the redelivered message sends it.
@@ -238,20 +240,9 @@ pub async fn release_claim(
 ) -> Result<(), DbError> {
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
-    let released = cached::execute(
-        &tx,
-        "UPDATE emails SET send_state = 'queued', sending_at = NULL, last_error = $2 WHERE id = $1 AND send_state = 'sending'",
-        &[&email_id, &error],
-    )
-    .await?;
+    let released = cached::execute(&tx, RELEASE_EMAIL, &[&email_id, &error]).await?;
     if released == 1 && !counter_scopes.is_empty() {
-        cached::execute(
-            &tx,
-            "UPDATE send_counters SET sent = greatest(sent - 1, 0)
-             WHERE tenant_id = $1 AND scope = ANY($2) AND day = (now() AT TIME ZONE 'UTC')::date",
-            &[&tenant.as_uuid(), &counter_scopes],
-        )
-        .await?;
+        cached::execute(&tx, RELEASE_COUNTER, &[&tenant.as_uuid(), &counter_scopes]).await?;
     }
     tx.commit().await?;
     Ok(())

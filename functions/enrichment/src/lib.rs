@@ -67,6 +67,18 @@ pub enum Outcome {
     SkippedByBudget,
 }
 
+const LOAD: &str = "SELECT id, name, address1, city, state, zip, phone_e164 FROM businesses WHERE id = ANY($1) AND erased_at IS NULL";
+const SITE_OWNERS: &str = "SELECT DISTINCT ON (website_domain) website_domain, id FROM businesses
+ WHERE website_domain = ANY($1) AND id <> ALL($2) AND duplicate_of IS NULL ORDER BY website_domain, created_at";
+const INSERT_ENRICHMENTS: &str = "INSERT INTO enrichments SELECT * FROM jsonb_populate_recordset(NULL::enrichments, $1::jsonb)
+ ON CONFLICT (business_id) DO UPDATE SET place_id = EXCLUDED.place_id, website_url = EXCLUDED.website_url,
+    phone_e164 = EXCLUDED.phone_e164, hours = EXCLUDED.hours, rating = EXCLUDED.rating,
+    user_rating_count = EXCLUDED.user_rating_count, business_status = EXCLUDED.business_status,
+    match_confidence = EXCLUDED.match_confidence, matched = EXCLUDED.matched, raw = EXCLUDED.raw, enriched_at = now()";
+const UPDATE_BUSINESSES: &str = "UPDATE businesses b SET website_url = coalesce(x.w, b.website_url), website_domain = coalesce(x.d, b.website_domain),
+        phone_e164 = coalesce(b.phone_e164, x.p), duplicate_of = x.dup, updated_at = now()
+ FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS x(id, w, d, p, dup) WHERE b.id = x.id";
+
 #[async_trait]
 impl StageHandler for Enrichment {
     type Payload = LeadRef;
@@ -101,7 +113,7 @@ impl StageHandler for Enrichment {
         envs: &[&Envelope<LeadRef>],
     ) -> Result<Self::Context, DbError> {
         let ids = shared::pipeline::messages::LeadColumns::of(envs).businesses;
-        Ok(cached::query(tx, "SELECT id, name, address1, city, state, zip, phone_e164 FROM businesses WHERE id = ANY($1) AND erased_at IS NULL", &[&ids])
+        Ok(cached::query(tx, LOAD, &[&ids])
             .await?
             .iter()
             .map(|r| {
@@ -211,16 +223,12 @@ impl StageHandler for Enrichment {
             .iter()
             .map(|i| i.env.payload.business_id.as_uuid())
             .collect();
-        let mut owner_of: HashMap<String, uuid::Uuid> = cached::query(
-            tx,
-            "SELECT DISTINCT ON (website_domain) website_domain, id FROM businesses
-             WHERE website_domain = ANY($1) AND id <> ALL($2) AND duplicate_of IS NULL ORDER BY website_domain, created_at",
-            &[&domains, &ids],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get("website_domain"), r.get("id")))
-        .collect();
+        let mut owner_of: HashMap<String, uuid::Uuid> =
+            cached::query(tx, SITE_OWNERS, &[&domains, &ids])
+                .await?
+                .iter()
+                .map(|r| (r.get("website_domain"), r.get("id")))
+                .collect();
         let mut enrich_rows = Vec::new();
         let mut upd = BusinessUpdates::default();
         let mut next = Vec::new();
@@ -270,22 +278,11 @@ impl StageHandler for Enrichment {
         let enriched = !enrich_rows.is_empty();
         let enrich_rows = serde_json::Value::Array(enrich_rows);
         let (stored, updated) = futures_util::future::join(
-            cached::execute_if(
-                tx,
-                enriched,
-                "INSERT INTO enrichments SELECT * FROM jsonb_populate_recordset(NULL::enrichments, $1::jsonb)
-                 ON CONFLICT (business_id) DO UPDATE SET place_id = EXCLUDED.place_id, website_url = EXCLUDED.website_url,
-                    phone_e164 = EXCLUDED.phone_e164, hours = EXCLUDED.hours, rating = EXCLUDED.rating,
-                    user_rating_count = EXCLUDED.user_rating_count, business_status = EXCLUDED.business_status,
-                    match_confidence = EXCLUDED.match_confidence, matched = EXCLUDED.matched, raw = EXCLUDED.raw, enriched_at = now()",
-                &[&enrich_rows],
-            ),
+            cached::execute_if(tx, enriched, INSERT_ENRICHMENTS, &[&enrich_rows]),
             cached::execute_if(
                 tx,
                 !upd.ids.is_empty(),
-                "UPDATE businesses b SET website_url = coalesce(x.w, b.website_url), website_domain = coalesce(x.d, b.website_domain),
-                        phone_e164 = coalesce(b.phone_e164, x.p), duplicate_of = x.dup, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS x(id, w, d, p, dup) WHERE b.id = x.id",
+                UPDATE_BUSINESSES,
                 &[
                     &upd.ids,
                     &upd.websites,

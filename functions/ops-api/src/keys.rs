@@ -31,6 +31,9 @@ pub fn parse(key: &str) -> Option<(&str, &str)> {
         .then_some((prefix, secret))
 }
 
+const INSERT_KEY: &str =
+    "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)";
+
 /// Creates a key for `tenant`.
 pub async fn create(pool: &Pool, tenant: TenantId, name: &str) -> Result<NewKey, DbError> {
     let prefix = hex::encode(rand::random::<[u8; 6]>());
@@ -39,7 +42,7 @@ pub async fn create(pool: &Pool, tenant: TenantId, name: &str) -> Result<NewKey,
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
     tx.execute(
-        "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)",
+        INSERT_KEY,
         &[&id, &tenant.as_uuid(), &name, &prefix, &hash(&secret)],
     )
     .await?;
@@ -51,19 +54,19 @@ pub async fn create(pool: &Pool, tenant: TenantId, name: &str) -> Result<NewKey,
     })
 }
 
+const REVOKE_KEY: &str =
+    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL";
+
 /// Revokes a key; `false` when the tenant has no such active key.
 pub async fn revoke(pool: &Pool, tenant: TenantId, id: uuid::Uuid) -> Result<bool, DbError> {
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
-    let n = tx
-        .execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-            &[&id],
-        )
-        .await?;
+    let n = tx.execute(REVOKE_KEY, &[&id]).await?;
     tx.commit().await?;
     Ok(n == 1)
 }
+
+const LIVE_KEY_NAME: &str = "SELECT name FROM api_keys WHERE id = $1 AND revoked_at IS NULL";
 
 /// Revokes `id` and creates its replacement with the same name.
 pub async fn rotate(
@@ -74,10 +77,7 @@ pub async fn rotate(
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let name: Option<String> = tx
-        .query_opt(
-            "SELECT name FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
-            &[&id],
-        )
+        .query_opt(LIVE_KEY_NAME, &[&id])
         .await?
         .map(|r| r.get("name"));
     tx.commit().await?;
@@ -87,13 +87,13 @@ pub async fn rotate(
     Ok(Some(new))
 }
 
+const LIST_KEYS: &str = "SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at";
+
 /// A tenant's keys: (id, name, prefix, created, last used, revoked).
 pub async fn list(pool: &Pool, tenant: TenantId) -> Result<Vec<serde_json::Value>, DbError> {
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
-    let rows = tx
-        .query("SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at", &[])
-        .await?;
+    let rows = tx.query(LIST_KEYS, &[]).await?;
     tx.commit().await?;
     Ok(rows
         .iter()
@@ -108,6 +108,8 @@ pub async fn list(pool: &Pool, tenant: TenantId) -> Result<Vec<serde_json::Value
         .collect())
 }
 
+const LOOKUP_KEY: &str = "SELECT key_id, tenant_id, key_hash FROM api_key_lookup($1)";
+
 /// The tenant a presented key belongs to, if it is valid and not revoked.
 pub async fn authenticate(
     pool: &Pool,
@@ -117,12 +119,7 @@ pub async fn authenticate(
         return Ok(None);
     };
     let c = pool.get().await?;
-    let row = c
-        .query_opt(
-            "SELECT key_id, tenant_id, key_hash FROM api_key_lookup($1)",
-            &[&prefix],
-        )
-        .await?;
+    let row = c.query_opt(LOOKUP_KEY, &[&prefix]).await?;
     let Some(row) = row else { return Ok(None) };
     let stored: Vec<u8> = row.get("key_hash");
     if !bool::from(stored.as_slice().ct_eq(&hash(secret))) {

@@ -204,6 +204,19 @@ fn uuid_of(what: &str, v: &str) -> Result<uuid::Uuid, HttpError> {
         .ok_or_else(|| HttpError::bad_request(format!("{what}: {v:?} is not a UUID")))
 }
 
+const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = now() WHERE id = $1";
+const CAMPAIGN_EXISTS: &str = "SELECT 1 FROM campaigns WHERE id = $1";
+const LATEST_RUN: &str =
+    "SELECT id, kind, status, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1";
+const RECENT_RUNS: &str = "SELECT id, kind, status, run_date, started_at, finished_at, stats FROM runs ORDER BY started_at DESC LIMIT $1";
+const RUN: &str = "SELECT kind, status, started_at, finished_at, stats FROM runs WHERE id = $1";
+const RUN_STAGES: &str = "SELECT stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms FROM run_stage_stats WHERE run_id = $1 ORDER BY stage";
+const RUN_VENDORS: &str = "SELECT vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor";
+const CAMPAIGNS: &str = "SELECT id, name, vertical, status, daily_quota, zip_codes, city, qualify_tiers,
+        EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)
+        AND NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL) AS exhausted
+ FROM campaigns c ORDER BY name";
+
 impl OpsApi {
     pub async fn handler(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.handle(&req).await {
@@ -229,12 +242,7 @@ impl OpsApi {
             })?;
         let mut c = self.pool.get().await.map_err(internal)?;
         let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
-        tx.execute(
-            "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
-            &[&key],
-        )
-        .await
-        .map_err(internal)?;
+        tx.execute(TOUCH_KEY, &[&key]).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(tenant)
     }
@@ -286,7 +294,7 @@ impl OpsApi {
                 let mut c = self.pool.get().await.map_err(internal)?;
                 let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
                 let known = tx
-                    .query_opt("SELECT 1 FROM campaigns WHERE id = $1", &[&id])
+                    .query_opt(CAMPAIGN_EXISTS, &[&id])
                     .await
                     .map_err(internal)?
                     .is_some();
@@ -387,7 +395,7 @@ impl OpsApi {
         let status = if degraded { "degraded" } else { "ok" };
         self.with_tx(tenant, async |tx| {
             let last = tx
-                .query_opt("SELECT id, kind, status, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1", &[])
+                .query_opt(LATEST_RUN, &[])
                 .await?;
             Ok(json!({
                 "status": status,
@@ -411,7 +419,7 @@ impl OpsApi {
         let limit = number(q, "limit", 20, (1, 200))?;
         self.with_tx(tenant, async |tx| {
             let rows = tx
-                .query("SELECT id, kind, status, run_date, started_at, finished_at, stats FROM runs ORDER BY started_at DESC LIMIT $1", &[&limit])
+                .query(RECENT_RUNS, &[&limit])
                 .await?;
             Ok(json!({ "runs": rows.iter().map(|r| json!({
                 "id": r.get::<_, uuid::Uuid>("id"), "kind": r.get::<_, String>("kind"), "status": r.get::<_, String>("status"),
@@ -430,21 +438,12 @@ impl OpsApi {
         let mut c = self.pool.get().await.map_err(internal)?;
         let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
         let run = tx
-            .query_opt(
-                "SELECT kind, status, started_at, finished_at, stats FROM runs WHERE id = $1",
-                &[&id],
-            )
+            .query_opt(RUN, &[&id])
             .await
             .map_err(internal)?
             .ok_or_else(|| HttpError::not_found("no such run"))?;
-        let stages = tx
-            .query("SELECT stage, total, success, errors, skipped, p50_ms, p95_ms, p99_ms FROM run_stage_stats WHERE run_id = $1 ORDER BY stage", &[&id])
-            .await
-            .map_err(internal)?;
-        let vendors = tx
-            .query("SELECT vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor", &[&id])
-            .await
-            .map_err(internal)?;
+        let stages = tx.query(RUN_STAGES, &[&id]).await.map_err(internal)?;
+        let vendors = tx.query(RUN_VENDORS, &[&id]).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         let cost: i64 = vendors.iter().map(|v| v.get::<_, i64>("cost_micros")).sum();
         Ok(ok(json!({
@@ -467,10 +466,7 @@ impl OpsApi {
         self.with_tx(tenant, async |tx| {
             let rows = tx
                 .query(
-                    "SELECT id, name, vertical, status, daily_quota, zip_codes, city, qualify_tiers,
-                            EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id)
-                            AND NOT EXISTS (SELECT 1 FROM targeting_cursors t WHERE t.campaign_id = c.id AND t.exhausted_at IS NULL) AS exhausted
-                     FROM campaigns c ORDER BY name",
+                    CAMPAIGNS,
                     &[],
                 )
                 .await?;

@@ -121,6 +121,18 @@ fn llm_schema() -> serde_json::Value {
     json!({ "type": "object", "additionalProperties": false, "required": ["body"], "properties": { "body": { "type": "string" } } })
 }
 
+const INSERT_EXPERIMENT: &str = "INSERT INTO experiments (id, tenant_id, key, name, min_sample, confidence, holdout_bp) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ ON CONFLICT (tenant_id, key) DO UPDATE SET name = EXCLUDED.name RETURNING id";
+const INSERT_VARIANT: &str = "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
+ SELECT gen_random_uuid(), $1, $2, k, w, s FROM UNNEST($3::text[], $4::float8[], $5::text[]) AS x(k, w, s)
+ ON CONFLICT (experiment_id, key) DO UPDATE SET weight = EXCLUDED.weight, subject_template = EXCLUDED.subject_template
+ RETURNING key, id";
+const INSERT_ASSIGNMENTS: &str = "INSERT INTO experiment_assignments SELECT * FROM jsonb_populate_recordset(NULL::experiment_assignments, $1::jsonb)
+ ON CONFLICT (experiment_id, business_id) DO NOTHING";
+const INSERT_EMAILS: &str =
+    "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
+ ON CONFLICT DO NOTHING RETURNING business_id";
+
 #[async_trait]
 impl StageHandler for Personalization {
     type Payload = LeadRef;
@@ -308,24 +320,34 @@ impl StageHandler for Personalization {
         let e = &self.experiment;
         let exp_id: uuid::Uuid = cached::query_one(
             tx,
-            "INSERT INTO experiments (id, tenant_id, key, name, min_sample, confidence, holdout_bp) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (tenant_id, key) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &e.key, &e.name, &e.min_sample, &e.confidence, &(e.holdout_bp as i32)],
+            INSERT_EXPERIMENT,
+            &[
+                &uuid::Uuid::new_v4(),
+                &tenant.as_uuid(),
+                &e.key,
+                &e.name,
+                &e.min_sample,
+                &e.confidence,
+                &(e.holdout_bp as i32),
+            ],
         )
         .await?
         .get("id");
         let variant_ids: HashMap<String, uuid::Uuid> = cached::query(
             tx,
-            "INSERT INTO experiment_variants (id, tenant_id, experiment_id, key, weight, subject_template)
-             SELECT gen_random_uuid(), $1, $2, k, w, s FROM UNNEST($3::text[], $4::float8[], $5::text[]) AS x(k, w, s)
-             ON CONFLICT (experiment_id, key) DO UPDATE SET weight = EXCLUDED.weight, subject_template = EXCLUDED.subject_template
-             RETURNING key, id",
+            INSERT_VARIANT,
             &[
                 &tenant.as_uuid(),
                 &exp_id,
-                &e.variants.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
+                &e.variants
+                    .iter()
+                    .map(|v| v.key.as_str())
+                    .collect::<Vec<_>>(),
                 &e.variants.iter().map(|v| v.weight).collect::<Vec<_>>(),
-                &e.variants.iter().map(|v| v.subject.as_str()).collect::<Vec<_>>(),
+                &e.variants
+                    .iter()
+                    .map(|v| v.subject.as_str())
+                    .collect::<Vec<_>>(),
             ],
         )
         .await?
@@ -374,30 +396,14 @@ impl StageHandler for Personalization {
             serde_json::Value::Array(logs),
         );
         let (assigned, written, logged) = futures_util::future::join3(
-            cached::execute(
-                tx,
-                "INSERT INTO experiment_assignments SELECT * FROM jsonb_populate_recordset(NULL::experiment_assignments, $1::jsonb)
-                 ON CONFLICT (experiment_id, business_id) DO NOTHING",
-                &[&assignments],
-            ),
+            cached::execute(tx, INSERT_ASSIGNMENTS, &[&assignments]),
             async {
                 if !any_emails {
                     return Ok(Vec::new());
                 }
-                cached::query(
-                    tx,
-                    "INSERT INTO emails SELECT * FROM jsonb_populate_recordset(NULL::emails, $1::jsonb)
-                     ON CONFLICT DO NOTHING RETURNING business_id",
-                    &[&emails],
-                )
-                .await
+                cached::query(tx, INSERT_EMAILS, &[&emails]).await
             },
-            cached::execute_if(
-                tx,
-                any_logs,
-                llm_log::INSERT,
-                &[&logs],
-            ),
+            cached::execute_if(tx, any_logs, llm_log::INSERT, &[&logs]),
         )
         .await;
         assigned?;

@@ -22,6 +22,17 @@ pub struct SampleReport {
     pub samples: u64,
 }
 
+const SAMPLE_RECENT_RUNS: &str = "SELECT r.id FROM runs r WHERE r.status <> 'running' AND r.finished_at > $1::timestamptz - interval '2 days'
+ AND NOT EXISTS (SELECT 1 FROM qa_samples q WHERE q.run_id = r.id) ORDER BY r.finished_at";
+const INSERT_SAMPLES: &str = "INSERT INTO qa_samples (id, tenant_id, run_id, business_id, score_id, assessment_id, report_id, email_id)
+ SELECT gen_random_uuid(), s.tenant_id, s.run_id, s.business_id, s.id, s.assessment_id, rp.id,
+        (SELECT e.id FROM emails e WHERE e.report_id = rp.id AND e.kind = 'outreach' LIMIT 1)
+ FROM scores s LEFT JOIN reports rp ON rp.score_id = s.id
+ WHERE s.run_id = $1 AND s.qualified
+ ORDER BY sha256(convert_to(s.run_id::text || ':' || s.business_id::text, 'UTF8'))
+ LIMIT $2
+ ON CONFLICT (run_id, business_id) DO NOTHING";
+
 /// Samples every run of every tenant that finished in the last two days and has no sample yet.
 pub async fn sample(
     deps: &Deps,
@@ -37,29 +48,13 @@ pub async fn sample(
         let mut c = deps.pool.get().await?;
         let tx = begin_tenant(&mut c, tenant).await?;
         let runs: Vec<uuid::Uuid> = tx
-            .query(
-                "SELECT r.id FROM runs r WHERE r.status <> 'running' AND r.finished_at > $1::timestamptz - interval '2 days'
-                   AND NOT EXISTS (SELECT 1 FROM qa_samples q WHERE q.run_id = r.id) ORDER BY r.finished_at",
-                &[&now],
-            )
+            .query(SAMPLE_RECENT_RUNS, &[&now])
             .await?
             .iter()
             .map(|r| r.get("id"))
             .collect();
         for run in runs {
-            let added = tx
-                .execute(
-                    "INSERT INTO qa_samples (id, tenant_id, run_id, business_id, score_id, assessment_id, report_id, email_id)
-                     SELECT gen_random_uuid(), s.tenant_id, s.run_id, s.business_id, s.id, s.assessment_id, rp.id,
-                            (SELECT e.id FROM emails e WHERE e.report_id = rp.id AND e.kind = 'outreach' LIMIT 1)
-                     FROM scores s LEFT JOIN reports rp ON rp.score_id = s.id
-                     WHERE s.run_id = $1 AND s.qualified
-                     ORDER BY sha256(convert_to(s.run_id::text || ':' || s.business_id::text, 'UTF8'))
-                     LIMIT $2
-                     ON CONFLICT (run_id, business_id) DO NOTHING",
-                    &[&run, &n],
-                )
-                .await?;
+            let added = tx.execute(INSERT_SAMPLES, &[&run, &n]).await?;
             if added > 0 {
                 report.runs_sampled += 1;
                 report.samples += added;
@@ -85,20 +80,17 @@ pub struct Sample {
     pub notes: Option<String>,
 }
 
+const LIST_SAMPLES: &str = "SELECT q.id, q.run_id, b.name AS business, b.website_url, s.score, s.tier::text AS tier, rp.token AS report_token,
+        e.subject, q.result, q.notes
+ FROM qa_samples q JOIN businesses b ON b.id = q.business_id
+ LEFT JOIN scores s ON s.id = q.score_id LEFT JOIN reports rp ON rp.id = q.report_id LEFT JOIN emails e ON e.id = q.email_id
+ WHERE $1 OR q.result = 'needs_review' ORDER BY q.created_at DESC, b.name";
+
 /// Samples of `tenant`, newest first; only those still to review unless `all`.
 pub async fn list(pool: &Pool, tenant: TenantId, all: bool) -> Result<Vec<Sample>, DbError> {
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
-    let rows = tx
-        .query(
-            "SELECT q.id, q.run_id, b.name AS business, b.website_url, s.score, s.tier::text AS tier, rp.token AS report_token,
-                    e.subject, q.result, q.notes
-             FROM qa_samples q JOIN businesses b ON b.id = q.business_id
-             LEFT JOIN scores s ON s.id = q.score_id LEFT JOIN reports rp ON rp.id = q.report_id LEFT JOIN emails e ON e.id = q.email_id
-             WHERE $1 OR q.result = 'needs_review' ORDER BY q.created_at DESC, b.name",
-            &[&all],
-        )
-        .await?;
+    let rows = tx.query(LIST_SAMPLES, &[&all]).await?;
     tx.commit().await?;
     Ok(rows
         .iter()
@@ -123,6 +115,8 @@ pub enum Verdict {
     Fail,
 }
 
+const REVIEW_SAMPLE: &str = "UPDATE qa_samples SET result = $2, reviewer = $3, notes = $4, reviewed_at = now() WHERE id = $1";
+
 /// Records a reviewer's verdict; `false` when there is no such sample for the tenant.
 pub async fn review(
     pool: &Pool,
@@ -139,10 +133,7 @@ pub async fn review(
     let mut c = pool.get().await?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let n = tx
-        .execute(
-            "UPDATE qa_samples SET result = $2, reviewer = $3, notes = $4, reviewed_at = now() WHERE id = $1",
-            &[&id, &result, &reviewer, &notes],
-        )
+        .execute(REVIEW_SAMPLE, &[&id, &result, &reviewer, &notes])
         .await?;
     tx.commit().await?;
     Ok(n == 1)

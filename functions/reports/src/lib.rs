@@ -196,6 +196,10 @@ fn report_data(row: &tokio_postgres::Row) -> ReportData {
     }
 }
 
+const INSERT_REPORTS: &str = "INSERT INTO reports SELECT * FROM jsonb_populate_recordset(NULL::reports, $1::jsonb)
+ ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET preview_key = EXCLUDED.preview_key,
+    full_key = EXCLUDED.full_key, pages = EXCLUDED.pages, bytes = EXCLUDED.bytes, score_id = EXCLUDED.score_id";
+
 #[async_trait]
 impl StageHandler for Reports {
     type Payload = LeadRef;
@@ -310,14 +314,7 @@ impl StageHandler for Reports {
                 })
             })
             .collect();
-        cached::execute(
-            tx,
-            "INSERT INTO reports SELECT * FROM jsonb_populate_recordset(NULL::reports, $1::jsonb)
-             ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET preview_key = EXCLUDED.preview_key,
-                full_key = EXCLUDED.full_key, pages = EXCLUDED.pages, bytes = EXCLUDED.bytes, score_id = EXCLUDED.score_id",
-            &[&serde_json::Value::Array(rows)],
-        )
-        .await?;
+        cached::execute(tx, INSERT_REPORTS, &[&serde_json::Value::Array(rows)]).await?;
         items
             .iter()
             .map(|it| Ok(vec![Outgoing::forward(&it.env, Queue::Personalization)?]))

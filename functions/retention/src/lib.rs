@@ -111,6 +111,8 @@ const ROW_PURGES: &[RowPurge] = &[
     },
 ];
 
+const RECORD_RETENTION_RUN: &str = "INSERT INTO retention_runs (kind, rows, objects, batches, remaining, cutoff, ran_at) VALUES ($1, $2, $3, $4, $5, $6, $6)";
+
 /// Purges everything past its period for every tenant, as of `now`.
 pub async fn purge(
     deps: &Deps,
@@ -133,8 +135,15 @@ pub async fn purge(
     let tx = c.transaction().await?;
     for t in &totals {
         tx.execute(
-            "INSERT INTO retention_runs (kind, rows, objects, batches, remaining, cutoff, ran_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            &[&t.kind, &(t.rows as i64), &(t.objects as i64), &(t.batches as i32), &t.remaining, &now],
+            RECORD_RETENTION_RUN,
+            &[
+                &t.kind,
+                &(t.rows as i64),
+                &(t.objects as i64),
+                &(t.batches as i32),
+                &t.remaining,
+                &now,
+            ],
         )
         .await?;
     }
@@ -200,6 +209,9 @@ async fn purge_rows(
     .await
 }
 
+const EXPIRED_HTML: &str = "SELECT id, raw_html_key FROM assessments WHERE raw_html_key IS NOT NULL AND assessed_at < $1 ORDER BY id LIMIT $2";
+const FORGET_HTML_KEYS: &str = "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)";
+
 /// Raw HTML: delete the objects, then clear their keys (a retry after a crash in between
 /// deletes already-missing objects, which succeeds).
 async fn purge_html(
@@ -211,12 +223,7 @@ async fn purge_html(
     let mut c = deps.pool.get().await.map_err(DbError::from)?;
     batched("raw_html", periods, async || {
         let tx = begin_tenant(&mut c, tenant).await?;
-        let rows = tx
-            .query(
-                "SELECT id, raw_html_key FROM assessments WHERE raw_html_key IS NOT NULL AND assessed_at < $1 ORDER BY id LIMIT $2",
-                &[&cutoff, &periods.batch],
-            )
-            .await?;
+        let rows = tx.query(EXPIRED_HTML, &[&cutoff, &periods.batch]).await?;
         tx.commit().await?;
         if rows.is_empty() {
             return Ok((0, 0, false));
@@ -230,9 +237,7 @@ async fn purge_html(
             }
         }
         let tx = begin_tenant(&mut c, tenant).await?;
-        let n = tx
-            .execute("UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)", &[&ids])
-            .await?;
+        let n = tx.execute(FORGET_HTML_KEYS, &[&ids]).await?;
         tx.commit().await?;
         Ok((n, objects, rows.len() as i64 >= periods.batch))
     })

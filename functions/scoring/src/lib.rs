@@ -77,6 +77,12 @@ LEFT JOIN enrichments e ON e.business_id = b.id
 LEFT JOIN LATERAL (SELECT * FROM assessments a WHERE a.business_id = b.id AND a.run_id IS NOT DISTINCT FROM x.run_id
                    ORDER BY a.assessed_at DESC LIMIT 1) a ON true";
 
+const INSERT_SCORES: &str = "INSERT INTO scores SELECT * FROM jsonb_populate_recordset(NULL::scores, $1::jsonb)
+ ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET score = EXCLUDED.score, tier = EXCLUDED.tier,
+    rules_version = EXCLUDED.rules_version, breakdown = EXCLUDED.breakdown, qualified = EXCLUDED.qualified,
+    disqualify_reason = EXCLUDED.disqualify_reason, assessment_id = EXCLUDED.assessment_id, scored_at = EXCLUDED.scored_at
+ RETURNING business_id, id";
+
 #[async_trait]
 impl StageHandler for Scoring {
     type Payload = LeadRef;
@@ -197,19 +203,12 @@ impl StageHandler for Scoring {
                 })
             })
             .collect();
-        let ids: std::collections::HashMap<uuid::Uuid, uuid::Uuid> = cached::query(
-            tx,
-            "INSERT INTO scores SELECT * FROM jsonb_populate_recordset(NULL::scores, $1::jsonb)
-             ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET score = EXCLUDED.score, tier = EXCLUDED.tier,
-                rules_version = EXCLUDED.rules_version, breakdown = EXCLUDED.breakdown, qualified = EXCLUDED.qualified,
-                disqualify_reason = EXCLUDED.disqualify_reason, assessment_id = EXCLUDED.assessment_id, scored_at = EXCLUDED.scored_at
-             RETURNING business_id, id",
-            &[&serde_json::Value::Array(rows)],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get("business_id"), r.get("id")))
-        .collect();
+        let ids: std::collections::HashMap<uuid::Uuid, uuid::Uuid> =
+            cached::query(tx, INSERT_SCORES, &[&serde_json::Value::Array(rows)])
+                .await?
+                .iter()
+                .map(|r| (r.get("business_id"), r.get("id")))
+                .collect();
         items
             .iter()
             .map(|it| {

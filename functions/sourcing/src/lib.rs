@@ -121,6 +121,30 @@ fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool
     out
 }
 
+const ACTIVE_CAMPAIGNS: &str = "SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'active'";
+const UPDATE_CURSOR_TOTALS: &str =
+    "UPDATE targeting_cursors t SET known_total = x.n, updated_at = now()
+ FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[]) AS x(c, l, k, n)
+ WHERE t.campaign_id = x.c AND t.location = x.l AND t.category = x.k";
+const LOCK_TENANT: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('leadfactory:sourcing:' || $1::uuid::text, 0))";
+const KNOWN_BUSINESSES: &str = "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
+        array(SELECT l.campaign_id FROM campaign_leads l
+              WHERE l.business_id = b.id AND l.handed_at > now() - make_interval(days => $5)) AS fresh_for,
+        array(SELECT l.campaign_id FROM campaign_leads l WHERE l.business_id = b.id) AS handed_for
+ FROM businesses b
+ WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
+    OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))";
+const INSERT_BUSINESSES: &str =
+    "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
+ ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()";
+const UPDATE_SEEN: &str = "UPDATE businesses b SET last_seen_at = now(), updated_at = now(), rating = x.r::numeric(2,1), review_count = GREATEST(b.review_count, x.n)
+ FROM UNNEST($1::uuid[], $2::float8[], $3::int4[]) AS x(id, r, n) WHERE b.id = x.id";
+const INSERT_CAMPAIGN_LEADS: &str =
+    "INSERT INTO campaign_leads (tenant_id, business_id, campaign_id, run_id, handed_at)
+ SELECT $1, b, c, r, now() FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[]) AS x(b, c, r)
+ ON CONFLICT (business_id, campaign_id) DO UPDATE SET handed_at = now(), run_id = EXCLUDED.run_id";
+
 #[async_trait]
 impl StageHandler for Sourcing {
     type Payload = SourcingJob;
@@ -163,15 +187,11 @@ impl StageHandler for Sourcing {
             .iter()
             .map(|e| e.payload.campaign_id.as_uuid())
             .collect();
-        Ok(cached::query(
-            tx,
-            "SELECT id FROM campaigns WHERE id = ANY($1) AND status = 'active'",
-            &[&ids],
-        )
-        .await?
-        .iter()
-        .map(|r| shared::domain::CampaignId::from_uuid(r.get("id")))
-        .collect())
+        Ok(cached::query(tx, ACTIVE_CAMPAIGNS, &[&ids])
+            .await?
+            .iter()
+            .map(|r| shared::domain::CampaignId::from_uuid(r.get("id")))
+            .collect())
     }
 
     async fn work(
@@ -255,16 +275,8 @@ impl StageHandler for Sourcing {
             &area_categories,
             &area_totals,
         ];
-        let record_totals = || {
-            cached::execute_if(
-                tx,
-                !totals.is_empty(),
-                "UPDATE targeting_cursors t SET known_total = x.n, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[]) AS x(c, l, k, n)
-                 WHERE t.campaign_id = x.c AND t.location = x.l AND t.category = x.k",
-                &cursor_params,
-            )
-        };
+        let record_totals =
+            || cached::execute_if(tx, !totals.is_empty(), UPDATE_CURSOR_TOTALS, &cursor_params);
         if cands.is_empty() {
             record_totals().await?;
             return Ok(items.iter().map(|_| Vec::new()).collect());
@@ -284,26 +296,12 @@ impl StageHandler for Sourcing {
         // the lock inside itself would not see what the other batch committed.
         let tenant_id = tenant.as_uuid();
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant_id];
-        let serialise = cached::query(
-            tx,
-            "SELECT pg_advisory_xact_lock(hashtextextended('leadfactory:sourcing:' || $1::uuid::text, 0))",
-            &lock_params,
-        );
+        let serialise = cached::query(tx, LOCK_TENANT, &lock_params);
         let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&yelp_ids, &phones, &names, &addrs, &STALE_AFTER_DAYS];
         // With each known business, the campaigns it was handed on for lately (and so is not
         // again): eligibility is per campaign, de-duplication per business.
-        let lookup = cached::query(
-            tx,
-            "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
-                    array(SELECT l.campaign_id FROM campaign_leads l
-                          WHERE l.business_id = b.id AND l.handed_at > now() - make_interval(days => $5)) AS fresh_for,
-                    array(SELECT l.campaign_id FROM campaign_leads l WHERE l.business_id = b.id) AS handed_for
-             FROM businesses b
-             WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
-                OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
-            &lookup_params,
-        );
+        let lookup = cached::query(tx, KNOWN_BUSINESSES, &lookup_params);
         serialise.await?;
         let rows = lookup.await?;
         // Per known business: the campaigns it was handed on for lately, and ever.
@@ -410,18 +408,11 @@ impl StageHandler for Sourcing {
         let rows = serde_json::Value::Array(rows);
         let (lead_ids, lead_campaigns, lead_runs) = leads;
         let (inserted, seen, logged, totals, led) = futures_util::future::join5(
-            cached::execute_if(
-                tx,
-                new_rows,
-                "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
-                 ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()",
-                &[&rows],
-            ),
+            cached::execute_if(tx, new_rows, INSERT_BUSINESSES, &[&rows]),
             cached::execute_if(
                 tx,
                 !seen_ids.is_empty(),
-                "UPDATE businesses b SET last_seen_at = now(), updated_at = now(), rating = x.r::numeric(2,1), review_count = GREATEST(b.review_count, x.n)
-                 FROM UNNEST($1::uuid[], $2::float8[], $3::int4[]) AS x(id, r, n) WHERE b.id = x.id",
+                UPDATE_SEEN,
                 &[&seen_ids, &seen_rating, &seen_reviews],
             ),
             runs::insert_events(tx, tenant, &events),
@@ -430,9 +421,7 @@ impl StageHandler for Sourcing {
             cached::execute_if(
                 tx,
                 !lead_ids.is_empty(),
-                "INSERT INTO campaign_leads (tenant_id, business_id, campaign_id, run_id, handed_at)
-                 SELECT $1, b, c, r, now() FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[]) AS x(b, c, r)
-                 ON CONFLICT (business_id, campaign_id) DO UPDATE SET handed_at = now(), run_id = EXCLUDED.run_id",
+                INSERT_CAMPAIGN_LEADS,
                 &[&tenant_id, &lead_ids, &lead_campaigns, &lead_runs],
             ),
         )

@@ -187,10 +187,12 @@ pub async fn handle(
     }
 }
 
+const REPORT_TENANT: &str = "SELECT report_tenant_by_token($1) AS tenant_id";
+
 async fn tenant_of_report(deps: &StorefrontDeps, token: &str) -> Result<TenantId, HttpError> {
     let c = deps.pool.get().await.map_err(internal)?;
     let t: Option<uuid::Uuid> = c
-        .query_one("SELECT report_tenant_by_token($1) AS tenant_id", &[&token])
+        .query_one(REPORT_TENANT, &[&token])
         .await
         .map_err(internal)?
         .get("tenant_id");
@@ -212,22 +214,21 @@ struct ReportRow {
     to_email: Option<String>,
 }
 
+const REPORT_PAGE: &str = "SELECT r.id AS report_id, b.id AS business_id, b.name AS business, coalesce(s.score, 0::smallint) AS score,
+        coalesce(s.tier::text, '?') AS tier, a.insights, r.price_cents, r.preview_key,
+        e.campaign_id, e.id AS email_id, e.to_email
+ FROM reports r JOIN businesses b ON b.id = r.business_id
+ LEFT JOIN scores s ON s.id = r.score_id
+ LEFT JOIN assessments a ON a.id = s.assessment_id
+ LEFT JOIN LATERAL (SELECT id, campaign_id, to_email FROM emails WHERE report_id = r.id AND kind = 'outreach' LIMIT 1) e ON true
+ WHERE r.token = $1";
+
 async fn report(deps: &StorefrontDeps, token: &str) -> Result<(TenantId, ReportRow), HttpError> {
     let tenant = tenant_of_report(deps, token).await?;
     let mut c = deps.pool.get().await.map_err(internal)?;
     let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
     let row = tx
-        .query_opt(
-            "SELECT r.id AS report_id, b.id AS business_id, b.name AS business, coalesce(s.score, 0::smallint) AS score,
-                    coalesce(s.tier::text, '?') AS tier, a.insights, r.price_cents, r.preview_key,
-                    e.campaign_id, e.id AS email_id, e.to_email
-             FROM reports r JOIN businesses b ON b.id = r.business_id
-             LEFT JOIN scores s ON s.id = r.score_id
-             LEFT JOIN assessments a ON a.id = s.assessment_id
-             LEFT JOIN LATERAL (SELECT id, campaign_id, to_email FROM emails WHERE report_id = r.id AND kind = 'outreach' LIMIT 1) e ON true
-             WHERE r.token = $1",
-            &[&token],
-        )
+        .query_opt(REPORT_PAGE, &[&token])
         .await
         .map_err(internal)?
         .ok_or_else(|| HttpError::not_found("no such report"))?;
@@ -306,6 +307,9 @@ async fn preview_pdf(
     ))
 }
 
+const INSERT_PURCHASE: &str = "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, status, amount_cents, currency)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT (stripe_session_id) DO NOTHING";
+
 async fn buy(
     deps: &StorefrontDeps,
     token: &str,
@@ -368,9 +372,18 @@ async fn buy(
     let mut c = deps.pool.get().await.map_err(internal)?;
     let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
     tx.execute(
-        "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, status, amount_cents, currency)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT (stripe_session_id) DO NOTHING",
-        &[&uuid::Uuid::new_v4(), &tenant.as_uuid(), &r.id, &r.business_id, &r.campaign_id, &r.email_id, &session.id, &r.price_cents, &deps.currency],
+        INSERT_PURCHASE,
+        &[
+            &uuid::Uuid::new_v4(),
+            &tenant.as_uuid(),
+            &r.id,
+            &r.business_id,
+            &r.campaign_id,
+            &r.email_id,
+            &session.id,
+            &r.price_cents,
+            &deps.currency,
+        ],
     )
     .await
     .map_err(internal)?;
@@ -393,6 +406,12 @@ fn unsubscribe_claim(
         .map_err(|_| HttpError::not_found("this unsubscribe link is not valid"))
 }
 
+const EMAIL_ADDRESS: &str = "SELECT to_email FROM emails WHERE id = $1";
+const SUPPRESS: &str = "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'unsubscribe', 'one-click')
+ ON CONFLICT (tenant_id, kind, value) DO NOTHING";
+const MARK_UNSUBSCRIBED: &str =
+    "UPDATE emails SET unsubscribed_at = coalesce(unsubscribed_at, now()) WHERE id = $1";
+
 async fn unsubscribe(
     deps: &StorefrontDeps,
     token: &str,
@@ -401,7 +420,7 @@ async fn unsubscribe(
     let mut c = deps.pool.get().await.map_err(internal)?;
     let tx = begin_tenant(&mut c, claim.tenant).await.map_err(internal)?;
     let to: String = tx
-        .query_opt("SELECT to_email FROM emails WHERE id = $1", &[&claim.id])
+        .query_opt(EMAIL_ADDRESS, &[&claim.id])
         .await
         .map_err(internal)?
         .ok_or_else(|| HttpError::not_found("this unsubscribe link is not valid"))?
@@ -409,19 +428,12 @@ async fn unsubscribe(
     let value = shared::domain::Email::parse(&to)
         .map(|e| e.to_string())
         .unwrap_or_else(|_| to.to_lowercase());
-    tx.execute(
-        "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'unsubscribe', 'one-click')
-         ON CONFLICT (tenant_id, kind, value) DO NOTHING",
-        &[&claim.tenant.as_uuid(), &value],
-    )
-    .await
-    .map_err(internal)?;
-    tx.execute(
-        "UPDATE emails SET unsubscribed_at = coalesce(unsubscribed_at, now()) WHERE id = $1",
-        &[&claim.id],
-    )
-    .await
-    .map_err(internal)?;
+    tx.execute(SUPPRESS, &[&claim.tenant.as_uuid(), &value])
+        .await
+        .map_err(internal)?;
+    tx.execute(MARK_UNSUBSCRIBED, &[&claim.id])
+        .await
+        .map_err(internal)?;
     tx.commit().await.map_err(internal)?;
     tracing::info!(email = %shared::obs::hash_pii(&value), "unsubscribed");
     Ok(html(
@@ -432,6 +444,8 @@ async fn unsubscribe(
         ),
     ))
 }
+
+const PURCHASE_DOWNLOAD: &str = "SELECT p.status, r.full_key, p.dispute_status FROM purchases p JOIN reports r ON r.id = p.report_id WHERE p.id = $1";
 
 async fn download(
     deps: &StorefrontDeps,
@@ -451,10 +465,7 @@ async fn download(
     let mut c = deps.pool.get().await.map_err(internal)?;
     let tx = begin_tenant(&mut c, claim.tenant).await.map_err(internal)?;
     let row = tx
-        .query_opt(
-            "SELECT p.status, r.full_key, p.dispute_status FROM purchases p JOIN reports r ON r.id = p.report_id WHERE p.id = $1",
-            &[&claim.id],
-        )
+        .query_opt(PURCHASE_DOWNLOAD, &[&claim.id])
         .await
         .map_err(internal)?
         .ok_or_else(|| HttpError::not_found("this download link is not valid"))?;

@@ -162,6 +162,8 @@ fn outcome(action: &Action) -> &'static str {
     }
 }
 
+const TENANT_BY_PAYMENT_INTENT: &str = "SELECT purchase_tenant_by_payment_intent($1) AS tenant_id";
+
 /// 2. The tenant an event belongs to: its object's `metadata.tenant_id`, or — for a charge,
 ///    which Stripe does not promise carries its payment intent's metadata — the tenant of the
 ///    purchase paid through that payment intent.
@@ -177,16 +179,16 @@ async fn attribute(
         return Ok(None);
     };
     let row = client
-        .query_one(
-            "SELECT purchase_tenant_by_payment_intent($1) AS tenant_id",
-            &[&intent],
-        )
+        .query_one(TENANT_BY_PAYMENT_INTENT, &[&intent])
         .await
         .map_err(internal)?;
     Ok(row
         .get::<_, Option<uuid::Uuid>>("tenant_id")
         .map(TenantId::from_uuid))
 }
+
+const KEEP_UNATTRIBUTED: &str =
+    "SELECT record_unattributed_stripe_event($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// An event that names no tenant we can find. One of a type we act on is kept where only
 /// operators read it (a paid session among them is money taken for nothing delivered: the
@@ -208,7 +210,7 @@ async fn keep_unattributed(
     let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
     client
         .execute(
-            "SELECT record_unattributed_stripe_event($1, $2, $3, $4, $5, $6, $7, $8)",
+            KEEP_UNATTRIBUTED,
             &[
                 &event.id,
                 &event.kind,
@@ -232,6 +234,9 @@ struct Stored {
     processed: bool,
 }
 
+const INSERT_EVENT: &str = "INSERT INTO stripe_events (event_id, tenant_id, type, created, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
+const EVENT_PROCESSED_AT: &str = "SELECT processed_at FROM stripe_events WHERE event_id = $1";
+
 /// 3. The event stored once by its id (a repeated delivery finds it, processed or not).
 async fn store_event(
     tx: &tokio_postgres::Transaction<'_>,
@@ -242,16 +247,19 @@ async fn store_event(
     let created = chrono::DateTime::from_timestamp(event.created, 0).unwrap_or_default();
     let inserted = tx
         .execute(
-            "INSERT INTO stripe_events (event_id, tenant_id, type, created, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-            &[&event.id, &tenant.as_uuid(), &event.kind, &created, &stored_payload(body)?],
+            INSERT_EVENT,
+            &[
+                &event.id,
+                &tenant.as_uuid(),
+                &event.kind,
+                &created,
+                &stored_payload(body)?,
+            ],
         )
         .await
         .map_err(internal)?;
     let processed: Option<chrono::DateTime<chrono::Utc>> = tx
-        .query_one(
-            "SELECT processed_at FROM stripe_events WHERE event_id = $1",
-            &[&event.id],
-        )
+        .query_one(EVENT_PROCESSED_AT, &[&event.id])
         .await
         .map_err(internal)?
         .get("processed_at");
@@ -307,6 +315,8 @@ async fn send_fulfilment(
         .map_err(internal)
 }
 
+const MARK_PROCESSED: &str = "UPDATE stripe_events SET processed_at = now() WHERE event_id = $1";
+
 /// 6. The event marked processed, only once everything it asked for is done: a delivery that
 ///    stopped before is finished by Stripe's retry.
 async fn mark_processed(
@@ -315,14 +325,15 @@ async fn mark_processed(
     event_id: &str,
 ) -> Result<(), HttpError> {
     let tx = begin_tenant(client, tenant).await.map_err(internal)?;
-    tx.execute(
-        "UPDATE stripe_events SET processed_at = now() WHERE event_id = $1",
-        &[&event_id],
-    )
-    .await
-    .map_err(internal)?;
+    tx.execute(MARK_PROCESSED, &[&event_id])
+        .await
+        .map_err(internal)?;
     tx.commit().await.map_err(internal)
 }
+
+const RECORD_REFUND: &str = "UPDATE purchases SET refunded_cents = LEAST(GREATEST(refunded_cents, $2), amount_cents),
+        status = CASE WHEN LEAST(GREATEST(refunded_cents, $2), amount_cents) >= amount_cents THEN 'refunded' ELSE 'partially_refunded' END
+ WHERE stripe_payment_intent = $1";
 
 /// A refund of a purchase's payment: the refunded amount only grows, up to the amount paid.
 async fn record_refund(
@@ -331,16 +342,16 @@ async fn record_refund(
 ) -> Result<(), HttpError> {
     let intent = charge.payment_intent.as_deref().unwrap_or_default();
     let refunded = charge.amount_refunded.max(0);
-    tx.execute(
-        "UPDATE purchases SET refunded_cents = LEAST(GREATEST(refunded_cents, $2), amount_cents),
-                status = CASE WHEN LEAST(GREATEST(refunded_cents, $2), amount_cents) >= amount_cents THEN 'refunded' ELSE 'partially_refunded' END
-         WHERE stripe_payment_intent = $1",
-        &[&intent, &refunded],
-    )
-    .await
-    .map_err(internal)?;
+    tx.execute(RECORD_REFUND, &[&intent, &refunded])
+        .await
+        .map_err(internal)?;
     Ok(())
 }
+
+const RECORD_DISPUTE: &str =
+    "UPDATE purchases SET dispute_status = $2, dispute_id = coalesce($3, dispute_id),
+        disputed_at = coalesce(disputed_at, now())
+ WHERE stripe_payment_intent = $1";
 
 /// A dispute opened or closed on a purchase's payment: while it is open or once it is lost,
 /// the storefront refuses the download.
@@ -361,16 +372,19 @@ async fn record_dispute(
         // `won`, or `warning_closed` (an inquiry that never became a chargeback).
         (DisputeChange::Closed, _) => "won",
     };
-    tx.execute(
-        "UPDATE purchases SET dispute_status = $2, dispute_id = coalesce($3, dispute_id),
-                disputed_at = coalesce(disputed_at, now())
-         WHERE stripe_payment_intent = $1",
-        &[&intent, &status, &id],
-    )
-    .await
-    .map_err(internal)?;
+    tx.execute(RECORD_DISPUTE, &[&intent, &status, &id])
+        .await
+        .map_err(internal)?;
     Ok(())
 }
+
+const MARK_UNPAID: &str =
+    "UPDATE purchases SET status = $2 WHERE stripe_session_id = $1 AND status = 'pending'";
+const PURCHASE_EXISTS: &str = "SELECT 1 FROM purchases WHERE stripe_session_id = $1";
+const INSERT_UNPAID: &str = "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
+                        status, amount_cents, currency, customer_email)
+ VALUES ($1, $3, $4, $5, $6, $7, $2, $8, $12, $9, $10, $11)
+ ON CONFLICT (stripe_session_id) DO NOTHING";
 
 /// Records a session that ended unpaid (`failed`, `expired`): the pending purchase moves to it,
 /// and a session with no purchase row yet (its `completed` event not seen) gets one, so the
@@ -382,18 +396,10 @@ async fn record_unpaid(
     status: &str,
 ) -> Result<(), PaidError> {
     let session_id = session_id(s)?;
-    let updated = tx
-        .execute(
-            "UPDATE purchases SET status = $2 WHERE stripe_session_id = $1 AND status = 'pending'",
-            &[&session_id, &status],
-        )
-        .await?;
+    let updated = tx.execute(MARK_UNPAID, &[&session_id, &status]).await?;
     let known = updated > 0
         || tx
-            .query_opt(
-                "SELECT 1 FROM purchases WHERE stripe_session_id = $1",
-                &[&session_id],
-            )
+            .query_opt(PURCHASE_EXISTS, &[&session_id])
             .await?
             .is_some();
     if known {
@@ -401,12 +407,21 @@ async fn record_unpaid(
     }
     let session = SessionFacts::read(s)?;
     tx.execute(
-        "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
-                                status, amount_cents, currency, customer_email)
-         VALUES ($1, $3, $4, $5, $6, $7, $2, $8, $12, $9, $10, $11)
-         ON CONFLICT (stripe_session_id) DO NOTHING",
-        &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &session.report, &session.business, &session.campaign,
-          &session.email_id, &session.intent, &session.amount, &session.currency, &session.customer_email, &status],
+        INSERT_UNPAID,
+        &[
+            &uuid::Uuid::new_v4(),
+            &session_id,
+            &tenant.as_uuid(),
+            &session.report,
+            &session.business,
+            &session.campaign,
+            &session.email_id,
+            &session.intent,
+            &session.amount,
+            &session.currency,
+            &session.customer_email,
+            &status,
+        ],
     )
     .await?;
     Ok(())
@@ -474,6 +489,15 @@ enum PaidError {
     Db(#[from] tokio_postgres::Error),
 }
 
+const UPSERT_PAID: &str = "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
+                        status, amount_cents, currency, customer_email, paid_at)
+ VALUES ($1, $3, $4, $5, $6, $7, $2, $8, 'paid', $9, $10, $11, now())
+ ON CONFLICT (stripe_session_id) DO UPDATE SET status = CASE WHEN purchases.status IN ('pending', 'failed', 'expired') THEN 'paid' ELSE purchases.status END,
+     stripe_payment_intent = coalesce(purchases.stripe_payment_intent, EXCLUDED.stripe_payment_intent),
+     customer_email = coalesce(purchases.customer_email, EXCLUDED.customer_email),
+     paid_at = coalesce(purchases.paid_at, now())
+ RETURNING id, status = 'paid' AND fulfilled_at IS NULL AS due";
+
 /// Upserts the purchase as paid; returns the fulfilment to send while one is due.
 async fn record_paid(
     tx: &tokio_postgres::Transaction<'_>,
@@ -487,15 +511,20 @@ async fn record_paid(
     // key (`fulfil:<session>`) makes the second message a no-op.
     let row = tx
         .query_one(
-            "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
-                                    status, amount_cents, currency, customer_email, paid_at)
-             VALUES ($1, $3, $4, $5, $6, $7, $2, $8, 'paid', $9, $10, $11, now())
-             ON CONFLICT (stripe_session_id) DO UPDATE SET status = CASE WHEN purchases.status IN ('pending', 'failed', 'expired') THEN 'paid' ELSE purchases.status END,
-                 stripe_payment_intent = coalesce(purchases.stripe_payment_intent, EXCLUDED.stripe_payment_intent),
-                 customer_email = coalesce(purchases.customer_email, EXCLUDED.customer_email),
-                 paid_at = coalesce(purchases.paid_at, now())
-             RETURNING id, status = 'paid' AND fulfilled_at IS NULL AS due",
-            &[&uuid::Uuid::new_v4(), &session_id, &tenant.as_uuid(), &f.report, &f.business, &f.campaign, &f.email_id, &f.intent, &f.amount, &f.currency, &f.customer_email],
+            UPSERT_PAID,
+            &[
+                &uuid::Uuid::new_v4(),
+                &session_id,
+                &tenant.as_uuid(),
+                &f.report,
+                &f.business,
+                &f.campaign,
+                &f.email_id,
+                &f.intent,
+                &f.amount,
+                &f.currency,
+                &f.customer_email,
+            ],
         )
         .await?;
     let due: bool = row.get("due");

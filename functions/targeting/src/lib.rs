@@ -87,6 +87,33 @@ impl CursorColumns {
     }
 }
 
+const ACTIVE_CAMPAIGNS: &str = "SELECT id, vertical, categories, zip_codes, city, daily_quota FROM campaigns WHERE status = 'active' ORDER BY name";
+const CURSORS: &str =
+    "SELECT campaign_id, location, category, next_offset, known_total FROM targeting_cursors";
+const ADVANCE_CURSORS: &str = "WITH expanded AS (
+     INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+     SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+     ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key),
+ begun AS (
+     INSERT INTO run_work (tenant_id, run_id, queue, key)
+     SELECT $1, $5, $6, j.k FROM UNNEST($7::text[], $8::text[]) AS j(parent, k)
+     JOIN expanded e ON e.key = j.parent
+     ON CONFLICT DO NOTHING RETURNING 1),
+ -- The areas' cursors move on with a new expansion only (a re-fired schedule asks for
+ -- nothing new and moves nothing).
+ moved AS (
+     INSERT INTO targeting_cursors AS t (tenant_id, campaign_id, location, category, next_offset, exhausted_at)
+     SELECT $1, m.c, m.l, m.k, m.o, CASE WHEN m.x THEN now() END
+     FROM UNNEST($9::text[], $10::uuid[], $11::text[], $12::text[], $13::int4[], $14::bool[]) AS m(parent, c, l, k, o, x)
+     JOIN expanded e ON e.key = m.parent
+     ON CONFLICT (campaign_id, location, category) DO UPDATE SET next_offset = EXCLUDED.next_offset,
+         exhausted_at = CASE WHEN EXCLUDED.exhausted_at IS NULL THEN NULL ELSE coalesce(t.exhausted_at, EXCLUDED.exhausted_at) END,
+         updated_at = now())
+ UPDATE runs SET status = 'running', finished_at = NULL
+ WHERE id = $5 AND status <> 'running' AND EXISTS (SELECT 1 FROM begun)";
+const IN_PROGRESS_JOBS: &str = "SELECT key, outcome FROM processed_messages WHERE stage = $1 AND status = 'in_progress' AND key = ANY($2)";
+const MARK_JOBS_DONE: &str = "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now() WHERE stage = $1 AND key = ANY($2)";
+
 async fn target_tenant(
     deps: &Deps,
     tenant: TenantId,
@@ -96,10 +123,7 @@ async fn target_tenant(
     let tx = begin_tenant(&mut client, tenant).await?;
     let run = runs::begin_run(&tx, tenant, kind).await?;
     let campaigns: Vec<CampaignPlan> = tx
-        .query(
-            "SELECT id, vertical, categories, zip_codes, city, daily_quota FROM campaigns WHERE status = 'active' ORDER BY name",
-            &[],
-        )
+        .query(ACTIVE_CAMPAIGNS, &[])
         .await?
         .iter()
         .map(|r| CampaignPlan {
@@ -115,13 +139,7 @@ async fn target_tenant(
         CampaignId,
         std::collections::HashMap<Area, Cursor>,
     > = std::collections::HashMap::new();
-    for r in tx
-        .query(
-            "SELECT campaign_id, location, category, next_offset, known_total FROM targeting_cursors",
-            &[],
-        )
-        .await?
-    {
+    for r in tx.query(CURSORS, &[]).await? {
         cursors
             .entry(CampaignId::from_uuid(r.get("campaign_id")))
             .or_default()
@@ -169,27 +187,7 @@ async fn target_tenant(
     // finished earlier today is open again while they last); ones stored earlier but not sent
     // are re-sent.
     tx.execute(
-        "WITH expanded AS (
-             INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
-             SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
-             ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key),
-         begun AS (
-             INSERT INTO run_work (tenant_id, run_id, queue, key)
-             SELECT $1, $5, $6, j.k FROM UNNEST($7::text[], $8::text[]) AS j(parent, k)
-             JOIN expanded e ON e.key = j.parent
-             ON CONFLICT DO NOTHING RETURNING 1),
-         -- The areas' cursors move on with a new expansion only (a re-fired schedule asks for
-         -- nothing new and moves nothing).
-         moved AS (
-             INSERT INTO targeting_cursors AS t (tenant_id, campaign_id, location, category, next_offset, exhausted_at)
-             SELECT $1, m.c, m.l, m.k, m.o, CASE WHEN m.x THEN now() END
-             FROM UNNEST($9::text[], $10::uuid[], $11::text[], $12::text[], $13::int4[], $14::bool[]) AS m(parent, c, l, k, o, x)
-             JOIN expanded e ON e.key = m.parent
-             ON CONFLICT (campaign_id, location, category) DO UPDATE SET next_offset = EXCLUDED.next_offset,
-                 exhausted_at = CASE WHEN EXCLUDED.exhausted_at IS NULL THEN NULL ELSE coalesce(t.exhausted_at, EXCLUDED.exhausted_at) END,
-                 updated_at = now())
-         UPDATE runs SET status = 'running', finished_at = NULL
-         WHERE id = $5 AND status <> 'running' AND EXISTS (SELECT 1 FROM begun)",
+        ADVANCE_CURSORS,
         &[
             &tenant.as_uuid(),
             &Stage::Targeting.as_str(),
@@ -209,10 +207,7 @@ async fn target_tenant(
     )
     .await?;
     let pending = tx
-        .query(
-            "SELECT key, outcome FROM processed_messages WHERE stage = $1 AND status = 'in_progress' AND key = ANY($2)",
-            &[&Stage::Targeting.as_str(), &keys],
-        )
+        .query(IN_PROGRESS_JOBS, &[&Stage::Targeting.as_str(), &keys])
         .await?;
     // A run with nothing to do is finished at once; otherwise its last message finishes it.
     runs::finish_if_done(&tx, &[run]).await?;
@@ -237,11 +232,8 @@ async fn target_tenant(
     deps.bus.send_batch(Queue::Sourcing.name(), &bodies).await?;
     if !sent_keys.is_empty() {
         let tx = begin_tenant(&mut client, tenant).await?;
-        tx.execute(
-            "UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now() WHERE stage = $1 AND key = ANY($2)",
-            &[&Stage::Targeting.as_str(), &sent_keys],
-        )
-        .await?;
+        tx.execute(MARK_JOBS_DONE, &[&Stage::Targeting.as_str(), &sent_keys])
+            .await?;
         tx.commit().await?;
     }
     tracing::info!(%tenant, %run, campaigns = campaigns.len(), expanded = sent_keys.len(), jobs = bodies.len(), "targeting done");

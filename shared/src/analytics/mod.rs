@@ -104,6 +104,13 @@ pub struct Funnel {
     pub cost_per_lead_micros: Option<i64>,
 }
 
+const FUNNELS: &str = "SELECT campaign_id, sum(sourced)::int8 AS sourced, sum(assessed)::int8 AS assessed, sum(scored)::int8 AS scored,
+        sum(emailed)::int8 AS emailed, sum(delivered)::int8 AS delivered, sum(opened)::int8 AS opened,
+        sum(clicked)::int8 AS clicked, sum(bounced)::int8 AS bounced, sum(spam_reports)::int8 AS spam_reports,
+        sum(purchased)::int8 AS purchased, sum(revenue_cents)::int8 AS revenue_cents, sum(cost_micros)::int8 AS cost_micros
+ FROM funnel_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR campaign_id = $3)
+ GROUP BY campaign_id ORDER BY campaign_id";
+
 /// The funnel of each campaign (or one) over `from..=to`, from the roll-up.
 pub async fn funnels(
     tx: &tokio_postgres::Transaction<'_>,
@@ -111,17 +118,7 @@ pub async fn funnels(
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
 ) -> Result<Vec<Funnel>, DbError> {
-    let rows = tx
-        .query(
-            "SELECT campaign_id, sum(sourced)::int8 AS sourced, sum(assessed)::int8 AS assessed, sum(scored)::int8 AS scored,
-                    sum(emailed)::int8 AS emailed, sum(delivered)::int8 AS delivered, sum(opened)::int8 AS opened,
-                    sum(clicked)::int8 AS clicked, sum(bounced)::int8 AS bounced, sum(spam_reports)::int8 AS spam_reports,
-                    sum(purchased)::int8 AS purchased, sum(revenue_cents)::int8 AS revenue_cents, sum(cost_micros)::int8 AS cost_micros
-             FROM funnel_daily WHERE day BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR campaign_id = $3)
-             GROUP BY campaign_id ORDER BY campaign_id",
-            &[&from, &to, &campaign],
-        )
-        .await?;
+    let rows = tx.query(FUNNELS, &[&from, &to, &campaign]).await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -171,24 +168,21 @@ pub struct VariantResult {
     pub min_sample_reached: bool,
 }
 
+const EXPERIMENT_RESULTS: &str = "SELECT x.key AS experiment, x.min_sample, x.confidence, v.key AS variant,
+        count(e.id) FILTER (WHERE e.send_state = 'sent') AS sends,
+        count(e.opened_at) AS opens, count(e.clicked_at) AS clicks,
+        count(DISTINCT p.id) FILTER (WHERE p.status IN ('paid', 'partially_refunded', 'refunded')) AS purchases
+ FROM experiments x JOIN experiment_variants v ON v.experiment_id = x.id
+ LEFT JOIN emails e ON e.variant_id = v.id AND e.kind = 'outreach'
+ LEFT JOIN purchases p ON p.email_id = e.id
+ GROUP BY x.key, x.min_sample, x.confidence, v.key, v.id
+ ORDER BY x.key, min(v.key)";
+
 /// Every experiment's variants (sent outreach only), control first.
 pub async fn experiment_results(
     tx: &tokio_postgres::Transaction<'_>,
 ) -> Result<Vec<VariantResult>, DbError> {
-    let rows = tx
-        .query(
-            "SELECT x.key AS experiment, x.min_sample, x.confidence, v.key AS variant,
-                    count(e.id) FILTER (WHERE e.send_state = 'sent') AS sends,
-                    count(e.opened_at) AS opens, count(e.clicked_at) AS clicks,
-                    count(DISTINCT p.id) FILTER (WHERE p.status IN ('paid', 'partially_refunded', 'refunded')) AS purchases
-             FROM experiments x JOIN experiment_variants v ON v.experiment_id = x.id
-             LEFT JOIN emails e ON e.variant_id = v.id AND e.kind = 'outreach'
-             LEFT JOIN purchases p ON p.email_id = e.id
-             GROUP BY x.key, x.min_sample, x.confidence, v.key, v.id
-             ORDER BY x.key, min(v.key)",
-            &[],
-        )
-        .await?;
+    let rows = tx.query(EXPERIMENT_RESULTS, &[]).await?;
     let mut out: Vec<VariantResult> = Vec::new();
     let mut i = 0;
     while i < rows.len() {
@@ -245,17 +239,16 @@ pub struct TierCost {
     pub cost_per_lead_micros: i64,
 }
 
+const COST_PER_TIER: &str = "SELECT s.tier::text AS tier, count(DISTINCT s.business_id) AS leads, coalesce(sum(l.cost_micros), 0)::int8 AS cost_micros
+ FROM scores s LEFT JOIN cost_ledger l ON l.business_id = s.business_id
+ WHERE s.scored_at >= $1 GROUP BY s.tier ORDER BY s.tier";
+
 pub async fn cost_per_tier(
     tx: &tokio_postgres::Transaction<'_>,
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<TierCost>, DbError> {
     Ok(tx
-        .query(
-            "SELECT s.tier::text AS tier, count(DISTINCT s.business_id) AS leads, coalesce(sum(l.cost_micros), 0)::int8 AS cost_micros
-             FROM scores s LEFT JOIN cost_ledger l ON l.business_id = s.business_id
-             WHERE s.scored_at >= $1 GROUP BY s.tier ORDER BY s.tier",
-            &[&since],
-        )
+        .query(COST_PER_TIER, &[&since])
         .await?
         .iter()
         .map(|r| {

@@ -260,15 +260,14 @@ impl LocalCluster {
     }
 }
 
+const DATABASE_EXISTS: &str = "SELECT 1 FROM pg_database WHERE datname = $1";
+
 /// Creates `db` when missing, migrates it, and creates the local application login role.
 /// `admin_url` must point at any database of the cluster as a superuser.
 pub async fn prepare_database(admin_url: &str, db: &str) -> Result<(), super::DbError> {
     let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-        .await?
-        .is_some();
+    let exists = client.query_opt(DATABASE_EXISTS, &[&db]).await?.is_some();
     if !exists {
         client
             .batch_execute(&format!("CREATE DATABASE \"{}\"", db.replace('"', "")))

@@ -51,11 +51,13 @@ pub async fn execute_alone(
     Ok(n)
 }
 
+const TENANT_IDS: &str = "SELECT list_tenant_ids() AS id";
+
 /// Every tenant (through the `list_tenant_ids` definer function): scheduled jobs work tenant by
 /// tenant, each under its own RLS scope.
 pub async fn tenant_ids(client: &deadpool_postgres::Client) -> Result<Vec<TenantId>, DbError> {
     Ok(client
-        .query("SELECT list_tenant_ids() AS id", &[])
+        .query(TENANT_IDS, &[])
         .await?
         .iter()
         .map(|r| TenantId::from_uuid(r.get("id")))

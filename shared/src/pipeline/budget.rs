@@ -179,6 +179,10 @@ pub async fn try_reserve(
     .map(|r| r.get("units")))
 }
 
+const RELEASE: &str =
+    "UPDATE budgets SET reserved_micros = GREATEST(reserved_micros - $3, 0), updated_at = now()
+ WHERE tenant_id = $1 AND vendor_class = $2 AND day = current_date";
+
 /// Gives back `micros` of today's reservation (work that was granted a paid call but failed).
 pub async fn release(
     tx: &dyn Tx,
@@ -189,15 +193,14 @@ pub async fn release(
     if micros <= 0 {
         return Ok(());
     }
-    cached::execute(
-        tx,
-        "UPDATE budgets SET reserved_micros = GREATEST(reserved_micros - $3, 0), updated_at = now()
-         WHERE tenant_id = $1 AND vendor_class = $2 AND day = current_date",
-        &[&tenant.as_uuid(), &class.as_str(), &micros],
-    )
-    .await?;
+    cached::execute(tx, RELEASE, &[&tenant.as_uuid(), &class.as_str(), &micros]).await?;
     Ok(())
 }
+
+const RECORD_SPEND: &str =
+    "UPDATE budgets b SET spent_micros = b.spent_micros + x.m, updated_at = now()
+ FROM UNNEST($2::text[], $3::int8[]) AS x(c, m)
+ WHERE b.tenant_id = $1 AND b.vendor_class = x.c AND b.day = current_date";
 
 /// Adds actual spend (from the call records) to the day's budget rows, one statement for all
 /// classes, inside the caller's transaction.
@@ -212,13 +215,6 @@ pub async fn record_spend(
     }
     let classes: Vec<&str> = spend.iter().map(|(c, _)| c.as_str()).collect();
     let micros: Vec<i64> = spend.iter().map(|(_, m)| *m).collect();
-    cached::execute(
-        tx,
-        "UPDATE budgets b SET spent_micros = b.spent_micros + x.m, updated_at = now()
-         FROM UNNEST($2::text[], $3::int8[]) AS x(c, m)
-         WHERE b.tenant_id = $1 AND b.vendor_class = x.c AND b.day = current_date",
-        &[&tenant.as_uuid(), &classes, &micros],
-    )
-    .await?;
+    cached::execute(tx, RECORD_SPEND, &[&tenant.as_uuid(), &classes, &micros]).await?;
     Ok(())
 }

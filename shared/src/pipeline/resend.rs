@@ -57,6 +57,10 @@ pub struct Resend {
     pub request_key: String,
 }
 
+const PURCHASE_FOR_RESEND: &str =
+    "SELECT status, dispute_status, customer_email IS NOT NULL AS addressed, stripe_session_id
+ FROM purchases WHERE id = $1";
+
 /// Checks that `purchase` (in `tenant`) can be sent again and puts the fulfilment message with
 /// `key` on the fulfilment queue. Repeating the call with the same key sends nothing more: the
 /// message's idempotency key and the email row are both per (purchase, key).
@@ -71,11 +75,7 @@ pub async fn request_resend(
     let mut c = pool.get().await.map_err(DbError::from)?;
     let tx = begin_tenant(&mut c, tenant).await?;
     let row = tx
-        .query_opt(
-            "SELECT status, dispute_status, customer_email IS NOT NULL AS addressed, stripe_session_id
-             FROM purchases WHERE id = $1",
-            &[&purchase],
-        )
+        .query_opt(PURCHASE_FOR_RESEND, &[&purchase])
         .await?
         .ok_or(ResendError::NotFound(purchase))?;
     tx.commit().await?;

@@ -17,25 +17,19 @@ use crate::db::{DbError, Tx, cached};
 use crate::domain::{RunId, TenantId};
 use crate::vendors::CallRecord;
 
+const INSERT_RUN: &str = "INSERT INTO runs (id, tenant_id, kind) VALUES ($1, $2, $3)
+ ON CONFLICT (tenant_id, run_date) WHERE kind = 'nightly' DO NOTHING RETURNING id";
+const TODAYS_NIGHTLY: &str =
+    "SELECT id FROM runs WHERE tenant_id = $1 AND run_date = current_date AND kind = 'nightly'";
+
 /// Begins the tenant's run: the nightly run of today is one row, so a re-fired schedule joins it.
 pub async fn begin_run(tx: &dyn Tx, tenant: TenantId, kind: &str) -> Result<RunId, DbError> {
     let id = RunId::new();
-    let row = cached::query_opt(
-        tx,
-        "INSERT INTO runs (id, tenant_id, kind) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id, run_date) WHERE kind = 'nightly' DO NOTHING RETURNING id",
-        &[&id.as_uuid(), &tenant.as_uuid(), &kind],
-    )
-    .await?;
+    let row = cached::query_opt(tx, INSERT_RUN, &[&id.as_uuid(), &tenant.as_uuid(), &kind]).await?;
     if let Some(r) = row {
         return Ok(RunId::from_uuid(r.get("id")));
     }
-    let r = cached::query_one(
-        tx,
-        "SELECT id FROM runs WHERE tenant_id = $1 AND run_date = current_date AND kind = 'nightly'",
-        &[&tenant.as_uuid()],
-    )
-    .await?;
+    let r = cached::query_one(tx, TODAYS_NIGHTLY, &[&tenant.as_uuid()]).await?;
     Ok(RunId::from_uuid(r.get("id")))
 }
 
@@ -56,6 +50,11 @@ pub struct RunEvent {
     pub extra: serde_json::Value,
 }
 
+const INSERT_EVENTS: &str = "INSERT INTO run_event_logs (tenant_id, run_id, stage, entity_id, event, status, error_code, duration_ms, trace_id, extra)
+ SELECT $1, r, s, e, ev, st, ec, d, t, x
+ FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int4[], $9::text[], $10::jsonb[])
+      AS u(r, s, e, ev, st, ec, d, t, x)";
+
 /// Inserts events in one statement.
 pub async fn insert_events(
     tx: &dyn Tx,
@@ -67,26 +66,48 @@ pub async fn insert_events(
     }
     cached::execute(
         tx,
-        "INSERT INTO run_event_logs (tenant_id, run_id, stage, entity_id, event, status, error_code, duration_ms, trace_id, extra)
-         SELECT $1, r, s, e, ev, st, ec, d, t, x
-         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int4[], $9::text[], $10::jsonb[])
-              AS u(r, s, e, ev, st, ec, d, t, x)",
+        INSERT_EVENTS,
         &[
             &tenant.as_uuid(),
-            &events.iter().map(|e| e.run.map(|r| r.as_uuid())).collect::<Vec<_>>(),
+            &events
+                .iter()
+                .map(|e| e.run.map(|r| r.as_uuid()))
+                .collect::<Vec<_>>(),
             &events.iter().map(|e| e.stage).collect::<Vec<_>>(),
-            &events.iter().map(|e| e.entity_id.clone()).collect::<Vec<_>>(),
+            &events
+                .iter()
+                .map(|e| e.entity_id.clone())
+                .collect::<Vec<_>>(),
             &events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
             &events.iter().map(|e| e.status).collect::<Vec<_>>(),
-            &events.iter().map(|e| e.error_code.clone()).collect::<Vec<_>>(),
-            &events.iter().map(|e| e.duration_ms).collect::<Vec<Option<i32>>>(),
-            &events.iter().map(|e| e.trace_id.as_str()).collect::<Vec<_>>(),
+            &events
+                .iter()
+                .map(|e| e.error_code.clone())
+                .collect::<Vec<_>>(),
+            &events
+                .iter()
+                .map(|e| e.duration_ms)
+                .collect::<Vec<Option<i32>>>(),
+            &events
+                .iter()
+                .map(|e| e.trace_id.as_str())
+                .collect::<Vec<_>>(),
             &events.iter().map(|e| e.extra.clone()).collect::<Vec<_>>(),
         ],
     )
     .await?;
     Ok(())
 }
+
+const RECORD_VENDOR_USAGE: &str = "INSERT INTO run_vendor_usage AS u (run_id, tenant_id, vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted)
+ SELECT r, $1, v, c, e, ti, tto, co, rl, q
+ FROM UNNEST($2::uuid[], $3::text[], $4::int4[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::bool[])
+      AS x(r, v, c, e, ti, tto, co, rl, q)
+ ON CONFLICT (run_id, vendor) DO UPDATE SET
+    calls = u.calls + EXCLUDED.calls, errors = u.errors + EXCLUDED.errors,
+    tokens_in = u.tokens_in + EXCLUDED.tokens_in, tokens_out = u.tokens_out + EXCLUDED.tokens_out,
+    cost_micros = u.cost_micros + EXCLUDED.cost_micros, rate_limit_hits = u.rate_limit_hits + EXCLUDED.rate_limit_hits,
+    quota_exhausted = u.quota_exhausted OR EXCLUDED.quota_exhausted";
 
 /// Adds call records to `run_vendor_usage` (one statement) and the cost ledger (one statement),
 /// sent together.
@@ -132,15 +153,7 @@ pub async fn record_vendor_usage(
         cached::execute_if(
             tx,
             !by.is_empty(),
-            "INSERT INTO run_vendor_usage AS u (run_id, tenant_id, vendor, calls, errors, tokens_in, tokens_out, cost_micros, rate_limit_hits, quota_exhausted)
-             SELECT r, $1, v, c, e, ti, tto, co, rl, q
-             FROM UNNEST($2::uuid[], $3::text[], $4::int4[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::bool[])
-                  AS x(r, v, c, e, ti, tto, co, rl, q)
-             ON CONFLICT (run_id, vendor) DO UPDATE SET
-                calls = u.calls + EXCLUDED.calls, errors = u.errors + EXCLUDED.errors,
-                tokens_in = u.tokens_in + EXCLUDED.tokens_in, tokens_out = u.tokens_out + EXCLUDED.tokens_out,
-                cost_micros = u.cost_micros + EXCLUDED.cost_micros, rate_limit_hits = u.rate_limit_hits + EXCLUDED.rate_limit_hits,
-                quota_exhausted = u.quota_exhausted OR EXCLUDED.quota_exhausted",
+            RECORD_VENDOR_USAGE,
             &[
                 &tenant.as_uuid(),
                 &keys.iter().map(|(r, _)| r.as_uuid()).collect::<Vec<_>>(),
@@ -162,11 +175,13 @@ pub async fn record_vendor_usage(
     Ok(())
 }
 
+const FINISH_RUNS: &str = "SELECT finish_runs($1::uuid[]) AS n";
+
 /// Finalises those of `runs` whose work has all ended (the SQL function `finish_runs`, which
 /// computes stage counts and p50/p95/p99 and sets the status); returns how many it finalised.
 pub async fn finish_if_done(tx: &dyn Tx, runs: &[RunId]) -> Result<i32, DbError> {
     let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.as_uuid()).collect();
-    let row = cached::query_one(tx, "SELECT finish_runs($1::uuid[]) AS n", &[&ids]).await?;
+    let row = cached::query_one(tx, FINISH_RUNS, &[&ids]).await?;
     Ok(row.get("n"))
 }
 
@@ -178,24 +193,22 @@ pub struct FinishedRun {
     pub status: String,
 }
 
+const FINISH_IDLE: &str = "SELECT run_id, status FROM finish_idle_runs($1)";
+
 /// The scheduled check: finalises the tenant's running runs in which nothing has moved since
 /// `idle_since` (`stalled` when work is still pending).
 pub async fn finish_idle(
     tx: &dyn Tx,
     idle_since: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<FinishedRun>, DbError> {
-    Ok(cached::query(
-        tx,
-        "SELECT run_id, status FROM finish_idle_runs($1)",
-        &[&idle_since],
-    )
-    .await?
-    .iter()
-    .map(|r| FinishedRun {
-        run: RunId::from_uuid(r.get("run_id")),
-        status: r.get("status"),
-    })
-    .collect())
+    Ok(cached::query(tx, FINISH_IDLE, &[&idle_since])
+        .await?
+        .iter()
+        .map(|r| FinishedRun {
+            run: RunId::from_uuid(r.get("run_id")),
+            status: r.get("status"),
+        })
+        .collect())
 }
 
 /// A message found in a dead-letter queue: the queue it was dead-lettered from and its key.
@@ -205,6 +218,21 @@ pub struct DeadLettered {
     pub run: RunId,
     pub key: String,
 }
+
+const END_DEAD_LETTERS: &str = "WITH m(r, q, k) AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[])),
+ own AS (
+     UPDATE run_work w SET state = 'dead', updated_at = now(),
+         reason = 'dead-lettered from ' || m.q || ' with no failure recorded (the function was killed or timed out on its last receive)'
+     FROM m WHERE w.run_id = m.r AND w.queue = m.q AND w.key = m.k AND w.state = 'pending'
+     RETURNING w.run_id),
+ hops AS (
+     UPDATE run_work w SET state = 'dead', updated_at = now(),
+         reason = 'not sent: the ' || m.q || ' message ' || m.k || ' that stored it was dead-lettered before sending it (redrive ' || m.q || ')'
+     FROM m JOIN processed_messages p ON p.stage = m.q AND p.key = m.k AND p.status = 'in_progress',
+          jsonb_to_recordset(p.outcome -> 'next') AS n(queue text, run uuid, key text)
+     WHERE w.run_id = n.run AND w.queue = n.queue AND w.key = n.key AND w.state = 'pending'
+     RETURNING w.run_id)
+ SELECT (SELECT count(*) FROM own) + (SELECT count(*) FROM hops) AS ended";
 
 /// Ends, as dead, the run work of messages SQS moved to a DLQ without the function recording
 /// their failure (killed or timed out on the last receive), and finalises the runs that leaves
@@ -219,25 +247,7 @@ pub async fn end_dead_letters(tx: &dyn Tx, letters: &[DeadLettered]) -> Result<u
     let queues: Vec<&str> = letters.iter().map(|l| l.queue.as_str()).collect();
     let keys: Vec<&str> = letters.iter().map(|l| l.key.as_str()).collect();
     // A stage's records are kept under its input queue's name.
-    let ended = cached::query(
-        tx,
-        "WITH m(r, q, k) AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[])),
-         own AS (
-             UPDATE run_work w SET state = 'dead', updated_at = now(),
-                 reason = 'dead-lettered from ' || m.q || ' with no failure recorded (the function was killed or timed out on its last receive)'
-             FROM m WHERE w.run_id = m.r AND w.queue = m.q AND w.key = m.k AND w.state = 'pending'
-             RETURNING w.run_id),
-         hops AS (
-             UPDATE run_work w SET state = 'dead', updated_at = now(),
-                 reason = 'not sent: the ' || m.q || ' message ' || m.k || ' that stored it was dead-lettered before sending it (redrive ' || m.q || ')'
-             FROM m JOIN processed_messages p ON p.stage = m.q AND p.key = m.k AND p.status = 'in_progress',
-                  jsonb_to_recordset(p.outcome -> 'next') AS n(queue text, run uuid, key text)
-             WHERE w.run_id = n.run AND w.queue = n.queue AND w.key = n.key AND w.state = 'pending'
-             RETURNING w.run_id)
-         SELECT (SELECT count(*) FROM own) + (SELECT count(*) FROM hops) AS ended",
-        &[&runs, &queues, &keys],
-    )
-    .await?;
+    let ended = cached::query(tx, END_DEAD_LETTERS, &[&runs, &queues, &keys]).await?;
     let n: i64 = ended.first().map(|r| r.get("ended")).unwrap_or(0);
     let unique: Vec<RunId> = letters
         .iter()

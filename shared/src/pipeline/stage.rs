@@ -33,6 +33,12 @@ impl Stage {
         Stage::Fulfilment,
     ];
 
+    /// Every stage's name, in the order of the pipeline: a query's sort key
+    /// (`ORDER BY array_position($n, stage)`), so tables list stages as the pipeline runs them.
+    pub fn names() -> Vec<&'static str> {
+        Stage::ALL.iter().map(|s| s.as_str()).collect()
+    }
+
     /// The name stored in run events and idempotency records.
     pub const fn as_str(self) -> &'static str {
         match self {
