@@ -1301,3 +1301,141 @@ async fn the_homepage_fetcher_checks_the_first_url_itself_whoever_stored_it() {
         "{errors:?}"
     );
 }
+
+/// Enrichment messages for up to `n` of the run's sourced businesses, under keys tagged `tag`.
+async fn enrichment_batch(
+    p: &LocalPipeline,
+    db: &TestDb,
+    n: i64,
+    tag: &str,
+) -> Vec<shared::pipeline::Incoming> {
+    use shared::domain::{BusinessId, CampaignId, RunId};
+    let admin = db.admin().await;
+    admin
+        .query(
+            "SELECT l.business_id, l.campaign_id, l.run_id FROM campaign_leads l ORDER BY l.business_id LIMIT $1",
+            &[&n],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| shared::pipeline::Incoming {
+            id: format!("{tag}-{i}"),
+            receive_count: 1,
+            body: shared::bus::Envelope::new(
+                p.tenant,
+                Some(RunId::from_uuid(r.get("run_id"))),
+                format!("{tag}:{}", r.get::<_, uuid::Uuid>("business_id")),
+                shared::pipeline::messages::LeadRef {
+                    business_id: BusinessId::from_uuid(r.get("business_id")),
+                    campaign_id: CampaignId::from_uuid(r.get("campaign_id")),
+                },
+            )
+            .to_body()
+            .unwrap(),
+        })
+        .collect()
+}
+
+/// Places calls as the ledger, the budget and the simulator count them.
+#[derive(Debug, PartialEq, Eq)]
+struct PlacesSpend {
+    ledger_rows: i64,
+    ledger_micros: i64,
+    spent_micros: i64,
+    reserved_micros: i64,
+    simulator_calls: i64,
+}
+
+async fn places_spend(p: &LocalPipeline, db: &TestDb) -> PlacesSpend {
+    let admin = db.admin().await;
+    let ledger = admin
+        .query_one(
+            "SELECT count(*) AS n, coalesce(sum(cost_micros), 0)::int8 AS micros FROM cost_ledger WHERE vendor = 'places'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let budget = admin
+        .query_opt(
+            "SELECT spent_micros, reserved_micros FROM budgets WHERE vendor_class = 'places' AND day = current_date",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: serde_json::Value = reqwest::get(format!("{}/_sim/requests", p.sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    PlacesSpend {
+        ledger_rows: ledger.get("n"),
+        ledger_micros: ledger.get("micros"),
+        spent_micros: budget.as_ref().map_or(0, |b| b.get("spent_micros")),
+        reserved_micros: budget.as_ref().map_or(0, |b| b.get("reserved_micros")),
+        simulator_calls: seen["places"].as_i64().unwrap_or(0),
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_fails_after_paid_calls_leaves_each_call_in_the_ledger_once() {
+    let f = fixture(local_bus(), |_| {}).await;
+    let p = &f.pipeline;
+    p.run(&NoProgress).await.unwrap();
+    let start = places_spend(p, &f.db).await;
+    assert_eq!(
+        start.ledger_rows, start.simulator_calls,
+        "the night itself records every call: {start:?}"
+    );
+
+    // The store refuses every batch's results, after the work made its paid calls.
+    let admin = f.db.admin().await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_store() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'the store is refused by the test'; END $$;
+             CREATE TRIGGER refuse_store BEFORE INSERT ON enrichments
+               FOR EACH STATEMENT EXECUTE FUNCTION refuse_store();",
+        )
+        .await
+        .unwrap();
+    let batch = enrichment_batch(p, &f.db, 6, "again").await;
+    assert_eq!(batch.len(), 6);
+    let out = shared::pipeline::process_batch(&p.stages.enrichment, &p.deps, batch.clone()).await;
+    assert_eq!((out.processed, out.failed.len()), (0, 6), "{out:?}");
+    let failed = places_spend(p, &f.db).await;
+    assert!(
+        failed.simulator_calls > start.simulator_calls,
+        "the work made paid calls: {failed:?}"
+    );
+    assert_eq!(failed.ledger_rows, failed.simulator_calls, "{failed:?}");
+    assert_eq!(
+        failed.spent_micros - start.spent_micros,
+        failed.ledger_micros - start.ledger_micros,
+        "the budget counts what the ledger holds"
+    );
+    assert_eq!(
+        failed.reserved_micros, start.reserved_micros,
+        "the reservation of results not stored is given back"
+    );
+
+    // The redelivery stores; its calls are new calls, each recorded once too.
+    admin
+        .batch_execute("DROP TRIGGER refuse_store ON enrichments")
+        .await
+        .unwrap();
+    let out = shared::pipeline::process_batch(&p.stages.enrichment, &p.deps, batch).await;
+    assert_eq!((out.processed, out.failed.len()), (6, 0), "{out:?}");
+    let stored = places_spend(p, &f.db).await;
+    assert!(
+        stored.simulator_calls > failed.simulator_calls,
+        "{stored:?}"
+    );
+    assert_eq!(stored.ledger_rows, stored.simulator_calls, "{stored:?}");
+    assert_eq!(
+        stored.spent_micros - start.spent_micros,
+        stored.ledger_micros - start.ledger_micros
+    );
+}

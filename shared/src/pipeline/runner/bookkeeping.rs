@@ -1,5 +1,7 @@
-//! What a batch records besides its results: run events, vendor usage and the cost ledger,
-//! spend against the budget, the run work of messages that died, and the vendor metrics.
+//! What a batch records besides its results: its spend (vendor usage, the cost ledger, spend
+//! against the budget and reservations given back), committed on its own before the results so
+//! a paid call is recorded whatever becomes of them; and, with the results, the run events and
+//! the run work of messages that died. And the vendor metrics.
 
 use std::collections::BTreeMap;
 
@@ -52,46 +54,67 @@ pub(super) fn spend_by_class(records: &[CallRecord]) -> Vec<(BudgetClass, i64)> 
     spend.into_iter().collect()
 }
 
-/// Everything but the results and the claim, in one tenant's store transaction.
+/// What a batch's work spent: its vendor calls (paid whether the work succeeded or not), and
+/// the reservation of paid calls that will not be stored, given back — a vendor outage or a
+/// failed store must not use up the day's budget without spending it (the retry reserves again).
+pub(super) struct Spend<'a> {
+    pub(super) tenant: TenantId,
+    pub(super) calls: &'a [CallRecord],
+    pub(super) unspent: Option<(BudgetClass, i64)>,
+}
+
+impl Spend<'_> {
+    /// Whether there is anything to write (a stage without vendor calls has nothing).
+    pub(super) fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.unspent.is_none_or(|(_, micros)| micros <= 0)
+    }
+}
+
+/// Writes the spend. Its statements do not depend on one another and each starts when first
+/// polled, so they travel together with the commit; their results are read in order, so the
+/// error returned is the one that made the transaction roll back, not a later "transaction is
+/// aborted".
+pub(super) async fn write_spend(tx: &dyn Tx, spend: &Spend<'_>) -> Result<(), DbError> {
+    let tenant = spend.tenant;
+    let by_class = spend_by_class(spend.calls);
+    let (used, released, spent) = futures_util::future::join3(
+        runs::record_vendor_usage(tx, tenant, spend.calls),
+        async {
+            match spend.unspent {
+                Some((class, micros)) => budget::release(tx, tenant, class, micros).await,
+                None => Ok(()),
+            }
+        },
+        budget::record_spend(tx, tenant, &by_class),
+    )
+    .await;
+    used?;
+    released?;
+    spent
+}
+
+/// What is recorded with the results, in one tenant's store transaction.
 pub(super) struct Books<'a> {
     pub(super) tenant: TenantId,
     pub(super) input_queue: &'a str,
     pub(super) events: &'a [RunEvent],
-    pub(super) calls: &'a [CallRecord],
-    /// Reservations of paid calls whose work failed, given back: a vendor outage must not use
-    /// up the day's budget without spending it (the retry reserves again).
-    pub(super) unspent: Option<(BudgetClass, i64)>,
     pub(super) dead: &'a [DeadWork],
 }
 
-/// Writes the books. Their statements do not depend on one another and each starts when first
-/// polled, so they travel together with the commit; their results are read in order, so the
-/// error returned is the one that made the transaction roll back, not a later "transaction is
-/// aborted".
+/// Writes the books, both statements travelling with the commit (as [`write_spend`]).
 pub(super) async fn write(tx: &dyn Tx, books: &Books<'_>) -> Result<(), DbError> {
-    let tenant = books.tenant;
-    let spend = spend_by_class(books.calls);
-    let ((logged, used, released, spent), dead) = futures_util::future::join(
-        futures_util::future::join4(
-            runs::insert_events(tx, tenant, books.events),
-            runs::record_vendor_usage(tx, tenant, books.calls),
-            async {
-                match books.unspent {
-                    Some((class, micros)) => budget::release(tx, tenant, class, micros).await,
-                    None => Ok(()),
-                }
-            },
-            budget::record_spend(tx, tenant, &spend),
-        ),
+    let (logged, dead) = futures_util::future::join(
+        runs::insert_events(tx, books.tenant, books.events),
         mark_dead(tx, books.input_queue, books.dead),
     )
     .await;
     logged?;
-    used?;
-    released?;
-    spent?;
     dead
 }
+
+const MARK_DEAD: &str = "UPDATE run_work w SET state = 'dead', reason = x.why, updated_at = now()
+ FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(r, k, why)
+ WHERE w.run_id = x.r AND w.queue = $4 AND w.key = x.k";
 
 /// Marks the run work of messages that failed on their last receive as `dead`, with the error:
 /// the queue moves them to its DLQ, and their run ends with a failure instead of waiting.
@@ -99,9 +122,7 @@ async fn mark_dead(tx: &dyn Tx, queue: &str, dead: &[DeadWork]) -> Result<(), Db
     cached::execute_if(
         tx,
         !dead.is_empty(),
-        "UPDATE run_work w SET state = 'dead', reason = x.why, updated_at = now()
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(r, k, why)
-         WHERE w.run_id = x.r AND w.queue = $4 AND w.key = x.k",
+        MARK_DEAD,
         &[
             &dead.iter().map(|d| d.run.as_uuid()).collect::<Vec<_>>(),
             &dead.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),

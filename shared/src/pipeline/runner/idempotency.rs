@@ -26,6 +26,10 @@ pub(super) struct Found {
     pub(super) held: HashSet<uuid::Uuid>,
 }
 
+const CHECK: &str =
+    "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)";
+const KNOWN_RUNS: &str = "SELECT id FROM runs WHERE id = ANY($1)";
+
 /// Reads the records of `keys` and which of `runs` the tenant holds. Both statements start
 /// when first polled, so they can travel with the transaction's start and a read-only load.
 pub(super) async fn check(
@@ -35,12 +39,8 @@ pub(super) async fn check(
     runs: &[uuid::Uuid],
 ) -> Result<Found, DbError> {
     let (records, held) = futures_util::future::join(
-        cached::query(
-            tx,
-            "SELECT key, status, outcome FROM processed_messages WHERE stage = $1 AND key = ANY($2)",
-            &[&stage, &keys],
-        ),
-        cached::query(tx, "SELECT id FROM runs WHERE id = ANY($1)", &[&runs]),
+        cached::query(tx, CHECK, &[&stage, &keys]),
+        cached::query(tx, KNOWN_RUNS, &[&runs]),
     )
     .await;
     let mut found = Found {
@@ -81,6 +81,21 @@ pub(super) struct Claim<'a> {
     pub(super) next: &'a [Outgoing],
 }
 
+const CLAIM: &str = "WITH claimed AS (
+     INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
+     SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
+     ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key),
+ ended AS (
+     DELETE FROM run_work w USING claimed c, UNNEST($3::text[], $5::uuid[]) AS m(k, r)
+     WHERE c.key = m.k AND w.run_id = m.r AND w.queue = $6 AND w.key = m.k),
+ begun AS (
+     INSERT INTO run_work (tenant_id, run_id, queue, key)
+     SELECT $1, n.r, n.q, n.k
+     FROM UNNEST($7::text[], $8::uuid[], $9::text[], $10::text[]) AS n(parent, r, q, k)
+     JOIN claimed c ON c.key = n.parent JOIN runs ON runs.id = n.r
+     ON CONFLICT DO NOTHING)
+ SELECT key FROM claimed";
+
 /// Records the batch's keys as `in_progress` with their next hops; returns the keys that were
 /// new (a key another delivery recorded first is that delivery's to send). In the same
 /// statement, and only for the keys it recorded, the run's count of work moves on: each
@@ -105,20 +120,7 @@ pub(super) async fn claim(
         .collect();
     Ok(cached::query(
         tx,
-        "WITH claimed AS (
-             INSERT INTO processed_messages (tenant_id, stage, key, status, outcome)
-             SELECT $1, $2, k, 'in_progress', o FROM UNNEST($3::text[], $4::jsonb[]) AS x(k, o)
-             ON CONFLICT (tenant_id, stage, key) DO NOTHING RETURNING key),
-         ended AS (
-             DELETE FROM run_work w USING claimed c, UNNEST($3::text[], $5::uuid[]) AS m(k, r)
-             WHERE c.key = m.k AND w.run_id = m.r AND w.queue = $6 AND w.key = m.k),
-         begun AS (
-             INSERT INTO run_work (tenant_id, run_id, queue, key)
-             SELECT $1, n.r, n.q, n.k
-             FROM UNNEST($7::text[], $8::uuid[], $9::text[], $10::text[]) AS n(parent, r, q, k)
-             JOIN claimed c ON c.key = n.parent JOIN runs ON runs.id = n.r
-             ON CONFLICT DO NOTHING)
-         SELECT key FROM claimed",
+        CLAIM,
         &[
             &tenant.as_uuid(),
             &stage,
@@ -144,6 +146,11 @@ pub(super) async fn claim(
     .collect())
 }
 
+const MARK_DONE: &str = "WITH done AS (
+     UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
+     WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3))
+ SELECT finish_runs($4::uuid[])";
+
 /// Marks the records whose next hops were sent `done`, and finishes any of `runs` whose work has
 /// all ended (one pipelined round trip). The store transaction has committed, so whichever of
 /// two concurrent last batches gets here second sees no pending work and finishes the run.
@@ -160,10 +167,7 @@ pub(super) async fn mark_done(
     execute_alone(
         client,
         tenant,
-        "WITH done AS (
-             UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
-             WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3))
-         SELECT finish_runs($4::uuid[])",
+        MARK_DONE,
         &[&tenant.as_uuid(), &stage, &sent, &runs],
     )
     .await?;

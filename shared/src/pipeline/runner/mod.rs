@@ -9,11 +9,15 @@
 //!    the same transaction;
 //! 3. the stage's per-message work (vendor calls, fetches) runs concurrently, outside any
 //!    transaction;
-//! 4. one transaction stores the results with set-based statements (its start travelling with the
-//!    first), then the idempotency records (with the next-hop messages as their outcome), the run
-//!    events, vendor usage and ledger, sent together with the commit (pipelined) as they do not
-//!    depend on one another;
-//! 5. the next hop is sent in batches and the records marked done (one pipelined round trip).
+//! 4. if the work called vendors, one pipelined transaction records what it spent (vendor usage,
+//!    the cost ledger, spend against the budget, the reservation of failed work given back) —
+//!    committed before the results, so every paid call is recorded exactly once whatever
+//!    becomes of them;
+//! 5. one transaction stores the results with set-based statements (its start travelling with the
+//!    first), then the idempotency records (with the next-hop messages as their outcome) and the
+//!    run events, sent together with the commit (pipelined) as they do not depend on one
+//!    another; if it fails, the reservation of the work it would have stored is given back;
+//! 6. the next hop is sent in batches and the records marked done (one pipelined round trip).
 //!
 //! Round trips per batch are constant, whatever its size. Unparseable messages, messages that
 //! cannot prove their tenant (step 1 also reads which of the runs they name the tenant holds)

@@ -1,12 +1,12 @@
-//! One tenant's part of a batch, as its steps: check → load → reserve → work → store →
-//! forward → mark done.
+//! One tenant's part of a batch, as its steps: check → load → reserve → work → record spend →
+//! store → forward → mark done.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::bookkeeping::{self, Books, DeadWork};
+use super::bookkeeping::{self, Books, DeadWork, Spend};
 use super::idempotency::{self, Claim, Found, IdsByKey, Stored};
 use super::{BatchOutcome, Outgoing, StageHandler, StageItem, WorkError, WorkResult};
 use crate::bus::Envelope;
@@ -49,8 +49,15 @@ pub(super) async fn process<H: StageHandler>(
     let (granted, client) = reserve(handler, deps, tx, tenant, fresh.msgs.len(), committed).await?;
     let results = work(handler, deps, &ctx, fresh.msgs, granted, batch.deadline).await;
     let done = settle(results, batch.last_tries, out);
+    let client = record_spend(handler, deps, client, tenant, &done).await?;
     let tx = PipelinedTx::begin(client, tenant);
-    let (next, inserted) = store(handler, deps, &tx, tenant, &done).await?;
+    let (next, inserted) = match store(handler, deps, &tx, tenant, &done).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            give_back_unstored(handler, deps, tenant, &done).await;
+            return Err(e);
+        }
+    };
     let client = tx.release()?;
     out.processed += done.items.len();
     let to_send = to_send(found.pending, &done.items, &next, &inserted, out);
@@ -253,6 +260,9 @@ struct Done<H: StageHandler> {
     dead: Vec<DeadWork>,
     /// Paid calls granted to work that failed (their reservation goes back).
     failed_paid: i64,
+    /// Paid calls granted to work that succeeded (their reservation goes back only if the
+    /// results are not stored).
+    stored_paid: i64,
     /// The vendor calls the work made, failed work's included.
     calls: Vec<crate::vendors::CallRecord>,
 }
@@ -271,6 +281,7 @@ fn settle<H: StageHandler>(
         events: Vec::new(),
         dead: Vec::new(),
         failed_paid: 0,
+        stored_paid: 0,
         calls: Vec::new(),
     };
     for r in results {
@@ -284,11 +295,14 @@ fn settle<H: StageHandler>(
         } = r;
         done.calls.extend(calls);
         match result {
-            Ok(work) => done.items.push(StageItem {
-                env,
-                work,
-                duration_ms,
-            }),
+            Ok(work) => {
+                done.stored_paid += i64::from(paid);
+                done.items.push(StageItem {
+                    env,
+                    work,
+                    duration_ms,
+                });
+            }
             Err(e) => {
                 tracing::warn!(stage, message_id = %id, trace_id = %env.trace_id, error = %e, "message failed");
                 done.failed_paid += i64::from(paid);
@@ -336,7 +350,66 @@ fn item_events<H: StageHandler>(
     events
 }
 
-/// 4. Stores the results (set-based statements, the transaction's start travelling with the
+/// 4. Records what the work spent in a transaction of its own, before the results: a paid call
+///    is in the ledger and the budget exactly once whether the results are stored or not (a
+///    failed store, or a process killed before its commit, leaves the spend recorded; the
+///    redelivery's calls are new calls). Nothing is sent for a batch that made no calls.
+async fn record_spend<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    client: deadpool_postgres::Client,
+    tenant: TenantId,
+    done: &Done<H>,
+) -> Result<deadpool_postgres::Client, StageError> {
+    let spend = Spend {
+        tenant,
+        calls: &done.calls,
+        unspent: handler
+            .budget(deps)
+            .map(|(class, unit_cost)| (class, done.failed_paid * unit_cost)),
+    };
+    bookkeeping::emit_vendor_metrics(H::STAGE.as_str(), &done.calls);
+    if spend.is_empty() {
+        return Ok(client);
+    }
+    let tx = PipelinedTx::begin(client, tenant);
+    let (written, committed) = tx.commit_after(bookkeeping::write_spend(&tx, &spend)).await;
+    written?;
+    committed?;
+    Ok(tx.release()?)
+}
+
+/// After a failed store, gives back the reservation of the paid calls whose results were not
+/// stored: their messages come back and reserve again. Best effort on a connection of its
+/// own (the store's may be broken); a reservation left behind only holds budget until the
+/// day ends, and the store's error is the one reported.
+async fn give_back_unstored<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    tenant: TenantId,
+    done: &Done<H>,
+) {
+    let Some((class, unit_cost)) = handler.budget(deps) else {
+        return;
+    };
+    let micros = done.stored_paid * unit_cost;
+    if micros <= 0 {
+        return;
+    }
+    let released = async {
+        let tx = PipelinedTx::begin(deps.pool.get().await?, tenant);
+        let (released, committed) = tx
+            .commit_after(crate::pipeline::budget::release(&tx, tenant, class, micros))
+            .await;
+        released?;
+        committed
+    };
+    if let Err(e) = released.await {
+        tracing::warn!(stage = H::STAGE.as_str(), %tenant, error = %e, "the reservation of a batch that was not stored was not given back");
+    }
+}
+
+/// 5. Stores the results (set-based statements, the transaction's start travelling with the
 ///    first), then claims their keys and writes the books, sent together with the commit.
 ///    Returns each item's next hops and the keys this delivery claimed.
 async fn store<H: StageHandler>(
@@ -347,7 +420,6 @@ async fn store<H: StageHandler>(
     done: &Done<H>,
 ) -> Result<(Vec<Vec<Outgoing>>, HashSet<String>), StageError> {
     let stage = H::STAGE.as_str();
-    bookkeeping::emit_vendor_metrics(stage, &done.calls);
     let next = if done.items.is_empty() {
         Vec::new()
     } else {
@@ -380,10 +452,6 @@ async fn store<H: StageHandler>(
         tenant,
         input_queue: H::INPUT.name(),
         events: &events,
-        calls: &done.calls,
-        unspent: handler
-            .budget(deps)
-            .map(|(class, unit_cost)| (class, done.failed_paid * unit_cost)),
         dead: &done.dead,
     };
     let ((claimed, written), committed) = tx
@@ -422,7 +490,7 @@ fn to_send<P, W>(
     to_send
 }
 
-/// 5. Sends the next hops in batches per queue. If any send fails, the messages whose hops were
+/// 6. Sends the next hops in batches per queue. If any send fails, the messages whose hops were
 ///    not all sent are reported failed: their redelivery finds them `in_progress` and sends the
 ///    stored hops. Returns whether everything was sent.
 async fn forward(
