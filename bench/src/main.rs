@@ -63,6 +63,15 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         invokes: usize,
     },
+    /// `leadfactory export` and `restore` of a database holding this many email events, each in
+    /// a process of its own: throughput and peak resident memory
+    Backup {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: i64,
+        /// Directory of the `leadfactory` binary (target/release)
+        #[arg(long)]
+        bins: PathBuf,
+    },
     /// The local pipeline at scale
     Pipeline {
         #[arg(long, value_delimiter = ',', default_value = "1000")]
@@ -330,6 +339,128 @@ async fn coldstart(
         );
     }
     LocalCluster::stop(&tmp.join("pg")).await?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Runs `leadfactory args…`, sampling its peak resident memory until it exits; returns
+/// (wall seconds, peak RSS in kB).
+async fn run_sampled(bin: &Path, args: &[&str]) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id().context("the child has no pid")?;
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(peak_rss_kb(pid));
+        tokio::select! {
+            status = child.wait() => break status?,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    if !status.success() {
+        bail!("{} {args:?} failed: {status}", bin.display());
+    }
+    Ok((started.elapsed().as_secs_f64(), peak))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Exports a database of `events` email events (generated set-based: one tenant, SendGrid-shaped
+/// raw payloads) with the real CLI, then restores it into an empty database.
+async fn backup(events: i64, bins: &Path) -> anyhow::Result<()> {
+    let bin = bins.join("leadfactory");
+    let tmp = std::env::temp_dir().join(format!("lf-bench-backup-{}", std::process::id()));
+    let pg = tmp.join("pg");
+    let (owner, _) = database(&pg).await?;
+    let (mut admin, conn) = tokio_postgres::connect(&owner, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    shared::db::migrate(&mut admin).await?;
+    let tenant = uuid::Uuid::new_v4();
+    admin
+        .execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, 'bench')",
+            &[&tenant],
+        )
+        .await?;
+    let step = 1_000_000i64;
+    let mut from = 0i64;
+    while from < events {
+        let to = (from + step).min(events);
+        admin
+            .execute(
+                "INSERT INTO email_events (tenant_id, sg_event_id, event, sg_message_id, occurred_at, url, raw)
+                 SELECT $1, 'ev-' || g, (ARRAY['processed','delivered','open','click'])[1 + g % 4], 'msg-' || (g / 4),
+                        timestamptz '2026-01-01' + g * interval '1 second', CASE WHEN g % 4 = 3 THEN 'https://example.com/r/' || g END,
+                        jsonb_build_object('email', 'owner' || (g / 4) || '@business' || (g / 400) || '.example', 'event', 'delivered',
+                                           'sg_event_id', 'ev-' || g, 'sg_message_id', 'msg-' || (g / 4), 'timestamp', 1767225600 + g)
+                 FROM generate_series($2::int8, $3::int8 - 1) g",
+                &[&tenant, &from, &to],
+            )
+            .await?;
+        from = to;
+    }
+    admin.batch_execute("VACUUM ANALYZE email_events").await?;
+    let out = tmp.join("export");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (export_s, export_kb) =
+        run_sampled(&bin, &["export", "--to", &out_arg, "--url", &owner]).await?;
+    let bytes = dir_bytes(&out);
+    // The source goes before the restore, so the two databases never need the disk at once.
+    drop(admin);
+    let c = LocalCluster::running(&pg)
+        .await
+        .context("the bench cluster stopped")?;
+    let (postgres, conn) =
+        tokio_postgres::connect(&c.admin_url("postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    postgres
+        .batch_execute(&format!(
+            "DROP DATABASE \"{}\" WITH (FORCE)",
+            cluster::DEFAULT_DB
+        ))
+        .await?;
+    cluster::prepare_database(&c.admin_url("postgres"), "lf_restore").await?;
+    let target = c.admin_url("lf_restore");
+    let (mut fresh, conn) = tokio_postgres::connect(&target, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    shared::db::migrate(&mut fresh).await?;
+    let (restore_s, restore_kb) =
+        run_sampled(&bin, &["restore", "--from", &out_arg, "--url", &target]).await?;
+    let restored: i64 = fresh
+        .query_one("SELECT count(*) AS n FROM email_events", &[])
+        .await?
+        .get("n");
+    if restored != events {
+        bail!("restored {restored} events of {events}");
+    }
+    println!("| | email events | CSV written, MB | wall s | rows/s | peak RSS MB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, secs, kb) in [
+        ("export", export_s, export_kb),
+        ("restore", restore_s, restore_kb),
+    ] {
+        println!(
+            "| {what} | {events} | {:.0} | {secs:.1} | {:.0} | {:.1} |",
+            bytes as f64 / 1e6,
+            events as f64 / secs,
+            kb as f64 / 1024.0
+        );
+    }
+    LocalCluster::stop(&pg).await?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
@@ -770,6 +901,7 @@ async fn run() -> anyhow::Result<()> {
             coldstart(&bins, functions, runs, warm, profile).await
         }
         Command::Pdf { n } => pdf(n),
+        Command::Backup { events, bins } => backup(events, &bins).await,
         Command::Webhook {
             batch,
             rounds,

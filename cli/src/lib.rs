@@ -1,7 +1,6 @@
 //! The operator CLI's library: the local pipeline driver and campaign files, shared by the
 //! `leadfactory` binary and the end-to-end tests.
 
-pub mod backup;
 pub mod campaign;
 pub mod cloud;
 pub mod dashboard;

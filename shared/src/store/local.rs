@@ -7,7 +7,42 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectKey, ObjectStore, StoreError};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{Chunks, ObjectKey, ObjectStore, ObjectWriter, StoreError};
+
+/// How much a streamed read takes from the file at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// An object being written to a temporary file, renamed into place when finished.
+struct LocalWriter {
+    key: ObjectKey,
+    file: tokio::fs::File,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(LocalStore::io(&self.key))
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.file.flush().await.map_err(LocalStore::io(&self.key))?;
+        tokio::fs::rename(&self.tmp, &self.path)
+            .await
+            .map_err(LocalStore::io(&self.key))
+    }
+
+    async fn abort(self: Box<Self>) {
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -22,6 +57,25 @@ impl LocalStore {
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
+    }
+
+    /// The object's path, and a temporary one beside it to write to and rename into place
+    /// (its directory created).
+    async fn paths_for_write(&self, key: &ObjectKey) -> Result<(PathBuf, PathBuf), StoreError> {
+        let path = self.path(key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(Self::io(key))?;
+        }
+        let tmp = path.with_file_name(format!(
+            "{}.tmp-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            uuid::Uuid::new_v4()
+        ));
+        Ok((path, tmp))
     }
 
     fn io(key: &ObjectKey) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -67,21 +121,41 @@ impl ObjectStore for LocalStore {
         body: Bytes,
         _content_type: &str,
     ) -> Result<(), StoreError> {
-        let path = self.path(key);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(Self::io(key))?;
-        }
-        let tmp = path.with_file_name(format!(
-            "{}.tmp-{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            uuid::Uuid::new_v4()
-        ));
+        let (path, tmp) = self.paths_for_write(key).await?;
         tokio::fs::write(&tmp, &body).await.map_err(Self::io(key))?;
         tokio::fs::rename(&tmp, &path).await.map_err(Self::io(key))
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<Chunks, StoreError> {
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(Self::io(key))?;
+        let key = key.clone();
+        Ok(futures_util::stream::try_unfold(file, move |mut file| {
+            let key = key.clone();
+            async move {
+                let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
+                let n = file.read_buf(&mut buf).await.map_err(Self::io(&key))?;
+                Ok((n > 0).then(|| (buf.freeze(), file)))
+            }
+        })
+        .boxed())
+    }
+
+    async fn put_writer(
+        &self,
+        key: &ObjectKey,
+        _content_type: &str,
+    ) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        let (path, tmp) = self.paths_for_write(key).await?;
+        let file = tokio::fs::File::create(&tmp).await.map_err(Self::io(key))?;
+        Ok(Box::new(LocalWriter {
+            key: key.clone(),
+            file,
+            tmp,
+            path,
+        }))
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {

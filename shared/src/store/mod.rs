@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 pub use key::ObjectKey;
 pub use local::LocalStore;
-pub use s3::S3Store;
+pub use s3::{PART_SIZE, S3Store};
 
 /// The store a configuration names; an S3 client is built on first use.
 pub fn from_config(
@@ -52,4 +52,26 @@ pub trait ObjectStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, StoreError>;
     /// A URL that lets its holder GET the object until `ttl` passes.
     async fn presign_get(&self, key: &ObjectKey, ttl: Duration) -> Result<String, StoreError>;
+    /// Reads an object as a stream of chunks, so a reader of any size holds one chunk at a time.
+    async fn get_stream(&self, key: &ObjectKey) -> Result<Chunks, StoreError>;
+    /// Writes an object from chunks handed over one by one (memory bounded by one upload part);
+    /// the object appears only when the writer finishes, whole.
+    async fn put_writer(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectWriter>, StoreError>;
+}
+
+/// An object's bytes, chunk by chunk.
+pub type Chunks = futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// An object being written: [`ObjectWriter::finish`] makes it appear; an abandoned or aborted
+/// writer leaves nothing readable behind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+    /// Gives up the object and frees what its parts hold.
+    async fn abort(self: Box<Self>);
 }

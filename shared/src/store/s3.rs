@@ -10,7 +10,145 @@ use bytes::Bytes;
 
 use crate::aws::{LazyClient, LazySdk};
 
-use super::{ObjectKey, ObjectStore, StoreError};
+use super::{Chunks, ObjectKey, ObjectStore, ObjectWriter, StoreError};
+
+/// The size of a multipart upload's parts: above S3's 5 MiB minimum (every part but the last),
+/// and what a streamed write holds in memory.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// An object being written as a multipart upload, begun when the first part is full; an
+/// object smaller than one part is written with one plain put when it finishes.
+struct S3Writer {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: ObjectKey,
+    content_type: String,
+    buf: bytes::BytesMut,
+    upload_id: Option<String>,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+}
+
+impl S3Writer {
+    fn err(&self, e: impl std::error::Error) -> StoreError {
+        service_err(self.key.as_str(), e)
+    }
+
+    /// Uploads what is buffered as the next part, beginning the upload if need be.
+    async fn upload_part(&mut self) -> Result<(), StoreError> {
+        let upload_id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let out = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(self.key.as_str())
+                    .content_type(&self.content_type)
+                    .send()
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let id = out.upload_id().ok_or_else(|| StoreError::Service {
+                    key: self.key.to_string(),
+                    detail: "S3 began a multipart upload without an upload id".into(),
+                })?;
+                self.upload_id = Some(id.to_owned());
+                id.to_owned()
+            }
+        };
+        let number = self.parts.len() as i32 + 1;
+        let body = self.buf.split().freeze();
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.key.as_str())
+            .upload_id(&upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        self.parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .part_number(number)
+                .build(),
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for S3Writer {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(&chunk);
+        while self.buf.len() >= PART_SIZE {
+            let rest = self.buf.split_off(PART_SIZE);
+            self.upload_part().await?;
+            self.buf = rest;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        let Some(upload_id) = self.upload_id.clone() else {
+            let body = self.buf.split().freeze();
+            return self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.key.as_str())
+                .content_type(&self.content_type)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(e));
+        };
+        if !self.buf.is_empty() {
+            self.upload_part().await?;
+        }
+        let parts = std::mem::take(&mut self.parts);
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key.as_str())
+            .upload_id(&upload_id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = self.err(e);
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(self: Box<Self>) {
+        if let Some(id) = &self.upload_id {
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.key.as_str())
+                .upload_id(id)
+                .send()
+                .await;
+            if let Err(e) = aborted {
+                // The bucket's lifecycle rule removes incomplete uploads after a day.
+                tracing::warn!(key = %self.key, error = %e, "a multipart upload was not aborted");
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -140,6 +278,54 @@ impl ObjectStore for S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<Chunks, StoreError> {
+        use futures_util::StreamExt;
+        let out = self
+            .client
+            .get()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_no_such_key() => StoreError::NotFound(key.to_string()),
+                _ => service_err(key.as_str(), e),
+            })?;
+        let key = key.to_string();
+        Ok(futures_util::stream::try_unfold(out.body, move |mut body| {
+            let key = key.clone();
+            async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(StoreError::Io {
+                        key,
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+        })
+        .boxed())
+    }
+
+    async fn put_writer(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        Ok(Box::new(S3Writer {
+            client: self.client.get().await.clone(),
+            bucket: self.bucket.clone(),
+            key: key.clone(),
+            content_type: content_type.to_owned(),
+            buf: bytes::BytesMut::with_capacity(PART_SIZE),
+            upload_id: None,
+            parts: Vec::new(),
+        }))
     }
 
     async fn presign_get(&self, key: &ObjectKey, ttl: Duration) -> Result<String, StoreError> {

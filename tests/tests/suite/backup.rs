@@ -4,8 +4,8 @@
 //! tampered file, a non-empty target and a schema mismatch are refused. (The cloud stand-in's
 //! database, owned by a non-superuser owner as on RDS, shows why the roles exist: see cloud.rs.)
 
-use leadfactory_cli::backup;
 use leadfactory_cli::local::NoProgress;
+use shared::backup;
 use shared::store::{LocalStore, ObjectKey, ObjectStore, S3Store};
 use testkit::TestDb;
 

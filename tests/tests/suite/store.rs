@@ -91,12 +91,83 @@ async fn behaves_like_an_object_store(store: &dyn ObjectStore) {
     ));
     assert_eq!(store.list("t1/html/").await.unwrap().len(), 1);
 
+    streams_both_ways(store).await;
+
     // presigned GET
     let url = store
         .presign_get(&key("t1/reports/r.pdf"), Duration::from_secs(600))
         .await
         .unwrap();
     assert!(url.contains("t1/reports/r.pdf"), "{url}");
+}
+
+/// Writes and reads objects chunk by chunk: one larger than an upload part (S3: a multipart
+/// upload of three parts), one smaller (a plain put), and one given up, which leaves nothing.
+async fn streams_both_ways(store: &dyn ObjectStore) {
+    use futures_util::TryStreamExt;
+    let big: Vec<u8> = (0..shared::store::PART_SIZE * 5 / 2)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let mut w = store
+        .put_writer(&key("t1/backups/big.csv"), "text/csv")
+        .await
+        .unwrap();
+    for chunk in big.chunks(300_000) {
+        w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    assert!(
+        matches!(
+            store.get(&key("t1/backups/big.csv")).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "an object appears only when its writer finishes"
+    );
+    w.finish().await.unwrap();
+    let chunks: Vec<Bytes> = store
+        .get_stream(&key("t1/backups/big.csv"))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(chunks.len() > 1, "read in more than one chunk");
+    assert_eq!(chunks.concat(), big);
+
+    let mut w = store
+        .put_writer(&key("t1/backups/small.csv"), "text/csv")
+        .await
+        .unwrap();
+    w.write(Bytes::from_static(b"a,b\n")).await.unwrap();
+    w.write(Bytes::from_static(b"1,2\n")).await.unwrap();
+    w.finish().await.unwrap();
+    assert_eq!(
+        store.get(&key("t1/backups/small.csv")).await.unwrap(),
+        Bytes::from_static(b"a,b\n1,2\n")
+    );
+
+    let mut w = store
+        .put_writer(&key("t1/backups/abandoned.csv"), "text/csv")
+        .await
+        .unwrap();
+    w.write(Bytes::from(big[..shared::store::PART_SIZE + 1].to_vec()))
+        .await
+        .unwrap();
+    w.abort().await;
+    assert!(matches!(
+        store.get(&key("t1/backups/abandoned.csv")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.get_stream(&key("t1/backups/none.csv")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    for k in ["t1/backups/big.csv", "t1/backups/small.csv"] {
+        store.delete(&key(k)).await.unwrap();
+    }
+    assert!(
+        store.list("t1/backups/").await.unwrap().is_empty(),
+        "no temporary file is left"
+    );
 }
 
 #[tokio::test]
