@@ -47,6 +47,8 @@ enum Command {
     },
     /// Erase a person's data on request (leaves a suppression so they are never contacted again)
     Forget(ops::ForgetArgs),
+    /// Everything held about an address, as JSON (an access request; the counterpart of forget)
+    SubjectExport(ops::SubjectExportArgs),
     /// QA samples of each run's top leads: list them, record verdicts
     Qa(ops::QaArgs),
     /// Ops API keys: create, rotate, revoke, list
@@ -87,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => dlq_cmd::run(args).await,
         Command::Cloud(args) => cloud_cmd::run(args).await,
         Command::Forget(args) => ops::forget(args).await,
+        Command::SubjectExport(args) => ops::subject_export(args).await,
         Command::Qa(args) => ops::qa(args).await,
         Command::Apikey(args) => ops::apikey(args).await,
         Command::Dashboard(args) => ops::dashboard(args).await,

@@ -103,6 +103,25 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Args)]
+pub struct SubjectExportArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The address whose data to export
+    #[arg(long)]
+    email: String,
+}
+
+/// Prints everything the tenant holds about an address, as JSON.
+pub async fn subject_export(args: SubjectExportArgs) -> anyhow::Result<()> {
+    let ops = args.target.open().await?;
+    let email = shared::domain::Email::parse(&args.email).context("--email")?;
+    let held =
+        shared::subject::export_subject(&ops.pool, ops.store.as_ref(), ops.tenant, &email).await?;
+    println!("{}", serde_json::to_string_pretty(&held)?);
+    Ok(())
+}
+
+#[derive(clap::Args)]
 pub struct QaArgs {
     #[command(subcommand)]
     action: QaAction,
@@ -320,7 +339,7 @@ pub struct RestoreArgs {
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let client = crate::db::operator_client(args.url).await?;
     let (store, prefix) = location(&args.to).await?;
-    let m = leadfactory_cli::backup::export(&client, store.as_ref(), &prefix).await?;
+    let m = shared::backup::export(&client, store.as_ref(), &prefix).await?;
     for t in &m.tables {
         println!("{:<22} {:>9} rows  {}", t.table, t.rows, t.sha256);
     }
@@ -334,7 +353,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let mut client = crate::db::operator_client(args.url).await?;
     let (store, prefix) = location(&args.from).await?;
-    let m = leadfactory_cli::backup::restore(&mut client, store.as_ref(), &prefix).await?;
+    let m = shared::backup::restore(&mut client, store.as_ref(), &prefix).await?;
     let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
     eprintln!(
         "restored {rows} rows in {} tables from {}",

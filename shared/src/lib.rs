@@ -8,6 +8,7 @@
 
 pub mod analytics;
 pub mod aws;
+pub mod backup;
 pub mod bus;
 pub mod campaign;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod obs;
 pub mod pipeline;
 pub mod secrets;
 pub mod store;
+pub mod subject;
 pub mod tls;
 pub mod vendors;
 pub mod webhook;

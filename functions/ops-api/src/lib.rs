@@ -329,6 +329,7 @@ impl OpsApi {
                 .await
             }
             ("POST", ["v1", "erasure"]) => self.erase(tenant, &body).await,
+            ("POST", ["v1", "subject-export"]) => self.subject_export(tenant, &body).await,
             ("POST", ["v1", "purchases", id, "resend"]) => {
                 let id = uuid_of("purchase id", id)?;
                 let key = header(req, "idempotency-key").ok_or_else(|| {
@@ -357,9 +358,10 @@ impl OpsApi {
             ) => Err(HttpError::method_not_allowed("GET")),
             (_, ["v1", "campaigns"]) => Err(HttpError::method_not_allowed("GET, POST")),
             (_, ["v1", "campaigns", _]) => Err(HttpError::method_not_allowed("PUT")),
-            (_, ["v1", "erasure"] | ["v1", "purchases", _, "resend"]) => {
-                Err(HttpError::method_not_allowed("POST"))
-            }
+            (
+                _,
+                ["v1", "erasure"] | ["v1", "subject-export"] | ["v1", "purchases", _, "resend"],
+            ) => Err(HttpError::method_not_allowed("POST")),
             _ => Err(HttpError::not_found("no such endpoint")),
         }
     }
@@ -527,6 +529,28 @@ impl OpsApi {
             }
         };
         Ok(ok(json!({ "erased": erased })))
+    }
+
+    /// Everything held about an address (the access request; the address travels in the body,
+    /// never in a URL that access logs keep).
+    async fn subject_export(
+        &self,
+        tenant: TenantId,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Req {
+            email: String,
+        }
+        let r: Req = serde_json::from_slice(body)
+            .map_err(|e| HttpError::bad_request(format!("body: {e}")))?;
+        let email = shared::domain::Email::parse(&r.email)
+            .map_err(|e| HttpError::bad_request(format!("email: {e}")))?;
+        let held = shared::subject::export_subject(&self.pool, self.store.as_ref(), tenant, &email)
+            .await
+            .map_err(internal)?;
+        Ok(ok(json!(held)))
     }
 
     async fn export(
