@@ -3,8 +3,10 @@
 //!
 //! Daily, tenant by tenant: run event logs (30 days), QA samples (90), LLM logs (by their
 //! `expires_at`), raw homepage HTML (90 — the objects are deleted, then their keys cleared),
-//! outreach bodies (180 — the row stays for the funnel, its words go) and finished idempotency
-//! records (30). Every purge runs in batches of `batch` rows, each its own short statement and
+//! outreach bodies (180 — the row stays for the funnel, its words go), finished idempotency
+//! records (30), webhook payloads stripped to what the funnel and the books need (90), contact
+//! details of businesses never written to (180 after they were last seen), alerts (90) and
+//! buyers' addresses (7 years, the accounting period) — each as `docs/data.md` maps it. Every purge runs in batches of `batch` rows, each its own short statement and
 //! transaction, so no lock is held for long; at most `max_batches` per kind and tenant a day, the
 //! rest waits for tomorrow (recorded as `remaining`). What was purged is recorded in
 //! `retention_runs`.
@@ -26,6 +28,15 @@ pub struct Periods {
     pub raw_html_days: i32,
     pub email_bodies_days: i32,
     pub processed_messages_days: i32,
+    /// Webhook payloads (SendGrid events, processed Stripe events) stripped to what the funnel
+    /// and the books need.
+    pub raw_payloads_days: i32,
+    /// Contact details of businesses never written to, after they were last seen.
+    pub uncontacted_days: i32,
+    /// Alerts (the tenants' and the operators').
+    pub alerts_days: i32,
+    /// Buyers' addresses on purchases: the accounting period.
+    pub buyer_emails_days: i32,
     pub batch: i64,
     pub max_batches: u32,
 }
@@ -38,6 +49,10 @@ impl Default for Periods {
             raw_html_days: 90,
             email_bodies_days: 180,
             processed_messages_days: 30,
+            raw_payloads_days: 90,
+            uncontacted_days: 180,
+            alerts_days: 90,
+            buyer_emails_days: 7 * 365,
             batch: 1000,
             max_batches: 200,
         }
@@ -109,6 +124,62 @@ const ROW_PURGES: &[RowPurge] = &[
               (SELECT tenant_id, stage, key FROM processed_messages WHERE status = 'done' AND updated_at < $1 LIMIT $2)",
         days: |p| p.processed_messages_days,
     },
+    RowPurge {
+        kind: "email_event_payloads",
+        sql: "UPDATE email_events SET raw = jsonb_build_object('event', event, 'stripped', true), reason = NULL, url = NULL
+              WHERE id IN (SELECT id FROM email_events WHERE occurred_at < $1 AND NOT (raw ? 'stripped') LIMIT $2)",
+        days: |p| p.raw_payloads_days,
+    },
+    RowPurge {
+        kind: "stripe_event_payloads",
+        sql: "UPDATE stripe_events SET payload = jsonb_build_object('id', payload->'id', 'type', type, 'stripped', true)
+              WHERE event_id IN (SELECT event_id FROM stripe_events
+                                 WHERE processed_at IS NOT NULL AND created < $1 AND NOT (payload ? 'stripped') LIMIT $2)",
+        days: |p| p.raw_payloads_days,
+    },
+    RowPurge {
+        kind: "uncontacted_assessment_contacts",
+        sql: "UPDATE assessments SET contact_emails = '{}', contact_phones = '{}'
+              WHERE id IN (SELECT a.id FROM businesses b JOIN assessments a ON a.business_id = b.id
+                           WHERE b.email IS NOT NULL AND b.last_seen_at < $1
+                             AND (cardinality(a.contact_emails) > 0 OR cardinality(a.contact_phones) > 0)
+                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
+        days: |p| p.uncontacted_days,
+    },
+    RowPurge {
+        // After the assessments' copies above, so those still find their business.
+        kind: "uncontacted_business_emails",
+        sql: "UPDATE businesses SET email = NULL, email_reason = NULL, updated_at = now()
+              WHERE id IN (SELECT b.id FROM businesses b WHERE b.email IS NOT NULL AND b.last_seen_at < $1
+                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
+        days: |p| p.uncontacted_days,
+    },
+    RowPurge {
+        kind: "sent_alerts",
+        sql: "DELETE FROM sent_alerts WHERE id IN (SELECT id FROM sent_alerts WHERE sent_at < $1 ORDER BY id LIMIT $2)",
+        days: |p| p.alerts_days,
+    },
+    RowPurge {
+        kind: "buyer_emails",
+        sql: "UPDATE purchases SET customer_email = NULL
+              WHERE id IN (SELECT id FROM purchases WHERE customer_email IS NOT NULL AND created_at < $1 ORDER BY id LIMIT $2)",
+        days: |p| p.buyer_emails_days,
+    },
+];
+
+/// The operators' records, outside every tenant, purged through the definer functions made for
+/// it (each takes ($1 cutoff, $2 batch) and returns the rows it touched as `n`).
+const OPERATOR_PURGES: &[RowPurge] = &[
+    RowPurge {
+        kind: "operator_alerts",
+        sql: "SELECT purge_operator_alerts($1, $2::int) AS n",
+        days: |p| p.alerts_days,
+    },
+    RowPurge {
+        kind: "unattributed_stripe_payloads",
+        sql: "SELECT strip_unattributed_stripe_payloads($1, $2::int) AS n",
+        days: |p| p.raw_payloads_days,
+    },
 ];
 
 const RECORD_RETENTION_RUN: &str = "INSERT INTO retention_runs (kind, rows, objects, batches, remaining, cutoff, ran_at) VALUES ($1, $2, $3, $4, $5, $6, $6)";
@@ -129,6 +200,11 @@ pub async fn purge(
         }
         let cutoff = now - chrono::Duration::days(i64::from(periods.raw_html_days));
         let r = purge_html(deps, *tenant, cutoff, periods).await?;
+        add(&mut totals, r);
+    }
+    for p in OPERATOR_PURGES {
+        let cutoff = now - chrono::Duration::days(i64::from((p.days)(periods)));
+        let r = purge_operator_rows(deps, p, cutoff, periods).await?;
         add(&mut totals, r);
     }
     let mut c = deps.pool.get().await.map_err(DbError::from)?;
@@ -205,6 +281,21 @@ async fn purge_rows(
         let n = tx.execute(p.sql, &[&cutoff, &periods.batch]).await?;
         tx.commit().await?;
         Ok((n, 0, n as i64 >= periods.batch))
+    })
+    .await
+}
+
+async fn purge_operator_rows(
+    deps: &Deps,
+    p: &RowPurge,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    periods: &Periods,
+) -> Result<Purged, RetentionError> {
+    let c = deps.pool.get().await.map_err(DbError::from)?;
+    let batch = i32::try_from(periods.batch).unwrap_or(i32::MAX);
+    batched(p.kind, periods, async || {
+        let n: i64 = c.query_one(p.sql, &[&cutoff, &batch]).await?.get("n");
+        Ok((n as u64, 0, n >= i64::from(batch)))
     })
     .await
 }

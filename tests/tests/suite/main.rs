@@ -12,6 +12,7 @@ mod cloud;
 mod contract;
 mod contracts;
 mod dashboard;
+mod data_map;
 mod db;
 mod dlq;
 mod events;

@@ -285,6 +285,31 @@ async fn every_endpoint_answers_and_bad_input_gets_a_reason() {
         .await
         .unwrap()
         .get(0);
+    // An access request first: what is held about the address, then nothing changed.
+    let (s, _, b) = f
+        .call(
+            "POST",
+            "/v1/subject-export",
+            Some(&f.key),
+            Some(json!({ "email": addr })),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let held: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(held["email"], addr.to_lowercase());
+    assert!(
+        !held["tables"]["emails"].as_array().unwrap().is_empty(),
+        "{held}"
+    );
+    assert_eq!(held["tables"]["emails"][0]["to_email"], addr);
+    for (m, body, status) in [
+        ("POST", Some(json!({ "email": "not an address" })), 400),
+        ("POST", Some(json!({ "email": addr, "more": 1 })), 400),
+        ("GET", None, 405),
+    ] {
+        let (s, _, b) = f.call(m, "/v1/subject-export", Some(&f.key), body).await;
+        assert_eq!(s, status, "{m}: {b}");
+    }
     let (s, _, b) = f
         .call(
             "POST",

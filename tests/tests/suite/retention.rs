@@ -420,3 +420,239 @@ async fn erasure_matches_the_address_exactly_not_as_a_pattern() {
         .collect();
     assert_eq!(left, ["1000@x.example.com", "axb@x.example.com"]);
 }
+
+#[tokio::test]
+async fn a_subject_export_returns_every_row_and_object_that_mentions_the_address() {
+    let f = funnel(1.0).await;
+    let admin = f.db.admin().await;
+    let addr: String = admin
+        .query_one(
+            "SELECT lower(customer_email) AS a FROM purchases WHERE status = 'paid' ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get("a");
+    // Where the night did not put it, a reviewer's note, an LLM log, a run event and an
+    // opt-out do.
+    admin
+        .execute(
+            "UPDATE qa_samples SET notes = 'asked to write to ' || upper($1) WHERE id = (SELECT id FROM qa_samples ORDER BY id LIMIT 1)",
+            &[&addr],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "UPDATE llm_logs SET prompt = prompt || ' ' || $1 WHERE id = (SELECT id FROM llm_logs ORDER BY id LIMIT 1)",
+            &[&addr],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "UPDATE run_event_logs SET extra = extra || jsonb_build_object('to', $1::text) WHERE id = (SELECT id FROM run_event_logs ORDER BY id LIMIT 1)",
+            &[&addr],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'unsubscribe', 'test') ON CONFLICT DO NOTHING",
+            &[&f.p.tenant.as_uuid(), &addr],
+        )
+        .await
+        .unwrap();
+    let tables: Vec<String> = admin
+        .query("SELECT table_name::text AS t FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("t"))
+        .collect();
+    let held = traces(&admin, &tables, &addr).await;
+    for t in [
+        "llm_logs",
+        "run_event_logs",
+        "suppressions",
+        "purchases",
+        "emails",
+    ] {
+        assert!(
+            held.iter().any(|(h, _)| h == t),
+            "{t} should mention it: {held:?}"
+        );
+    }
+
+    let email = shared::domain::Email::parse(&addr).unwrap();
+    let export = shared::subject::export_subject(
+        &f.p.deps.pool,
+        f.p.deps.store.as_ref(),
+        f.p.tenant,
+        &email,
+    )
+    .await
+    .unwrap();
+    let exported: Vec<(String, i64)> = export
+        .tables
+        .iter()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(t, rows)| ((*t).to_owned(), rows.len() as i64))
+        .collect();
+    let mut held = held;
+    held.sort();
+    assert_eq!(exported, held, "every table that mentions it, every row");
+
+    // The homepage that listed it comes back too, whole.
+    let html: Vec<String> = store_texts(f.store.path())
+        .into_iter()
+        .filter(|(p, t)| p.contains("/html/") && t.contains(&addr))
+        .map(|(_, t)| t)
+        .collect();
+    assert!(!html.is_empty(), "the scraped homepage holds it");
+    let returned: Vec<String> = export
+        .objects
+        .iter()
+        .map(|o| {
+            use base64::Engine;
+            let gz = base64::engine::general_purpose::STANDARD
+                .decode(&o.content_base64)
+                .unwrap();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        })
+        .collect();
+    assert_eq!(returned.len(), html.len());
+    assert!(returned.iter().all(|t| t.contains(&addr)));
+
+    // Nothing was changed by reading.
+    let after = traces(&admin, &tables, &addr).await;
+    assert_eq!(after.len(), exported.len());
+}
+
+#[tokio::test]
+async fn personal_data_past_its_period_is_stripped_or_purged_and_the_rest_kept() {
+    let f = funnel(1.0).await;
+    let admin = f.db.admin().await;
+    let tenant = f.p.tenant.as_uuid();
+    // Half the SendGrid events and the processed Stripe events are old; one business never
+    // written to (and one that was) was last seen long ago; alerts and one unattributed event
+    // resolved long ago; one purchase past the accounting period.
+    admin
+        .batch_execute(
+            "UPDATE email_events SET occurred_at = now() - interval '91 days' WHERE id % 2 = 0;
+             UPDATE stripe_events SET created = now() - interval '91 days' WHERE processed_at IS NOT NULL;
+             UPDATE businesses SET last_seen_at = now() - interval '181 days'
+              WHERE id IN (SELECT b.id FROM businesses b JOIN assessments a ON a.business_id = b.id
+                           WHERE b.email IS NOT NULL AND cardinality(a.contact_emails) > 0
+                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) ORDER BY b.id LIMIT 1)
+                 OR id IN (SELECT business_id FROM emails ORDER BY id LIMIT 1);
+             UPDATE purchases SET created_at = now() - interval '2556 days' WHERE id = (SELECT id FROM purchases WHERE customer_email IS NOT NULL ORDER BY id LIMIT 1);",
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO sent_alerts (id, tenant_id, rule, severity, dedupe_key, message, sent_at) VALUES
+               (gen_random_uuid(), $1, 'bounce_rate', 'warning', 'old', 'old', now() - interval '91 days'),
+               (gen_random_uuid(), $1, 'bounce_rate', 'warning', 'young', 'young', now())",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "INSERT INTO operator_alerts (id, rule, severity, dedupe_key, message, sent_at) VALUES
+               (gen_random_uuid(), 'unattributed', 'critical', 'old', 'old', now() - interval '91 days'),
+               (gen_random_uuid(), 'unattributed', 'critical', 'young', 'young', now());
+             INSERT INTO unattributed_stripe_events (event_id, type, created, paid_session, payload, resolved_at, resolution) VALUES
+               ('evt_old', 'checkout.session.completed', now() - interval '100 days', true, '{\"id\": \"evt_old\", \"customer_details\": {\"email\": \"buyer@example.com\"}}', now() - interval '91 days', 'refunded'),
+               ('evt_open', 'checkout.session.completed', now() - interval '100 days', true, '{\"id\": \"evt_open\", \"customer_details\": {\"email\": \"buyer@example.com\"}}', NULL, NULL);",
+        )
+        .await
+        .unwrap();
+    let n = |sql: &'static str| {
+        let admin = &admin;
+        async move { count(admin, sql).await }
+    };
+    let old_events =
+        n("SELECT count(*) FROM email_events WHERE occurred_at < now() - interval '90 days'").await;
+    let young_events =
+        n("SELECT count(*) FROM email_events WHERE occurred_at >= now() - interval '90 days'")
+            .await;
+    let stripe = n("SELECT count(*) FROM stripe_events WHERE processed_at IS NOT NULL").await;
+    assert!(old_events > 0 && young_events > 0 && stripe > 0);
+
+    let report = retention::purge(
+        &f.p.deps,
+        &retention::Periods::default(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let rows = |kind: &str| {
+        report
+            .purged
+            .iter()
+            .find(|p| p.kind == kind)
+            .map_or(0, |p| p.rows)
+    };
+
+    assert_eq!(
+        rows("email_event_payloads"),
+        old_events as u64,
+        "{report:?}"
+    );
+    assert_eq!(
+        n("SELECT count(*) FROM email_events WHERE raw ? 'stripped' AND raw->>'email' IS NULL AND url IS NULL AND reason IS NULL").await,
+        old_events
+    );
+    assert_eq!(
+        n("SELECT count(*) FROM email_events WHERE occurred_at >= now() - interval '90 days' AND NOT (raw ? 'stripped')").await,
+        young_events,
+        "young events keep their payload"
+    );
+    assert_eq!(rows("stripe_event_payloads"), stripe as u64);
+    assert_eq!(
+        n("SELECT count(*) FROM stripe_events WHERE payload ? 'stripped' AND payload ? 'id' AND payload::text NOT LIKE '%@%'").await,
+        stripe
+    );
+    assert_eq!(rows("uncontacted_assessment_contacts"), 1);
+    assert_eq!(
+        rows("uncontacted_business_emails"),
+        1,
+        "only the business never written to"
+    );
+    assert_eq!(
+        n("SELECT count(*) FROM businesses b WHERE b.last_seen_at < now() - interval '180 days' AND b.email IS NOT NULL").await,
+        1,
+        "the business that was written to keeps its address"
+    );
+    assert_eq!(rows("sent_alerts"), 1);
+    assert_eq!(
+        n("SELECT count(*) FROM sent_alerts WHERE dedupe_key = 'young'").await,
+        1
+    );
+    assert_eq!(rows("operator_alerts"), 1);
+    assert_eq!(n("SELECT count(*) FROM operator_alerts").await, 1);
+    assert_eq!(rows("unattributed_stripe_payloads"), 1);
+    assert_eq!(
+        n("SELECT count(*) FROM unattributed_stripe_events WHERE payload::text LIKE '%buyer@example.com%'").await,
+        1,
+        "an unresolved event keeps everything"
+    );
+    assert_eq!(rows("buyer_emails"), 1);
+
+    // A second pass finds nothing more.
+    let again = retention::purge(
+        &f.p.deps,
+        &retention::Periods::default(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(again.purged.iter().all(|p| p.rows == 0), "{again:?}");
+}
