@@ -22,6 +22,7 @@ mod pipeline;
 mod qa;
 mod redrive;
 mod retention;
+mod runbook;
 mod secrets;
 mod sendgrid_webhook;
 mod store;
