@@ -334,6 +334,9 @@ pub struct RestoreArgs {
     /// URL of the (empty, migrated) database as `leadfactory_restore` (default: the local cluster)
     #[arg(long, env = "DATABASE_RESTORE_URL")]
     url: Option<String>,
+    /// After the restore, check every table's row count against the manifest (a restore drill)
+    #[arg(long)]
+    verify: bool,
 }
 
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -354,6 +357,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let mut client = crate::db::operator_client(args.url).await?;
     let (store, prefix) = location(&args.from).await?;
     let m = shared::backup::restore(&mut client, store.as_ref(), &prefix).await?;
+    if args.verify {
+        shared::backup::verify(&client, &m).await?;
+        for t in &m.tables {
+            println!("{:<28} {:>9} rows  {}  verified", t.table, t.rows, t.sha256);
+        }
+    }
     let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
     eprintln!(
         "restored {rows} rows in {} tables from {}",

@@ -323,6 +323,7 @@ async fn cloud_night(
     let alerted = cloud
         .fire(&cloud.schedule_of("alerts", Some("EveryFiveMinutes"))?)
         .await?;
+    let backup = cloud.fire(&cloud.schedule_of("backup", None)?).await?;
     let slack: Vec<String> = sim::state::lock(&cloud.sim.state.slack)
         .iter()
         .filter_map(|m| m["text"].as_str().map(str::to_owned))
@@ -341,5 +342,9 @@ async fn cloud_night(
     for m in slack {
         println!("    {m}");
     }
+    println!(
+        "  backup: {} rows of {} tables to {} by the backup function",
+        backup["rows"], backup["tables"], backup["prefix"]
+    );
     Ok(())
 }

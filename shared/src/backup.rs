@@ -1,14 +1,13 @@
-//! Backups (`leadfactory export` / `restore`): the critical tables — tenants, campaigns, suppressions,
-//! emails, email events, purchases, the cost ledger, API keys, and the rows they reference
-//! (experiments, runs, businesses, assessments, scores, reports) — as CSV files written by
-//! PostgreSQL's own `COPY` (exact text for every type), with a manifest of row counts and
-//! SHA-256 sums. Exported as `leadfactory_backup` (BYPASSRLS: the owner is bound by forced RLS
+//! Backups (`leadfactory export` / `restore`, the scheduled `backup` function): every table of
+//! the schema (read from the catalog, so a table a migration adds is included) as CSV files
+//! written by PostgreSQL's own `COPY` (exact text for every type), with a manifest of row
+//! counts and SHA-256 sums. Exported as `leadfactory_backup` (BYPASSRLS: the owner is bound by forced RLS
 //! and would read the tenants' tables empty), across tenants, ordered by primary key, so two
 //! exports of the same data are byte-identical. Tables stream through in chunks both ways, so
 //! memory stays bounded whatever their size. A restore into an empty, migrated database checks
-//! the manifest, loads every table in one transaction (foreign keys in dependency order; the
-//! email ↔ purchase cycle deferred), checking each file as it arrives, and moves the sequences
-//! past the restored ids.
+//! the manifest, loads every table in one transaction (foreign keys in dependency order, read
+//! from the catalog; the email ↔ purchase cycle deferred), checking each file as it arrives, and
+//! moves every sequence past the restored ids.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, pin_mut};
@@ -17,27 +16,88 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{ObjectKey, ObjectStore, ObjectWriter};
 
-/// (table, primary-key order) in the order a restore loads them.
-pub const TABLES: &[(&str, &str)] = &[
-    ("tenants", "id"),
-    ("api_keys", "id"),
-    ("experiments", "id"),
-    ("experiment_variants", "id"),
-    ("campaigns", "id"),
-    ("runs", "id"),
-    ("businesses", "id"),
-    ("assessments", "id"),
-    ("scores", "id"),
-    ("reports", "id"),
-    ("emails", "id"),
-    ("purchases", "id"),
-    ("email_events", "id"),
-    ("suppressions", "tenant_id, kind, value"),
-    ("cost_ledger", "id"),
-];
+/// A table as a backup sees it: its name and the columns its rows are exported in order of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    /// The primary key's columns, quoted; empty for a table without one (then the whole row).
+    order: String,
+}
 
-/// Sequences behind `bigserial` ids, moved past the restored rows.
-const SEQUENCES: &[(&str, &str)] = &[("email_events", "id"), ("cost_ledger", "id")];
+/// Every table of the schema but the migrations' history, with its primary key.
+const SCHEMA_TABLES: &str = "SELECT c.relname::text AS name,
+        coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE i.indrelid = c.oid AND i.indisprimary), '') AS key
+ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname <> $1
+ ORDER BY c.relname";
+
+/// Foreign keys a load must respect in order: the deferrable ones (the email ↔ purchase cycle)
+/// are checked at commit instead.
+const LOAD_ORDER_KEYS: &str = "SELECT c.conrelid::regclass::text AS child, c.confrelid::regclass::text AS parent
+ FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+ WHERE c.contype = 'f' AND n.nspname = 'public' AND NOT c.condeferrable AND c.conrelid <> c.confrelid";
+
+/// Columns filled from a sequence, which a restore moves past the restored values.
+const SEQUENCE_COLUMNS: &str = "SELECT table_name::text AS t, column_name::text AS c
+ FROM information_schema.columns
+ WHERE table_schema = 'public' AND column_default LIKE 'nextval(%' AND table_name <> $1
+ ORDER BY 1, 2";
+
+/// Every table of the schema, in the order a restore loads them: each after the tables its
+/// foreign keys point at (ties by name), so a table a migration adds is backed up without a
+/// list to keep.
+pub async fn tables(client: &tokio_postgres::Client) -> Result<Vec<Table>, BackupError> {
+    let history = crate::db::MIGRATIONS_APPLIED_TABLE;
+    let mut all: std::collections::BTreeMap<String, Table> = client
+        .query(SCHEMA_TABLES, &[&history])
+        .await?
+        .iter()
+        .map(|r| {
+            let name: String = r.get("name");
+            (
+                name.clone(),
+                Table {
+                    name,
+                    order: r.get("key"),
+                },
+            )
+        })
+        .collect();
+    let mut parents: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = all
+        .keys()
+        .map(|t| (t.clone(), Default::default()))
+        .collect();
+    for r in client.query(LOAD_ORDER_KEYS, &[]).await? {
+        let (child, parent): (String, String) = (r.get("child"), r.get("parent"));
+        if let Some(p) = parents.get_mut(&child) {
+            p.insert(parent);
+        }
+    }
+    let mut ordered = Vec::with_capacity(all.len());
+    while !parents.is_empty() {
+        let ready: Vec<String> = parents
+            .iter()
+            .filter(|(_, p)| p.iter().all(|p| !parents.contains_key(p)))
+            .map(|(t, _)| t.clone())
+            .collect();
+        if ready.is_empty() {
+            let stuck: Vec<&String> = parents.keys().collect();
+            return Err(BackupError::Manifest(format!(
+                "foreign keys that are not deferrable form a cycle among {stuck:?}"
+            )));
+        }
+        for t in ready {
+            parents.remove(&t);
+            if let Some(table) = all.remove(&t) {
+                ordered.push(table);
+            }
+        }
+    }
+    Ok(ordered)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -66,6 +126,12 @@ pub enum BackupError {
     Checksum { file: String },
     #[error("the target database is not empty: {0} has rows (restore only into an empty database)")]
     NotEmpty(String),
+    #[error("{table}: the database holds {found} rows, the manifest says {expected}")]
+    Verify {
+        table: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("the export is schema version {export}, the database is at {database}: migrate first")]
     Schema { export: i32, database: i32 },
 }
@@ -169,19 +235,32 @@ async fn copy_table_out(
     writer: &mut dyn ObjectWriter,
     tally: &mut Tally,
 ) -> Result<(), BackupError> {
+    let order = if order.is_empty() { "x" } else { order };
     let stream = client
         .copy_out(&format!(
-            "COPY (SELECT * FROM {table} ORDER BY {order}) TO STDOUT WITH (FORMAT csv, HEADER)"
+            "COPY (SELECT * FROM {table} x ORDER BY {order}) TO STDOUT WITH (FORMAT csv, HEADER)"
         ))
         .await?;
     pin_mut!(stream);
+    // COPY sends a message per row: rows are gathered into larger writes, so a table of ten
+    // million rows is not ten million writes.
+    let mut gathered = bytes::BytesMut::with_capacity(WRITE_CHUNK);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         tally.add(&chunk);
-        writer.write(chunk).await?;
+        gathered.extend_from_slice(&chunk);
+        if gathered.len() >= WRITE_CHUNK {
+            writer.write(gathered.split().freeze()).await?;
+        }
+    }
+    if !gathered.is_empty() {
+        writer.write(gathered.freeze()).await?;
     }
     Ok(())
 }
+
+/// How many bytes of rows an export hands the store at a time.
+const WRITE_CHUNK: usize = 1024 * 1024;
 
 /// Exports every table to `store` under `prefix`, each streamed from `COPY` to the store (a
 /// multipart upload on S3) with its checksum and row count computed on the way: memory stays
@@ -192,7 +271,8 @@ pub async fn export(
     prefix: &str,
 ) -> Result<Manifest, BackupError> {
     let mut files = Vec::new();
-    for (table, order) in TABLES {
+    for t in tables(client).await? {
+        let (table, order) = (t.name.as_str(), t.order.as_str());
         let file = format!("{table}.csv");
         let mut writer = store.put_writer(&key(prefix, &file)?, "text/csv").await?;
         let mut tally = Tally::new();
@@ -203,7 +283,7 @@ pub async fn export(
         writer.finish().await?;
         let (rows, sha256) = tally.finish();
         files.push(TableFile {
-            table: (*table).to_owned(),
+            table: table.to_owned(),
             file,
             rows,
             sha256,
@@ -224,6 +304,28 @@ pub async fn export(
         )
         .await?;
     Ok(manifest)
+}
+
+/// Checks a restored database against the manifest it was restored from: every table holds
+/// the manifest's row count (each file's checksum and count were checked as it was loaded).
+pub async fn verify(
+    client: &tokio_postgres::Client,
+    manifest: &Manifest,
+) -> Result<(), BackupError> {
+    for f in &manifest.tables {
+        let found: i64 = client
+            .query_one(&format!("SELECT count(*) AS n FROM {}", f.table), &[])
+            .await?
+            .get("n");
+        if found as u64 != f.rows {
+            return Err(BackupError::Verify {
+                table: f.table.clone(),
+                expected: f.rows,
+                found: found as u64,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Streams one table file from the store into `COPY … FROM STDIN`, checking its checksum and
@@ -284,27 +386,40 @@ pub async fn restore(
         });
     }
     let mut files = Vec::new();
-    for (table, _) in TABLES {
+    for t in tables(client).await? {
+        let table = t.name.as_str();
         let n: i64 = client
             .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
             .await?
             .get("n");
         if n > 0 {
-            return Err(BackupError::NotEmpty((*table).to_owned()));
+            return Err(BackupError::NotEmpty(table.to_owned()));
         }
         let f = manifest
             .tables
             .iter()
-            .find(|f| f.table == *table)
+            .find(|f| f.table == table)
             .ok_or_else(|| BackupError::Manifest(format!("{table} is missing")))?;
         files.push(f);
+    }
+    if let Some(extra) = manifest
+        .tables
+        .iter()
+        .find(|f| !files.iter().any(|g| g.table == f.table))
+    {
+        return Err(BackupError::Manifest(format!(
+            "{} is not a table of this database",
+            extra.table
+        )));
     }
     let tx = client.transaction().await?;
     tx.batch_execute("SET CONSTRAINTS ALL DEFERRED").await?;
     for f in files {
         copy_table_in(&tx, store, prefix, f).await?;
     }
-    for (table, col) in SEQUENCES {
+    let history = crate::db::MIGRATIONS_APPLIED_TABLE;
+    for r in tx.query(SEQUENCE_COLUMNS, &[&history]).await? {
+        let (table, col): (String, String) = (r.get("t"), r.get("c"));
         tx.execute(
             &format!("SELECT setval(pg_get_serial_sequence('{table}', '{col}'), coalesce((SELECT max({col}) FROM {table}), 0) + 1, false)"),
             &[],

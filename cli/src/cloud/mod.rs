@@ -178,6 +178,12 @@ impl Cloud {
             &serde_json::json!({ "DATABASE_URL": db.app_url }),
         )
         .await?;
+        let backup_secret = account::put_secret(
+            &sm,
+            &format!("leadfactory/{}/db-backup", stage),
+            &serde_json::json!({ "DATABASE_URL": db.backup_url }),
+        )
+        .await?;
         let link_secret = uuid::Uuid::new_v4().simple().to_string().repeat(2);
         let vendor_secret = account::put_secret(
             &sm,
@@ -201,6 +207,7 @@ impl Cloud {
         let mut parameters = template.parameters.clone();
         parameters.extend([
             ("DatabaseSecretArn".to_owned(), db_secret),
+            ("DatabaseBackupSecretArn".to_owned(), backup_secret),
             ("VendorSecretArn".to_owned(), vendor_secret),
             ("PublicBaseUrl".to_owned(), gateway_url.clone()),
         ]);

@@ -548,6 +548,8 @@ mod tests {
             .insert("DatabaseSecretArn".into(), "arn:db".into());
         r.parameters
             .insert("VendorSecretArn".into(), "arn:vendors".into());
+        r.parameters
+            .insert("DatabaseBackupSecretArn".into(), "arn:db-backup".into());
         r.refs.insert("ArtifactsBucket".into(), "bucket-1".into());
         r.refs
             .insert("SourcingQueue".into(), "http://q/sourcing".into());

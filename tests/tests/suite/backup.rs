@@ -19,11 +19,14 @@ async fn restorer(db: &TestDb) -> tokio_postgres::Client {
     db.connect_as("leadfactory_restore").await
 }
 
+/// Every file an export under `prefix` wrote, the manifest's list first.
 async fn files(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let manifest = ObjectKey::parse(&format!("{prefix}manifest.json")).unwrap();
+    let m: backup::Manifest = serde_json::from_slice(&store.get(&manifest).await.unwrap()).unwrap();
     let mut out = Vec::new();
-    for (t, _) in backup::TABLES {
-        let k = ObjectKey::parse(&format!("{prefix}{t}.csv")).unwrap();
-        out.push(((*t).to_owned(), store.get(&k).await.unwrap().to_vec()));
+    for t in &m.tables {
+        let k = ObjectKey::parse(&format!("{prefix}{}", t.file)).unwrap();
+        out.push((t.table.clone(), store.get(&k).await.unwrap().to_vec()));
     }
     out
 }
@@ -57,6 +60,27 @@ async fn an_export_restores_exactly_and_tampering_is_refused() {
     ] {
         assert!(rows(t) > 0, "{t} is empty in the export");
     }
+    // Every table of the schema is in it, each after the tables it points at.
+    let schema: Vec<String> = db
+        .admin()
+        .await
+        .query(
+            "SELECT table_name::text AS t FROM information_schema.tables
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name <> $1 ORDER BY 1",
+            &[&shared::db::MIGRATIONS_APPLIED_TABLE],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("t"))
+        .collect();
+    let mut exported: Vec<String> = m.tables.iter().map(|t| t.table.clone()).collect();
+    let position = |t: &str| exported.iter().position(|e| e == t).unwrap();
+    assert!(position("tenants") < position("campaigns"));
+    assert!(position("businesses") < position("assessments"));
+    assert!(position("runs") < position("run_work"));
+    exported.sort();
+    assert_eq!(exported, schema, "every table, and only tables");
     let original = files(&local, "").await;
 
     // Into an empty database: the same bytes come out again.

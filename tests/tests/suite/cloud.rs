@@ -250,6 +250,52 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
         rows_of(&out, "campaigns") > 0 && rows_of(&out, "emails") as i64 >= outreach,
         "{out}"
     );
+    // The backup function's backup of the night, on its schedule's day: every table, the same
+    // bytes as the operator's export, and a restore drill of it into an empty database passes.
+    let backup = cloud
+        .fire(&cloud.schedule_of("backup", None).unwrap())
+        .await
+        .unwrap();
+    let prefix = backup["prefix"].as_str().unwrap().to_owned();
+    assert!(prefix.starts_with("backups/20"), "{backup}");
+    let exported: shared::backup::Manifest =
+        serde_json::from_slice(&std::fs::read(as_backup.path().join("manifest.json")).unwrap())
+            .unwrap();
+    let bucket = format!("leadfactory-{stage}-artifactsbucket");
+    let from = format!("s3://{bucket}/{prefix}");
+    let drill = format!("lf_cloud_{stage}_drill");
+    let target =
+        leadfactory_cli::cloud::account::provision_database(&testkit::pg_admin_url(), &drill, true)
+            .await
+            .unwrap();
+    let (ok, out) = leadfactory(
+        &cloud,
+        &[
+            "restore",
+            "--from",
+            &from,
+            "--url",
+            &target.restore_url,
+            "--verify",
+        ],
+    );
+    leadfactory_cli::cloud::account::drop_database(&testkit::pg_admin_url(), &drill).await;
+    assert!(ok, "{out}");
+    for t in &exported.tables {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(t.table.as_str()))
+            .unwrap_or_else(|| panic!("the backup lacks {}: {out}", t.table));
+        assert!(
+            line.contains(&t.sha256) && line.ends_with("verified"),
+            "{}: the backup differs from the export: {line}",
+            t.table
+        );
+    }
+    assert_eq!(
+        backup["tables"].as_u64(),
+        Some(exported.tables.len() as u64)
+    );
     let (ok, status) = leadfactory(&cloud, &["status"]);
     assert!(ok && status.contains(&run.to_string()), "{status}");
     // Init once, invoked many times: fewer processes than invocations.

@@ -50,6 +50,7 @@ fn crates() -> BTreeMap<String, &'static [Queue]> {
         ("analytics".to_owned(), analytics::SENDS_TO),
         ("qa-sampler".to_owned(), qa_sampler::SENDS_TO),
         ("retention".to_owned(), retention::SENDS_TO),
+        ("backup".to_owned(), backup::SENDS_TO),
     ])
 }
 
@@ -303,7 +304,7 @@ fn functions_may_send_to_exactly_the_queues_their_code_sends_to() {
 }
 
 #[test]
-fn the_bucket_is_private_encrypted_and_expires_raw_html() {
+fn the_bucket_is_private_encrypted_expires_raw_html_and_keeps_90_days_of_backups() {
     let t = template();
     let b = &t["Resources"]["ArtifactsBucket"]["Properties"];
     assert!(b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"].is_string());
@@ -318,6 +319,23 @@ fn the_bucket_is_private_encrypted_and_expires_raw_html() {
     let rules = b["LifecycleConfiguration"]["Rules"].as_sequence().unwrap();
     let html = rules.iter().find(|r| r["Prefix"] == "html/").unwrap();
     assert_eq!(html["ExpirationInDays"], 90);
+    // Ninety days of daily backups, noncurrent versions included; abandoned uploads go.
+    let backups = rules.iter().find(|r| r["Prefix"] == "backups/").unwrap();
+    assert_eq!(backups["ExpirationInDays"], 90);
+    assert_eq!(backups["NoncurrentVersionExpiration"]["NoncurrentDays"], 90);
+    assert_eq!(
+        backups["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
+        1
+    );
+    let backup = &t["Resources"]["BackupFunction"]["Properties"];
+    assert_eq!(
+        backup["Events"]["Daily"]["Properties"]["Schedule"],
+        "cron(0 4 * * ? *)"
+    );
+    assert_eq!(
+        backup["Environment"]["Variables"]["LF_SECRET_ARNS"]["Ref"],
+        "DatabaseBackupSecretArn"
+    );
     assert!(
         !rules.iter().any(|r| r["Prefix"] == "reports/"),
         "reports are kept"
