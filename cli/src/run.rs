@@ -344,7 +344,9 @@ async fn cloud_night(
     }
     println!(
         "  backup: {} rows of {} tables to {} by the backup function",
-        backup["rows"], backup["tables"], backup["prefix"]
+        backup["rows"],
+        backup["tables"],
+        backup["prefix"].as_str().unwrap_or("?")
     );
     Ok(())
 }
