@@ -184,6 +184,13 @@ fn post_failure(e: &VendorError) -> &'static str {
     }
 }
 
+/// The database's size and its three largest tables (with their indexes and TOAST).
+const DATABASE_SIZE: &str = "SELECT pg_database_size(current_database())::int8 AS bytes,
+        (SELECT string_agg(c.relname || ' ' || pg_size_pretty(c.size), ', ' ORDER BY c.size DESC)
+         FROM (SELECT relname, pg_total_relation_size(oid) AS size FROM pg_class
+               WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace
+               ORDER BY 2 DESC LIMIT 3) c) AS largest";
+
 const UNATTRIBUTED_PAID: &str = "SELECT waiting, oldest FROM unattributed_paid_sessions()";
 const TENANT_ALERT_SETTINGS: &str =
     "SELECT name, settings->'alerts' AS alerts FROM tenants WHERE id = $1";
@@ -257,7 +264,42 @@ impl Alerts {
                 "Every paid Stripe session is attributed again.".to_owned(),
             )
         });
+        out.push(self.storage(&c).await?);
         Ok(out)
+    }
+
+    /// The database's size against the storage it is given, naming its largest tables.
+    async fn storage(&self, c: &shared::db::Client) -> Result<Finding, AlertError> {
+        let t = &self.defaults;
+        let row = c.query_one(DATABASE_SIZE, &[]).await?;
+        let bytes: i64 = row.get("bytes");
+        let largest: Option<String> = row.get("largest");
+        let limit = t.db_storage_limit_gb * 1e9;
+        let used = if limit > 0.0 {
+            bytes as f64 / limit
+        } else {
+            0.0
+        };
+        let f = Finding::new("database_storage", "database");
+        let msg = |what: &str, th: f64| {
+            format!(
+                "The database holds {:.1} GB, {} of its {} GB — {what} {}. Largest: {}.",
+                bytes as f64 / 1e9,
+                rules::pct(used),
+                t.db_storage_limit_gb,
+                rules::pct(th),
+                largest.as_deref().unwrap_or("-")
+            )
+        };
+        Ok(f.graded(
+            used,
+            (t.db_storage_warn, t.db_storage_critical),
+            |th| msg("at or above", th),
+            format!(
+                "The database is back to {} of its storage.",
+                rules::pct(used)
+            ),
+        ))
     }
 
     /// One evaluation of every rule for every tenant, and of the operator's, at `now`.

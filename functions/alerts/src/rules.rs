@@ -30,6 +30,26 @@ pub struct Thresholds {
     pub min_candidates: i64,
     pub cooldown_minutes: i64,
     pub max_per_hour: i64,
+    /// Delivered / sent of outreach sent in the last hours (less a grace for SendGrid's events
+    /// to arrive) below this warns.
+    pub delivery_window_hours: i64,
+    pub delivery_grace_minutes: i64,
+    pub delivery_min_rate: f64,
+    pub delivery_min_sent: i64,
+    /// Cost per lead by tier over the last days, in dollars, above which a tier warns (the
+    /// seeds' tier-specific thresholds).
+    pub cost_window_days: i64,
+    pub cost_per_lead_max_usd: std::collections::BTreeMap<String, f64>,
+    pub cost_min_leads: i64,
+    /// Checkout sessions started in the window that expired unpaid, as a share, above this warns.
+    pub checkout_window_hours: i64,
+    pub checkout_expired_max: f64,
+    pub checkout_min_started: i64,
+    /// The database's size against the storage it is given (operators' alert): warn and
+    /// critical shares.
+    pub db_storage_limit_gb: f64,
+    pub db_storage_warn: f64,
+    pub db_storage_critical: f64,
 }
 
 impl Default for Thresholds {
@@ -53,6 +73,22 @@ impl Default for Thresholds {
             min_candidates: 20,
             cooldown_minutes: 60,
             max_per_hour: 10,
+            delivery_window_hours: 4,
+            delivery_grace_minutes: 30,
+            delivery_min_rate: 0.90,
+            delivery_min_sent: 50,
+            cost_window_days: 7,
+            cost_per_lead_max_usd: [("A", 1.00), ("B", 0.75), ("C", 0.50), ("D", 0.25)]
+                .into_iter()
+                .map(|(t, usd)| (t.to_owned(), usd))
+                .collect(),
+            cost_min_leads: 20,
+            checkout_window_hours: 24,
+            checkout_expired_max: 0.80,
+            checkout_min_started: 10,
+            db_storage_limit_gb: 20.0,
+            db_storage_warn: 0.80,
+            db_storage_critical: 0.95,
         }
     }
 }
@@ -133,7 +169,34 @@ impl Finding {
     }
 }
 
-fn pct(x: f64) -> String {
+impl Finding {
+    /// `value` graded against two thresholds where higher is worse: critical at or above
+    /// `critical`, warning at or above `warn` (`alert` writes the message for the threshold
+    /// crossed), otherwise ok with the `recovered` message.
+    pub(crate) fn graded(
+        self,
+        value: f64,
+        (warn, critical): (f64, f64),
+        alert: impl Fn(f64) -> String,
+        recovered: String,
+    ) -> Self {
+        if value >= critical {
+            self.at(
+                Level::Critical,
+                "critical",
+                value,
+                critical,
+                alert(critical),
+            )
+        } else if value >= warn {
+            self.at(Level::Warning, "warning", value, warn, alert(warn))
+        } else {
+            self.at(Level::Ok, "ok", value, warn, recovered)
+        }
+    }
+}
+
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
@@ -164,6 +227,130 @@ const UNFULFILLED_PURCHASES: &str = "SELECT DISTINCT e.purchase_id FROM emails e
                                             AND s.send_state = 'sent')
  ORDER BY 1";
 
+const DELIVERED_SINCE: &str = "SELECT count(*) AS sent, count(delivered_at) AS delivered
+ FROM emails WHERE kind = 'outreach' AND send_state = 'sent' AND sent_at > $1 AND sent_at <= $2";
+const CHECKOUTS_SINCE: &str =
+    "SELECT count(*) AS started, count(*) FILTER (WHERE status = 'expired') AS expired
+ FROM purchases WHERE created_at > $1";
+
+/// Delivered / sent of the outreach sent in the window (the last minutes excluded: their
+/// delivery events may not have arrived).
+async fn delivery_rate(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Thresholds,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Finding>, DbError> {
+    let until = now - chrono::Duration::minutes(t.delivery_grace_minutes);
+    let since = now - chrono::Duration::hours(t.delivery_window_hours);
+    let r = tx.query_one(DELIVERED_SINCE, &[&since, &until]).await?;
+    let (sent, delivered): (i64, i64) = (r.get("sent"), r.get("delivered"));
+    if sent < t.delivery_min_sent {
+        return Ok(None);
+    }
+    let rate = delivered as f64 / sent as f64;
+    let f = Finding::new("delivery_rate", "all");
+    Ok(Some(if rate < t.delivery_min_rate {
+        f.at(
+            Level::Warning,
+            "warning",
+            rate,
+            t.delivery_min_rate,
+            format!(
+                "Delivery rate {} of {sent} sent in {} h is below {}: check bounces, blocks and the sender's reputation.",
+                pct(rate),
+                t.delivery_window_hours,
+                pct(t.delivery_min_rate)
+            ),
+        )
+    } else {
+        f.at(
+            Level::Ok,
+            "ok",
+            rate,
+            t.delivery_min_rate,
+            format!("Delivery rate back to {}.", pct(rate)),
+        )
+    }))
+}
+
+/// Cost per lead of each tier scored in the window against the tier's threshold.
+async fn cost_per_lead(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Thresholds,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Finding>, DbError> {
+    let since = now - chrono::Duration::days(t.cost_window_days);
+    let mut out = Vec::new();
+    for tier in shared::analytics::cost_per_tier(tx, since).await? {
+        let Some(max) = t.cost_per_lead_max_usd.get(&tier.tier) else {
+            continue;
+        };
+        if tier.leads < t.cost_min_leads {
+            continue;
+        }
+        let usd = tier.cost_per_lead_micros as f64 / 1e6;
+        let f = Finding::new("cost_per_lead", format!("tier {}", tier.tier));
+        out.push(if usd > *max {
+            f.at(
+                Level::Warning,
+                "warning",
+                usd,
+                *max,
+                format!(
+                    "Cost per tier {} lead ${usd:.4} over {} leads in {} days is above ${max:.2}.",
+                    tier.tier, tier.leads, t.cost_window_days
+                ),
+            )
+        } else {
+            f.at(
+                Level::Ok,
+                "ok",
+                usd,
+                *max,
+                format!("Cost per tier {} lead back to ${usd:.4}.", tier.tier),
+            )
+        });
+    }
+    Ok(out)
+}
+
+/// The share of checkout sessions started in the window that expired unpaid.
+async fn checkout_expiry(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Thresholds,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Finding>, DbError> {
+    let since = now - chrono::Duration::hours(t.checkout_window_hours);
+    let r = tx.query_one(CHECKOUTS_SINCE, &[&since]).await?;
+    let (started, expired): (i64, i64) = (r.get("started"), r.get("expired"));
+    if started < t.checkout_min_started {
+        return Ok(None);
+    }
+    let share = expired as f64 / started as f64;
+    let f = Finding::new("checkout_expiry", "stripe");
+    Ok(Some(if share > t.checkout_expired_max {
+        f.at(
+            Level::Warning,
+            "warning",
+            share,
+            t.checkout_expired_max,
+            format!(
+                "{expired} of {started} checkouts in {} h expired unpaid ({}): check the checkout page and Stripe's status.",
+                t.checkout_window_hours,
+                pct(share)
+            ),
+        )
+    } else {
+        f.at(
+            Level::Ok,
+            "ok",
+            share,
+            t.checkout_expired_max,
+            format!("Checkouts expiring unpaid back to {}.", pct(share)),
+        )
+    }))
+}
+
 /// Evaluates every database rule for one tenant (inside its RLS transaction). It is also the
 /// scheduled check that finalises runs whose work stopped moving (`run_stalled`).
 pub async fn evaluate(
@@ -173,6 +360,9 @@ pub async fn evaluate(
 ) -> Result<Vec<Finding>, DbError> {
     let mut out = Vec::new();
     let window = now - chrono::Duration::hours(t.window_hours);
+    out.extend(delivery_rate(tx, t, now).await?);
+    out.extend(cost_per_lead(tx, t, now).await?);
+    out.extend(checkout_expiry(tx, t, now).await?);
 
     // Bounce rate of outreach sent in the window.
     let r = tx.query_one(BOUNCES_SINCE, &[&window]).await?;
@@ -201,28 +391,11 @@ pub async fn evaluate(
             );
             f.pause = true;
             f
-        } else if rate >= t.bounce_critical {
-            f.at(
-                Level::Critical,
-                "critical",
-                rate,
-                t.bounce_critical,
-                msg("above", t.bounce_critical),
-            )
-        } else if rate >= t.bounce_warn {
-            f.at(
-                Level::Warning,
-                "warning",
-                rate,
-                t.bounce_warn,
-                msg("above", t.bounce_warn),
-            )
         } else {
-            f.at(
-                Level::Ok,
-                "ok",
+            f.graded(
                 rate,
-                t.bounce_warn,
+                (t.bounce_warn, t.bounce_critical),
+                |th| msg("above", th),
                 format!("Bounce rate back to {}.", pct(rate)),
             )
         });

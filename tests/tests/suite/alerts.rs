@@ -793,3 +793,187 @@ async fn purchases_whose_report_never_reached_the_buyer_and_unattributed_payment
     assert_eq!(operator.len(), 1, "{operator:?}");
     assert_eq!(operator[0].0, OPERATOR_CHANNEL);
 }
+
+#[tokio::test]
+async fn delivery_cost_checkout_and_storage_rules_fire_past_their_thresholds_and_a_tenant_can_move_them()
+ {
+    let f = fixture().await;
+    let t = f.p.tenant.as_uuid();
+
+    // Delivery: 60 sent an hour ago, 57 delivered (95 %) is quiet; 50 delivered (83 %) warns.
+    f.emails(60, 0).await;
+    f.admin
+        .execute(
+            "UPDATE emails SET delivered_at = now() - interval '50 minutes'
+             WHERE id IN (SELECT id FROM emails ORDER BY id LIMIT 57)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "delivery_rate"),
+        Some((Level::Ok, "ok"))
+    );
+    f.admin
+        .execute(
+            "UPDATE emails SET delivered_at = NULL WHERE id IN (SELECT id FROM emails ORDER BY id DESC LIMIT 10)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "delivery_rate"),
+        Some((Level::Warning, "warning"))
+    );
+    // Mail sent in the last half hour is not judged yet.
+    assert_eq!(
+        level(
+            &f.findings(chrono::Utc::now() - chrono::Duration::minutes(40))
+                .await,
+            "delivery_rate"
+        ),
+        None
+    );
+    // A tenant that accepts 80 % moves the threshold.
+    let lenient = Thresholds::default()
+        .with_overrides(Some(&serde_json::json!({ "delivery_min_rate": 0.8 })));
+    let mut c = f.p.deps.pool.get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut c, f.p.tenant).await.unwrap();
+    let found = alerts::rules::evaluate(&tx, &lenient, chrono::Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(level(&found, "delivery_rate"), Some((Level::Ok, "ok")));
+
+    // Cost per lead: 25 tier-B leads scored this week at $0.50 each is quiet ($0.75 allowed);
+    // at $1.00 each it warns; 10 leads are below the volume.
+    let run = uuid::Uuid::new_v4();
+    f.admin
+        .execute(
+            "INSERT INTO runs (id, tenant_id, kind, status, started_at) VALUES ($1, $2, 'manual', 'succeeded', now())",
+            &[&run, &t],
+        )
+        .await
+        .unwrap();
+    f.admin
+        .execute(
+            "WITH b AS (INSERT INTO businesses (id, tenant_id, name, name_norm)
+                        SELECT gen_random_uuid(), $1, 'T' || i, 't' || i || gen_random_uuid() FROM generate_series(1, 25) i RETURNING id),
+                  s AS (INSERT INTO scores (id, tenant_id, business_id, run_id, score, tier, qualified, breakdown, rules_version)
+                        SELECT gen_random_uuid(), $1, id, $2, 70, 'B', true, '{}', 'v1' FROM b RETURNING business_id)
+             INSERT INTO cost_ledger (tenant_id, run_id, business_id, vendor, endpoint, cost_micros)
+             SELECT $1, $2, business_id, 'places', 'details', 500000 FROM s",
+            &[&t, &run],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "cost_per_lead"),
+        Some((Level::Ok, "ok"))
+    );
+    f.admin
+        .execute("UPDATE cost_ledger SET cost_micros = 1000000", &[])
+        .await
+        .unwrap();
+    let found = f.findings(chrono::Utc::now()).await;
+    let cost = found.iter().find(|x| x.rule == "cost_per_lead").unwrap();
+    assert_eq!(
+        (cost.level, cost.subject.as_str()),
+        (Level::Warning, "tier B"),
+        "{cost:?}"
+    );
+    assert!(
+        cost.message.contains("$1.0000") && cost.message.contains("$0.75"),
+        "{}",
+        cost.message
+    );
+    f.admin
+        .execute(
+            "DELETE FROM scores WHERE business_id IN (SELECT business_id FROM scores ORDER BY business_id LIMIT 15)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "cost_per_lead"),
+        None
+    );
+
+    // Checkouts: 10 started today, 8 expired (80 %) is quiet, 9 (90 %) warns; 9 started is
+    // below the volume.
+    let report = uuid::Uuid::new_v4();
+    f.admin
+        .execute(
+            "WITH b AS (INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES (gen_random_uuid(), $1, 'R', 'r-report') RETURNING id)
+             INSERT INTO reports (id, tenant_id, business_id, run_id, token, preview_key, full_key, pages, bytes, price_cents)
+             SELECT $2, $1, id, $3, repeat('t', 40), 'p.pdf', 'f.pdf', 1, 1, 4900 FROM b",
+            &[&t, &report, &run],
+        )
+        .await
+        .unwrap();
+    f.admin
+        .execute(
+            "INSERT INTO purchases (id, tenant_id, report_id, business_id, stripe_session_id, status, amount_cents)
+             SELECT gen_random_uuid(), $1, $2, (SELECT business_id FROM reports WHERE id = $2), 'cs_' || i,
+                    CASE WHEN i <= 8 THEN 'expired' ELSE 'paid' END, 4900
+             FROM generate_series(1, 10) i",
+            &[&t, &report],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "checkout_expiry"),
+        Some((Level::Ok, "ok"))
+    );
+    f.admin
+        .execute(
+            "UPDATE purchases SET status = 'expired' WHERE stripe_session_id = 'cs_9'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "checkout_expiry"),
+        Some((Level::Warning, "warning"))
+    );
+    f.admin
+        .execute(
+            "DELETE FROM purchases WHERE stripe_session_id = 'cs_10'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        level(&f.findings(chrono::Utc::now()).await, "checkout_expiry"),
+        None
+    );
+
+    // Storage: the operators' alert, against the storage the database is given. A test
+    // database of some megabytes in 20 GB is quiet; given 10 MB it is critical and names its
+    // largest tables.
+    f.alerts().run(&f.p.deps, chrono::Utc::now()).await.unwrap();
+    assert!(
+        !f.slack().iter().any(|m| m.contains("The database holds")),
+        "{:?}",
+        f.slack()
+    );
+    let tight = Alerts::new(
+        f.p.deps.vendors.slack(&f.p.deps.policy).unwrap(),
+        Thresholds {
+            db_storage_limit_gb: 0.01,
+            ..Thresholds::default()
+        },
+    );
+    tight.run(&f.p.deps, chrono::Utc::now()).await.unwrap();
+    let storage: Vec<String> = f
+        .slack()
+        .into_iter()
+        .filter(|m| m.contains("The database holds"))
+        .collect();
+    assert_eq!(storage.len(), 1, "{:?}", f.slack());
+    assert!(
+        storage[0].starts_with("[CRITICAL]") && storage[0].contains("Largest: "),
+        "{}",
+        storage[0]
+    );
+}
