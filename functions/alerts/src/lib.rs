@@ -184,6 +184,44 @@ fn post_failure(e: &VendorError) -> &'static str {
     }
 }
 
+/// The rules whose values are also CloudWatch metrics (namespace `LeadFactory`, dimension
+/// `Function=alerts`), each with an alarm in the template: the worst tenant's value raises it.
+pub const METRICS: &[(&str, &str)] = &[
+    ("bounce_rate", "BounceRate"),
+    ("spam_rate", "SpamRate"),
+    ("delivery_rate", "DeliveryRate"),
+    // The cost per lead over its tier's threshold (above 1 is over).
+    ("cost_per_lead", "CostPerLeadOverThreshold"),
+    // 1 when the day's nightly had finished by the watchdog's hour, 0 when not (from then on).
+    ("nightly_watchdog", "NightlyFinishedByDeadline"),
+];
+
+/// One EMF line with the metric of each finding of a [`METRICS`] rule (the worst subject's
+/// value where a rule has several, as the alarm reads the worst tenant's).
+pub fn metrics(findings: &[Finding]) -> shared::obs::metrics::MetricLine {
+    use shared::obs::metrics::{MetricLine, Unit};
+    let mut line = MetricLine::new().dimension("Function", "alerts");
+    for (rule, name) in METRICS {
+        let values = findings.iter().filter(|f| f.rule == *rule).map(|f| {
+            if *rule == "cost_per_lead" && f.threshold > 0.0 {
+                f.value / f.threshold
+            } else {
+                f.value
+            }
+        });
+        // Higher is worse but for the delivery rate and the watchdog.
+        let worst = if matches!(*rule, "delivery_rate" | "nightly_watchdog") {
+            values.reduce(f64::min)
+        } else {
+            values.reduce(f64::max)
+        };
+        if let Some(v) = worst {
+            line = line.value(name, v, Unit::None);
+        }
+    }
+    line
+}
+
 /// The database's size and its three largest tables (with their indexes and TOAST).
 const DATABASE_SIZE: &str = "SELECT pg_database_size(current_database())::int8 AS bytes,
         (SELECT string_agg(c.relname || ' ' || pg_size_pretty(c.size), ', ' ORDER BY c.size DESC)
@@ -354,6 +392,7 @@ impl Alerts {
             let t = self.defaults.with_overrides(settings.as_ref());
             let findings = rules::evaluate(&tx, &t, now).await?;
             report.findings += findings.len();
+            metrics(&findings).emit();
             let posts = self
                 .record(
                     &tx,

@@ -84,7 +84,7 @@ impl MetricLine {
     /// Writes the line to stdout (CloudWatch Logs) when running in Lambda or with
     /// `LF_METRICS=emf`; the local run's terminal stays readable.
     pub fn emit(&self) {
-        if !enabled() {
+        if !enabled() || self.values.is_empty() {
             return;
         }
         let line = self.render(chrono::Utc::now().timestamp_millis());

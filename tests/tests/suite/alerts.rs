@@ -977,3 +977,38 @@ async fn delivery_cost_checkout_and_storage_rules_fire_past_their_thresholds_and
         storage[0]
     );
 }
+
+#[test]
+fn the_rules_values_become_one_metric_line_with_the_worst_tenants_value() {
+    let finding = |rule: &'static str, value: f64, threshold: f64| alerts::Finding {
+        rule,
+        subject: "all".into(),
+        level: Level::Ok,
+        grade: "ok",
+        value,
+        threshold,
+        message: String::new(),
+        pause: false,
+    };
+    let line = alerts::metrics(&[
+        finding("bounce_rate", 0.01, 0.02),
+        finding("delivery_rate", 0.95, 0.9),
+        finding("delivery_rate", 0.85, 0.9),
+        finding("cost_per_lead", 0.5, 0.25),
+        finding("cost_per_lead", 0.1, 1.0),
+        finding("few_candidates", 3.0, 20.0),
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&line.render(0)).unwrap();
+    assert_eq!(json["BounceRate"], 0.01);
+    assert_eq!(json["DeliveryRate"], 0.85, "the lowest delivery rate");
+    assert_eq!(
+        json["CostPerLeadOverThreshold"], 2.0,
+        "the tier furthest over"
+    );
+    assert!(json.get("SpamRate").is_none() && json.get("few_candidates").is_none());
+    assert_eq!(
+        json["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "LeadFactory"
+    );
+    assert_eq!(json["Function"], "alerts");
+}

@@ -556,3 +556,20 @@ async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
     }
     assert_eq!(checked, stages.len(), "every stage was checked");
 }
+
+#[test]
+fn every_metric_the_alerts_function_emits_has_an_alarm() {
+    let t = template();
+    let alarms: BTreeSet<String> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .filter(|r| r["Properties"]["Namespace"] == "LeadFactory")
+        .filter(|r| r["Properties"]["Dimensions"][0]["Value"] == "alerts")
+        .filter_map(|r| r["Properties"]["MetricName"].as_str().map(str::to_owned))
+        .collect();
+    for (rule, metric) in alerts::METRICS {
+        assert!(alarms.contains(*metric), "{rule}: no alarm on {metric}");
+    }
+}
