@@ -79,8 +79,27 @@ pub async fn handler(deps: &WebhookDeps, req: ApiGatewayV2httpRequest) -> ApiGat
         Ok(h) => shared::lambda::http::json(200, &json!(h)),
         Err(e) => {
             tracing::warn!(status = e.status, reason = %e.reason, "stripe webhook refused");
+            use shared::obs::metrics::{MetricLine, Unit};
+            MetricLine::new()
+                .dimension("Function", "stripe-webhook")
+                .value(failure_metric(e.status), 1.0, Unit::Count)
+                .emit();
             e.into_response()
         }
+    }
+}
+
+/// The metrics a delivery Stripe did not get a 2xx for counts toward (each with a template
+/// alarm): refused (4xx: a bad signature, a stale timestamp, a body that is no event) or failed
+/// (5xx: Stripe retries, but payments wait).
+pub const FAILURE_METRICS: [&str; 2] = ["DeliveriesRefused", "DeliveriesFailed"];
+
+/// Which of [`FAILURE_METRICS`] an answer of `status` counts toward.
+pub fn failure_metric(status: u16) -> &'static str {
+    if status >= 500 {
+        FAILURE_METRICS[1]
+    } else {
+        FAILURE_METRICS[0]
     }
 }
 

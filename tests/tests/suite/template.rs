@@ -573,3 +573,22 @@ fn every_metric_the_alerts_function_emits_has_an_alarm() {
         assert!(alarms.contains(*metric), "{rule}: no alarm on {metric}");
     }
 }
+
+#[test]
+fn stripe_deliveries_refused_or_failed_raise_alarms() {
+    let t = template();
+    let alarms: BTreeSet<String> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .filter(|r| r["Properties"]["Dimensions"][0]["Value"] == "stripe-webhook")
+        .filter_map(|r| r["Properties"]["MetricName"].as_str().map(str::to_owned))
+        .collect();
+    for metric in stripe_webhook::FAILURE_METRICS {
+        assert!(alarms.contains(metric), "no alarm on {metric}");
+    }
+    assert_eq!(stripe_webhook::failure_metric(400), "DeliveriesRefused");
+    assert_eq!(stripe_webhook::failure_metric(401), "DeliveriesRefused");
+    assert_eq!(stripe_webhook::failure_metric(503), "DeliveriesFailed");
+}
