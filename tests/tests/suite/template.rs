@@ -557,18 +557,22 @@ async fn no_batch_can_outlast_its_function_timeout_under_the_retry_policies() {
     assert_eq!(checked, stages.len(), "every stage was checked");
 }
 
-#[test]
-fn every_metric_the_alerts_function_emits_has_an_alarm() {
-    let t = template();
-    let alarms: BTreeSet<String> = t["Resources"]
+/// The metrics of the `LeadFactory` namespace that `function`'s alarms watch.
+fn alarmed_metrics(t: &Value, function: &str) -> BTreeSet<String> {
+    t["Resources"]
         .as_mapping()
         .unwrap()
         .values()
         .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
         .filter(|r| r["Properties"]["Namespace"] == "LeadFactory")
-        .filter(|r| r["Properties"]["Dimensions"][0]["Value"] == "alerts")
+        .filter(|r| r["Properties"]["Dimensions"][0]["Value"] == function)
         .filter_map(|r| r["Properties"]["MetricName"].as_str().map(str::to_owned))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_metric_the_alerts_function_emits_has_an_alarm() {
+    let alarms = alarmed_metrics(&template(), "alerts");
     for (rule, metric) in alerts::METRICS {
         assert!(alarms.contains(*metric), "{rule}: no alarm on {metric}");
     }
@@ -576,15 +580,7 @@ fn every_metric_the_alerts_function_emits_has_an_alarm() {
 
 #[test]
 fn stripe_deliveries_refused_or_failed_raise_alarms() {
-    let t = template();
-    let alarms: BTreeSet<String> = t["Resources"]
-        .as_mapping()
-        .unwrap()
-        .values()
-        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
-        .filter(|r| r["Properties"]["Dimensions"][0]["Value"] == "stripe-webhook")
-        .filter_map(|r| r["Properties"]["MetricName"].as_str().map(str::to_owned))
-        .collect();
+    let alarms = alarmed_metrics(&template(), "stripe-webhook");
     for metric in stripe_webhook::FAILURE_METRICS {
         assert!(alarms.contains(metric), "no alarm on {metric}");
     }
