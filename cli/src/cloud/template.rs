@@ -513,8 +513,17 @@ mod tests {
     #[test]
     fn reads_every_queue_function_and_event_of_the_template() {
         let t = template();
-        assert_eq!(t.queues.len(), 16);
-        assert_eq!(t.functions.len(), 16);
+        // Every queue and its DLQ.
+        assert_eq!(t.queues.len(), 2 * shared::bus::Queue::ALL.len());
+        // One function per crate under functions/.
+        let crates = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().join("Cargo.toml").is_file())
+            })
+            .count();
+        assert_eq!(t.functions.len(), crates);
         let sourcing = t
             .queues
             .iter()
