@@ -141,7 +141,7 @@ const ROW_PURGES: &[RowPurge] = &[
         kind: "uncontacted_assessment_contacts",
         sql: "UPDATE assessments SET contact_emails = '{}', contact_phones = '{}'
               WHERE id IN (SELECT a.id FROM businesses b JOIN assessments a ON a.business_id = b.id
-                           WHERE b.email IS NOT NULL AND b.last_seen_at < $1
+                           WHERE b.last_seen_at < $1
                              AND (cardinality(a.contact_emails) > 0 OR cardinality(a.contact_phones) > 0)
                              AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
         days: |p| p.uncontacted_days,

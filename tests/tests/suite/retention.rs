@@ -548,8 +548,12 @@ async fn personal_data_past_its_period_is_stripped_or_purged_and_the_rest_kept()
              UPDATE businesses SET last_seen_at = now() - interval '181 days'
               WHERE id IN (SELECT b.id FROM businesses b JOIN assessments a ON a.business_id = b.id
                            WHERE b.email IS NOT NULL AND cardinality(a.contact_emails) > 0
-                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) ORDER BY b.id LIMIT 1)
+                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) ORDER BY b.id LIMIT 2)
                  OR id IN (SELECT business_id FROM emails ORDER BY id LIMIT 1);
+             -- One of the two never had an outreach address chosen: its scraped contacts go too.
+             UPDATE businesses SET email = NULL, email_reason = NULL
+              WHERE id = (SELECT b.id FROM businesses b WHERE b.last_seen_at < now() - interval '180 days'
+                            AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) ORDER BY b.id DESC LIMIT 1);
              UPDATE purchases SET created_at = now() - interval '2556 days' WHERE id = (SELECT id FROM purchases WHERE customer_email IS NOT NULL ORDER BY id LIMIT 1);",
         )
         .await
@@ -620,7 +624,11 @@ async fn personal_data_past_its_period_is_stripped_or_purged_and_the_rest_kept()
         n("SELECT count(*) FROM stripe_events WHERE payload ? 'stripped' AND payload ? 'id' AND payload::text NOT LIKE '%@%'").await,
         stripe
     );
-    assert_eq!(rows("uncontacted_assessment_contacts"), 1);
+    assert_eq!(
+        rows("uncontacted_assessment_contacts"),
+        2,
+        "with or without an outreach address"
+    );
     assert_eq!(
         rows("uncontacted_business_emails"),
         1,
