@@ -93,17 +93,14 @@ impl ObjectWriter for S3Writer {
     async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
         let Some(upload_id) = self.upload_id.clone() else {
             let body = self.buf.split().freeze();
-            return self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.key.as_str())
-                .content_type(&self.content_type)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err(e));
+            return put_object(
+                &self.client,
+                &self.bucket,
+                &self.key,
+                &self.content_type,
+                body,
+            )
+            .await;
         };
         if !self.buf.is_empty() {
             self.upload_part().await?;
@@ -191,6 +188,44 @@ impl S3Store {
     }
 }
 
+/// One plain PUT of a whole object.
+async fn put_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &ObjectKey,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(), StoreError> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key.as_str())
+        .content_type(content_type)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| service_err(key.as_str(), e))
+}
+
+/// The object's GET response, its body not yet read; a missing key is [`StoreError::NotFound`].
+async fn get_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &ObjectKey,
+) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key.as_str())
+        .send()
+        .await
+        .map_err(|e| match e.as_service_error() {
+            Some(se) if se.is_no_such_key() => StoreError::NotFound(key.to_string()),
+            _ => service_err(key.as_str(), e),
+        })
+}
+
 fn service_err(key: &str, e: impl std::error::Error) -> StoreError {
     StoreError::Service {
         key: key.to_owned(),
@@ -206,34 +241,18 @@ impl ObjectStore for S3Store {
         body: Bytes,
         content_type: &str,
     ) -> Result<(), StoreError> {
-        self.client
-            .get()
-            .await
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| service_err(key.as_str(), e))
+        put_object(
+            self.client.get().await,
+            &self.bucket,
+            key,
+            content_type,
+            body,
+        )
+        .await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get()
-            .await
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_no_such_key() => StoreError::NotFound(key.to_string()),
-                _ => service_err(key.as_str(), e),
-            })?;
+        let out = get_object(self.client.get().await, &self.bucket, key).await?;
         out.body
             .collect()
             .await
@@ -282,19 +301,7 @@ impl ObjectStore for S3Store {
 
     async fn get_stream(&self, key: &ObjectKey) -> Result<Chunks, StoreError> {
         use futures_util::StreamExt;
-        let out = self
-            .client
-            .get()
-            .await
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_no_such_key() => StoreError::NotFound(key.to_string()),
-                _ => service_err(key.as_str(), e),
-            })?;
+        let out = get_object(self.client.get().await, &self.bucket, key).await?;
         let key = key.to_string();
         Ok(futures_util::stream::try_unfold(out.body, move |mut body| {
             let key = key.clone();
