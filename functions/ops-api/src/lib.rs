@@ -89,6 +89,16 @@ pub fn wired_queues() -> Vec<String> {
         .collect()
 }
 
+/// A JSON request body as `T`; a 400 naming what was wrong otherwise.
+fn body_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("body: {e}")))
+}
+
+/// A person's address from a request; a 400 naming what was wrong otherwise.
+fn email_of(raw: &str) -> Result<shared::domain::Email, HttpError> {
+    shared::domain::Email::parse(raw).map_err(|e| HttpError::bad_request(format!("email: {e}")))
+}
+
 fn internal(e: impl std::fmt::Display) -> HttpError {
     tracing::error!(error = %e, "ops api failed");
     HttpError::new(503, "temporarily unable to answer; try again")
@@ -493,12 +503,10 @@ impl OpsApi {
             email: Option<String>,
             business_id: Option<String>,
         }
-        let r: Req = serde_json::from_slice(body)
-            .map_err(|e| HttpError::bad_request(format!("body: {e}")))?;
+        let r: Req = body_of(body)?;
         let erased = match (r.email, r.business_id) {
             (Some(e), None) => {
-                let email = shared::domain::Email::parse(&e)
-                    .map_err(|e| HttpError::bad_request(format!("email: {e}")))?;
+                let email = email_of(&e)?;
                 shared::erasure::erase_email(
                     &self.pool,
                     self.store.as_ref(),
@@ -543,10 +551,8 @@ impl OpsApi {
         struct Req {
             email: String,
         }
-        let r: Req = serde_json::from_slice(body)
-            .map_err(|e| HttpError::bad_request(format!("body: {e}")))?;
-        let email = shared::domain::Email::parse(&r.email)
-            .map_err(|e| HttpError::bad_request(format!("email: {e}")))?;
+        let r: Req = body_of(body)?;
+        let email = email_of(&r.email)?;
         let held = shared::subject::export_subject(&self.pool, self.store.as_ref(), tenant, &email)
             .await
             .map_err(internal)?;
