@@ -9,6 +9,7 @@ mod ops;
 mod purchase_cmd;
 mod run;
 mod simulator;
+mod vendor_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -67,6 +68,8 @@ enum Command {
     TenantCreate(ops::TenantArgs),
     /// Send a tenant's alerts to its own Slack channel (the webhook kept in Secrets Manager)
     TenantSlack(ops::TenantSlackArgs),
+    /// The vendor kill switch: pause a vendor for the fleet (or a tenant), resume it, list pauses
+    Vendor(vendor_cmd::VendorArgs),
     /// Run the vendor simulator standalone until Ctrl-C
     Sim(simulator::SimArgs),
     /// Apply pending migrations to DATABASE_OWNER_URL (or DATABASE_URL), or the local cluster
@@ -85,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Db { action } => db::run(action).await,
         Command::Migrate { url } => db::migrate(url).await,
         Command::Sim(args) => simulator::run(args).await,
+        Command::Vendor(args) => vendor_cmd::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Dlq(args) => dlq_cmd::run(args).await,
         Command::Cloud(args) => cloud_cmd::run(args).await,

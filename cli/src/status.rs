@@ -14,11 +14,52 @@ const STAGE_TABLE: &str = "SELECT stage, total, success, errors, skipped, p50_ms
 const VENDOR_TABLE: &str = "SELECT vendor, calls, errors, rate_limit_hits, cost_micros
  FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor";
 
+const PAUSED_VENDORS: &str = "SELECT p.vendor, coalesce(t.name, 'every tenant') AS scope, p.reason, p.paused_at, p.until
+ FROM vendor_pauses p LEFT JOIN tenants t ON t.id = p.tenant_id
+ WHERE p.resumed_at IS NULL AND (p.until IS NULL OR p.until > now()) ORDER BY p.paused_at, p.vendor";
+
+/// The vendors paused now (the kill switch), for every tenant or one, as lines of a table; empty
+/// when none is.
+pub async fn paused_vendors(
+    client: &tokio_postgres::Client,
+) -> Result<String, tokio_postgres::Error> {
+    let rows = client.query(PAUSED_VENDORS, &[]).await?;
+    let mut out = String::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let _ = writeln!(
+        out,
+        "{:<10} {:<16} {:<17} {:<17} reason",
+        "paused", "for", "since (UTC)", "until (UTC)"
+    );
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<16} {:<17} {:<17} {}",
+            r.get::<_, String>("vendor"),
+            r.get::<_, String>("scope")
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            time(r.get("paused_at")),
+            r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("until")
+                .map_or_else(|| "resumed by hand".to_owned(), time),
+            r.get::<_, String>("reason")
+        );
+    }
+    Ok(out)
+}
+
 pub async fn report(
     client: &tokio_postgres::Client,
     runs: i64,
 ) -> Result<String, tokio_postgres::Error> {
-    let mut out = String::new();
+    let mut out = paused_vendors(client).await?;
+    if !out.is_empty() {
+        out.push('\n');
+    }
     let rows = client.query(LATEST_RUNS, &[&runs]).await?;
     if rows.is_empty() {
         out.push_str("no runs yet\n");

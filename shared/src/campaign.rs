@@ -42,21 +42,28 @@ pub mod limits {
     pub const ITEMS: usize = 100;
 }
 
-/// A text field: `min..=max` characters, at least one of them other than a space, tab, CR or
-/// LF, and no NUL (which PostgreSQL cannot store). The document states the same as a pattern,
-/// so both sides draw the line at the same characters.
-fn text(field: &'static str, v: &str, min: usize, max: usize) -> Result<(), CampaignError> {
+/// What is wrong with a text field an operator gives (a campaign's, a pause's reason), if
+/// anything: it must have `min..=max` characters, at least one of them other than a space, tab,
+/// CR or LF, and no NUL (which PostgreSQL cannot store). `docs/openapi.yaml` states the same as a
+/// pattern, so both sides draw the line at the same characters.
+pub fn text_problem(v: &str, min: usize, max: usize) -> Option<String> {
     let n = v.chars().count();
-    let detail = if v.contains('\0') {
-        "contains a NUL character".to_owned()
+    if v.contains('\0') {
+        Some("contains a NUL character".to_owned())
     } else if n < min || n > max {
-        format!("has {n} characters, outside {min}..={max}")
+        Some(format!("has {n} characters, outside {min}..={max}"))
     } else if v.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
-        "is blank".to_owned()
+        Some("is blank".to_owned())
     } else {
-        return Ok(());
-    };
-    Err(CampaignError::Invalid { field, detail })
+        None
+    }
+}
+
+fn text(field: &'static str, v: &str, min: usize, max: usize) -> Result<(), CampaignError> {
+    match text_problem(v, min, max) {
+        Some(detail) => Err(CampaignError::Invalid { field, detail }),
+        None => Ok(()),
+    }
 }
 
 /// A whole number as JSON Schema's `integer` means it: `60` or `60.0` (a JSON number without a
@@ -83,6 +90,12 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error>
         }
     }
     d.deserialize_any(Whole)
+}
+
+/// An optional [`whole_number`] field (with `#[serde(default)]`): absent is `None`, `null` is
+/// refused as a number would be that is not whole.
+pub fn whole_number_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    whole_number(d).map(Some)
 }
 
 fn default_tiers() -> Vec<String> {
@@ -208,14 +221,7 @@ impl CampaignFile {
             path: "request body".into(),
             detail,
         };
-        let mut json = serde_json::Deserializer::from_slice(body);
-        let c: CampaignFile = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            bad(match e.path().to_string().as_str() {
-                "." => e.inner().to_string(),
-                field => format!("{field}: {}", e.inner()),
-            })
-        })?;
-        json.end().map_err(|e| bad(e.to_string()))?;
+        let c: CampaignFile = crate::lambda::http::parse_json(body).map_err(bad)?;
         c.validate()?;
         Ok(c)
     }

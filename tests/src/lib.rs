@@ -381,17 +381,18 @@ impl<F: Fn(&str, usize) -> OnSend + Send + Sync> HookedBus<F> {
 
 #[async_trait::async_trait]
 impl<F: Fn(&str, usize) -> OnSend + Send + Sync> shared::bus::Bus for HookedBus<F> {
-    async fn send_batch(
+    async fn send_delayed(
         &self,
         queue: &str,
         bodies: &[String],
+        delay: Duration,
     ) -> Result<(), shared::bus::BusError> {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match (self.hook)(queue, n) {
-            OnSend::Pass => self.inner.send_batch(queue, bodies).await?,
+            OnSend::Pass => self.inner.send_delayed(queue, bodies, delay).await?,
             OnSend::Twice => {
-                self.inner.send_batch(queue, bodies).await?;
-                self.inner.send_batch(queue, bodies).await?
+                self.inner.send_delayed(queue, bodies, delay).await?;
+                self.inner.send_delayed(queue, bodies, delay).await?
             }
             OnSend::Fail => {
                 return Err(shared::bus::BusError::Service {

@@ -212,6 +212,7 @@ impl LocalPipeline {
             fetch: FetchPolicy::development(),
             public_base_url: gateway_url.clone(),
             max_receive_count: opts.max_receive_count,
+            pauses: shared::vendors::pauses::PauseBoard::configured(&env)?,
         };
         let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
             .map_err(|e| LocalError::Gateway(e.to_string()))?;

@@ -276,6 +276,10 @@ impl StageHandler for Assessment {
     const STAGE: Stage = Stage::Assessment;
     const INPUT: Queue = Queue::Assessment;
     const SENDS_TO: &'static [Queue] = SENDS_TO;
+    const VENDORS: &'static [shared::vendors::Vendor] = &[
+        shared::vendors::Vendor::PageSpeed,
+        shared::vendors::Vendor::OpenAi,
+    ];
 
     /// The homepage fetch, then PageSpeed, then the LLM, one after another.
     fn worst_case_work(

@@ -95,6 +95,7 @@ impl StageHandler for Fulfilment {
     const STAGE: Stage = Stage::Fulfilment;
     const INPUT: Queue = Queue::Fulfilment;
     const SENDS_TO: &'static [Queue] = &[];
+    const VENDORS: &'static [shared::vendors::Vendor] = &[shared::vendors::Vendor::SendGrid];
 
     /// A purchase is fulfilled outside any run.
     fn takes_runless(&self) -> bool {

@@ -193,6 +193,7 @@ impl StageHandler for Delivery {
     const STAGE: Stage = Stage::Delivery;
     const INPUT: Queue = Queue::Delivery;
     const SENDS_TO: &'static [Queue] = SENDS_TO;
+    const VENDORS: &'static [shared::vendors::Vendor] = &[shared::vendors::Vendor::SendGrid];
 
     /// The backlog's messages name the run of their email, which retention may have ended.
     fn takes_runless(&self) -> bool {

@@ -88,6 +88,7 @@ impl StageHandler for Enrichment {
     const STAGE: Stage = Stage::Enrichment;
     const INPUT: Queue = Queue::Enrichment;
     const SENDS_TO: &'static [Queue] = SENDS_TO;
+    const VENDORS: &'static [shared::vendors::Vendor] = &[shared::vendors::Vendor::Places];
 
     fn worst_case_work(
         &self,

@@ -4,7 +4,8 @@
 //! this code — keeps tenants apart. Routes (all under `/v1`, described in `docs/openapi.yaml`):
 //! health; runs and one run's stage percentiles, vendor usage and cost; campaigns (list,
 //! create, update — validated by `shared::campaign`); a campaign's funnel; experiment results;
-//! cost per lead by tier; erasure; a purchase's resend (`Idempotency-Key`); and CSV exports of leads, emails, purchases and costs,
+//! cost per lead by tier; erasure; a purchase's resend (`Idempotency-Key`); the tenant's vendor
+//! pauses (list, pause, resume — the kill switch for its own work); and CSV exports of leads, emails, purchases and costs,
 //! paged by a keyset cursor so memory stays bounded however large the table (`X-Next-After`
 //! carries the cursor of the next page).
 
@@ -21,6 +22,7 @@ use shared::db::{Pool, begin_tenant};
 use shared::domain::{CampaignId, TenantId};
 use shared::lambda::http::{HttpError, body_bytes, header, method, path, text, with_header};
 use shared::store::ObjectStore;
+use shared::vendors::pauses;
 
 /// The queues this function sends to (the template grants exactly these): a purchase's resend.
 pub const SENDS_TO: &[Queue] = &[Queue::Fulfilment];
@@ -89,9 +91,9 @@ pub fn wired_queues() -> Vec<String> {
         .collect()
 }
 
-/// A JSON request body as `T`; a 400 naming what was wrong otherwise.
+/// A JSON request body as `T`; a 400 naming what was wrong, and in which field, otherwise.
 fn body_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
-    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("body: {e}")))
+    shared::lambda::http::parse_json(body).map_err(|e| HttpError::bad_request(format!("body: {e}")))
 }
 
 /// A person's address from a request; a 400 naming what was wrong otherwise.
@@ -202,6 +204,26 @@ fn resend_error(e: shared::pipeline::resend::ResendError) -> HttpError {
         }
         E::Db(e) => internal(e),
         E::Bus(e) => internal(e),
+    }
+}
+
+/// The longest pause the API sets with an end (30 days); a longer one is open-ended.
+const MAX_PAUSE_MINUTES: u32 = 43_200;
+
+fn pause_json(p: &pauses::VendorPause) -> Value {
+    json!({
+        "vendor": p.vendor, "scope": if p.tenant.is_some() { "tenant" } else { "all" },
+        "reason": p.reason, "paused_at": p.paused_at, "until": p.until,
+    })
+}
+
+/// Why a pause or resume was refused, as the caller should see it.
+fn pause_error(e: pauses::PauseError) -> HttpError {
+    use pauses::PauseError as E;
+    match e {
+        E::UnknownVendor(_) => HttpError::bad_request(format!("vendor: {e}")),
+        E::BadReason(_) | E::EndPassed(_) => HttpError::bad_request(e.to_string()),
+        E::Db(e) => db_error(&e),
     }
 }
 
@@ -359,10 +381,18 @@ impl OpsApi {
                 Ok(shared::lambda::http::json(202, &json!(resend)))
             }
             ("GET", ["v1", "exports", file]) => self.export(tenant, file, &q).await,
+            ("GET", ["v1", "vendors", "pauses"]) => self.vendor_pauses(tenant).await,
+            ("POST", ["v1", "vendors", vendor, "pause"]) => {
+                self.pause_vendor(tenant, vendor, &body).await
+            }
+            ("POST", ["v1", "vendors", vendor, "resume"]) => {
+                self.resume_vendor(tenant, vendor).await
+            }
             (
                 _,
                 ["v1", "health" | "runs" | "experiments"]
                 | ["v1", "runs" | "exports", _]
+                | ["v1", "vendors", "pauses"]
                 | ["v1", "costs", "tiers"]
                 | ["v1", "campaigns", _, "funnel"],
             ) => Err(HttpError::method_not_allowed("GET")),
@@ -370,7 +400,10 @@ impl OpsApi {
             (_, ["v1", "campaigns", _]) => Err(HttpError::method_not_allowed("PUT")),
             (
                 _,
-                ["v1", "erasure"] | ["v1", "subject-export"] | ["v1", "purchases", _, "resend"],
+                ["v1", "erasure"]
+                | ["v1", "subject-export"]
+                | ["v1", "purchases", _, "resend"]
+                | ["v1", "vendors", _, "pause" | "resume"],
             ) => Err(HttpError::method_not_allowed("POST")),
             _ => Err(HttpError::not_found("no such endpoint")),
         }
@@ -490,6 +523,75 @@ impl OpsApi {
             })).collect::<Vec<_>>() }))
         })
         .await
+    }
+
+    /// The pauses that hold this tenant's work: its own and the fleet's.
+    async fn vendor_pauses(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let open = pauses::open(&tx).await.map_err(pause_error)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(ok(
+            json!({ "pauses": open.iter().map(|p| pause_json(p)).collect::<Vec<_>>() }),
+        ))
+    }
+
+    /// Pauses a vendor for this tenant's work (the fleet's pauses are the operator's, in the CLI).
+    async fn pause_vendor(
+        &self,
+        tenant: TenantId,
+        vendor: &str,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Req {
+            reason: String,
+            /// How long the pause lasts; absent: until resumed.
+            #[serde(default, deserialize_with = "shared::campaign::whole_number_opt")]
+            minutes: Option<u32>,
+        }
+        let vendor = pauses::vendor(vendor).map_err(pause_error)?;
+        let r: Req = body_of(body)?;
+        let until = match r.minutes {
+            None => None,
+            Some(m @ 1..=MAX_PAUSE_MINUTES) => {
+                Some(chrono::Utc::now() + chrono::Duration::minutes(i64::from(m)))
+            }
+            Some(m) => {
+                return Err(HttpError::bad_request(format!(
+                    "minutes: {m} is outside 1..={MAX_PAUSE_MINUTES}"
+                )));
+            }
+        };
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let p = pauses::pause(&tx, vendor, Some(tenant), &r.reason, until, "ops-api")
+            .await
+            .map_err(pause_error)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(ok(pause_json(&p)))
+    }
+
+    async fn resume_vendor(
+        &self,
+        tenant: TenantId,
+        vendor: &str,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let vendor = pauses::vendor(vendor).map_err(pause_error)?;
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let ended = pauses::resume(&tx, vendor, Some(tenant), "ops-api")
+            .await
+            .map_err(pause_error)?;
+        tx.commit().await.map_err(internal)?;
+        if ended {
+            Ok(ok(json!({ "vendor": vendor, "resumed": true })))
+        } else {
+            Err(HttpError::not_found(format!(
+                "{vendor} is not paused for this tenant (a pause for every tenant is the operator's to end)"
+            )))
+        }
     }
 
     async fn erase(

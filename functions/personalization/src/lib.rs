@@ -142,6 +142,7 @@ impl StageHandler for Personalization {
     const STAGE: Stage = Stage::Personalization;
     const INPUT: Queue = Queue::Personalization;
     const SENDS_TO: &'static [Queue] = SENDS_TO;
+    const VENDORS: &'static [shared::vendors::Vendor] = &[shared::vendors::Vendor::OpenAi];
 
     fn worst_case_work(
         &self,

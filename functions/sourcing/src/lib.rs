@@ -155,6 +155,7 @@ impl StageHandler for Sourcing {
     const STAGE: Stage = Stage::Sourcing;
     const INPUT: Queue = Queue::Sourcing;
     const SENDS_TO: &'static [Queue] = SENDS_TO;
+    const VENDORS: &'static [shared::vendors::Vendor] = &[shared::vendors::Vendor::Yelp];
 
     fn worst_case_work(
         &self,

@@ -99,16 +99,21 @@ fn unknown(queue: &str) -> BusError {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
+    async fn send_delayed(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        delay: Duration,
+    ) -> Result<(), BusError> {
         plan_batches(bodies)?;
         let mut queues = self.lock();
         let q = queues.get_mut(queue).ok_or_else(|| unknown(queue))?;
-        let now = Instant::now();
+        let visible_at = Instant::now() + delay.min(super::MAX_DELAY);
         for body in bodies {
             q.messages.push_back(Message {
                 id: uuid::Uuid::new_v4().to_string(),
                 body: body.clone(),
-                visible_at: now,
+                visible_at,
                 receive_count: 0,
                 receipt: None,
             });

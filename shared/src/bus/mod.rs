@@ -74,6 +74,8 @@ impl std::fmt::Display for Queue {
 /// SQS's limits, which the in-process bus enforces too so the local run cannot pass what AWS refuses.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 262_144;
+/// SQS's longest message delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -112,7 +114,18 @@ pub struct QueueDepth {
 #[async_trait]
 pub trait Bus: Send + Sync {
     /// Sends bodies in as few batches as the limits allow; every body is accepted or this errs.
-    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError>;
+    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
+        self.send_delayed(queue, bodies, Duration::ZERO).await
+    }
+    /// As [`Bus::send_batch`], each message invisible for `delay` first (at most
+    /// [`MAX_DELAY`]): work that must wait (a paused vendor) without a receive counting
+    /// against its queue's `maxReceiveCount`.
+    async fn send_delayed(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        delay: Duration,
+    ) -> Result<(), BusError>;
     /// Receives up to `max` visible messages (at most 10), without waiting.
     async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError>;
     /// Deletes a received message: the acknowledgement that it was processed.

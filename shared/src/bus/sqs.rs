@@ -84,6 +84,7 @@ impl SqsBus {
         queue: &str,
         url: &str,
         bodies: &[String],
+        delay_seconds: i32,
     ) -> Result<(), BusError> {
         let mut pending: Vec<(String, &String)> = bodies
             .iter()
@@ -98,6 +99,7 @@ impl SqsBus {
                     SendMessageBatchRequestEntry::builder()
                         .id(id)
                         .message_body(*body)
+                        .set_delay_seconds((delay_seconds > 0).then_some(delay_seconds))
                         .build()
                         .map_err(|e| BusError::Serialise(e.to_string()))
                 })
@@ -142,10 +144,16 @@ impl SqsBus {
 
 #[async_trait]
 impl Bus for SqsBus {
-    async fn send_batch(&self, queue: &str, bodies: &[String]) -> Result<(), BusError> {
+    async fn send_delayed(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        delay: Duration,
+    ) -> Result<(), BusError> {
         let url = self.url(queue)?;
+        let delay = delay.min(super::MAX_DELAY).as_secs() as i32;
         for batch in plan_batches(bodies)? {
-            self.send_one_batch(queue, url, batch).await?;
+            self.send_one_batch(queue, url, batch, delay).await?;
         }
         Ok(())
     }

@@ -84,6 +84,20 @@ pub fn body_bytes(req: &ApiGatewayV2httpRequest, limit: usize) -> Result<Vec<u8>
     Ok(bytes)
 }
 
+/// A JSON document as `T`, nothing after it; otherwise the reason, naming the field at fault
+/// (`sender.email: invalid type: …`) when there is one. What every JSON request body is read by.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        match e.path().to_string().as_str() {
+            "." => e.inner().to_string(),
+            field => format!("{field}: {}", e.inner()),
+        }
+    })?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
 /// A request header as text (case-insensitive name); absent or non-UTF-8 values are `None`.
 pub fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())

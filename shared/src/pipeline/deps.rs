@@ -63,6 +63,8 @@ pub struct Deps {
     /// same parameter as every queue's redrive policy): a message failing on this receive is
     /// dead-lettered, and its run counts it as ended.
     pub max_receive_count: u32,
+    /// The vendor kill switch as this container last read it.
+    pub pauses: crate::vendors::pauses::PauseBoard,
 }
 
 /// `maxReceiveCount` of the queues when `LF_MAX_RECEIVE_COUNT` is not set.
@@ -127,6 +129,7 @@ impl Deps {
             fetch,
             public_base_url,
             max_receive_count,
+            pauses: crate::vendors::pauses::PauseBoard::configured(source)?,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod core;
 mod error;
 pub mod openai;
 pub mod pagespeed;
+pub mod pauses;
 pub mod places;
 mod policy;
 pub mod record;

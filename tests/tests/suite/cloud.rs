@@ -296,8 +296,29 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
         backup["tables"].as_u64(),
         Some(exported.tables.len() as u64)
     );
+    // The vendor kill switch as the operator throws it: for every tenant, as the schema owner
+    // (forced RLS lets the operators' roles through); `status` (as leadfactory_backup) shows it.
+    let (ok, out) = leadfactory(
+        &cloud,
+        &["vendor", "pause", "yelp", "--reason", "quota drill"],
+    );
+    assert!(ok && out.contains("yelp paused for every tenant"), "{out}");
     let (ok, status) = leadfactory(&cloud, &["status"]);
     assert!(ok && status.contains(&run.to_string()), "{status}");
+    let paused = status
+        .lines()
+        .find(|l| l.starts_with("yelp"))
+        .unwrap_or_else(|| panic!("status shows no pause: {status}"));
+    assert!(
+        paused.contains("every tenant") && paused.ends_with("quota drill"),
+        "{paused}"
+    );
+    let (ok, out) = leadfactory(&cloud, &["vendor", "resume", "yelp"]);
+    assert!(ok, "{out}");
+    let (ok, out) = leadfactory(&cloud, &["vendor", "list"]);
+    assert!(ok && out.contains("no vendor is paused"), "{out}");
+    let (ok, out) = leadfactory(&cloud, &["vendor", "resume", "yelp"]);
+    assert!(!ok && out.contains("not paused"), "{out}");
     // Init once, invoked many times: fewer processes than invocations.
     let counters = cloud.counters();
     let cold: u64 = counters.values().map(|c| c.cold_starts).sum();

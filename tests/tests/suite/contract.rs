@@ -106,12 +106,13 @@ async fn fingerprint(admin: &tokio_postgres::Client, tenant: uuid::Uuid) -> Vec<
                     (SELECT count(*) FROM businesses WHERE tenant_id = $1 AND email IS NOT NULL),
                     (SELECT count(*) FROM emails WHERE tenant_id = $1),
                     (SELECT count(*) FROM suppressions WHERE tenant_id = $1),
-                    (SELECT count(*) FROM runs WHERE tenant_id = $1)",
+                    (SELECT count(*) FROM runs WHERE tenant_id = $1),
+                    (SELECT count(*) FROM vendor_pauses WHERE tenant_id = $1 OR tenant_id IS NULL)",
             &[&tenant],
         )
         .await
         .unwrap();
-    (0..7).map(|i| r.get(i)).collect()
+    (0..8).map(|i| r.get(i)).collect()
 }
 
 #[tokio::test]
@@ -160,7 +161,7 @@ async fn without_a_key_every_operation_answers_401_and_another_tenants_key_reach
         "sender": { "email": "b@agency-b.example.com", "name": "B", "postal_address": "2 Main St, Springfield" }
     });
     for (method, template) in operations() {
-        let path = template.replace(
+        let path = template.replace("{vendor}", "places").replace(
             "{id}",
             &if template.starts_with("/v1/runs") {
                 mine.run
@@ -174,6 +175,9 @@ async fn without_a_key_every_operation_answers_401_and_another_tenants_key_reach
         let body = match (method.as_str(), template.as_str()) {
             ("POST" | "PUT", p) if p.starts_with("/v1/campaigns") => Some(campaign.clone()),
             ("POST", "/v1/erasure") => Some(serde_json::json!({ "business_id": mine.business })),
+            ("POST", "/v1/vendors/{vendor}/pause") => {
+                Some(serde_json::json!({ "reason": "B's own pause", "minutes": 30 }))
+            }
             _ => None,
         };
         let send = |key: Option<&str>| {

@@ -609,3 +609,133 @@ async fn exports_are_safe_to_open_and_every_page_fits_a_lambda_response() {
         "the size bound, not the row limit, cut the pages"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_pauses_and_resumes_a_vendor_for_its_own_work_and_sees_the_operators_pauses() {
+    let f = fixture(false).await;
+    let key = Some(f.key.as_str());
+    let (status, _, body) = f
+        .call(
+            "POST",
+            "/v1/vendors/places/pause",
+            key,
+            Some(json!({ "reason": "Places quota incident", "minutes": 90 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (p["vendor"].as_str(), p["scope"].as_str()),
+        (Some("places"), Some("tenant"))
+    );
+    let until: chrono::DateTime<chrono::Utc> = p["until"].as_str().unwrap().parse().unwrap();
+    let left = until - chrono::Utc::now();
+    assert!(left > chrono::Duration::minutes(89) && left <= chrono::Duration::minutes(90));
+
+    // Pausing again changes the reason and end of the one pause (no second one).
+    let (status, _, _) = f
+        .call(
+            "POST",
+            "/v1/vendors/places/pause",
+            key,
+            Some(json!({ "reason": "still down" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The operator's pause for every tenant (as the CLI makes it) shows too, as `all`.
+    // (The CLI's owner role is drilled in the cloud test; here the local superuser stands in.)
+    let mut admin = f.db.admin().await;
+    let tx = admin.transaction().await.unwrap();
+    shared::vendors::pauses::pause(
+        &tx,
+        shared::vendors::Vendor::Yelp,
+        None,
+        "fleet drill",
+        None,
+        "cli:ops",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (status, _, body) = f.call("GET", "/v1/vendors/pauses", key, None).await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let seen: Vec<(String, String, String, bool)> = list["pauses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["vendor"].as_str().unwrap().to_owned(),
+                p["scope"].as_str().unwrap().to_owned(),
+                p["reason"].as_str().unwrap().to_owned(),
+                p["until"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("places".into(), "tenant".into(), "still down".into(), true),
+            ("yelp".into(), "all".into(), "fleet drill".into(), true),
+        ]
+    );
+    // Another tenant sees the fleet's pause, not this tenant's.
+    let other = f.second_tenant_key().await;
+    let (_, _, body) = f
+        .call("GET", "/v1/vendors/pauses", Some(&other), None)
+        .await;
+    let theirs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(theirs["pauses"].as_array().unwrap().len(), 1, "{theirs}");
+    assert_eq!(theirs["pauses"][0]["vendor"], "yelp");
+
+    // A tenant ends its own pause, not the operator's, and a second resume finds nothing.
+    let (status, _, body) = f.call("POST", "/v1/vendors/places/resume", key, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = f.call("POST", "/v1/vendors/places/resume", key, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = f.call("POST", "/v1/vendors/yelp/resume", key, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("operator"), "{body}");
+
+    // Bad input gets a 400 naming what is wrong.
+    for (path, body, names) in [
+        (
+            "/v1/vendors/twilio/pause",
+            json!({ "reason": "x" }),
+            "vendor",
+        ),
+        (
+            "/v1/vendors/places/pause",
+            json!({ "reason": " \t" }),
+            "reason",
+        ),
+        (
+            "/v1/vendors/places/pause",
+            json!({ "reason": "a\u{0}b" }),
+            "reason",
+        ),
+        (
+            "/v1/vendors/places/pause",
+            json!({ "reason": "x", "minutes": 0 }),
+            "minutes",
+        ),
+        (
+            "/v1/vendors/places/pause",
+            json!({ "reason": "x", "minutes": 1.5 }),
+            "minutes",
+        ),
+        (
+            "/v1/vendors/places/pause",
+            json!({ "reason": "x", "minutes": null }),
+            "minutes",
+        ),
+        ("/v1/vendors/places/pause", json!({ "why": "x" }), "why"),
+    ] {
+        let (status, _, text) = f.call("POST", path, key, Some(body.clone())).await;
+        assert_eq!(status, 400, "{path} {body}: {text}");
+        assert!(text.contains(names), "{path} {body}: {text}");
+    }
+    let (status, _, _) = f.call("GET", "/v1/vendors/places/pause", key, None).await;
+    assert_eq!(status, 405);
+}

@@ -1439,3 +1439,93 @@ async fn a_store_that_fails_after_paid_calls_leaves_each_call_in_the_ledger_once
         stored.ledger_micros - start.ledger_micros
     );
 }
+
+#[tokio::test]
+async fn a_paused_vendor_holds_its_stages_batches_on_the_queue_without_calls_budget_or_receives() {
+    use shared::vendors::{Vendor, pauses};
+    let f = fixture(local_bus(), |o| {
+        // Every batch reads the pauses (a deployment rereads them each minute).
+        o.env
+            .insert("LF_VENDOR_PAUSE_CACHE_SECS".into(), "0".into());
+    })
+    .await;
+    let p = &f.pipeline;
+    p.run(&NoProgress).await.unwrap();
+    let start = places_spend(p, &f.db).await;
+
+    // Places paused for this tenant, as the ops API pauses it (the application role, under the
+    // tenant's row-level security), for two seconds.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let mut c = p.pool().get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut c, p.tenant).await.unwrap();
+    pauses::pause(
+        &tx,
+        Vendor::Places,
+        Some(p.tenant),
+        "quota incident",
+        Some(until),
+        "test",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    drop(c);
+
+    // Enrichment messages on their last receive: failing would dead-letter them.
+    let mut batch = enrichment_batch(p, &f.db, 6, "paused").await;
+    for m in &mut batch {
+        m.receive_count = p.deps.max_receive_count;
+    }
+    let out = shared::pipeline::process_batch(&p.stages.enrichment, &p.deps, batch.clone()).await;
+    assert_eq!(
+        (out.processed, out.failed.len(), out.waiting),
+        (0, 0, 6),
+        "the batch waits, acknowledged: {out:?}"
+    );
+    assert_eq!(
+        places_spend(p, &f.db).await,
+        start,
+        "no Places call, no ledger row, no budget reserved while paused"
+    );
+    let waiting = p.deps.bus.depth(Queue::Enrichment.name()).await.unwrap();
+    assert_eq!(
+        (waiting.visible, waiting.in_flight),
+        (0, 6),
+        "fresh copies wait, delayed to the pause's end"
+    );
+    // A tenant pauses its own work only: the fleet's pauses are the operator's.
+    let mut c = p.pool().get().await.unwrap();
+    let tx = shared::db::begin_tenant(&mut c, p.tenant).await.unwrap();
+    let fleet = pauses::pause(&tx, Vendor::Yelp, None, "everyone", None, "test").await;
+    assert!(
+        fleet.is_err(),
+        "the application role paused every tenant: {fleet:?}"
+    );
+    drop(tx);
+    drop(c);
+
+    // Once the pause has ended the copies are received as new messages and worked on, once.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    p.settle().await.unwrap();
+    let after = places_spend(p, &f.db).await;
+    assert!(
+        after.simulator_calls > start.simulator_calls,
+        "the held work called Places after the pause: {after:?}"
+    );
+    assert_eq!(after.ledger_rows, after.simulator_calls, "{after:?}");
+    for q in Queue::ALL {
+        let dead = p.deps.bus.depth(q.dlq()).await.unwrap();
+        assert_eq!(
+            dead.visible + dead.in_flight,
+            0,
+            "nothing dead-lettered in {}",
+            q.dlq()
+        );
+    }
+    let again = shared::pipeline::process_batch(&p.stages.enrichment, &p.deps, batch).await;
+    assert_eq!(
+        (again.processed, again.duplicates, again.waiting),
+        (0, 6, 0),
+        "a copy sent twice is a duplicate: {again:?}"
+    );
+}

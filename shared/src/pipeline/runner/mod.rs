@@ -153,6 +153,10 @@ pub trait StageHandler: Send + Sync {
     /// grants).
     const SENDS_TO: &'static [Queue];
 
+    /// The vendors its work calls: while one is paused for the batch's tenant
+    /// ([`crate::vendors::pauses`]), the batch waits on its queue.
+    const VENDORS: &'static [crate::vendors::Vendor] = &[];
+
     /// Reads what the work needs for these messages, in one round trip for the batch: its
     /// statements must all start when it is first polled, as it may travel with the commit
     /// ([`PipelinedTx::commit_after`]).
@@ -273,6 +277,9 @@ pub struct BatchOutcome {
     pub processed: usize,
     pub duplicates: usize,
     pub sent: usize,
+    /// Messages put back on the stage's queue, delayed, because a vendor their work calls is
+    /// paused (acknowledged here: the copy waits).
+    pub waiting: usize,
 }
 
 /// What one message's work came to: its result, the vendor calls it made (paid whether the
@@ -328,7 +335,12 @@ pub async fn process_batch_until<H: StageHandler>(
             last_tries: &last_tries,
             deadline,
         };
-        if let Err(e) = tenant::process(handler, deps, &batch, msgs, &mut out).await {
+        let result = match deps.pauses.blocking(&deps.pool, tenant, H::VENDORS).await {
+            Ok(None) => tenant::process(handler, deps, &batch, msgs, &mut out).await,
+            Ok(Some(pause)) => wait_out::<H>(deps, &pause, msgs, &mut out).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
             tracing::error!(stage = H::STAGE.as_str(), %tenant, error = %e, "batch failed; its messages will be redelivered");
             for id in ids {
                 if !out.failed.contains(&id) {
@@ -338,6 +350,30 @@ pub async fn process_batch_until<H: StageHandler>(
         }
     }
     out
+}
+
+/// 0. A vendor the stage calls is paused for this tenant: the messages go back on the stage's
+///    queue, delayed until the pause ends (or is looked at again), and these are acknowledged —
+///    so they wait however long the pause lasts, reserve no budget, and their receive count,
+///    which would dead-letter them, starts again. A copy sent twice (a crash before the
+///    acknowledgement) is a duplicate its idempotency key catches.
+async fn wait_out<H: StageHandler>(
+    deps: &Deps,
+    pause: &crate::vendors::pauses::VendorPause,
+    msgs: Vec<Received<H>>,
+    out: &mut BatchOutcome,
+) -> Result<(), StageError> {
+    let bodies = msgs
+        .iter()
+        .map(|(_, env)| env.to_body())
+        .collect::<Result<Vec<_>, _>>()?;
+    let wait = pause.wait(chrono::Utc::now());
+    deps.bus
+        .send_delayed(H::INPUT.name(), &bodies, wait)
+        .await?;
+    tracing::info!(stage = H::STAGE.as_str(), vendor = %pause.vendor, reason = %pause.reason, messages = bodies.len(), wait_s = wait.as_secs(), "vendor paused; the batch waits on its queue");
+    out.waiting += bodies.len();
+    Ok(())
 }
 
 /// The time kept back from per-message work for storing a batch's results: a tenth of the
