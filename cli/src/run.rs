@@ -323,7 +323,12 @@ async fn cloud_night(
     let alerted = cloud
         .fire(&cloud.schedule_of("alerts", Some("EveryFiveMinutes"))?)
         .await?;
-    let backup = cloud.fire(&cloud.schedule_of("backup", None)?).await?;
+    let backup = cloud
+        .fire(&cloud.schedule_of("backup", Some("Daily"))?)
+        .await?;
+    let drill = cloud
+        .fire(&cloud.schedule_of("backup", Some("MonthlyDrill"))?)
+        .await?;
     let slack: Vec<String> = sim::state::lock(&cloud.sim.state.slack)
         .iter()
         .filter_map(|m| m["text"].as_str().map(str::to_owned))
@@ -347,6 +352,17 @@ async fn cloud_night(
         backup["rows"],
         backup["tables"],
         backup["prefix"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  restore drill: {} ({} rows of {} tables read back from {})",
+        if drill["passed"] == true {
+            "passed"
+        } else {
+            "FAILED"
+        },
+        drill["rows"],
+        drill["tables"],
+        drill["prefix"].as_str().unwrap_or("?")
     );
     Ok(())
 }

@@ -132,6 +132,8 @@ pub enum BackupError {
         expected: u64,
         found: u64,
     },
+    #[error("{table}: restored and read back, it differs from the export")]
+    Drill { table: String },
     #[error("the export is schema version {export}, the database is at {database}: migrate first")]
     Schema { export: i32, database: i32 },
 }
@@ -232,7 +234,7 @@ async fn copy_table_out(
     client: &tokio_postgres::Client,
     table: &str,
     order: &str,
-    writer: &mut dyn ObjectWriter,
+    mut writer: Option<&mut dyn ObjectWriter>,
     tally: &mut Tally,
 ) -> Result<(), BackupError> {
     let order = if order.is_empty() { "x" } else { order };
@@ -250,11 +252,14 @@ async fn copy_table_out(
         tally.add(&chunk);
         gathered.extend_from_slice(&chunk);
         if gathered.len() >= WRITE_CHUNK {
-            writer.write(gathered.split().freeze()).await?;
+            let full = gathered.split().freeze();
+            if let Some(w) = writer.as_deref_mut() {
+                w.write(full).await?;
+            }
         }
     }
-    if !gathered.is_empty() {
-        writer.write(gathered.freeze()).await?;
+    if let (false, Some(w)) = (gathered.is_empty(), writer) {
+        w.write(gathered.freeze()).await?;
     }
     Ok(())
 }
@@ -299,7 +304,9 @@ async fn export_in_snapshot(
         let file = format!("{table}.csv");
         let mut writer = store.put_writer(&key(prefix, &file)?, "text/csv").await?;
         let mut tally = Tally::new();
-        if let Err(e) = copy_table_out(client, table, order, writer.as_mut(), &mut tally).await {
+        if let Err(e) =
+            copy_table_out(client, table, order, Some(writer.as_mut()), &mut tally).await
+        {
             writer.abort().await;
             return Err(e);
         }
@@ -389,18 +396,18 @@ async fn copy_table_in(
     Ok(())
 }
 
-/// Restores an export into an empty database (as `leadfactory_restore`: COPY FROM refuses a
-/// table under RLS to a role that does not bypass it); returns the manifest. Every table is
-/// streamed in within one transaction, each file's checksum and row count checked as it
-/// arrives: a file that does not match the manifest rolls everything back.
-pub async fn restore(
-    client: &mut tokio_postgres::Client,
-    store: &dyn ObjectStore,
-    prefix: &str,
-) -> Result<Manifest, BackupError> {
+/// The manifest of the export under `prefix`.
+pub async fn read_manifest(store: &dyn ObjectStore, prefix: &str) -> Result<Manifest, BackupError> {
     let raw = store.get(&key(prefix, "manifest.json")?).await?;
-    let manifest: Manifest =
-        serde_json::from_slice(&raw).map_err(|e| BackupError::Manifest(e.to_string()))?;
+    serde_json::from_slice(&raw).map_err(|e| BackupError::Manifest(e.to_string()))
+}
+
+/// The database's tables in load order, each with its file in `manifest`: the export must be of
+/// this schema version and hold exactly this database's tables.
+async fn matched<'m>(
+    client: &tokio_postgres::Client,
+    manifest: &'m Manifest,
+) -> Result<Vec<(Table, &'m TableFile)>, BackupError> {
     let database = schema_version(client).await?;
     if manifest.schema_version != database {
         return Err(BackupError::Schema {
@@ -410,6 +417,83 @@ pub async fn restore(
     }
     let mut files = Vec::new();
     for t in tables(client).await? {
+        let f = manifest
+            .tables
+            .iter()
+            .find(|f| f.table == t.name)
+            .ok_or_else(|| BackupError::Manifest(format!("{} is missing", t.name)))?;
+        files.push((t, f));
+    }
+    if let Some(extra) = manifest
+        .tables
+        .iter()
+        .find(|f| !files.iter().any(|(_, g)| g.table == f.table))
+    {
+        return Err(BackupError::Manifest(format!(
+            "{} is not a table of this database",
+            extra.table
+        )));
+    }
+    Ok(files)
+}
+
+/// The newest export under `backups/` (by its day's name) that has a manifest.
+pub async fn latest(store: &dyn ObjectStore, under: &str) -> Result<Option<String>, BackupError> {
+    let keys = store.list(under).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| k.as_str().strip_suffix("manifest.json"))
+        .max()
+        .map(str::to_owned))
+}
+
+/// A restore drill of the export under `prefix`, in the database it was taken from (as
+/// `leadfactory_backup`), changing nothing: in one transaction that is rolled back, every table
+/// file is loaded into a temporary copy of its table (this session's, shadowing the real one),
+/// its checksum and row count checked as it streams in, then read back out exactly as an
+/// export writes it and hashed again. The same bytes for every table prove the files restore,
+/// and restore exactly, without a second database; a difference fails naming the table. Needs
+/// room for one temporary copy of the data.
+pub async fn drill(
+    client: &mut tokio_postgres::Client,
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Manifest, BackupError> {
+    let manifest = read_manifest(store, prefix).await?;
+    let files = matched(client, &manifest).await?;
+    let tx = client.transaction().await?;
+    for (t, f) in files {
+        let table = t.name.as_str();
+        tx.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE {table} (LIKE public.{table}) ON COMMIT DROP"
+        ))
+        .await?;
+        copy_table_in(&tx, store, prefix, f).await?;
+        let mut tally = Tally::new();
+        copy_table_out(tx.client(), table, &t.order, None, &mut tally).await?;
+        let (rows, sha256) = tally.finish();
+        if rows != f.rows || sha256 != f.sha256 {
+            return Err(BackupError::Drill {
+                table: table.to_owned(),
+            });
+        }
+    }
+    tx.rollback().await?;
+    Ok(manifest)
+}
+
+/// Restores an export into an empty database (as `leadfactory_restore`: COPY FROM refuses a
+/// table under RLS to a role that does not bypass it); returns the manifest. Every table is
+/// streamed in within one transaction, each file's checksum and row count checked as it
+/// arrives: a file that does not match the manifest rolls everything back.
+pub async fn restore(
+    client: &mut tokio_postgres::Client,
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Manifest, BackupError> {
+    let manifest = read_manifest(store, prefix).await?;
+    let files = matched(client, &manifest).await?;
+    for (t, _) in &files {
         let table = t.name.as_str();
         let n: i64 = client
             .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
@@ -418,26 +502,10 @@ pub async fn restore(
         if n > 0 {
             return Err(BackupError::NotEmpty(table.to_owned()));
         }
-        let f = manifest
-            .tables
-            .iter()
-            .find(|f| f.table == table)
-            .ok_or_else(|| BackupError::Manifest(format!("{table} is missing")))?;
-        files.push(f);
-    }
-    if let Some(extra) = manifest
-        .tables
-        .iter()
-        .find(|f| !files.iter().any(|g| g.table == f.table))
-    {
-        return Err(BackupError::Manifest(format!(
-            "{} is not a table of this database",
-            extra.table
-        )));
     }
     let tx = client.transaction().await?;
     tx.batch_execute("SET CONSTRAINTS ALL DEFERRED").await?;
-    for f in files {
+    for (_, f) in files {
         copy_table_in(&tx, store, prefix, f).await?;
     }
     let history = crate::db::MIGRATIONS_APPLIED_TABLE;

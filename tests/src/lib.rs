@@ -177,6 +177,13 @@ impl TestDb {
         client
     }
 
+    /// A pool as `role`, as a function whose secret names that role builds it (the backup
+    /// function's is `leadfactory_backup`).
+    pub fn pool_as(&self, role: &str) -> shared::db::Pool {
+        shared::db::connect(&SecretString::from(url_for(role, self.port, &self.name)), 2)
+            .unwrap_or_else(|e| panic!("pool as {role}: {e}"))
+    }
+
     pub async fn admin(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
             .await
@@ -346,6 +353,8 @@ pub struct HookedBus<F> {
     calls: std::sync::atomic::AtomicUsize,
     hook: F,
     deepest: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// A queue whose depth cannot be read now (SQS refusing, as a missing grant would).
+    unreadable: std::sync::Mutex<Option<String>>,
 }
 
 impl<F: Fn(&str, usize) -> OnSend + Send + Sync> HookedBus<F> {
@@ -355,7 +364,13 @@ impl<F: Fn(&str, usize) -> OnSend + Send + Sync> HookedBus<F> {
             calls: std::sync::atomic::AtomicUsize::new(0),
             hook,
             deepest: Default::default(),
+            unreadable: Default::default(),
         }
+    }
+
+    /// Makes `queue`'s depth unreadable (`None`: readable again).
+    pub fn make_unreadable(&self, queue: Option<&str>) {
+        *self.unreadable.lock().unwrap() = queue.map(str::to_owned);
     }
 
     /// The most visible messages `queue` held right after any send so far.
@@ -422,6 +437,12 @@ impl<F: Fn(&str, usize) -> OnSend + Send + Sync> shared::bus::Bus for HookedBus<
         self.inner.change_visibility(queue, receipt, t).await
     }
     async fn depth(&self, queue: &str) -> Result<shared::bus::QueueDepth, shared::bus::BusError> {
+        if self.unreadable.lock().unwrap().as_deref() == Some(queue) {
+            return Err(shared::bus::BusError::Service {
+                queue: queue.into(),
+                detail: "AccessDenied: not authorized to perform sqs:GetQueueAttributes".into(),
+            });
+        }
         self.inner.depth(queue).await
     }
 }

@@ -2,7 +2,9 @@
 //! spam reports, the 05:00 nightly watchdog, stalled runs, vendor errors, rate limits and
 //! quotas, budgets at 75 % / 90 % / exhausted, QA pass rate, too few candidates, exhausted
 //! campaigns, paid purchases whose report never reached the buyer — and, once for the whole
-//! deployment, the operator's: dead-lettered messages and paid Stripe sessions naming no tenant.
+//! deployment, the operator's: health checks (every queue readable; an alert after
+//! `HEALTH_CHECK_FAILURES_THRESHOLD` failures in a row), dead-lettered messages, paid Stripe
+//! sessions naming no tenant, the database's storage and the monthly restore drill.
 //!
 //! Each alert is recorded before it is posted to Slack (through the vendor client): a tenant's
 //! in `sent_alerts` (under its RLS), posted to the tenant's own channel when it has one (the
@@ -229,7 +231,20 @@ const DATABASE_SIZE: &str = "SELECT pg_database_size(current_database())::int8 A
                WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace
                ORDER BY 2 DESC LIMIT 3) c) AS largest";
 
+/// One evaluation's health checks, each component's run of failures counted on.
+const RECORD_HEALTH: &str = "INSERT INTO health_checks AS h (component, failures, last_error, checked_at, failing_since)
+ SELECT x.c, CASE WHEN x.e IS NULL THEN 0 ELSE 1 END, x.e, $3, CASE WHEN x.e IS NULL THEN NULL ELSE $3::timestamptz END
+ FROM UNNEST($1::text[], $2::text[]) AS x(c, e)
+ ON CONFLICT (component) DO UPDATE SET
+   failures = CASE WHEN EXCLUDED.last_error IS NULL THEN 0
+                   WHEN h.last_error IS NOT NULL AND h.checked_at > EXCLUDED.checked_at - interval '1 minute' THEN h.failures
+                   ELSE h.failures + 1 END,
+   failing_since = CASE WHEN EXCLUDED.last_error IS NULL THEN NULL ELSE coalesce(h.failing_since, EXCLUDED.checked_at) END,
+   last_error = EXCLUDED.last_error, checked_at = EXCLUDED.checked_at
+ RETURNING component, failures, last_error, failing_since";
+
 const UNATTRIBUTED_PAID: &str = "SELECT waiting, oldest FROM unattributed_paid_sessions()";
+const LATEST_DRILL: &str = "SELECT prefix, ran_at, passed, tables, rows, failure FROM backup_drills ORDER BY ran_at DESC LIMIT 1";
 const TENANT_ALERT_SETTINGS: &str =
     "SELECT name, settings->'alerts' AS alerts FROM tenants WHERE id = $1";
 const LOCK_RULE: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
@@ -252,32 +267,33 @@ impl Alerts {
         self
     }
 
-    /// The operator's findings: dead-lettered messages per queue (shared infrastructure) and
-    /// paid Stripe sessions that name no tenant.
-    async fn operator_findings(&self, deps: &Deps) -> Result<Vec<Finding>, AlertError> {
+    /// The operator's findings: the health checks, dead-lettered messages per queue (shared
+    /// infrastructure), paid Stripe sessions that name no tenant, the database's storage and the
+    /// restore drill.
+    async fn operator_findings(
+        &self,
+        deps: &Deps,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Finding>, AlertError> {
         let mut out = Vec::new();
+        let mut checks = Vec::new();
         for q in Queue::ALL {
-            let dlq = q.dlq();
-            let depth = match deps.bus.depth(dlq).await {
-                Ok(d) => d.visible + d.in_flight,
-                // A queue this deployment does not wire (no URL) has nothing to report.
-                Err(shared::bus::BusError::UnknownQueue(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let f = Finding::new("dlq", dlq.to_owned());
-            out.push(if depth > 0 {
-                f.at(
-                    Level::Critical,
-                    "critical",
-                    depth as f64,
-                    0.0,
-                    format!("{depth} message(s) in {dlq}: inspect with `leadfactory dlq list --queue {q}`, redrive with `leadfactory dlq redrive --queue {q}`."),
-                )
-            } else {
-                f.at(Level::Ok, "ok", 0.0, 0.0, format!("{dlq} is empty again."))
-            });
+            for name in [q.name(), q.dlq()] {
+                match deps.bus.depth(name).await {
+                    Ok(d) => {
+                        checks.push((format!("queue:{name}"), None));
+                        if name == q.dlq() {
+                            out.push(dead_letters(*q, d.visible + d.in_flight));
+                        }
+                    }
+                    // A queue this deployment does not wire (no URL) has nothing to report.
+                    Err(shared::bus::BusError::UnknownQueue(_)) => {}
+                    Err(e) => checks.push((format!("queue:{name}"), Some(e.to_string()))),
+                }
+            }
         }
         let c = deps.pool.get().await?;
+        out.extend(self.health(&c, checks, now).await?);
         let row = c.query_one(UNATTRIBUTED_PAID, &[]).await?;
         let waiting: i64 = row.get("waiting");
         let f = Finding::new("unattributed_payment", "stripe");
@@ -303,7 +319,112 @@ impl Alerts {
             )
         });
         out.push(self.storage(&c).await?);
+        out.extend(self.restore_drill(&c, now).await?);
         Ok(out)
+    }
+
+    /// Records this evaluation's health checks (`component`, and the error of a failed one)
+    /// and finds each component that has failed `health_failures` checks in a row. A second
+    /// failed check within a minute of the last (an overlapping evaluation) is the same check.
+    async fn health(
+        &self,
+        c: &shared::db::Client,
+        checks: Vec<(String, Option<String>)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Finding>, AlertError> {
+        let (components, errors): (Vec<String>, Vec<Option<String>>) = checks
+            .into_iter()
+            .map(|(c, e)| (c, e.map(|e| e.chars().take(500).collect::<String>())))
+            .unzip();
+        let rows = c
+            .query(RECORD_HEALTH, &[&components, &errors, &now])
+            .await?;
+        let threshold = self.defaults.health_failures.max(1);
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let component: String = r.get("component");
+                let failures: i32 = r.get("failures");
+                let f = Finding::new("health", component.clone());
+                if failures >= threshold {
+                    let since: Option<chrono::DateTime<chrono::Utc>> = r.get("failing_since");
+                    let error: Option<String> = r.get("last_error");
+                    f.at(
+                        Level::Critical,
+                        "critical",
+                        f64::from(failures),
+                        f64::from(threshold),
+                        format!(
+                            "{component} failed {failures} health checks in a row (since {}): {}",
+                            since.map_or_else(
+                                || "?".into(),
+                                |t| t.format("%Y-%m-%d %H:%M UTC").to_string()
+                            ),
+                            error.as_deref().unwrap_or("?")
+                        ),
+                    )
+                } else {
+                    f.at(
+                        Level::Ok,
+                        "ok",
+                        f64::from(failures),
+                        f64::from(threshold),
+                        format!("{component} answers its health checks again."),
+                    )
+                }
+            })
+            .collect())
+    }
+
+    /// The latest monthly restore drill: failed is critical; passed, but longer ago than a
+    /// month and a few days (the schedule stopped), a warning. No drill yet says nothing.
+    async fn restore_drill(
+        &self,
+        c: &shared::db::Client,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Finding>, AlertError> {
+        let Some(r) = c.query_opt(LATEST_DRILL, &[]).await? else {
+            return Ok(None);
+        };
+        let ran_at: chrono::DateTime<chrono::Utc> = r.get("ran_at");
+        let prefix: Option<String> = r.get("prefix");
+        let prefix = prefix.as_deref().unwrap_or("(no backup)");
+        let when = ran_at.format("%Y-%m-%d %H:%M UTC");
+        let f = Finding::new("restore_drill", "backups");
+        let age_days = (now - ran_at).num_days();
+        Ok(Some(if !r.get::<_, bool>("passed") {
+            let failure: Option<String> = r.get("failure");
+            f.at(
+                Level::Critical,
+                "critical",
+                0.0,
+                1.0,
+                format!(
+                    "The restore drill of {prefix} on {when} failed: {}. The backups may not restore: see docs/runbook.md (Backups), drill by hand with `leadfactory restore --from s3://<bucket>/{prefix} --verify`.",
+                    failure.as_deref().unwrap_or("no reason recorded")
+                ),
+            )
+        } else if age_days > self.defaults.restore_drill_max_age_days {
+            f.at(
+                Level::Warning,
+                "stale",
+                age_days as f64,
+                self.defaults.restore_drill_max_age_days as f64,
+                format!("No restore drill has passed since {when} ({age_days} days): the monthly drill's schedule may have stopped."),
+            )
+        } else {
+            f.at(
+                Level::Ok,
+                "ok",
+                1.0,
+                1.0,
+                format!(
+                    "The restore drill of {prefix} on {when} passed: {} tables, {} rows read back exactly.",
+                    r.get::<_, i32>("tables"),
+                    r.get::<_, i64>("rows")
+                ),
+            )
+        }))
     }
 
     /// The database's size against the storage it is given, naming its largest tables.
@@ -352,7 +473,7 @@ impl Alerts {
             tenants: tenants.len(),
             ..AlertReport::default()
         };
-        let operator = self.operator_findings(deps).await?;
+        let operator = self.operator_findings(deps, now).await?;
         report.findings += operator.len();
         let posts = {
             let mut c = deps.pool.get().await?;
@@ -638,6 +759,23 @@ impl Alerts {
     }
 }
 
+/// The finding of one queue's dead-letter queue holding `depth` messages.
+fn dead_letters(q: Queue, depth: u64) -> Finding {
+    let dlq = q.dlq();
+    let f = Finding::new("dlq", dlq.to_owned());
+    if depth > 0 {
+        f.at(
+            Level::Critical,
+            "critical",
+            depth as f64,
+            0.0,
+            format!("{depth} message(s) in {dlq}: inspect with `leadfactory dlq list --queue {q}`, redrive with `leadfactory dlq redrive --queue {q}`."),
+        )
+    } else {
+        f.at(Level::Ok, "ok", 0.0, 0.0, format!("{dlq} is empty again."))
+    }
+}
+
 /// Ends, as dead, the run work of every message in a dead-letter queue that its function did
 /// not record as failed (killed or timed out on its last receive): without this, its run would
 /// wait for the idle check to be called stalled. Idempotent: each evaluation looks again.
@@ -649,7 +787,11 @@ async fn end_dead_letters(deps: &Deps) -> Result<(), AlertError> {
             match shared::bus::dlq::peek(deps.bus.as_ref(), *q, DEAD_LETTERS_PER_QUEUE).await {
                 Ok(l) => l,
                 Err(shared::bus::BusError::UnknownQueue(_)) => continue,
-                Err(e) => return Err(e.into()),
+                // An unreadable queue is the health check's finding, not a failed evaluation.
+                Err(e) => {
+                    tracing::warn!(queue = %q.dlq(), error = %e, "dead-letter queue not readable");
+                    continue;
+                }
             };
         for l in letters {
             let tenant = l.tenant.as_deref().and_then(|t| TenantId::parse(t).ok());

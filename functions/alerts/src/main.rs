@@ -9,17 +9,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env(alerts::SENDS_TO).await?;
-    let mut defaults = alerts::Thresholds::default();
-    // The storage the database is given (the template's DatabaseStorageGb).
-    if let Ok(gb) = std::env::var("LF_DB_STORAGE_LIMIT_GB") {
-        defaults.db_storage_limit_gb =
-            gb.parse()
-                .ok()
-                .filter(|gb: &f64| *gb > 0.0)
-                .ok_or_else(|| {
-                    format!("LF_DB_STORAGE_LIMIT_GB: {gb:?} is not a positive number of GB")
-                })?;
-    }
+    let defaults = alerts::Thresholds::configured(&shared::config::ProcessEnv)?;
     let mut alerts = alerts::Alerts::new(deps.vendors.slack(&deps.policy)?, defaults);
     // Tenants' own channels: webhook secrets under the template's prefix.
     if let Ok(prefix) = std::env::var("LF_TENANT_SECRETS_PREFIX") {

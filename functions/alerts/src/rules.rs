@@ -50,6 +50,11 @@ pub struct Thresholds {
     pub db_storage_limit_gb: f64,
     pub db_storage_warn: f64,
     pub db_storage_critical: f64,
+    /// The monthly restore drill must have passed within this many days (operators' alert).
+    pub restore_drill_max_age_days: i64,
+    /// Health checks a component must fail in a row before it alerts
+    /// (`HEALTH_CHECK_FAILURES_THRESHOLD`).
+    pub health_failures: i32,
 }
 
 impl Default for Thresholds {
@@ -89,11 +94,33 @@ impl Default for Thresholds {
             db_storage_limit_gb: 20.0,
             db_storage_warn: 0.80,
             db_storage_critical: 0.95,
+            restore_drill_max_age_days: 35,
+            health_failures: 2,
         }
     }
 }
 
 impl Thresholds {
+    /// The defaults with what a deployment sets for the operator's rules: the storage the
+    /// database is given (`LF_DB_STORAGE_LIMIT_GB`, the template's `DatabaseStorageGb`) and the
+    /// failed health checks in a row that alert (`HEALTH_CHECK_FAILURES_THRESHOLD`, the
+    /// template's `HealthCheckFailuresThreshold`).
+    pub fn configured(
+        source: &dyn shared::config::Source,
+    ) -> Result<Self, shared::config::ConfigError> {
+        let mut t = Self::default();
+        let mut r = shared::config::Reader::new(source);
+        t.db_storage_limit_gb = r.parsed_or("LF_DB_STORAGE_LIMIT_GB", t.db_storage_limit_gb);
+        if t.db_storage_limit_gb.is_nan() || t.db_storage_limit_gb <= 0.0 {
+            r.invalid("LF_DB_STORAGE_LIMIT_GB", "must be a positive number of GB");
+        }
+        t.health_failures = r.parsed_or("HEALTH_CHECK_FAILURES_THRESHOLD", t.health_failures);
+        if t.health_failures < 1 {
+            r.invalid("HEALTH_CHECK_FAILURES_THRESHOLD", "must be at least 1");
+        }
+        r.finish(t)
+    }
+
     /// These defaults with a tenant's overrides (a partial JSON object) on top.
     pub fn with_overrides(&self, overrides: Option<&serde_json::Value>) -> Self {
         let Some(serde_json::Value::Object(o)) = overrides else {

@@ -1,4 +1,5 @@
-//! backup: EventBridge schedule (daily, 04:00 UTC) → every table to `backups/<day>/`.
+//! backup: EventBridge schedules — daily 04:00 UTC, every table to `backups/<day>/`; monthly,
+//! `{"drill": true}`, a restore drill of the newest backup.
 
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -10,9 +11,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = shared::pipeline::Deps::from_env(backup::SENDS_TO).await?;
     let deps = &deps;
     run(service_fn(|event: LambdaEvent<Value>| async move {
+        if backup::is_drill(&event.payload) {
+            let report = backup::drill(&deps.pool, deps.store.as_ref()).await?;
+            return Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?);
+        }
         let day = backup::day_of(&event.payload, chrono::Utc::now());
         let report = backup::run(&deps.pool, deps.store.as_ref(), day).await?;
-        Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+        Ok(serde_json::to_value(report)?)
     }))
     .await
 }

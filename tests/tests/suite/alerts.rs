@@ -1012,3 +1012,95 @@ fn the_rules_values_become_one_metric_line_with_the_worst_tenants_value() {
     );
     assert_eq!(json["Function"], "alerts");
 }
+
+#[tokio::test]
+async fn a_health_check_alerts_only_after_failing_twice_in_a_row_and_recovers_once() {
+    let db = TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    let bus = Arc::new(testkit::HookedBus::new(
+        Arc::new(memory_bus(Duration::from_secs(30), 3)),
+        |_, _| testkit::OnSend::Pass,
+    ));
+    let p = LocalPipeline::start(
+        LocalOptions::new(db.app_url(), store.path().to_owned()),
+        bus.clone(),
+    )
+    .await
+    .unwrap();
+    p.ensure_tenant("Acme Agency").await.unwrap();
+    let alerts = Alerts::new(
+        p.deps.vendors.slack(&p.deps.policy).unwrap(),
+        Thresholds::default(),
+    );
+    let health_posts = || -> Vec<String> {
+        p.sim
+            .state
+            .slack
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .filter(|t| t.contains("health check"))
+            .collect()
+    };
+    let t0 = at(10, 0);
+    let every = |n: i64| t0 + chrono::Duration::minutes(5 * n);
+    alerts.run(&p.deps, every(0)).await.unwrap();
+    bus.make_unreadable(Some(Queue::Enrichment.dlq()));
+    // One failed check is a blip: recorded, no alert; the evaluation itself goes on.
+    let report = alerts.run(&p.deps, every(1)).await.unwrap();
+    assert_eq!(report.tenants, 1);
+    assert!(health_posts().is_empty(), "{:?}", health_posts());
+    // An overlapping evaluation seconds later is the same check, not a second failure.
+    alerts
+        .run(&p.deps, every(1) + chrono::Duration::seconds(20))
+        .await
+        .unwrap();
+    assert!(health_posts().is_empty(), "{:?}", health_posts());
+    // The second in a row alerts, critically, naming the queue, the error and since when.
+    alerts.run(&p.deps, every(2)).await.unwrap();
+    let posts = health_posts();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0].starts_with("[CRITICAL]")
+            && posts[0].contains("queue:enrichment-dlq failed 2 health checks in a row")
+            && posts[0].contains("AccessDenied"),
+        "{}",
+        posts[0]
+    );
+    alerts.run(&p.deps, every(3)).await.unwrap();
+    assert_eq!(health_posts().len(), 1, "not repeated within the cooldown");
+    bus.make_unreadable(None);
+    alerts.run(&p.deps, every(4)).await.unwrap();
+    alerts.run(&p.deps, every(5)).await.unwrap();
+    let posts = health_posts();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts[1].starts_with("[RECOVERED]"), "{}", posts[1]);
+}
+
+#[test]
+fn the_operators_thresholds_come_from_the_deployment_and_bad_values_are_named() {
+    use std::collections::HashMap;
+    let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let t = Thresholds::configured(&env(&[])).unwrap();
+    assert_eq!((t.health_failures, t.db_storage_limit_gb), (2, 20.0));
+    let t = Thresholds::configured(&env(&[
+        ("HEALTH_CHECK_FAILURES_THRESHOLD", "3"),
+        ("LF_DB_STORAGE_LIMIT_GB", "100"),
+    ]))
+    .unwrap();
+    assert_eq!((t.health_failures, t.db_storage_limit_gb), (3, 100.0));
+    for (var, value) in [
+        ("HEALTH_CHECK_FAILURES_THRESHOLD", "0"),
+        ("HEALTH_CHECK_FAILURES_THRESHOLD", "two"),
+        ("LF_DB_STORAGE_LIMIT_GB", "-1"),
+    ] {
+        let e = Thresholds::configured(&env(&[(var, value)])).unwrap_err();
+        assert!(e.to_string().contains(var), "{e}");
+    }
+}

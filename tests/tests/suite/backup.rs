@@ -287,3 +287,133 @@ async fn an_export_reads_every_table_from_one_snapshot_while_others_write() {
         .unwrap();
     assert!(String::from_utf8_lossy(&later).contains("late@example.com"));
 }
+
+/// `bytes` with the first timestamp of a data row written as `2026-12-03T19:00:00…` instead of
+/// PostgreSQL's `2026-12-03 19:00:00…`: the same instant, different bytes.
+fn respelled_timestamp(bytes: &[u8]) -> Vec<u8> {
+    let start = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let digits = |w: &[u8], r: std::ops::Range<usize>| w[r].iter().all(u8::is_ascii_digit);
+    let at = (start..bytes.len() - 13)
+        .find(|&i| {
+            let w = &bytes[i..i + 13];
+            digits(w, 0..4)
+                && w[4] == b'-'
+                && digits(w, 5..7)
+                && w[7] == b'-'
+                && digits(w, 8..10)
+                && w[10] == b' '
+                && digits(w, 11..13)
+        })
+        .expect("a timestamp in a data row");
+    let mut out = bytes.to_vec();
+    out[at + 10] = b'T';
+    out
+}
+
+#[tokio::test]
+async fn the_monthly_drill_restores_the_newest_backup_in_place_and_a_failure_is_a_critical_alert() {
+    use sha2::Digest;
+    let db = TestDb::new().await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let p = testkit::local_pipeline(&db, store_dir.path(), |o| o.buy_share = 1.0).await;
+    p.run(&NoProgress).await.unwrap();
+    p.simulate_recipients(&NoProgress).await.unwrap();
+    // The backup function as deployed: its own pool, as leadfactory_backup.
+    let pool = db.pool_as("leadfactory_backup");
+    let bucket = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(bucket.path());
+    let older = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    let newer = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    ::backup::run(&pool, &store, older).await.unwrap();
+    let written = ::backup::run(&pool, &store, newer).await.unwrap();
+    let admin = db.admin().await;
+    let emails = "SELECT count(*) AS n FROM emails";
+    let before: i64 = admin.query_one(emails, &[]).await.unwrap().get("n");
+
+    let report = ::backup::drill(&pool, &store).await.unwrap();
+    assert!(report.passed, "{report:?}");
+    assert_eq!(report.prefix.as_deref(), Some("backups/2026-12-01/"));
+    assert_eq!((report.tables, report.rows), (written.tables, written.rows));
+    let after: i64 = admin.query_one(emails, &[]).await.unwrap().get("n");
+    assert_eq!(before, after, "the drill changed nothing");
+    // Passed: the operator's alerts say nothing of it.
+    let alerts = alerts::Alerts::new(
+        p.deps.vendors.slack(&p.deps.policy).unwrap(),
+        alerts::Thresholds::default(),
+    );
+    alerts.run(&p.deps, chrono::Utc::now()).await.unwrap();
+    let drill_alerts = "SELECT severity, message FROM operator_alerts WHERE rule = 'restore_drill' ORDER BY sent_at";
+    assert!(admin.query(drill_alerts, &[]).await.unwrap().is_empty());
+
+    // A file whose bytes load but do not read back the same (its checksum made to match, as a
+    // tool that rewrote the export would): the drill names the table, and alerts critically.
+    let prefix = "backups/2026-12-01/";
+    let key = |name: &str| ObjectKey::parse(&format!("{prefix}{name}")).unwrap();
+    let original = store.get(&key("tenants.csv")).await.unwrap();
+    let changed = respelled_timestamp(&original);
+    store
+        .put(&key("tenants.csv"), changed.clone().into(), "text/csv")
+        .await
+        .unwrap();
+    let original_manifest = store.get(&key("manifest.json")).await.unwrap();
+    let mut manifest: backup::Manifest = serde_json::from_slice(&original_manifest).unwrap();
+    let entry = manifest
+        .tables
+        .iter_mut()
+        .find(|t| t.table == "tenants")
+        .unwrap();
+    entry.sha256 = hex::encode(sha2::Sha256::digest(&changed));
+    store
+        .put(
+            &key("manifest.json"),
+            serde_json::to_vec(&manifest).unwrap().into(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let report = ::backup::drill(&pool, &store).await.unwrap();
+    assert!(!report.passed);
+    let failure = report.failure.unwrap();
+    assert!(
+        failure.contains("tenants") && failure.contains("differs"),
+        "{failure}"
+    );
+
+    // A file changed without its checksum is refused as it streams in.
+    store
+        .put(&key("tenants.csv"), original, "text/csv")
+        .await
+        .unwrap();
+    store
+        .put(&key("manifest.json"), original_manifest, "application/json")
+        .await
+        .unwrap();
+    store
+        .put(
+            &key("emails.csv"),
+            b"id\nnot an email row\n".to_vec().into(),
+            "text/csv",
+        )
+        .await
+        .unwrap();
+    let report = ::backup::drill(&pool, &store).await.unwrap();
+    assert!(!report.passed);
+    let failure = report.failure.unwrap();
+    assert!(failure.contains("emails.csv"), "{failure}");
+
+    alerts.run(&p.deps, chrono::Utc::now()).await.unwrap();
+    let raised = admin.query(drill_alerts, &[]).await.unwrap();
+    assert_eq!(raised.len(), 1, "one alert for the failing drill");
+    assert_eq!(raised[0].get::<_, String>("severity"), "critical");
+    let message: String = raised[0].get("message");
+    assert!(
+        message.contains("backups/2026-12-01/") && message.contains("emails.csv"),
+        "{message}"
+    );
+    let recorded: i64 = admin
+        .query_one("SELECT count(*) AS n FROM backup_drills", &[])
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(recorded, 3);
+}

@@ -253,7 +253,7 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
     // The backup function's backup of the night, on its schedule's day: every table, the same
     // bytes as the operator's export, and a restore drill of it into an empty database passes.
     let backup = cloud
-        .fire(&cloud.schedule_of("backup", None).unwrap())
+        .fire(&cloud.schedule_of("backup", Some("Daily")).unwrap())
         .await
         .unwrap();
     let prefix = backup["prefix"].as_str().unwrap().to_owned();
@@ -296,6 +296,14 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
         backup["tables"].as_u64(),
         Some(exported.tables.len() as u64)
     );
+    // The monthly drill on its own schedule: the newest backup restored in place and read back.
+    let drill = cloud
+        .fire(&cloud.schedule_of("backup", Some("MonthlyDrill")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(drill["passed"], true, "{drill}");
+    assert_eq!(drill["prefix"].as_str(), Some(prefix.as_str()), "{drill}");
+    assert_eq!(drill["tables"], backup["tables"], "{drill}");
     // The vendor kill switch as the operator throws it: for every tenant, as the schema owner
     // (forced RLS lets the operators' roles through); `status` (as leadfactory_backup) shows it.
     let (ok, out) = leadfactory(
