@@ -7,5 +7,6 @@ pub mod dashboard;
 pub mod dlq;
 pub mod gateway;
 pub mod local;
+pub mod provision;
 pub mod stages;
 pub mod status;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Where configuration values come from: the process environment in production, a map in tests.
 pub trait Source {
@@ -172,7 +172,7 @@ impl CoreConfig {
     pub fn load(source: &dyn Source) -> Result<Self, ConfigError> {
         let mut r = Reader::new(source);
         let mode = r.parsed_or("LF_MODE", Mode::Production);
-        let database_url = r.secret("DATABASE_URL");
+        let database_url = database_url(&mut r);
         let db_pool_size = r.parsed_or("LF_DB_POOL_SIZE", 4usize);
         if db_pool_size == 0 {
             r.invalid("LF_DB_POOL_SIZE", "must be at least 1");
@@ -200,10 +200,91 @@ impl CoreConfig {
     }
 }
 
+/// The database's connection string: `DATABASE_URL`, or one built from a secret in the format
+/// RDS and Secrets Manager's rotation use (`username`, `password`, `host`, `port`, `dbname`; the
+/// template's generated secrets), its host replaced by `LF_DATABASE_HOST` when set (the RDS
+/// Proxy's endpoint: the secret's host is the instance's) and TLS required unless the secret
+/// says otherwise (`sslmode`).
+/// [`database_url`] alone, for a tool connecting with a role's secret (`leadfactory db
+/// provision`).
+pub fn database_url_of(source: &dyn Source) -> Result<SecretString, ConfigError> {
+    let mut r = Reader::new(source);
+    let url = database_url(&mut r);
+    r.finish(url)
+}
+
+fn database_url(r: &mut Reader<'_>) -> SecretString {
+    let Some(user) = r.optional("username") else {
+        return r.secret("DATABASE_URL");
+    };
+    if let Some(url) = r.optional_secret("DATABASE_URL") {
+        return url;
+    }
+    let password = r.secret("password");
+    let host = r
+        .optional("LF_DATABASE_HOST")
+        .unwrap_or_else(|| r.required("host"));
+    let port: u16 = r.parsed_or("port", 5432);
+    let dbname = r.optional("dbname").unwrap_or_else(|| "leadfactory".into());
+    let sslmode = r.optional("sslmode").unwrap_or_else(|| "require".into());
+    // A key/value connection string: each value quoted, so no character of a password needs
+    // the percent-encoding a URL would.
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    SecretString::from(format!(
+        "host={} port={port} dbname={} user={} password={} sslmode={}",
+        quote(&host),
+        quote(&dbname),
+        quote(&user),
+        quote(password.expose_secret()),
+        quote(&sslmode)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_database_secret_in_the_rds_format_is_a_connection_through_the_proxy() {
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("username", "leadfactory_fn"),
+            ("password", "it's a \\secret"),
+            ("host", "lf.abc.us-east-1.rds.amazonaws.com"),
+            ("port", "5432"),
+            ("dbname", "leadfactory"),
+            ("engine", "postgres"),
+            (
+                "LF_DATABASE_HOST",
+                "lf-proxy.proxy-abc.us-east-1.rds.amazonaws.com",
+            ),
+            ("LF_BUCKET", "b"),
+        ]);
+        let c = CoreConfig::load(&env).unwrap();
+        let pg: tokio_postgres::Config = c.database_url.expose_secret().parse().unwrap();
+        assert_eq!(pg.get_user(), Some("leadfactory_fn"));
+        assert_eq!(pg.get_password(), Some("it's a \\secret".as_bytes()));
+        assert_eq!(pg.get_dbname(), Some("leadfactory"));
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(
+            pg.get_hosts(),
+            [tokio_postgres::config::Host::Tcp(
+                "lf-proxy.proxy-abc.us-east-1.rds.amazonaws.com".into()
+            )]
+        );
+        assert!(!format!("{c:?}").contains("secret"));
+        // Without the proxy's host, the secret's; without a password, the error names it.
+        let mut direct = env.clone();
+        direct.remove("LF_DATABASE_HOST");
+        let c = CoreConfig::load(&direct).unwrap();
+        assert!(
+            c.database_url
+                .expose_secret()
+                .contains("host='lf.abc.us-east-1")
+        );
+        direct.remove("password");
+        let e = CoreConfig::load(&direct).unwrap_err().to_string();
+        assert!(e.contains("password is not set"), "{e}");
+    }
 
     #[test]
     fn loads_a_complete_configuration() {

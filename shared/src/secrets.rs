@@ -1,7 +1,9 @@
 //! Secrets from AWS Secrets Manager, read once at start-up and layered over the environment, so
 //! the deployment template never holds a secret value. `LF_SECRET_ARNS` lists secret ARNs (comma
 //! separated); each secret is a JSON object of variable names to values, e.g.
-//! `{"DATABASE_URL": "postgres://…", "YELP_API_KEY": "…"}`.
+//! `{"DATABASE_URL": "postgres://…", "YELP_API_KEY": "…"}` — or a database secret in RDS's
+//! format (`username`, `password`, `host`, `port`, `dbname`), from which `shared::config` builds
+//! the connection.
 
 use std::collections::HashMap;
 
@@ -14,7 +16,7 @@ pub type Client = aws_sdk_secretsmanager::Client;
 pub enum SecretsError {
     #[error("reading secret {arn}: {detail}")]
     Fetch { arn: String, detail: String },
-    #[error("secret {arn} is not a JSON object of strings")]
+    #[error("secret {arn} is not a JSON object of strings (or numbers)")]
     Shape { arn: String },
     #[error("storing secret {name}: {detail}")]
     Store { name: String, detail: String },
@@ -87,9 +89,18 @@ pub async fn load(
         let text = v
             .secret_string()
             .ok_or_else(|| SecretsError::Shape { arn: arn.clone() })?;
-        let map: HashMap<String, String> =
+        // RDS's attached secrets carry the port as a number: scalars are kept as their text.
+        let map: HashMap<String, serde_json::Value> =
             serde_json::from_str(text).map_err(|_| SecretsError::Shape { arn: arn.clone() })?;
-        out.extend(map);
+        for (k, v) in map {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return Err(SecretsError::Shape { arn: arn.clone() }),
+            };
+            out.insert(k, text);
+        }
     }
     Ok(out)
 }

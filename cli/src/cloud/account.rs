@@ -10,16 +10,7 @@ use aws_sdk_sqs::types::QueueAttributeName as A;
 use super::CloudError;
 use super::template::{QueueDef, Template};
 
-/// The schema owner `docs/deploy.md` creates: owns the tables, runs migrations, not a superuser.
-pub const OWNER_ROLE: &str = "leadfactory_owner";
-/// The functions' group role (the migrations grant to it).
-pub const APP_ROLE: &str = "leadfactory_app";
-/// The operators' reading role (exports, status, dead letters' reasons): BYPASSRLS, SELECT only.
-pub const BACKUP_ROLE: &str = "leadfactory_backup";
-/// The operators' restore role: BYPASSRLS, SELECT and INSERT, into an empty database.
-pub const RESTORE_ROLE: &str = "leadfactory_restore";
-/// The functions' login role, a member of [`APP_ROLE`] only.
-pub const APP_LOGIN: &str = shared::db::cluster::APP_LOGIN;
+pub use crate::provision::{APP_LOGIN, APP_ROLE, BACKUP_ROLE, OWNER_ROLE, RESTORE_ROLE};
 
 /// A running moto server: one started here (stopped with the value) or one given.
 pub struct Moto {
@@ -208,10 +199,6 @@ pub struct Database {
     pub app_url: String,
 }
 
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', ""))
-}
-
 /// Creates the roles when missing and `db` (dropping a previous one of that name when `fresh`),
 /// then migrates it as the owner. `admin_url` is a superuser's URL on the server.
 pub async fn provision_database(
@@ -229,38 +216,16 @@ pub async fn provision_database(
         .await
         .map_err(fail("connecting as the administrator"))?;
     tokio::spawn(conn);
-    // docs/deploy.md, "Database": the administrator's statements.
-    for (role, attributes) in [
-        (OWNER_ROLE, "LOGIN".to_owned()),
-        (APP_ROLE, "NOLOGIN".to_owned()),
-        (APP_LOGIN, format!("LOGIN IN ROLE {APP_ROLE}")),
-        (BACKUP_ROLE, "LOGIN BYPASSRLS".to_owned()),
-        (RESTORE_ROLE, "LOGIN BYPASSRLS".to_owned()),
-    ] {
-        shared::db::cluster::ensure_role(&admin, role, &attributes)
+    // docs/deploy.md, "Database": the administrator's statements (trust authentication here).
+    let provision = |e: crate::provision::ProvisionError| CloudError::Service(e.to_string());
+    if fresh {
+        crate::provision::drop_database(&admin, db)
             .await
-            .map_err(|e| CloudError::Service(format!("creating the role {role}: {e}")))?;
+            .map_err(provision)?;
     }
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+    crate::provision::roles_and_database(&admin, db, None)
         .await
-        .map_err(fail("looking for the database"))?
-        .is_some();
-    if exists && fresh {
-        admin
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quoted(db)))
-            .await
-            .map_err(fail("dropping the old database"))?;
-    }
-    if !exists || fresh {
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} OWNER {OWNER_ROLE}",
-                quoted(db)
-            ))
-            .await
-            .map_err(fail("creating the database"))?;
-    }
+        .map_err(provision)?;
     let mut cfg: tokio_postgres::Config =
         admin_url.parse().map_err(fail("the administrator URL"))?;
     cfg.dbname(db).user(OWNER_ROLE);
@@ -297,11 +262,6 @@ pub async fn provision_database(
 pub async fn drop_database(admin_url: &str, db: &str) {
     if let Ok((admin, conn)) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await {
         tokio::spawn(conn);
-        let _ = admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quoted(db)
-            ))
-            .await;
+        let _ = crate::provision::drop_database(&admin, db).await;
     }
 }

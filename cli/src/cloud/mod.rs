@@ -216,6 +216,7 @@ impl Cloud {
             parameters,
             ..Resolver::default()
         };
+        resolver.conditions = template.conditions(&resolver)?;
         for (id, q) in &queues {
             resolver.refs.insert(id.clone(), q.url.clone());
             resolver

@@ -102,6 +102,8 @@ pub struct FunctionDef {
 pub struct Template {
     /// Parameter values: the defaults, and the overrides it was read with.
     pub parameters: HashMap<String, String>,
+    /// Its `Conditions`, as written: [`Template::conditions`] evaluates them.
+    condition_defs: Value,
     pub queues: Vec<QueueDef>,
     /// Logical ids of the S3 buckets.
     pub buckets: Vec<String>,
@@ -116,6 +118,8 @@ pub struct Resolver {
     pub refs: HashMap<String, String>,
     /// `Fn::GetAtt` of a resource: (logical id, attribute).
     pub attributes: HashMap<(String, String), String>,
+    /// The template's conditions, evaluated against the parameters (`Fn::If`).
+    pub conditions: HashMap<String, bool>,
 }
 
 impl Resolver {
@@ -165,6 +169,18 @@ impl Resolver {
                             .collect::<Result<Vec<_>, _>>()?;
                         Ok(items.join(sep))
                     }
+                    "Fn::If" => {
+                        let parts = arg
+                            .as_sequence()
+                            .filter(|s| s.len() == 3)
+                            .ok_or_else(|| shape(at, "Fn::If takes [condition, then, else]"))?;
+                        let name = parts[0].as_str().unwrap_or_default();
+                        let holds = self
+                            .conditions
+                            .get(name)
+                            .ok_or_else(|| unresolved(format!("condition {name}")))?;
+                        self.resolve(at, &parts[if *holds { 1 } else { 2 }])
+                    }
                     other => Err(unresolved(format!("intrinsic {other}"))),
                 }
             }
@@ -212,6 +228,65 @@ impl Resolver {
     }
 }
 
+/// Evaluates every entry of a template's `Conditions` (`Fn::Equals`, `Fn::Not`, `Fn::And`,
+/// `Fn::Or`, `Condition`) against the parameters `params` holds.
+fn conditions(defs: &Value, params: &Resolver) -> Result<HashMap<String, bool>, TemplateError> {
+    let Some(raw) = defs.as_mapping() else {
+        return Ok(HashMap::new());
+    };
+    fn eval(
+        raw: &Mapping,
+        params: &Resolver,
+        at: &str,
+        v: &Value,
+        depth: usize,
+    ) -> Result<bool, TemplateError> {
+        if depth > 20 {
+            return Err(shape(at, "conditions nest too deep (a cycle?)"));
+        }
+        let (k, arg) = v
+            .as_mapping()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.iter().next())
+            .ok_or_else(|| shape(at, "a condition is one intrinsic"))?;
+        let list = || {
+            arg.as_sequence()
+                .ok_or_else(|| shape(at, "a condition function takes a list"))
+        };
+        match k.as_str().unwrap_or_default() {
+            "Fn::Equals" => {
+                let l = list()?;
+                if l.len() != 2 {
+                    return Err(shape(at, "Fn::Equals takes two values"));
+                }
+                Ok(params.resolve(at, &l[0])? == params.resolve(at, &l[1])?)
+            }
+            "Fn::Not" => Ok(!eval(raw, params, at, &list()?[0], depth + 1)?),
+            "Fn::And" => list()?.iter().try_fold(true, |all, c| {
+                Ok(all & eval(raw, params, at, c, depth + 1)?)
+            }),
+            "Fn::Or" => list()?.iter().try_fold(false, |any, c| {
+                Ok(any | eval(raw, params, at, c, depth + 1)?)
+            }),
+            "Condition" => {
+                let name = arg.as_str().unwrap_or_default();
+                let named = raw
+                    .get(name)
+                    .ok_or_else(|| shape(at, format!("no condition {name}")))?;
+                eval(raw, params, name, named, depth + 1)
+            }
+            other => Err(shape(at, format!("{other} is not a condition function"))),
+        }
+    }
+    raw.iter()
+        .map(|(name, v)| {
+            let name = name.as_str().unwrap_or_default().to_owned();
+            let holds = eval(raw, params, &name, v, 0)?;
+            Ok((name, holds))
+        })
+        .collect()
+}
+
 fn get_att(at: &str, arg: &Value) -> Result<(String, String), TemplateError> {
     match arg {
         Value::Sequence(s) if s.len() == 2 => Ok((
@@ -250,6 +325,12 @@ fn seconds(at: &str, v: Option<&Value>, default: u64) -> Result<Duration, Templa
 }
 
 impl Template {
+    /// The template's conditions under the parameters `resolver` holds (the stand-in's own,
+    /// which replace the defaults the template was read with).
+    pub fn conditions(&self, resolver: &Resolver) -> Result<HashMap<String, bool>, TemplateError> {
+        conditions(&self.condition_defs, resolver)
+    }
+
     /// Reads the template with `parameters` over the defaults (values the queues' names and the
     /// schedules depend on, such as `Stage`).
     pub fn load(
@@ -271,10 +352,11 @@ impl Template {
             serde_yaml_ng::from_str(text).map_err(|e| TemplateError::Yaml(e.to_string()))?;
         let mut values = Self::defaults(&root);
         values.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let params = Resolver {
+        let mut params = Resolver {
             parameters: values.clone(),
             ..Resolver::default()
         };
+        params.conditions = conditions(root.get("Conditions").unwrap_or(&Value::Null), &params)?;
         let resources = root
             .get("Resources")
             .and_then(Value::as_mapping)
@@ -282,6 +364,7 @@ impl Template {
         let globals = get(&root, &["Globals", "Function"]).cloned();
         let mut t = Template {
             parameters: values,
+            condition_defs: root.get("Conditions").cloned().unwrap_or(Value::Null),
             queues: Vec::new(),
             buckets: Vec::new(),
             functions: Vec::new(),

@@ -532,7 +532,7 @@ impl OpsApi {
         let open = pauses::open(&tx).await.map_err(pause_error)?;
         tx.commit().await.map_err(internal)?;
         Ok(ok(
-            json!({ "pauses": open.iter().map(|p| pause_json(p)).collect::<Vec<_>>() }),
+            json!({ "pauses": open.iter().map(pause_json).collect::<Vec<_>>() }),
         ))
     }
 

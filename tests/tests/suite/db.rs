@@ -774,3 +774,146 @@ async fn every_definer_function_is_closed_to_public_and_puts_pg_temp_last() {
         assert!(!public_may_run, "{name}: PUBLIC may execute it");
     }
 }
+
+/// A role's secret as the template makes it: generated (username, password) and attached to the
+/// instance (host, port as a number, dbname, engine).
+fn rds_secret(user: &str, port: u16, database: &str) -> serde_json::Value {
+    serde_json::json!({
+        "username": user,
+        "password": uuid::Uuid::new_v4().simple().to_string(),
+        "engine": "postgres",
+        "host": "127.0.0.1",
+        "port": port,
+        "dbname": database,
+        // The test server speaks no TLS; RDS's proxy requires it (the default).
+        "sslmode": "disable",
+    })
+}
+
+#[tokio::test]
+async fn the_templates_database_is_provisioned_from_its_generated_secrets_and_reprovisioning_changes_nothing()
+ {
+    use leadfactory_cli::provision::{
+        APP_LOGIN, BACKUP_ROLE, LOGIN_ROLES, OWNER_ROLE, RESTORE_ROLE,
+    };
+    let server = TestDb::new().await;
+    let port = server.addr().port();
+    let database = format!("lf_provisioned_{}", uuid::Uuid::new_v4().simple());
+    let sm = shared::secrets::client(&testkit::moto_sdk_config().await);
+    let prefix = testkit::unique_name("leadfactory/test/db");
+    let mut arns = std::collections::HashMap::new();
+    // The administrator's secret is RDS's: a user and a password, nothing else.
+    let admin_secret = serde_json::json!({ "username": shared::db::cluster::SUPERUSER, "password": "managed-by-rds" });
+    arns.insert(
+        "admin",
+        shared::secrets::put(&sm, &format!("{prefix}/admin"), &admin_secret)
+            .await
+            .unwrap(),
+    );
+    let mut secrets = std::collections::HashMap::new();
+    for role in LOGIN_ROLES {
+        let s = rds_secret(role, port, &database);
+        arns.insert(
+            role,
+            shared::secrets::put(&sm, &format!("{prefix}/{role}"), &s)
+                .await
+                .unwrap(),
+        );
+        secrets.insert(role, s);
+    }
+    let provision = |owner: &str| {
+        std::process::Command::new(testkit::built_binaries().join("leadfactory"))
+            .args(["db", "provision", "--admin-secret", &arns["admin"]])
+            .args(["--owner-secret", &arns[owner]])
+            .args([
+                "--app-secret",
+                &arns[APP_LOGIN],
+                "--backup-secret",
+                &arns[BACKUP_ROLE],
+            ])
+            .args(["--restore-secret", &arns[RESTORE_ROLE]])
+            .env("AWS_ENDPOINT_URL", testkit::moto_url())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    };
+    let out = provision(OWNER_ROLE);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("created"), "{text}");
+
+    let admin = server.admin().await;
+    // Every login role has its secret's password (as a SCRAM verifier), the database is the
+    // owner's (the second run below finds nothing left to migrate).
+    for role in LOGIN_ROLES {
+        let verifier: Option<String> = admin
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get("rolpassword");
+        assert!(
+            verifier
+                .as_deref()
+                .is_some_and(|v| v.starts_with("SCRAM-SHA-256$")),
+            "{role} has no password"
+        );
+    }
+    let owner: String = admin
+        .query_one(
+            "SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1",
+            &[&database],
+        )
+        .await
+        .unwrap()
+        .get("owner");
+    assert_eq!(owner, OWNER_ROLE);
+    // The functions connect with their secret as the template gives it to them (layered over
+    // the environment), and work under row-level security.
+    let mut fn_env: std::collections::HashMap<String, String> = secrets[APP_LOGIN]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
+        .collect();
+    fn_env.insert("LF_BUCKET".into(), "b".into());
+    let config = shared::config::CoreConfig::load(&fn_env).unwrap();
+    let pool = db::connect(&config.database_url, 1).unwrap();
+    let c = pool.get().await.unwrap();
+    let user: String = c
+        .query_one("SELECT current_user AS u", &[])
+        .await
+        .unwrap()
+        .get("u");
+    assert_eq!(user, APP_LOGIN);
+    assert!(db::tenant_ids(&c).await.unwrap().is_empty());
+    drop(c);
+
+    // Again (every deploy): nothing to create, nothing to migrate, success.
+    let again = provision(OWNER_ROLE);
+    let text = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(
+        again.status.success() && text.contains("already there") && text.contains("[]"),
+        "{text}"
+    );
+    // A secret given for the wrong role is refused before anything is changed.
+    let wrong = provision(APP_LOGIN);
+    let text = String::from_utf8_lossy(&wrong.stderr).into_owned();
+    assert!(
+        !wrong.status.success() && text.contains("not leadfactory_owner"),
+        "{text}"
+    );
+    leadfactory_cli::provision::drop_database(&admin, &database)
+        .await
+        .unwrap();
+}

@@ -332,10 +332,21 @@ fn the_bucket_is_private_encrypted_expires_raw_html_and_keeps_90_days_of_backups
         backup["Events"]["Daily"]["Properties"]["Schedule"],
         "cron(0 4 * * ? *)"
     );
-    assert_eq!(
-        backup["Environment"]["Variables"]["LF_SECRET_ARNS"]["Ref"],
-        "DatabaseBackupSecretArn"
-    );
+    // The monthly drill, after that day's backup.
+    let drill = &backup["Events"]["MonthlyDrill"]["Properties"];
+    assert_eq!(drill["Schedule"], "cron(45 4 1 * ? *)");
+    assert_eq!(drill["Input"], r#"{"drill": true}"#);
+    // As the backup role, whichever made its secret.
+    for (create, secret) in [
+        (false, "DatabaseBackupSecretArn"),
+        (true, "DatabaseBackupRoleSecret"),
+    ] {
+        let b = in_mode(&t["Resources"]["BackupFunction"], create);
+        assert_eq!(
+            b["Properties"]["Environment"]["Variables"]["LF_SECRET_ARNS"]["Ref"],
+            secret
+        );
+    }
     assert!(
         !rules.iter().any(|r| r["Prefix"] == "reports/"),
         "reports are kept"
@@ -371,7 +382,180 @@ fn every_dlq_and_every_function_has_an_alarm() {
 
 #[test]
 fn every_function_may_read_exactly_the_secrets_it_is_told_to_load() {
-    let t = template();
+    for create in [false, true] {
+        secrets_loaded_are_granted(&in_mode(&template(), create));
+    }
+}
+
+/// The template as deployed with the database given (`create` false: DatabaseSecretArn set) or
+/// created by it: every `Fn::If` on `CreateDatabase` replaced by its branch.
+fn in_mode(v: &Value, create: bool) -> Value {
+    match v {
+        Value::Mapping(m) => {
+            if let Some(args) = m.get("Fn::If").and_then(Value::as_sequence)
+                && args.len() == 3
+                && args[0] == "CreateDatabase"
+            {
+                return in_mode(&args[if create { 1 } else { 2 }], create);
+            }
+            Value::Mapping(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), in_mode(v, create)))
+                    .collect(),
+            )
+        }
+        Value::Sequence(s) => Value::Sequence(s.iter().map(|v| in_mode(v, create)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every `Ref`/`Fn::GetAtt` target anywhere in `v`.
+fn targets(v: &Value, out: &mut BTreeSet<String>) {
+    if let Some(t) = target(v) {
+        out.insert(t);
+    }
+    match v {
+        Value::Mapping(m) => m.values().for_each(|v| targets(v, out)),
+        Value::Sequence(s) => s.iter().for_each(|v| targets(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_database_is_the_operators_or_created_encrypted_protected_and_behind_a_proxy() {
+    let raw = template();
+    let created: BTreeSet<String> = raw["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Condition"] == "CreateDatabase")
+        .map(|(k, _)| k.as_str().unwrap().to_owned())
+        .collect();
+    for r in [
+        "Database",
+        "DatabaseProxy",
+        "DatabaseProxyTargetGroup",
+        "DatabaseSubnetGroup",
+        "DatabaseOwnerSecret",
+        "DatabaseAppSecret",
+        "DatabaseBackupRoleSecret",
+        "DatabaseRestoreRoleSecret",
+    ] {
+        assert!(created.contains(r), "{r} is not created with the database");
+    }
+    // Given: nothing outside the database's own resources and outputs points at them.
+    let given = in_mode(&raw, false);
+    for (name, r) in given["Resources"].as_mapping().unwrap() {
+        if r["Condition"] == "CreateDatabase" {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        targets(r, &mut seen);
+        let uses: Vec<&String> = seen.intersection(&created).collect();
+        assert!(
+            uses.is_empty(),
+            "{name:?} uses {uses:?} with the database given"
+        );
+    }
+    for (name, o) in given["Outputs"].as_mapping().unwrap() {
+        let mut seen = BTreeSet::new();
+        targets(o, &mut seen);
+        if !seen.is_disjoint(&created) {
+            assert_eq!(o["Condition"], "CreateDatabase", "{name:?}");
+        }
+    }
+    // Created: encrypted, deletion-protected, kept as a snapshot when removed, point-in-time
+    // recovery for a parameter's days, Multi-AZ by parameter, private, its administrator's
+    // password kept by RDS.
+    let t = in_mode(&raw, true);
+    let db = &t["Resources"]["Database"];
+    let p = &db["Properties"];
+    assert_eq!(db["DeletionPolicy"], "Snapshot");
+    assert_eq!(db["UpdateReplacePolicy"], "Snapshot");
+    for (k, v) in [
+        ("StorageEncrypted", Value::from(true)),
+        ("DeletionProtection", Value::from(true)),
+        ("PubliclyAccessible", Value::from(false)),
+        ("ManageMasterUserPassword", Value::from(true)),
+    ] {
+        assert_eq!(p[k], v, "Database.{k}");
+    }
+    assert_eq!(
+        target(&p["BackupRetentionPeriod"]).as_deref(),
+        Some("DatabaseBackupRetentionDays")
+    );
+    assert_eq!(target(&p["MultiAZ"]).as_deref(), Some("DatabaseMultiAz"));
+    assert_eq!(
+        target(&p["AllocatedStorage"]).as_deref(),
+        Some("DatabaseStorageGb")
+    );
+    // A secret per login role of docs/deploy.md (the names `leadfactory db provision` checks),
+    // each attached to the instance and accepted by the proxy, which requires TLS.
+    let proxy = &t["Resources"]["DatabaseProxy"]["Properties"];
+    assert_eq!(proxy["RequireTLS"], true);
+    let accepted: BTreeSet<String> = proxy["Auth"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| target(&a["SecretArn"]))
+        .collect();
+    for (secret, role) in [
+        (
+            "DatabaseOwnerSecret",
+            leadfactory_cli::provision::OWNER_ROLE,
+        ),
+        ("DatabaseAppSecret", leadfactory_cli::provision::APP_LOGIN),
+        (
+            "DatabaseBackupRoleSecret",
+            leadfactory_cli::provision::BACKUP_ROLE,
+        ),
+        (
+            "DatabaseRestoreRoleSecret",
+            leadfactory_cli::provision::RESTORE_ROLE,
+        ),
+    ] {
+        let generated = &t["Resources"][secret]["Properties"]["GenerateSecretString"];
+        let fixed: serde_json::Value =
+            serde_json::from_str(generated["SecretStringTemplate"].as_str().unwrap()).unwrap();
+        assert_eq!(fixed["username"], role, "{secret}");
+        assert_eq!(generated["GenerateStringKey"], "password");
+        let attached = &t["Resources"][format!("{secret}Attachment").as_str()]["Properties"];
+        assert_eq!(target(&attached["SecretId"]).as_deref(), Some(secret));
+        assert_eq!(target(&attached["TargetId"]).as_deref(), Some("Database"));
+        assert!(
+            accepted.contains(secret),
+            "the proxy does not accept {secret}"
+        );
+    }
+    // The functions connect through the proxy, with the functions' role (the backup function
+    // with the backup role's); no function may read the owner's or the restore role's secret.
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        target(&globals["LF_DATABASE_HOST"]).as_deref(),
+        Some("DatabaseProxy")
+    );
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        targets(&r["Properties"], &mut seen);
+        for forbidden in [
+            "DatabaseOwnerSecret",
+            "DatabaseRestoreRoleSecret",
+            "Database",
+        ] {
+            assert!(!seen.contains(forbidden), "{name:?} can reach {forbidden}");
+        }
+    }
+    let given_globals = &given["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        given_globals["LF_DATABASE_HOST"], "",
+        "the given secret's URL is used as is"
+    );
+}
+
+fn secrets_loaded_are_granted(t: &Value) {
     let global = &t["Globals"]["Function"]["Environment"]["Variables"]["LF_SECRET_ARNS"];
     let refs = |v: &Value| -> BTreeSet<String> {
         // `Ref: X` or `Fn::Join: [",", [Ref: A, Ref: B]]`.
