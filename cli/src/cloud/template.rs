@@ -642,6 +642,11 @@ mod tests {
             .insert("VendorSecretArn".into(), "arn:vendors".into());
         r.parameters
             .insert("DatabaseBackupSecretArn".into(), "arn:db-backup".into());
+        r.conditions = t.conditions(&r).unwrap();
+        assert_eq!(
+            r.conditions["CreateDatabase"], false,
+            "the database is given"
+        );
         r.refs.insert("ArtifactsBucket".into(), "bucket-1".into());
         r.refs
             .insert("SourcingQueue".into(), "http://q/sourcing".into());
@@ -663,5 +668,21 @@ mod tests {
         let sourcing = t.functions.iter().find(|f| f.binary == "sourcing").unwrap();
         let err = sourcing.environment(&r).unwrap_err().to_string();
         assert!(err.contains("EnrichmentQueue"), "{err}");
+        // The template's own database: the generated secret, through the proxy.
+        r.parameters
+            .insert("DatabaseSecretArn".into(), String::new());
+        r.parameters
+            .insert("DatabaseBackupSecretArn".into(), String::new());
+        r.conditions = t.conditions(&r).unwrap();
+        assert!(r.conditions["CreateDatabase"]);
+        r.refs
+            .insert("DatabaseAppSecret".into(), "arn:generated".into());
+        r.attributes.insert(
+            ("DatabaseProxy".into(), "Endpoint".into()),
+            "proxy.example".into(),
+        );
+        let env = targeting.environment(&r).unwrap();
+        assert_eq!(env["LF_SECRET_ARNS"], "arn:generated,arn:vendors");
+        assert_eq!(env["LF_DATABASE_HOST"], "proxy.example");
     }
 }
