@@ -772,3 +772,91 @@ fn stripe_deliveries_refused_or_failed_raise_alarms() {
     assert_eq!(stripe_webhook::failure_metric(401), "DeliveriesRefused");
     assert_eq!(stripe_webhook::failure_metric(503), "DeliveriesFailed");
 }
+
+/// `v` with every `Fn::If` on `condition` replaced by its branch (`AWS::NoValue` by nothing).
+fn under(v: &Value, condition: &str, holds: bool) -> Option<Value> {
+    match v {
+        Value::Mapping(m) => {
+            if let Some(args) = m.get("Fn::If").and_then(Value::as_sequence)
+                && args.len() == 3
+                && args[0] == condition
+            {
+                return under(&args[if holds { 1 } else { 2 }], condition, holds);
+            }
+            if m.get("Ref").and_then(Value::as_str) == Some("AWS::NoValue") {
+                return None;
+            }
+            Some(Value::Mapping(
+                m.iter()
+                    .filter_map(|(k, v)| under(v, condition, holds).map(|v| (k.clone(), v)))
+                    .collect(),
+            ))
+        }
+        Value::Sequence(s) => Some(Value::Sequence(
+            s.iter()
+                .filter_map(|v| under(v, condition, holds))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+#[test]
+fn reports_and_backups_are_mirrored_to_another_region_only_when_asked() {
+    let raw = template();
+    assert_eq!(raw["Parameters"]["ReplicaBucketArn"]["Default"], "");
+    assert_eq!(
+        raw["Resources"]["ReplicationRole"]["Condition"],
+        "ReplicateStorage"
+    );
+    let off = under(&raw, "ReplicateStorage", false).unwrap();
+    assert!(
+        off["Resources"]["ArtifactsBucket"]["Properties"]
+            .get("ReplicationConfiguration")
+            .is_none(),
+        "no replication without a replica"
+    );
+    let on = under(&raw, "ReplicateStorage", true).unwrap();
+    let bucket = &on["Resources"]["ArtifactsBucket"]["Properties"];
+    assert_eq!(
+        bucket["VersioningConfiguration"]["Status"], "Enabled",
+        "replication needs versions"
+    );
+    let config = &bucket["ReplicationConfiguration"];
+    assert_eq!(target(&config["Role"]).as_deref(), Some("ReplicationRole"));
+    let prefixes: BTreeSet<&str> = config["Rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["Status"], "Enabled");
+            assert_eq!(
+                target(&r["Destination"]["Bucket"]).as_deref(),
+                Some("ReplicaBucketArn")
+            );
+            // A purge or an expiry here is not one there: the replica keeps its own lifecycle.
+            assert_eq!(r["DeleteMarkerReplication"]["Status"], "Disabled");
+            r["Filter"]["Prefix"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(prefixes, BTreeSet::from(["reports/", "backups/"]));
+    // The role may read exactly those prefixes' versions and write them to the replica.
+    let statements = on["Resources"]["ReplicationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    let text = serde_yaml_ng::to_string(&statements).unwrap();
+    for needed in [
+        "s3:GetObjectVersionForReplication",
+        "s3:ReplicateObject",
+        "/reports/*",
+        "/backups/*",
+    ] {
+        assert!(
+            text.contains(needed),
+            "the replication role lacks {needed}: {text}"
+        );
+    }
+    assert!(!text.contains("/html/") && !text.contains("s3:*"), "{text}");
+}
