@@ -96,7 +96,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_by(f64::total_cmp);
     let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
     s[i.min(s.len() - 1)]
 }
@@ -749,7 +749,7 @@ async fn pipeline_one(n: u32, latency_ms: u64, round_trips: bool) -> anyhow::Res
             Some(r) => app.replace(&format!(":{pg_port}/"), &format!(":{}/", r.port)),
             None => app,
         };
-        let turns_now = || relay.as_ref().map(|r| r.turns());
+        let turns_now = || relay.as_ref().map(testkit::round_trips::Relay::turns);
         let (admin, conn) = tokio_postgres::connect(&owner, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         let mut opts = LocalOptions::new(SecretString::from(app), tmp.join("store"));

@@ -63,8 +63,7 @@ pub fn from_apigw(r: ApiGatewayV2httpResponse) -> Response {
     let body: Vec<u8> = match r.body {
         Some(Body::Text(t)) => t.into_bytes(),
         Some(Body::Binary(b)) => b,
-        Some(Body::Empty) | None => Vec::new(),
-        Some(_) => Vec::new(),
+        Some(_) | None => Vec::new(),
     };
     let mut resp = (status, body).into_response();
     for (k, v) in r.headers.iter() {

@@ -51,7 +51,10 @@ struct Bars {
 
 impl Progress for Bars {
     fn stage(&self, stage: &str, processed: usize, failed: usize) {
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bar = bars.entry(stage.to_owned()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
             b.set_style(
@@ -189,7 +192,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         pipeline.simulate_recipients(&bars).await?
     };
-    for b in bars.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+    for b in bars
+        .bars
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+    {
         b.finish();
     }
     // What the schedules do after a nightly: roll the funnel up, sample for QA, check alerts.
@@ -310,7 +318,12 @@ async fn cloud_night(
         let a = cloud
             .simulate_recipients(tenant.id, args.buy_share.clamp(0.0, 1.0), &bars, limit)
             .await?;
-        for b in bars.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        for b in bars
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
             b.finish();
         }
         a

@@ -48,7 +48,7 @@ pub async fn put(
         Ok(out) => Ok(out.arn.unwrap_or_default()),
         Err(e)
             if e.as_service_error()
-                .is_some_and(|s| s.is_resource_exists_exception())
+                .is_some_and(aws_sdk_secretsmanager::operation::create_secret::CreateSecretError::is_resource_exists_exception)
                 || aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                     .to_string()
                     .contains("ResourceExists") =>

@@ -147,6 +147,7 @@ pub async fn send(
     (StatusCode::ACCEPTED, [("x-message-id", message_id)]).into_response()
 }
 
+#[expect(clippy::expect_used, reason = "a constant valid P-256 scalar")]
 pub fn signing_key(state: &SimState) -> SigningKey {
     // A fixed test key pair: 32 bytes of the configured seed byte is a valid P-256 scalar.
     SigningKey::from_slice(&[state.cfg.sendgrid_signing_seed.max(1); 32])

@@ -147,7 +147,7 @@ pub async fn run(State(state): State<Arc<SimState>>, RawQuery(raw): RawQuery) ->
     }
     let (perf, seo, a11y, bp, lcp, cls, tbt, fcp, si) = lab(profile);
     // A little per-site variation, stable for the site.
-    let j = (business.review_count % 11) as f64 - 5.0;
+    let j = f64::from(business.review_count % 11) - 5.0;
     let s = |x: f64| ((x + j).clamp(0.0, 100.0) / 100.0 * 100.0).round() / 100.0;
     let mut cats = serde_json::Map::new();
     for c in &categories {

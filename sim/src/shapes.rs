@@ -23,10 +23,10 @@ pub fn with_headers(mut r: Response, headers: &[(&'static str, String)]) -> Resp
 }
 
 pub fn yelp_error(status: StatusCode, code: &str, description: serde_json::Value) -> Response {
-    json_response(
-        status,
-        json!({ "error": { "code": code, "description": description } }),
-    )
+    let mut error = serde_json::Map::new();
+    error.insert("code".into(), code.into());
+    error.insert("description".into(), description);
+    json_response(status, json!({ "error": error }))
 }
 
 pub fn google_error(

@@ -54,7 +54,7 @@ pub fn business_json(b: &SimBusiness) -> serde_json::Value {
         },
         "phone": b.phone_e164,
         "display_phone": b.display_phone,
-        "distance": 250.0 + (b.review_count as f64) * 3.1,
+        "distance": 250.0 + f64::from(b.review_count) * 3.1,
     })
 }
 

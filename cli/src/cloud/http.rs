@@ -136,14 +136,11 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     event.request_context.request_id = Some(uuid::Uuid::new_v4().to_string());
     event.request_context.time_epoch = chrono::Utc::now().timestamp_millis();
     event.request_context.http.source_ip = Some("127.0.0.1".into());
-    let payload = match serde_json::to_value(&event) {
-        Ok(p) => p,
-        Err(_) => {
-            return message(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-            );
-        }
+    let Ok(payload) = serde_json::to_value(&event) else {
+        return message(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        );
     };
     let answer = tokio::time::timeout(INTEGRATION_LIMIT, route.function.invoke(&payload)).await;
     match answer {

@@ -182,7 +182,7 @@ async fn init_error(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Sta
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One running instance: its process and the channel its Runtime API serves invocations from.

@@ -205,7 +205,7 @@ impl Mapping {
     fn first_delivery(&self, id: &str) -> bool {
         self.delivered_once
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_owned())
     }
 

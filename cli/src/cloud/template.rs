@@ -377,7 +377,7 @@ impl Template {
                 Some("AWS::S3::Bucket") => t.buckets.push(id),
                 Some("AWS::Serverless::Function") => {
                     t.functions
-                        .push(Self::function(&params, &id, res, globals.as_ref())?)
+                        .push(Self::function(&params, &id, res, globals.as_ref())?);
                 }
                 _ => {}
             }
@@ -525,7 +525,7 @@ impl Template {
                         expression: params.resolve(&at, expr)?,
                         input: p.get("Input").and_then(Value::as_str).map(str::to_owned),
                         event,
-                    })
+                    });
                 }
                 Some("HttpApi") => f.routes.push(RouteDef {
                     method: p
@@ -643,10 +643,7 @@ mod tests {
         r.parameters
             .insert("DatabaseBackupSecretArn".into(), "arn:db-backup".into());
         r.conditions = t.conditions(&r).unwrap();
-        assert_eq!(
-            r.conditions["CreateDatabase"], false,
-            "the database is given"
-        );
+        assert!(!r.conditions["CreateDatabase"], "the database is given");
         r.refs.insert("ArtifactsBucket".into(), "bucket-1".into());
         r.refs
             .insert("SourcingQueue".into(), "http://q/sourcing".into());

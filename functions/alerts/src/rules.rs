@@ -702,7 +702,7 @@ pub async fn evaluate(
             "Every paid purchase's report has reached its buyer.".to_owned(),
         )
     } else {
-        let shown: Vec<String> = unsent.iter().take(5).map(|p| p.to_string()).collect();
+        let shown: Vec<String> = unsent.iter().take(5).map(std::string::ToString::to_string).collect();
         f.at(
             Level::Critical,
             "critical",

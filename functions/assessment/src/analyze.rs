@@ -39,13 +39,19 @@ pub struct Checks {
     pub uses_tables_for_layout: bool,
 }
 
-static JQUERY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"jquery[-.]?(\d+\.\d+(?:\.\d+)?)")
-        .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
-});
+#[expect(
+    clippy::expect_used,
+    reason = "a literal pattern, compiled by the unit tests"
+)]
+static JQUERY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"jquery[-.]?(\d+\.\d+(?:\.\d+)?)").expect("a literal pattern"));
+#[expect(
+    clippy::expect_used,
+    reason = "a literal pattern, compiled by the unit tests"
+)]
 static COPYRIGHT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:©|copyright)\s*(?:\d{4}\s*[-–]\s*)?((?:19|20)\d{2})")
-        .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
+        .expect("a literal pattern")
 });
 /// CMS fingerprints in the page's (lower-cased) resource URLs and scripts, in order of preference.
 const CMS_MARKERS: [(&str, &str); 5] = [
@@ -55,9 +61,12 @@ const CMS_MARKERS: [(&str, &str); 5] = [
     ("squarespace.com", "Squarespace"),
     ("cdn.shopify.com", "Shopify"),
 ];
+#[expect(
+    clippy::expect_used,
+    reason = "a literal pattern, compiled by the unit tests"
+)]
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-        .unwrap_or_else(|_| Regex::new("$^").expect("empty regex"))
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}").expect("a literal pattern")
 });
 /// Script sources and bodies that name an analytics product.
 const ANALYTICS: [(&str, &str); 6] = [

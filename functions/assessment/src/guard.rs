@@ -117,8 +117,8 @@ fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
     match s {
         [0, 0, 0, 0, 0, 0xffff, _, _]
         | [0, 0, 0, 0, 0xffff, 0, _, _]
-        | [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
+        | [0, 0, 0, 0, 0, 0, _, _]
+        | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         _ => None,
     }
 }

@@ -153,7 +153,7 @@ impl StageHandler for Enrichment {
             Some(b.name.as_str()),
             b.address1.as_deref(),
             b.city.as_deref(),
-            b.state.as_deref().map(|s| s.trim()),
+            b.state.as_deref().map(str::trim),
             b.zip.as_deref(),
         ]
         .into_iter()
@@ -245,7 +245,7 @@ impl StageHandler for Enrichment {
             {
                 enrich_rows.push(json!({
                     "business_id": id, "tenant_id": tenant.as_uuid(), "place_id": place.id,
-                    "website_url": website.as_ref().map(|w| w.as_str()), "phone_e164": phone,
+                    "website_url": website.as_ref().map(shared::domain::WebsiteUrl::as_str), "phone_e164": phone,
                     "hours": place.regular_opening_hours, "rating": place.rating.map(|r| (r * 10.0).round() / 10.0),
                     "user_rating_count": place.user_rating_count, "business_status": place.business_status,
                     "match_confidence": score.confidence, "matched": true, "raw": serde_json::to_value(place.as_ref()).unwrap_or_default(),

@@ -106,8 +106,8 @@ fn internal(e: impl std::fmt::Display) -> HttpError {
     HttpError::new(503, "temporarily unable to answer; try again")
 }
 
-fn ok(v: Value) -> ApiGatewayV2httpResponse {
-    shared::lambda::http::json(200, &v)
+fn ok(v: &Value) -> ApiGatewayV2httpResponse {
+    shared::lambda::http::json(200, v)
 }
 
 fn query(req: &ApiGatewayV2httpRequest) -> HashMap<String, String> {
@@ -312,7 +312,7 @@ impl OpsApi {
                     .await
                     .map_err(campaign_error)?
                 {
-                    Ok(ok(json!({ "id": id })))
+                    Ok(ok(&json!({ "id": id })))
                 } else {
                     Err(HttpError::not_found("no such campaign"))
                 }
@@ -344,7 +344,7 @@ impl OpsApi {
                         ..shared::analytics::Funnel::default()
                     });
                 tx.commit().await.map_err(internal)?;
-                Ok(ok(json!({ "from": from, "to": to, "funnel": funnel })))
+                Ok(ok(&json!({ "from": from, "to": to, "funnel": funnel })))
             }
             ("GET", ["v1", "experiments"]) => {
                 self.with_tx(tenant, async |tx| {
@@ -418,7 +418,7 @@ impl OpsApi {
         let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
         let v = f(&tx).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(ok(v))
+        Ok(ok(&v))
     }
 
     async fn health(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
@@ -491,7 +491,7 @@ impl OpsApi {
         let vendors = tx.query(RUN_VENDORS, &[&id]).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         let cost: i64 = vendors.iter().map(|v| v.get::<_, i64>("cost_micros")).sum();
-        Ok(ok(json!({
+        Ok(ok(&json!({
             "id": id, "kind": run.get::<_, String>("kind"), "status": run.get::<_, String>("status"),
             "started_at": run.get::<_, chrono::DateTime<chrono::Utc>>("started_at"),
             "finished_at": run.get::<_, Option<chrono::DateTime<chrono::Utc>>>("finished_at"), "stats": run.get::<_, Value>("stats"),
@@ -532,7 +532,7 @@ impl OpsApi {
         let open = pauses::open(&tx).await.map_err(pause_error)?;
         tx.commit().await.map_err(internal)?;
         Ok(ok(
-            json!({ "pauses": open.iter().map(pause_json).collect::<Vec<_>>() }),
+            &json!({ "pauses": open.iter().map(pause_json).collect::<Vec<_>>() }),
         ))
     }
 
@@ -570,7 +570,7 @@ impl OpsApi {
             .await
             .map_err(pause_error)?;
         tx.commit().await.map_err(internal)?;
-        Ok(ok(pause_json(&p)))
+        Ok(ok(&pause_json(&p)))
     }
 
     async fn resume_vendor(
@@ -586,7 +586,7 @@ impl OpsApi {
             .map_err(pause_error)?;
         tx.commit().await.map_err(internal)?;
         if ended {
-            Ok(ok(json!({ "vendor": vendor, "resumed": true })))
+            Ok(ok(&json!({ "vendor": vendor, "resumed": true })))
         } else {
             Err(HttpError::not_found(format!(
                 "{vendor} is not paused for this tenant (a pause for every tenant is the operator's to end)"
@@ -638,7 +638,7 @@ impl OpsApi {
                 ));
             }
         };
-        Ok(ok(json!({ "erased": erased })))
+        Ok(ok(&json!({ "erased": erased })))
     }
 
     /// Everything held about an address (the access request; the address travels in the body,
@@ -658,7 +658,7 @@ impl OpsApi {
         let held = shared::subject::export_subject(&self.pool, self.store.as_ref(), tenant, &email)
             .await
             .map_err(internal)?;
-        Ok(ok(json!(held)))
+        Ok(ok(&json!(held)))
     }
 
     async fn export(

@@ -119,9 +119,9 @@ fn arc(s: &mut Surface<'_>, ring: &Ring, from: f32, to: f32, c: (u8, u8, u8)) {
         let rad = (from + (to - from) * i as f32 / steps as f32).to_radians();
         let (x, y) = (ring.cx - ring.r * rad.cos(), ring.cy - ring.r * rad.sin());
         if i == 0 {
-            pb.move_to(x, y)
+            pb.move_to(x, y);
         } else {
-            pb.line_to(x, y)
+            pb.line_to(x, y);
         }
     }
     if let Some(p) = pb.finish() {

@@ -89,7 +89,9 @@ impl MemoryBus {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         // A poisoned lock only means another thread panicked mid-operation on plain data;
         // the queue contents are still consistent (every mutation is a single push/remove).
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -133,7 +133,10 @@ impl SqsBus {
                     ),
                 });
             }
-            let retry: std::collections::HashSet<&str> = failed.iter().map(|f| f.id()).collect();
+            let retry: std::collections::HashSet<&str> = failed
+                .iter()
+                .map(aws_sdk_sqs::types::BatchResultErrorEntry::id)
+                .collect();
             pending.retain(|(id, _)| retry.contains(id.as_str()));
             tokio::time::sleep(delay).await;
             delay *= 2;

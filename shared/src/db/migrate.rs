@@ -21,6 +21,6 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Db
     Ok(report
         .applied_migrations()
         .iter()
-        .map(|m| m.version())
+        .map(refinery::Migration::version)
         .collect())
 }

@@ -62,8 +62,9 @@ impl DbError {
     /// The SQLSTATE of a server-side error, for callers that map constraint violations.
     pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            DbError::Postgres(e) => e.code(),
-            DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            DbError::Postgres(e) | DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
+                e.code()
+            }
             _ => None,
         }
     }

@@ -76,6 +76,10 @@ mod tests {
 
     /// `payload` in an envelope: its body is `wire` (field for field), and `wire` parses back
     /// into `payload`.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "each case builds its payload and wire in place"
+    )]
     fn pinned<P>(payload: P, wire: serde_json::Value)
     where
         P: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Clone,

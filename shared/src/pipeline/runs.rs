@@ -180,7 +180,7 @@ const FINISH_RUNS: &str = "SELECT finish_runs($1::uuid[]) AS n";
 /// Finalises those of `runs` whose work has all ended (the SQL function `finish_runs`, which
 /// computes stage counts and p50/p95/p99 and sets the status); returns how many it finalised.
 pub async fn finish_if_done(tx: &dyn Tx, runs: &[RunId]) -> Result<i32, DbError> {
-    let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.as_uuid()).collect();
+    let ids: Vec<uuid::Uuid> = runs.iter().map(RunId::as_uuid).collect();
     let row = cached::query_one(tx, FINISH_RUNS, &[&ids]).await?;
     Ok(row.get("n"))
 }

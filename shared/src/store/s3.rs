@@ -256,7 +256,7 @@ impl ObjectStore for S3Store {
         out.body
             .collect()
             .await
-            .map(|d| d.into_bytes())
+            .map(aws_sdk_s3::primitives::AggregatedBytes::into_bytes)
             .map_err(|e| StoreError::Io {
                 key: key.to_string(),
                 detail: e.to_string(),

@@ -49,6 +49,7 @@ pub const VENDOR_PREFIXES: &[&str] = &[
     "STRIPE",
 ];
 
+#[derive(Clone, Copy)]
 struct Defaults {
     prefix: &'static str,
     url: &'static str,

@@ -67,7 +67,10 @@ impl Pause {
     pub(crate) async fn wait(&self, d: Duration) {
         match self {
             Pause::Real => tokio::time::sleep(d).await,
-            Pause::Recorded(log) => log.lock().unwrap_or_else(|p| p.into_inner()).push(d),
+            Pause::Recorded(log) => log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(d),
         }
     }
 }

@@ -45,10 +45,10 @@ pub fn verify(
                 t = Some(
                     v.parse::<i64>()
                         .map_err(|_| SignatureError::Malformed("t is not a number"))?,
-                )
+                );
             }
             Some(("v1", v)) => {
-                sigs.push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?)
+                sigs.push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?);
             }
             _ => {}
         }
