@@ -9,6 +9,7 @@
 //! Services the harness starts are stopped by a watchdog when the test process exits. Nothing
 //! is ever skipped for want of a service: failing to start one fails the test, with the reason.
 
+pub mod population;
 pub mod round_trips;
 
 use std::path::PathBuf;
@@ -71,23 +72,38 @@ fn pg_server() -> &'static PgServer {
             async move { LocalCluster::start(&dir, false).await }
         })
         .unwrap_or_else(|e| panic!("could not start a PostgreSQL server for the tests: {e}"));
-        let bin = cluster::find_bin_dir().expect("pg binaries");
-        let runuser = if cluster::running_as_root() {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        };
-        stop_on_exit(&format!(
-            "{runuser}{} -D {} -m immediate stop; rm -rf {}",
-            bin.join("pg_ctl").display(),
-            dir.join("data").display(),
-            dir.display()
-        ));
+        stop_cluster_on_exit(&dir, &format!("; rm -rf {}", dir.display()));
         PgServer {
             admin_url: c.admin_url("postgres"),
             port: c.port,
         }
     })
+}
+
+/// A PostgreSQL server of this test's own under `dir` (for a test that needs server settings
+/// the shared one lacks, or reads the server's log at `dir/server.log`), stopped when the test
+/// process exits.
+pub async fn own_cluster(dir: &std::path::Path) -> LocalCluster {
+    let c = LocalCluster::start(dir, false)
+        .await
+        .unwrap_or_else(|e| panic!("could not start a PostgreSQL server: {e}"));
+    stop_cluster_on_exit(dir, "");
+    c
+}
+
+/// Stops the cluster under `dir` when this test process exits, then runs `then` (shell).
+fn stop_cluster_on_exit(dir: &std::path::Path, then: &str) {
+    let bin = cluster::find_bin_dir().expect("pg binaries");
+    let runuser = if cluster::running_as_root() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
+    stop_on_exit(&format!(
+        "{runuser}{} -D {} -m immediate stop{then}",
+        bin.join("pg_ctl").display(),
+        dir.join("data").display()
+    ));
 }
 
 /// A superuser URL of the test server's maintenance database, for harnesses that create their
