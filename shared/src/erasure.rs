@@ -26,15 +26,22 @@ const ERASE_EMAILS: &str = "UPDATE emails SET to_email = 'erased-' || left(md5(i
         body_text = NULL, body_html = NULL, body_purged_at = coalesce(body_purged_at, now()),
         last_error = CASE WHEN send_state = 'queued' THEN 'cancelled: the address was erased' END,
         send_state = CASE WHEN send_state = 'queued' THEN 'cancelled' ELSE send_state END
- WHERE lower(to_email) = $1";
-const ERASE_EMAIL_EVENTS: &str = "UPDATE email_events SET raw = jsonb_build_object('event', event, 'erased', true), reason = NULL, url = NULL
- WHERE lower(raw->>'email') = $1 OR strpos(lower(raw::text), $1) > 0 OR strpos(lower(reason), $1) > 0";
+ WHERE to_email = $1";
+/// The events of the address's emails (found before those are anonymised), and any addressed
+/// to it (the recipient SendGrid named), each by index. Addresses are stored normalised (V22),
+/// so `=` compares them, and an index can serve it under row-level security.
+const ERASE_EMAIL_EVENTS: &str = "UPDATE email_events SET raw = jsonb_build_object('event', event, 'erased', true), reason = NULL, url = NULL,
+        recipient = NULL
+ WHERE id IN (SELECT v.id FROM emails e JOIN email_events v ON v.email_id = e.id WHERE e.to_email = $1
+              UNION SELECT id FROM email_events WHERE recipient = $1)";
 const ERASE_PURCHASE_EMAILS: &str =
-    "UPDATE purchases SET customer_email = NULL WHERE lower(customer_email) = $1";
+    "UPDATE purchases SET customer_email = NULL WHERE customer_email = $1";
+/// Only payloads retention has not stripped yet can hold an address (the last 90 days'), so
+/// the search reads those, by their partial index.
 const ERASE_STRIPE_PAYLOADS: &str = "UPDATE stripe_events SET payload = jsonb_build_object('id', payload->'id', 'type', payload->'type', 'erased', true)
- WHERE strpos(lower(payload::text), $1) > 0";
+ WHERE NOT (payload ? 'stripped') AND strpos(lower(payload::text), $1) > 0";
 const ERASE_BUSINESS_EMAILS: &str =
-    "UPDATE businesses SET email = NULL, erased_at = now() WHERE lower(email) = $1";
+    "UPDATE businesses SET email = NULL, erased_at = now() WHERE email = $1";
 const ERASE_CONTACT_EMAILS: &str = "UPDATE assessments SET contact_emails = array(SELECT e FROM unnest(contact_emails) e WHERE lower(e) <> $1)
  WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)";
 const ERASE_LLM_LOGS: &str =
@@ -68,10 +75,10 @@ pub struct Erased {
 const STEPS: &[&str] = &[
     // 0: the suppression that remains.
     "",
-    // 1: anonymised; one still waiting to be sent is cancelled (its address is gone).
-    ERASE_EMAILS,
-    // 2: events of those emails, or naming the address.
+    // 1: events of the address's emails, or addressed to it.
     ERASE_EMAIL_EVENTS,
+    // 2: anonymised; one still waiting to be sent is cancelled (its address is gone).
+    ERASE_EMAILS,
     // 3
     ERASE_PURCHASE_EMAILS,
     // 4
@@ -132,8 +139,8 @@ pub async fn erase_email(
     }
     tracing::info!(email = %crate::obs::hash_pii(&addr), %tenant, "erased on request");
     Ok(Erased {
-        emails: counts[1],
-        email_events: counts[2],
+        email_events: counts[1],
+        emails: counts[2],
         purchases: counts[3],
         stripe_events: counts[4],
         businesses: counts[5],

@@ -47,25 +47,28 @@ pub struct HeldObject {
     pub content_base64: String,
 }
 
-/// (table, statement with `$1` = the normalised address, returning `row`).
+/// (table, statement with `$1` = the normalised address, returning `row`). Each finds its rows
+/// by index, as the erasure's statements do (`shared::erasure`); suppressions are stored
+/// lower-cased (a CHECK), like every stored address (V22), so keys are compared with `=`, which
+/// an index serves under row-level security (`lower(column)` it cannot: lower is not leakproof).
 const TABLES: &[(&str, &str)] = &[
-    ("businesses", "SELECT to_jsonb(x) AS row FROM businesses x WHERE lower(email) = $1 ORDER BY id"),
+    ("businesses", "SELECT to_jsonb(x) AS row FROM businesses x WHERE email = $1 ORDER BY id"),
     (
         "assessments",
         "SELECT to_jsonb(x) AS row FROM assessments x
          WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1) ORDER BY id",
     ),
-    ("emails", "SELECT to_jsonb(x) AS row FROM emails x WHERE lower(to_email) = $1 ORDER BY created_at, id"),
+    ("emails", "SELECT to_jsonb(x) AS row FROM emails x WHERE to_email = $1 ORDER BY created_at, id"),
     (
         "email_events",
         "SELECT to_jsonb(x) AS row FROM email_events x
-         WHERE email_id IN (SELECT id FROM emails WHERE lower(to_email) = $1)
-            OR lower(raw->>'email') = $1 OR strpos(lower(raw::text), $1) > 0 OR strpos(lower(reason), $1) > 0
+         WHERE id IN (SELECT v.id FROM emails e JOIN email_events v ON v.email_id = e.id WHERE e.to_email = $1
+                      UNION SELECT id FROM email_events WHERE recipient = $1)
          ORDER BY id",
     ),
-    ("purchases", "SELECT to_jsonb(x) AS row FROM purchases x WHERE lower(customer_email) = $1 ORDER BY created_at, id"),
-    ("stripe_events", "SELECT to_jsonb(x) AS row FROM stripe_events x WHERE strpos(lower(payload::text), $1) > 0 ORDER BY created, event_id"),
-    ("suppressions", "SELECT to_jsonb(x) AS row FROM suppressions x WHERE kind = 'email' AND lower(value) = $1"),
+    ("purchases", "SELECT to_jsonb(x) AS row FROM purchases x WHERE customer_email = $1 ORDER BY created_at, id"),
+    ("stripe_events", "SELECT to_jsonb(x) AS row FROM stripe_events x WHERE NOT (payload ? 'stripped') AND strpos(lower(payload::text), $1) > 0 ORDER BY created, event_id"),
+    ("suppressions", "SELECT to_jsonb(x) AS row FROM suppressions x WHERE kind = 'email' AND value = $1"),
     (
         "llm_logs",
         "SELECT to_jsonb(x) AS row FROM llm_logs x WHERE strpos(lower(prompt), $1) > 0 OR strpos(lower(completion), $1) > 0 ORDER BY created_at, id",

@@ -42,7 +42,10 @@ pub async fn simulate_recipients(
     let tx = begin_tenant(&mut c, tenant).await?;
     let clicked = tx
         .query(
-            "SELECT e.id, r.token, e.to_email FROM emails e JOIN reports r ON r.id = e.report_id
+            // Tonight's clickers: each campaign's emails sent in the last day, by its index.
+            "SELECT e.id, r.token, e.to_email FROM campaigns c
+             JOIN emails e ON e.tenant_id = c.tenant_id AND e.campaign_id = c.id AND e.sent_at > now() - interval '1 day'
+             JOIN reports r ON r.id = e.report_id
              WHERE e.kind = 'outreach' AND e.clicked_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.email_id = e.id) ORDER BY e.id",
             &[],

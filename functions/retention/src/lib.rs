@@ -89,6 +89,8 @@ impl From<tokio_postgres::Error> for RetentionError {
 }
 
 /// One bounded row purge: `sql` takes ($1 cutoff, $2 batch) and returns the rows it touched.
+/// Each walks its rows oldest first along a time index, so a batch reads what it purges and
+/// not the table (the plans test checks this on a populated database).
 struct RowPurge {
     kind: &'static str,
     sql: &'static str,
@@ -98,24 +100,24 @@ struct RowPurge {
 const ROW_PURGES: &[RowPurge] = &[
     RowPurge {
         kind: "run_event_logs",
-        sql: "DELETE FROM run_event_logs WHERE id IN (SELECT id FROM run_event_logs WHERE created_at < $1 ORDER BY id LIMIT $2)",
+        sql: "DELETE FROM run_event_logs WHERE id IN (SELECT id FROM run_event_logs WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.run_event_logs_days,
     },
     RowPurge {
         kind: "qa_samples",
-        sql: "DELETE FROM qa_samples WHERE id IN (SELECT id FROM qa_samples WHERE created_at < $1 ORDER BY id LIMIT $2)",
+        sql: "DELETE FROM qa_samples WHERE id IN (SELECT id FROM qa_samples WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.qa_samples_days,
     },
     RowPurge {
         kind: "llm_logs",
         // Expiry is stored per row; the cutoff is now.
-        sql: "DELETE FROM llm_logs WHERE id IN (SELECT id FROM llm_logs WHERE expires_at < $1 ORDER BY id LIMIT $2)",
+        sql: "DELETE FROM llm_logs WHERE id IN (SELECT id FROM llm_logs WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
         days: |_| 0,
     },
     RowPurge {
         kind: "email_bodies",
         sql: "UPDATE emails SET body_text = NULL, body_html = NULL, body_purged_at = now()
-              WHERE id IN (SELECT id FROM emails WHERE body_purged_at IS NULL AND created_at < $1 ORDER BY id LIMIT $2)",
+              WHERE id IN (SELECT id FROM emails WHERE body_purged_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.email_bodies_days,
     },
     RowPurge {
@@ -126,8 +128,8 @@ const ROW_PURGES: &[RowPurge] = &[
     },
     RowPurge {
         kind: "email_event_payloads",
-        sql: "UPDATE email_events SET raw = jsonb_build_object('event', event, 'stripped', true), reason = NULL, url = NULL
-              WHERE id IN (SELECT id FROM email_events WHERE occurred_at < $1 AND NOT (raw ? 'stripped') LIMIT $2)",
+        sql: "UPDATE email_events SET raw = jsonb_build_object('event', event, 'stripped', true), reason = NULL, url = NULL, recipient = NULL
+              WHERE id IN (SELECT id FROM email_events WHERE occurred_at < $1 AND NOT (raw ? 'stripped') ORDER BY occurred_at LIMIT $2)",
         days: |p| p.raw_payloads_days,
     },
     RowPurge {
@@ -156,13 +158,13 @@ const ROW_PURGES: &[RowPurge] = &[
     },
     RowPurge {
         kind: "sent_alerts",
-        sql: "DELETE FROM sent_alerts WHERE id IN (SELECT id FROM sent_alerts WHERE sent_at < $1 ORDER BY id LIMIT $2)",
+        sql: "DELETE FROM sent_alerts WHERE id IN (SELECT id FROM sent_alerts WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)",
         days: |p| p.alerts_days,
     },
     RowPurge {
         kind: "buyer_emails",
         sql: "UPDATE purchases SET customer_email = NULL
-              WHERE id IN (SELECT id FROM purchases WHERE customer_email IS NOT NULL AND created_at < $1 ORDER BY id LIMIT $2)",
+              WHERE id IN (SELECT id FROM purchases WHERE customer_email IS NOT NULL AND created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.buyer_emails_days,
     },
 ];
@@ -300,7 +302,7 @@ async fn purge_operator_rows(
     .await
 }
 
-const EXPIRED_HTML: &str = "SELECT id, raw_html_key FROM assessments WHERE raw_html_key IS NOT NULL AND assessed_at < $1 ORDER BY id LIMIT $2";
+const EXPIRED_HTML: &str = "SELECT id, raw_html_key FROM assessments WHERE raw_html_key IS NOT NULL AND assessed_at < $1 ORDER BY assessed_at LIMIT $2";
 const FORGET_HTML_KEYS: &str = "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)";
 
 /// Raw HTML: delete the objects, then clear their keys (a retry after a crash in between

@@ -155,11 +155,12 @@ WITH x AS (
     SELECT * FROM jsonb_to_recordset($2::jsonb)
         AS x(key text, email_id uuid, event text, msg text, at timestamptz, reason text, bounce_type text, url text, raw jsonb)
 ), ins AS (
-    INSERT INTO email_events (tenant_id, email_id, sg_event_id, event, sg_message_id, occurred_at, reason, bounce_type, url, raw)
+    INSERT INTO email_events (tenant_id, email_id, sg_event_id, event, sg_message_id, occurred_at, reason, bounce_type, url, raw,
+                              recipient)
     SELECT $1, coalesce(
                (SELECT e.id FROM emails e WHERE e.id = x.email_id),
                (SELECT e.id FROM emails e WHERE e.sg_message_id = x.msg)),
-           x.key, x.event, x.msg, x.at, x.reason, x.bounce_type, x.url, x.raw
+           x.key, x.event, x.msg, x.at, x.reason, x.bounce_type, x.url, x.raw, lower(btrim(x.raw->>'email'))
     FROM x
     ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
     RETURNING email_id, event, occurred_at, bounce_type, raw->>'email' AS address
@@ -196,10 +197,10 @@ ON CONFLICT (tenant_id, kind, value) DO NOTHING";
 
 /// Public for the plan test, like [`INSERT_EVENTS`].
 pub const SOFT_BOUNCED: &str = "
-SELECT lower(raw->>'email') AS address FROM email_events
-WHERE tenant_id = $4 AND event = 'bounce' AND bounce_type = 'blocked' AND lower(raw->>'email') = ANY($1)
+SELECT recipient AS address FROM email_events
+WHERE tenant_id = $4 AND recipient = ANY($1) AND event = 'bounce' AND bounce_type = 'blocked'
   AND occurred_at > now() - make_interval(days => $2)
-GROUP BY lower(raw->>'email') HAVING count(*) >= $3";
+GROUP BY recipient HAVING count(*) >= $3";
 
 /// What storing one tenant's events wrote.
 struct Stored {

@@ -128,13 +128,17 @@ const UPDATE_CURSOR_TOTALS: &str =
  WHERE t.campaign_id = x.c AND t.location = x.l AND t.category = x.k";
 const LOCK_TENANT: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('leadfactory:sourcing:' || $1::uuid::text, 0))";
+/// The stored businesses a page's listings match by any key: one indexed lookup per key, united
+/// (an `OR` of the three would read the tenant's every business).
 const KNOWN_BUSINESSES: &str = "SELECT b.id, b.yelp_id, b.phone_e164, b.name_norm, b.address_norm,
         array(SELECT l.campaign_id FROM campaign_leads l
               WHERE l.business_id = b.id AND l.handed_at > now() - make_interval(days => $5)) AS fresh_for,
         array(SELECT l.campaign_id FROM campaign_leads l WHERE l.business_id = b.id) AS handed_for
- FROM businesses b
- WHERE b.yelp_id = ANY($1) OR b.phone_e164 = ANY($2)
-    OR (b.name_norm, b.address_norm) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))";
+ FROM (SELECT id FROM businesses WHERE yelp_id = ANY($1)
+       UNION SELECT id FROM businesses WHERE phone_e164 = ANY($2)
+       UNION SELECT k.id FROM UNNEST($3::text[], $4::text[]) AS x(n, a)
+             JOIN businesses k ON k.name_norm = x.n AND k.address_norm = x.a) m
+ JOIN businesses b ON b.id = m.id";
 const INSERT_BUSINESSES: &str =
     "INSERT INTO businesses SELECT * FROM jsonb_populate_recordset(NULL::businesses, $1::jsonb)
  ON CONFLICT (tenant_id, yelp_id) WHERE yelp_id IS NOT NULL DO UPDATE SET last_seen_at = now()";

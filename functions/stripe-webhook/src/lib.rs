@@ -461,7 +461,9 @@ struct SessionFacts<'a> {
     amount: i64,
     currency: String,
     intent: Option<&'a str>,
-    customer_email: Option<&'a str>,
+    /// Normalised as `shared::domain::Email` normalises (trimmed, lower-cased), as every stored
+    /// address is (V22's checks).
+    customer_email: Option<String>,
 }
 
 impl<'a> SessionFacts<'a> {
@@ -486,7 +488,8 @@ impl<'a> SessionFacts<'a> {
                 .customer_details
                 .as_ref()
                 .and_then(|c| c.email.as_deref())
-                .or(s.customer_email.as_deref()),
+                .or(s.customer_email.as_deref())
+                .map(|e| e.trim().to_lowercase()),
         })
     }
 }

@@ -22,39 +22,44 @@ pub struct RollupReport {
     pub rows: u64,
 }
 
+/// Each count reads its day by a time range along an index: the column compared with
+/// `timestamptz` bounds, never cast (no index serves a cast column) nor compared with a `date`
+/// (that cross-type comparison is not leakproof, so under row-level security no index serves it). Deliveries, opens and clicks are counted from the day's events: an email
+/// counts on the day of its first such event (the webhook stores that time on the email), so
+/// the roll-up reads a day's events, not every email the tenant ever sent.
 const ROLLUP: &str = "
 WITH days AS (SELECT d::date AS day FROM generate_series($1::date, $2::date, interval '1 day') d),
 c AS (SELECT id FROM campaigns),
 grid AS (SELECT c.id AS campaign_id, days.day FROM c CROSS JOIN days),
 sourced AS (SELECT campaign_id, created_at::date AS day, count(*) n FROM businesses
-            WHERE created_at::date BETWEEN $1 AND $2 AND campaign_id IS NOT NULL GROUP BY 1, 2),
+            WHERE created_at >= $1::date::timestamptz AND created_at < ($2::date + 1)::timestamptz AND campaign_id IS NOT NULL GROUP BY 1, 2),
 assessed AS (SELECT b.campaign_id, a.assessed_at::date AS day, count(*) n FROM assessments a JOIN businesses b ON b.id = a.business_id
-             WHERE a.assessed_at::date BETWEEN $1 AND $2 GROUP BY 1, 2),
+             WHERE a.assessed_at >= $1::date::timestamptz AND a.assessed_at < ($2::date + 1)::timestamptz GROUP BY 1, 2),
 scored AS (SELECT b.campaign_id, s.scored_at::date AS day, count(*) n FROM scores s JOIN businesses b ON b.id = s.business_id
-           WHERE s.scored_at::date BETWEEN $1 AND $2 GROUP BY 1, 2),
-mail AS (SELECT campaign_id, day, sum(e) e, sum(d) d, sum(o) o, sum(k) k FROM (
-            SELECT campaign_id, sent_at::date AS day, 1 e, 0 d, 0 o, 0 k FROM emails WHERE kind = 'outreach' AND sent_at::date BETWEEN $1 AND $2
-            UNION ALL SELECT campaign_id, delivered_at::date, 0, 1, 0, 0 FROM emails WHERE kind = 'outreach' AND delivered_at::date BETWEEN $1 AND $2
-            UNION ALL SELECT campaign_id, opened_at::date, 0, 0, 1, 0 FROM emails WHERE kind = 'outreach' AND opened_at::date BETWEEN $1 AND $2
-            UNION ALL SELECT campaign_id, clicked_at::date, 0, 0, 0, 1 FROM emails WHERE kind = 'outreach' AND clicked_at::date BETWEEN $1 AND $2
-         ) x GROUP BY 1, 2),
+           WHERE s.scored_at >= $1::date::timestamptz AND s.scored_at < ($2::date + 1)::timestamptz GROUP BY 1, 2),
+sent AS (SELECT e.campaign_id, e.sent_at::date AS day, count(*) n FROM c JOIN emails e ON e.tenant_id = $3 AND e.campaign_id = c.id
+         WHERE e.kind = 'outreach' AND e.sent_at >= $1::date::timestamptz AND e.sent_at < ($2::date + 1)::timestamptz GROUP BY 1, 2),
 ev AS (SELECT m.campaign_id, v.occurred_at::date AS day,
+              count(DISTINCT m.id) FILTER (WHERE v.event IN ('delivered', 'open', 'click') AND m.delivered_at::date = v.occurred_at::date) d,
+              count(DISTINCT m.id) FILTER (WHERE v.event = 'open' AND m.opened_at::date = v.occurred_at::date) o,
+              count(DISTINCT m.id) FILTER (WHERE v.event = 'click' AND m.clicked_at::date = v.occurred_at::date) k,
               count(DISTINCT v.email_id) FILTER (WHERE v.event = 'bounce') b,
               count(DISTINCT v.email_id) FILTER (WHERE v.event = 'spamreport') s
        FROM email_events v JOIN emails m ON m.id = v.email_id
-       WHERE v.occurred_at::date BETWEEN $1 AND $2 AND m.kind = 'outreach' GROUP BY 1, 2),
+       WHERE v.tenant_id = $3 AND v.occurred_at >= $1::date::timestamptz AND v.occurred_at < ($2::date + 1)::timestamptz AND m.kind = 'outreach' GROUP BY 1, 2),
 paid AS (SELECT p.campaign_id, p.paid_at::date AS day, count(*) n, sum(p.amount_cents - p.refunded_cents) r FROM purchases p
-         WHERE p.paid_at::date BETWEEN $1 AND $2 AND p.status IN ('paid', 'partially_refunded', 'refunded') AND p.campaign_id IS NOT NULL GROUP BY 1, 2),
+         WHERE p.tenant_id = $3 AND p.paid_at >= $1::date::timestamptz AND p.paid_at < ($2::date + 1)::timestamptz
+           AND p.status IN ('paid', 'partially_refunded', 'refunded') AND p.campaign_id IS NOT NULL GROUP BY 1, 2),
 cost AS (SELECT b.campaign_id, l.occurred_at::date AS day, sum(l.cost_micros) m FROM cost_ledger l JOIN businesses b ON b.id = l.business_id
-         WHERE l.occurred_at::date BETWEEN $1 AND $2 GROUP BY 1, 2)
+         WHERE l.tenant_id = $3 AND l.occurred_at >= $1::date::timestamptz AND l.occurred_at < ($2::date + 1)::timestamptz GROUP BY 1, 2)
 INSERT INTO funnel_daily (tenant_id, campaign_id, day, sourced, assessed, scored, emailed, delivered, opened, clicked, bounced,
                           spam_reports, purchased, revenue_cents, cost_micros, computed_at)
-SELECT $3, g.campaign_id, g.day, coalesce(sourced.n, 0), coalesce(assessed.n, 0), coalesce(scored.n, 0), coalesce(mail.e, 0),
-       coalesce(mail.d, 0), coalesce(mail.o, 0), coalesce(mail.k, 0), coalesce(ev.b, 0), coalesce(ev.s, 0), coalesce(paid.n, 0),
+SELECT $3, g.campaign_id, g.day, coalesce(sourced.n, 0), coalesce(assessed.n, 0), coalesce(scored.n, 0), coalesce(sent.n, 0),
+       coalesce(ev.d, 0), coalesce(ev.o, 0), coalesce(ev.k, 0), coalesce(ev.b, 0), coalesce(ev.s, 0), coalesce(paid.n, 0),
        coalesce(paid.r, 0), coalesce(cost.m, 0), now()
 FROM grid g
 LEFT JOIN sourced USING (campaign_id, day) LEFT JOIN assessed USING (campaign_id, day) LEFT JOIN scored USING (campaign_id, day)
-LEFT JOIN mail USING (campaign_id, day) LEFT JOIN ev USING (campaign_id, day) LEFT JOIN paid USING (campaign_id, day)
+LEFT JOIN sent USING (campaign_id, day) LEFT JOIN ev USING (campaign_id, day) LEFT JOIN paid USING (campaign_id, day)
 LEFT JOIN cost USING (campaign_id, day)
 ON CONFLICT (tenant_id, campaign_id, day) DO UPDATE SET
     sourced = EXCLUDED.sourced, assessed = EXCLUDED.assessed, scored = EXCLUDED.scored, emailed = EXCLUDED.emailed,
@@ -239,9 +244,12 @@ pub struct TierCost {
     pub cost_per_lead_micros: i64,
 }
 
-const COST_PER_TIER: &str = "SELECT s.tier::text AS tier, count(DISTINCT s.business_id) AS leads, coalesce(sum(l.cost_micros), 0)::int8 AS cost_micros
- FROM scores s LEFT JOIN cost_ledger l ON l.business_id = s.business_id
- WHERE s.scored_at >= $1 GROUP BY s.tier ORDER BY s.tier";
+/// Each lead once, at the tier it last scored in the window, with the sum of its ledger entries.
+const COST_PER_TIER: &str = "SELECT s.tier::text AS tier, count(*) AS leads, coalesce(sum(c.m), 0)::int8 AS cost_micros
+ FROM (SELECT DISTINCT ON (business_id) business_id, tier FROM scores WHERE scored_at >= $1
+       ORDER BY business_id, scored_at DESC) s
+ LEFT JOIN LATERAL (SELECT sum(l.cost_micros) m FROM cost_ledger l WHERE l.business_id = s.business_id) c ON true
+ GROUP BY s.tier ORDER BY s.tier";
 
 pub async fn cost_per_tier(
     tx: &tokio_postgres::Transaction<'_>,

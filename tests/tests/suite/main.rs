@@ -19,6 +19,7 @@ mod events;
 mod funnel;
 mod ops_api;
 mod pipeline;
+mod plans;
 mod qa;
 mod redrive;
 mod retention;

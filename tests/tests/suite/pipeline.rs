@@ -1068,8 +1068,9 @@ async fn two_businesses_sharing_an_inbox_get_one_outreach_in_a_campaign() {
     let f = fixture(local_bus(), |_| {}).await;
     let run = f.pipeline.run(&NoProgress).await.unwrap();
     let admin = f.db.admin().await;
-    // Two businesses of the night that were written to: make them share one inbox, spelt in
-    // two cases, as a chain's branches or two rows of one business do, and write to them again.
+    // Two businesses of the night that were written to: make them share one inbox, as a
+    // chain's branches or two rows of one business do, and write to them again. Addresses are
+    // stored normalised (the database refuses one spelt in capitals), so one inbox is one value.
     let rows = admin
         .query(
             "SELECT business_id, campaign_id, to_email FROM emails WHERE kind = 'outreach' ORDER BY to_email LIMIT 2",
@@ -1088,9 +1089,21 @@ async fn two_businesses_sharing_an_inbox_get_one_outreach_in_a_campaign() {
         )
         .await
         .unwrap();
+    let capitals = admin
+        .execute(
+            "UPDATE businesses SET email = upper($2) WHERE id = $1",
+            &[&b2, &inbox],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        capitals.as_db_error().and_then(|d| d.constraint()),
+        Some("businesses_email_normalised"),
+        "{capitals}"
+    );
     admin
         .execute(
-            "UPDATE businesses SET email = CASE WHEN id = $1 THEN $3 ELSE upper($3) END WHERE id IN ($1, $2)",
+            "UPDATE businesses SET email = $3 WHERE id IN ($1, $2)",
             &[&b1, &b2, &inbox],
         )
         .await
