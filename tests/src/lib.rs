@@ -9,6 +9,7 @@
 //! Services the harness starts are stopped by a watchdog when the test process exits. Nothing
 //! is ever skipped for want of a service: failing to start one fails the test, with the reason.
 
+pub mod dedup_set;
 pub mod population;
 pub mod round_trips;
 

@@ -65,18 +65,64 @@ struct Existing {
     name_addr: (String, String),
 }
 
+/// Which of `listings` are one business, as sourcing decides it (the same normalised keys and
+/// the same order of preference as a page against the stored businesses): for each listing the
+/// index of the first listing of its business, or `None` for one sourcing drops (no id or no
+/// name). The de-duplication quality benchmark and test run it over a labelled set.
+pub fn dedupe(listings: &[shared::vendors::yelp::Business]) -> Vec<Option<usize>> {
+    let cands: Vec<Option<candidate::Candidate>> =
+        listings.iter().map(candidate::from_yelp).collect();
+    let kept: Vec<&candidate::Candidate> = cands.iter().flatten().collect();
+    let resolved = resolve(&kept, &[]);
+    let mut first: HashMap<BusinessId, usize> = HashMap::new();
+    let mut at = resolved.iter();
+    cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.as_ref()?;
+            let (id, _) = at.next()?;
+            Some(*first.entry(*id).or_insert(i))
+        })
+        .collect()
+}
+
+/// Whether two normalised names can be one business: one's words contain the other's ("joes"
+/// and "joes pizza"), or they share at least half their words. A phone is a business's key
+/// only with a name that agrees: a restaurant group or a food hall lists several businesses
+/// on one line.
+fn names_agree(a: &str, b: &str) -> bool {
+    let (wa, wb): (
+        std::collections::HashSet<&str>,
+        std::collections::HashSet<&str>,
+    ) = (a.split(' ').collect(), b.split(' ').collect());
+    let shared = wa.intersection(&wb).count();
+    shared == wa.len().min(wb.len()) || 2 * shared >= wa.len().max(wb.len())
+}
+
+/// Who answers on each phone number: every business listed on it, with its name.
+type Lines<'a> = HashMap<&'a str, Vec<(BusinessId, &'a str)>>;
+
+fn on_line(lines: &Lines<'_>, phone: Option<&str>, name: &str) -> Option<BusinessId> {
+    lines
+        .get(phone?)?
+        .iter()
+        .find(|(_, n)| names_agree(n, name))
+        .map(|(id, _)| *id)
+}
+
 /// Decides, for each candidate in order, which business it is: an existing one, an earlier
 /// candidate of this batch, or new. Returns the id and whether it is new.
 fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool)> {
     let mut by_yelp: HashMap<&str, BusinessId> = HashMap::new();
-    let mut by_phone: HashMap<&str, BusinessId> = HashMap::new();
+    let mut by_phone: Lines<'_> = HashMap::new();
     let mut by_name: HashMap<(&str, &str), BusinessId> = HashMap::new();
     for e in existing {
         if let Some(y) = &e.yelp_id {
             by_yelp.insert(y, e.id);
         }
         if let Some(p) = &e.phone {
-            by_phone.entry(p).or_insert(e.id);
+            by_phone.entry(p).or_default().push((e.id, &e.name_addr.0));
         }
         by_name
             .entry((&e.name_addr.0, &e.name_addr.1))
@@ -84,36 +130,41 @@ fn resolve(cands: &[&Candidate], existing: &[Existing]) -> Vec<(BusinessId, bool
     }
     let mut out = Vec::new();
     let mut batch_yelp: HashMap<&str, BusinessId> = HashMap::new();
-    let mut batch_phone: HashMap<&str, BusinessId> = HashMap::new();
+    let mut batch_phone: Lines<'_> = HashMap::new();
     let mut batch_name: HashMap<(&str, &str), BusinessId> = HashMap::new();
     for c in cands {
+        let (phone, name) = (c.phone.as_deref(), c.name_norm.as_str());
         let known = by_yelp
             .get(c.yelp_id.as_str())
-            .or_else(|| c.phone.as_deref().and_then(|p| by_phone.get(p)))
+            .copied()
+            .or_else(|| on_line(&by_phone, phone, name))
             .or_else(|| {
                 (!c.address_norm.is_empty())
-                    .then(|| by_name.get(&(c.name_norm.as_str(), c.address_norm.as_str())))
+                    .then(|| by_name.get(&(name, c.address_norm.as_str())).copied())
                     .flatten()
-            })
-            .copied();
+            });
         let r = if let Some(id) = known {
             (id, false)
         } else if let Some(id) = batch_yelp
             .get(c.yelp_id.as_str())
-            .or_else(|| c.phone.as_deref().and_then(|p| batch_phone.get(p)))
-            .or_else(|| batch_name.get(&(c.name_norm.as_str(), c.address_norm.as_str())))
+            .copied()
+            .or_else(|| on_line(&batch_phone, phone, name))
+            .or_else(|| batch_name.get(&(name, c.address_norm.as_str())).copied())
         {
-            (*id, false)
+            (id, false)
         } else {
             (BusinessId::new(), true)
         };
         batch_yelp.entry(c.yelp_id.as_str()).or_insert(r.0);
-        if let Some(p) = c.phone.as_deref() {
-            batch_phone.entry(p).or_insert(r.0);
+        if let Some(p) = phone {
+            let line = batch_phone.entry(p).or_default();
+            if !line.iter().any(|(id, _)| *id == r.0) {
+                line.push((r.0, name));
+            }
         }
         if !c.address_norm.is_empty() {
             batch_name
-                .entry((c.name_norm.as_str(), c.address_norm.as_str()))
+                .entry((name, c.address_norm.as_str()))
                 .or_insert(r.0);
         }
         out.push(r);
@@ -504,5 +555,51 @@ mod tests {
         assert!(r[3].1, "new");
         assert_eq!(r[4], (r[3].0, false));
         assert_eq!(r[5], (r[3].0, false));
+    }
+
+    #[test]
+    fn businesses_sharing_a_phone_line_stay_apart_unless_their_names_agree() {
+        let group = BusinessId::new();
+        let existing = vec![Existing {
+            id: group,
+            yelp_id: Some("Y1".into()),
+            phone: Some("+14085550009".into()),
+            name_addr: ("golden dragon bistro".into(), "1 market street".into()),
+        }];
+        let cs = [
+            cand(
+                "Y2",
+                Some("+14085550009"),
+                "Copper Kettle Bakery",
+                "1 Market St",
+            ),
+            cand(
+                "Y3",
+                Some("+14085550009"),
+                "The Golden Dragon",
+                "2 Market St",
+            ),
+            cand(
+                "Y4",
+                Some("+14085550009"),
+                "Copper Kettle Bakery LLC",
+                "1 Market St, Ste 2",
+            ),
+        ];
+        let refs: Vec<&Candidate> = cs.iter().collect();
+        let r = resolve(&refs, &existing);
+        assert!(r[0].1, "another business on the group's line is new");
+        assert_eq!(
+            r[1],
+            (group, false),
+            "a name that agrees is the same business"
+        );
+        assert_eq!(
+            r[2],
+            (r[0].0, false),
+            "found again on the line under its own name"
+        );
+        assert!(names_agree("joes", "joes pizza"));
+        assert!(!names_agree("copper kettle bakery", "golden dragon bistro"));
     }
 }

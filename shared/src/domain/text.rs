@@ -83,7 +83,21 @@ pub fn normalize_name(raw: &str) -> String {
     ws.join(" ")
 }
 
-/// Lower-cased, punctuation stripped, street-type and direction abbreviations expanded.
+/// Words that start the unit part of an address line (after abbreviations are expanded).
+const UNIT_DESIGNATORS: &[&str] = &[
+    "suite",
+    "apartment",
+    "floor",
+    "unit",
+    "room",
+    "rm",
+    "bldg",
+    "building",
+];
+
+/// Lower-cased, punctuation stripped, street-type and direction abbreviations expanded, and the
+/// unit (suite, apartment, floor, `#…`, …) dropped: listings of one business name its suite or
+/// not, and a building rarely holds two businesses of one name.
 pub fn normalize_address(raw: &str) -> String {
     words(raw)
         .map(|w| {
@@ -93,6 +107,11 @@ pub fn normalize_address(raw: &str) -> String {
                 .map(|(_, full)| (*full).to_owned())
                 .unwrap_or(w)
         })
+        .enumerate()
+        .take_while(|(i, w)| {
+            *i == 0 || !(w.starts_with('#') || UNIT_DESIGNATORS.contains(&w.as_str()))
+        })
+        .map(|(_, w)| w)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -128,8 +147,11 @@ mod tests {
         for (raw, want) in [
             ("12 Main St.", "12 main street"),
             ("12 MAIN STREET", "12 main street"),
-            ("400 N. Elm Ave, Ste 5", "400 north elm avenue suite 5"),
-            ("1 Park Blvd #3", "1 park boulevard #3"),
+            ("400 N. Elm Ave, Ste 5", "400 north elm avenue"),
+            ("400 N Elm Avenue Suite 101A", "400 north elm avenue"),
+            ("1 Park Blvd #3", "1 park boulevard"),
+            ("1 Park Blvd, Unit B", "1 park boulevard"),
+            ("9 Market St Fl 2", "9 market street"),
         ] {
             assert_eq!(normalize_address(raw), want, "{raw}");
         }

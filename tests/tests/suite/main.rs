@@ -14,6 +14,7 @@ mod contracts;
 mod dashboard;
 mod data_map;
 mod db;
+mod dedup;
 mod dlq;
 mod events;
 mod funnel;
