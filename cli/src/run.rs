@@ -147,6 +147,9 @@ fn print_summary(s: &RunSummary, activity: &FunnelActivity, secs: f64) {
             dollars(s.cost_micros / s.sourced.max(1)),
         );
     }
+    if let Some(per) = s.cost_per_qualified_micros() {
+        row("cost per qualified lead", dollars(per));
+    }
     row("wall time", format!("{secs:.1} s"));
 }
 

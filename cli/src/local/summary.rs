@@ -41,6 +41,14 @@ pub struct RunSummary {
     pub cost_micros: i64,
 }
 
+impl RunSummary {
+    /// Vendor spend per qualified lead, the figure an agency prices against (most of a night's
+    /// spend goes on businesses that never qualify).
+    pub fn cost_per_qualified_micros(&self) -> Option<i64> {
+        (self.qualified > 0).then(|| self.cost_micros / self.qualified)
+    }
+}
+
 /// Counts of a run's events for one stage, by event name.
 const COUNT_EVENTS: &str =
     "SELECT count(*) AS n FROM run_event_logs WHERE run_id = $1 AND stage = $2 AND event = ANY($3)";

@@ -94,8 +94,16 @@ impl Default for PriceTable {
         Self(BTreeMap::from([
             // Yelp Places API starter plan: about $8 per 1,000 calls.
             (Vendor::Yelp, p(8_000, 0, 0)),
-            // Places Text Search (New), Pro SKU: $32 per 1,000.
-            (Vendor::Places, p(32_000, 0, 0)),
+            // Places Text Search (New) at the SKU enrichment's field mask falls in.
+            (
+                Vendor::Places,
+                p(
+                    super::places::Sku::of_mask(super::places::SEARCH_FIELD_MASK)
+                        .list_price_micros(),
+                    0,
+                    0,
+                ),
+            ),
             (Vendor::PageSpeed, p(0, 0, 0)),
             // gpt-4o-mini class: $0.15 / M input, $0.60 / M output tokens.
             (Vendor::OpenAi, p(0, 150_000, 600_000)),
@@ -257,7 +265,7 @@ mod tests {
         let t = PriceTable::default();
         // 1,000 input + 500 output tokens of gpt-4o-mini = $0.00015 + $0.0003 = 450 micros.
         assert_eq!(t.price(Vendor::OpenAi).cost(1, 1_000, 500), 450);
-        assert_eq!(t.price(Vendor::Places).cost(2, 0, 0), 64_000);
+        assert_eq!(t.price(Vendor::Places).cost(2, 0, 0), 70_000);
         let o = PriceTable::with_overrides(r#"{"pagespeed":{"per_request_micros":5}}"#).unwrap();
         assert_eq!(o.price(Vendor::PageSpeed).cost(3, 0, 0), 15);
         assert_eq!(o.price(Vendor::Places), t.price(Vendor::Places));
