@@ -10,26 +10,32 @@
 //! 100k and 1M businesses in one database that way.
 //!
 //! Tenant `0` (the caller's, e.g. the local run's tenant) holds about a fifth of the rows, the
-//! smallest of the other nineteen about 2.5 %. Ages spread over the last 180 days, and rows
-//! are as retention leaves them at steady state: webhook payloads older than 90 days are
-//! stripped. Generated businesses use `+44 20` phone numbers and `gen-*.example` domains,
+//! smallest of the other nineteen about 2.5 %. The fleet sources [`Shape::per_day`] businesses a day,
+//! row 0 the newest: a bigger database holds a longer history, not busier days, so a day's
+//! work (a night, a roll-up, a webhook batch) is the same rows at every size and what a
+//! benchmark sees growing is the tables. Rows are as retention leaves them at steady state:
+//! webhook payloads older than 90 days are stripped, email bodies older than 180 purged.
+//! Generated businesses use `+44 20` phone numbers and `gen-*.example` domains,
 //! which the vendor simulator never hands out, so a run over the populated database finds no
 //! false duplicates in them.
 
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-/// How many of each row one generated business brings.
+/// How many of each row one generated business brings, and how fast the history grows.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     /// SendGrid events per email (production: 10).
     pub events_per_email: i64,
+    /// Businesses the fleet sources a day (all tenants; default [`PER_DAY`]).
+    pub per_day: i64,
 }
 
 impl Default for Shape {
     fn default() -> Self {
         Self {
             events_per_email: 10,
+            per_day: PER_DAY,
         }
     }
 }
@@ -49,16 +55,23 @@ pub fn tenants(main: Uuid, seed: &str) -> Vec<Uuid> {
 /// The tenant of row `g`: the square of an equidistributed fraction, so tenant 0 draws
 /// √(1/20) ≈ 22 % of the rows and tenant 19 about 2.5 %.
 const TENANT: &str = "($1::uuid[])[1 + least(19, floor(20 * power(g * 0.6180339887498949 - floor(g * 0.6180339887498949), 2)))::int]";
-/// The age of row `g`, spread over 180 days.
-const AGE: &str =
-    "(((g * 7919) % 180) * interval '1 day' + ((g * 104729) % 86400) * interval '1 second')";
+/// Businesses the fleet sources per day by default (all tenants).
+pub const PER_DAY: i64 = 5_000;
+/// The age of row `g`: its day (row 0 the newest; `per_day` rows a day), and a time of day.
+fn age(per_day: i64) -> String {
+    format!("((g / {per_day}) * interval '1 day' + ((g * 104729) % 86400) * interval '1 second')")
+}
 
 /// Rows of each kind generated per statement: big enough to be set-based, small enough that
 /// one statement's sort for the indexes stays in memory.
 const CHUNK: i64 = 100_000;
 
-/// The tenants, their campaigns and 180 days of nightly runs; idempotent.
-async fn scaffold(admin: &Client, tenants: &[Uuid]) -> Result<(), tokio_postgres::Error> {
+/// The tenants, their campaigns and a nightly run for each of `days` days; idempotent.
+async fn scaffold(
+    admin: &Client,
+    tenants: &[Uuid],
+    days: i64,
+) -> Result<(), tokio_postgres::Error> {
     admin
         .execute(
             "INSERT INTO tenants (id, name)
@@ -83,10 +96,10 @@ async fn scaffold(admin: &Client, tenants: &[Uuid]) -> Result<(), tokio_postgres
         .execute(
             "INSERT INTO runs (id, tenant_id, kind, status, run_date, started_at, finished_at)
              SELECT md5('run-' || t.id || '-' || d)::uuid, t.id, 'nightly', 'succeeded',
-                    current_date - d, now() - d * interval '1 day', now() - d * interval '1 day' + interval '20 minutes'
-             FROM unnest($1::uuid[]) AS t(id), generate_series(1, 180) d
+                    current_date - d::int, now() - d * interval '1 day', now() - d * interval '1 day' + interval '20 minutes'
+             FROM unnest($1::uuid[]) AS t(id), generate_series(1, $2::int8) d
              ON CONFLICT DO NOTHING",
-            &[&tenants],
+            &[&tenants, &days],
         )
         .await?;
     Ok(())
@@ -94,8 +107,9 @@ async fn scaffold(admin: &Client, tenants: &[Uuid]) -> Result<(), tokio_postgres
 
 /// The statements that generate rows `[$2, $3)` of each table, in foreign-key order. `$1` is
 /// the tenants, `$4` the seed, `$5` the events per email.
-fn statements() -> Vec<String> {
-    let run = format!("md5('run-' || {TENANT} || '-' || (1 + (g * 7919) % 180))::uuid");
+fn statements(per_day: i64) -> Vec<String> {
+    let age = age(per_day);
+    let run = format!("md5('run-' || {TENANT} || '-' || (1 + g / {per_day}))::uuid");
     let campaign = format!("md5('campaign-' || {TENANT})::uuid");
     let id = |kind: &str| format!("md5('{kind}-' || $4::text || '-' || g)::uuid");
     let (business, assessment, score, report, email, purchase) = (
@@ -118,7 +132,7 @@ fn statements() -> Vec<String> {
                     lpad((10001 + g % 90)::text, 5, '0'), '+4420' || lpad((g % 100000000)::text, 8, '0'),
                     'https://gen-' || g || '.example/', 'gen-' || g || '.example', 'owner@gen-' || g || '.example',
                     40.7 + (g % 1000) / 10000.0, -74.0 + (g % 997) / 10000.0, '{{restaurants}}',
-                    (g % 50) / 10.0, g % 900, {run}, now() - {AGE}, now() - {AGE}, now() - {AGE}
+                    (g % 50) / 10.0, g % 900, {run}, now() - {age}, now() - {age}, now() - {age}
              {series}"
         ),
         format!(
@@ -126,12 +140,12 @@ fn statements() -> Vec<String> {
                                       user_rating_count, business_status, match_confidence, matched, enriched_at)
              SELECT {business}, {TENANT}, 'gen-place-' || g, 'https://gen-' || g || '.example/',
                     '+4420' || lpad((g % 100000000)::text, 8, '0'), (g % 50) / 10.0, g % 900, 'OPERATIONAL',
-                    0.9, true, now() - {AGE}
+                    0.9, true, now() - {age}
              {series}"
         ),
         format!(
             "INSERT INTO campaign_leads (tenant_id, business_id, campaign_id, run_id, handed_at)
-             SELECT {TENANT}, {business}, {campaign}, {run}, now() - {AGE} {series}"
+             SELECT {TENANT}, {business}, {campaign}, {run}, now() - {age} {series}"
         ),
         format!(
             "INSERT INTO assessments (id, tenant_id, business_id, run_id, url, final_url, http_status, https,
@@ -140,14 +154,14 @@ fn statements() -> Vec<String> {
              SELECT {assessment}, {TENANT}, {business}, {run}, 'https://gen-' || g || '.example/',
                     'https://gen-' || g || '.example/', 200, g % 3 <> 0, g % 4 <> 0, 'Generated Bistro ' || g,
                     'wordpress', 2015 + g % 10, g % 101, (g * 7) % 101, 1000 + g % 6000, (g % 50) / 100.0,
-                    now() - {AGE}
+                    now() - {age}
              {series}"
         ),
         format!(
             "INSERT INTO scores (id, tenant_id, business_id, run_id, assessment_id, score, tier, rules_version,
                                  breakdown, qualified, scored_at)
              SELECT {score}, {TENANT}, {business}, {run}, {assessment}, s, t, 'v1', '{{}}', t IN ('A', 'B'),
-                    now() - {AGE}
+                    now() - {age}
              FROM (SELECT g, (g * 37) % 101 AS s,
                           CASE WHEN (g * 37) % 101 >= 75 THEN 'A' WHEN (g * 37) % 101 >= 50 THEN 'B'
                                WHEN (g * 37) % 101 >= 25 THEN 'C' ELSE 'D' END AS t
@@ -159,7 +173,7 @@ fn statements() -> Vec<String> {
              SELECT {report}, {TENANT}, {business}, {run}, {score},
                     md5('token-' || $4::text || g) || md5('token2-' || $4::text || g),
                     'reports/gen/' || g || '/preview.pdf', 'reports/gen/' || g || '/full.pdf', 6, 120000, 4900,
-                    now() - {AGE}
+                    now() - {age}
              {series} WHERE g % 5 = 0"
         ),
         format!(
@@ -168,11 +182,12 @@ fn statements() -> Vec<String> {
                                  created_at, sent_at, delivered_at, opened_at, clicked_at, body_purged_at)
              SELECT {email}, {TENANT}, {campaign}, {business}, {run}, CASE WHEN g % 5 = 0 THEN {report} END,
                     'owner@gen-' || g || '.example', 'A quick look at gen-' || g || '.example',
-                    'Hello, we looked at your website.', 'sent',
+                    CASE WHEN {age} <= interval '180 days' THEN 'Hello, we looked at your website.' END, 'sent',
                     CASE WHEN g % 40 = 0 THEN 'bounced' ELSE 'delivered' END, 'gen-msg-' || $4::text || '-' || g,
-                    1, 'llm', now() - {AGE}, now() - {AGE}, now() - {AGE} + interval '1 minute',
-                    CASE WHEN g % 3 = 0 THEN now() - {AGE} + interval '1 hour' END,
-                    CASE WHEN g % 10 = 0 THEN now() - {AGE} + interval '2 hours' END, NULL
+                    1, 'llm', now() - {age}, now() - {age}, now() - {age} + interval '1 minute',
+                    CASE WHEN g % 3 = 0 THEN now() - {age} + interval '1 hour' END,
+                    CASE WHEN g % 10 = 0 THEN now() - {age} + interval '2 hours' END,
+                    CASE WHEN {age} > interval '180 days' THEN now() END
              {series}"
         ),
         format!(
@@ -186,7 +201,7 @@ fn statements() -> Vec<String> {
                                                  'timestamp', extract(epoch FROM at)::int8) END,
                     at, CASE WHEN at >= now() - interval '90 days' THEN 'owner@gen-' || g || '.example' END
              FROM (SELECT g, k, (ARRAY['processed','delivered','open','open','click','open','open','click','open','open'])[1 + k % 10] AS ev,
-                          now() - {AGE} + k * interval '10 minutes' AS at
+                          now() - {age} + k * interval '10 minutes' AS at
                    FROM generate_series($2::int8, $3::int8 - 1) g, generate_series(0, $5::int8 - 1) k) x"
         ),
         format!(
@@ -195,21 +210,21 @@ fn statements() -> Vec<String> {
                                     paid_at, fulfilled_at)
              SELECT {purchase}, {TENANT}, {report}, {business}, {campaign}, {email},
                     'cs_gen_' || $4::text || '_' || g, 'pi_gen_' || $4::text || '_' || g, 'paid', 4900,
-                    'owner@gen-' || g || '.example', now() - {AGE} + interval '3 hours',
-                    now() - {AGE} + interval '3 hours', now() - {AGE} + interval '3 hours'
+                    'owner@gen-' || g || '.example', now() - {age} + interval '3 hours',
+                    now() - {age} + interval '3 hours', now() - {age} + interval '3 hours'
              {series} WHERE g % 10 = 0"
         ),
         format!(
             "INSERT INTO stripe_events (event_id, tenant_id, type, created, payload, received_at, processed_at)
              SELECT 'evt_gen_' || $4::text || '_' || g, {TENANT}, 'checkout.session.completed',
-                    now() - {AGE} + interval '3 hours',
+                    now() - {age} + interval '3 hours',
                     jsonb_build_object('id', 'evt_gen_' || g, 'type', 'checkout.session.completed', 'stripped', true),
-                    now() - {AGE} + interval '3 hours', now() - {AGE} + interval '3 hours'
+                    now() - {age} + interval '3 hours', now() - {age} + interval '3 hours'
              {series} WHERE g % 10 = 0"
         ),
         format!(
             "INSERT INTO suppressions (tenant_id, kind, value, reason, source, created_at)
-             SELECT {TENANT}, 'email', 'owner@gen-' || g || '.example', 'unsubscribe', 'generated', now() - {AGE}
+             SELECT {TENANT}, 'email', 'owner@gen-' || g || '.example', 'unsubscribe', 'generated', now() - {age}
              {series} WHERE g % 50 = 0"
         ),
     ]
@@ -226,8 +241,9 @@ pub async fn populate(
     from: i64,
     to: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    scaffold(admin, tenants).await?;
-    let statements = statements();
+    let per_day = shape.per_day.max(1);
+    scaffold(admin, tenants, to / per_day + 1).await?;
+    let statements = statements(per_day);
     let mut at = from;
     while at < to {
         let end = (at + CHUNK).min(to);

@@ -141,10 +141,15 @@ const ROW_PURGES: &[RowPurge] = &[
     },
     RowPurge {
         kind: "uncontacted_assessment_contacts",
+        // The old businesses by their index, each one's assessments by theirs: a lateral kept
+        // apart by `OFFSET 0` (flattened into a join, the planner hashes every assessment of
+        // the tenant).
         sql: "UPDATE assessments SET contact_emails = '{}', contact_phones = '{}'
-              WHERE id IN (SELECT a.id FROM businesses b JOIN assessments a ON a.business_id = b.id
+              WHERE id IN (SELECT a.id FROM businesses b
+                           CROSS JOIN LATERAL (SELECT x.id FROM assessments x WHERE x.business_id = b.id
+                                                 AND (cardinality(x.contact_emails) > 0 OR cardinality(x.contact_phones) > 0)
+                                               OFFSET 0) a
                            WHERE b.last_seen_at < $1
-                             AND (cardinality(a.contact_emails) > 0 OR cardinality(a.contact_phones) > 0)
                              AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
         days: |p| p.uncontacted_days,
     },

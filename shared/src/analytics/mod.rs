@@ -26,7 +26,9 @@ pub struct RollupReport {
 /// `timestamptz` bounds, never cast (no index serves a cast column) nor compared with a `date`
 /// (that cross-type comparison is not leakproof, so under row-level security no index serves it). Deliveries, opens and clicks are counted from the day's events: an email
 /// counts on the day of its first such event (the webhook stores that time on the email), so
-/// the roll-up reads a day's events, not every email the tenant ever sent.
+/// the roll-up reads a day's events, not every email the tenant ever sent, and looks each
+/// event's email up by its key (a lateral lookup, so the planner cannot trade the day's few
+/// thousand lookups for a hash of every email).
 const ROLLUP: &str = "
 WITH days AS (SELECT d::date AS day FROM generate_series($1::date, $2::date, interval '1 day') d),
 c AS (SELECT id FROM campaigns),
@@ -39,14 +41,22 @@ scored AS (SELECT b.campaign_id, s.scored_at::date AS day, count(*) n FROM score
            WHERE s.scored_at >= $1::date::timestamptz AND s.scored_at < ($2::date + 1)::timestamptz GROUP BY 1, 2),
 sent AS (SELECT e.campaign_id, e.sent_at::date AS day, count(*) n FROM c JOIN emails e ON e.tenant_id = $3 AND e.campaign_id = c.id
          WHERE e.kind = 'outreach' AND e.sent_at >= $1::date::timestamptz AND e.sent_at < ($2::date + 1)::timestamptz GROUP BY 1, 2),
-ev AS (SELECT m.campaign_id, v.occurred_at::date AS day,
-              count(DISTINCT m.id) FILTER (WHERE v.event IN ('delivered', 'open', 'click') AND m.delivered_at::date = v.occurred_at::date) d,
-              count(DISTINCT m.id) FILTER (WHERE v.event = 'open' AND m.opened_at::date = v.occurred_at::date) o,
-              count(DISTINCT m.id) FILTER (WHERE v.event = 'click' AND m.clicked_at::date = v.occurred_at::date) k,
-              count(DISTINCT v.email_id) FILTER (WHERE v.event = 'bounce') b,
-              count(DISTINCT v.email_id) FILTER (WHERE v.event = 'spamreport') s
-       FROM email_events v JOIN emails m ON m.id = v.email_id
-       WHERE v.tenant_id = $3 AND v.occurred_at >= $1::date::timestamptz AND v.occurred_at < ($2::date + 1)::timestamptz AND m.kind = 'outreach' GROUP BY 1, 2),
+ev AS (SELECT m.campaign_id, v.day,
+              count(*) FILTER (WHERE v.delivered AND m.delivered_at::date = v.day) d,
+              count(*) FILTER (WHERE v.opened AND m.opened_at::date = v.day) o,
+              count(*) FILTER (WHERE v.clicked AND m.clicked_at::date = v.day) k,
+              count(*) FILTER (WHERE v.bounced) b,
+              count(*) FILTER (WHERE v.spam) s
+       FROM (SELECT email_id, occurred_at::date AS day,
+                    bool_or(event IN ('delivered', 'open', 'click')) delivered, bool_or(event = 'open') opened,
+                    bool_or(event = 'click') clicked, bool_or(event = 'bounce') bounced, bool_or(event = 'spamreport') spam
+             FROM email_events
+             WHERE tenant_id = $3 AND email_id IS NOT NULL
+               AND occurred_at >= $1::date::timestamptz AND occurred_at < ($2::date + 1)::timestamptz
+             GROUP BY 1, 2) v
+       CROSS JOIN LATERAL (SELECT e.campaign_id, e.delivered_at, e.opened_at, e.clicked_at FROM emails e
+                           WHERE e.id = v.email_id AND e.kind = 'outreach') m
+       GROUP BY 1, 2),
 paid AS (SELECT p.campaign_id, p.paid_at::date AS day, count(*) n, sum(p.amount_cents - p.refunded_cents) r FROM purchases p
          WHERE p.tenant_id = $3 AND p.paid_at >= $1::date::timestamptz AND p.paid_at < ($2::date + 1)::timestamptz
            AND p.status IN ('paid', 'partially_refunded', 'refunded') AND p.campaign_id IS NOT NULL GROUP BY 1, 2),
