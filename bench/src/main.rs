@@ -10,7 +10,9 @@
 //!   time, CPU per lead, peak memory, database statements (pg_stat_statements) per batch and,
 //!   with `--round-trips`, round trips per batch (counted by a relay in front of PostgreSQL).
 
+mod dedup;
 mod runtime_api;
+mod scale;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,6 +74,23 @@ enum Command {
         #[arg(long)]
         bins: PathBuf,
     },
+    /// The hot operations on one production-shaped database grown to each size in turn
+    /// (businesses; each with its email, events, score …; see testkit::population)
+    Scale {
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<i64>,
+        #[arg(long, default_value_t = 10)]
+        events_per_email: i64,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
+    /// De-duplication quality on labelled sets of these many businesses
+    Dedup {
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        businesses: Vec<usize>,
+        #[arg(long, default_value_t = 27)]
+        seed: u64,
+    },
     /// The local pipeline at scale
     Pipeline {
         #[arg(long, value_delimiter = ',', default_value = "1000")]
@@ -114,7 +133,11 @@ async fn database(dir: &Path) -> anyhow::Result<(String, String)> {
         LocalCluster::stop(dir).await?;
         std::fs::write(
             &conf,
-            format!("{text}\nshared_preload_libraries = 'pg_stat_statements'\n"),
+            // A quarter of a 4 GB instance (db.t4g.medium), as RDS sizes shared_buffers: the
+            // default 128 MB would make the scale benchmark measure the OS page cache.
+            format!(
+                "{text}\nshared_preload_libraries = 'pg_stat_statements'\nshared_buffers = '1GB'\n"
+            ),
         )?;
     }
     let c = if LocalCluster::running(dir).await.is_some() {
@@ -907,6 +930,15 @@ async fn run() -> anyhow::Result<()> {
             rounds,
             invokes,
         } => webhook(batch, rounds, invokes).await,
+        Command::Dedup { businesses, seed } => {
+            dedup::dedup(&businesses, seed);
+            Ok(())
+        }
+        Command::Scale {
+            sizes,
+            events_per_email,
+            repeat,
+        } => scale::scale(&sizes, events_per_email, repeat).await,
         Command::Pipeline {
             leads,
             latency_ms,
