@@ -11,6 +11,8 @@
 //! rest waits for tomorrow (recorded as `remaining`). What was purged is recorded in
 //! `retention_runs`.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use shared::bus::Queue;
 use shared::db::{DbError, begin_tenant};
@@ -95,6 +97,11 @@ struct RowPurge {
     kind: &'static str,
     sql: &'static str,
     days: fn(&Periods) -> i32,
+    /// The purge's rows are found by a time that only moves forward (a business's last
+    /// sighting), and what it checks on each does not shrink (whether it was ever written to):
+    /// `$3` bounds it to the rows that crossed the cutoff since the last completed run (less a
+    /// day), so a night does not re-check the whole history.
+    resumable: bool,
 }
 
 const ROW_PURGES: &[RowPurge] = &[
@@ -102,35 +109,41 @@ const ROW_PURGES: &[RowPurge] = &[
         kind: "run_event_logs",
         sql: "DELETE FROM run_event_logs WHERE id IN (SELECT id FROM run_event_logs WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.run_event_logs_days,
+        resumable: false,
     },
     RowPurge {
         kind: "qa_samples",
         sql: "DELETE FROM qa_samples WHERE id IN (SELECT id FROM qa_samples WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.qa_samples_days,
+        resumable: false,
     },
     RowPurge {
         kind: "llm_logs",
         // Expiry is stored per row; the cutoff is now.
         sql: "DELETE FROM llm_logs WHERE id IN (SELECT id FROM llm_logs WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
         days: |_| 0,
+        resumable: false,
     },
     RowPurge {
         kind: "email_bodies",
         sql: "UPDATE emails SET body_text = NULL, body_html = NULL, body_purged_at = now()
               WHERE id IN (SELECT id FROM emails WHERE body_purged_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.email_bodies_days,
+        resumable: false,
     },
     RowPurge {
         kind: "processed_messages",
         sql: "DELETE FROM processed_messages WHERE (tenant_id, stage, key) IN
               (SELECT tenant_id, stage, key FROM processed_messages WHERE status = 'done' AND updated_at < $1 LIMIT $2)",
         days: |p| p.processed_messages_days,
+        resumable: false,
     },
     RowPurge {
         kind: "email_event_payloads",
         sql: "UPDATE email_events SET raw = jsonb_build_object('event', event, 'stripped', true), reason = NULL, url = NULL, recipient = NULL
               WHERE id IN (SELECT id FROM email_events WHERE occurred_at < $1 AND NOT (raw ? 'stripped') ORDER BY occurred_at LIMIT $2)",
         days: |p| p.raw_payloads_days,
+        resumable: false,
     },
     RowPurge {
         kind: "stripe_event_payloads",
@@ -138,6 +151,7 @@ const ROW_PURGES: &[RowPurge] = &[
               WHERE event_id IN (SELECT event_id FROM stripe_events
                                  WHERE processed_at IS NOT NULL AND created < $1 AND NOT (payload ? 'stripped') LIMIT $2)",
         days: |p| p.raw_payloads_days,
+        resumable: false,
     },
     RowPurge {
         kind: "uncontacted_assessment_contacts",
@@ -149,28 +163,33 @@ const ROW_PURGES: &[RowPurge] = &[
                            CROSS JOIN LATERAL (SELECT x.id FROM assessments x WHERE x.business_id = b.id
                                                  AND (cardinality(x.contact_emails) > 0 OR cardinality(x.contact_phones) > 0)
                                                OFFSET 0) a
-                           WHERE b.last_seen_at < $1
+                           WHERE b.last_seen_at < $1 AND b.last_seen_at >= $3
                              AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
         days: |p| p.uncontacted_days,
+        resumable: true,
     },
     RowPurge {
         // After the assessments' copies above, so those still find their business.
         kind: "uncontacted_business_emails",
         sql: "UPDATE businesses SET email = NULL, email_reason = NULL, updated_at = now()
               WHERE id IN (SELECT b.id FROM businesses b WHERE b.email IS NOT NULL AND b.last_seen_at < $1
+                             AND b.last_seen_at >= $3
                              AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
         days: |p| p.uncontacted_days,
+        resumable: true,
     },
     RowPurge {
         kind: "sent_alerts",
         sql: "DELETE FROM sent_alerts WHERE id IN (SELECT id FROM sent_alerts WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)",
         days: |p| p.alerts_days,
+        resumable: false,
     },
     RowPurge {
         kind: "buyer_emails",
         sql: "UPDATE purchases SET customer_email = NULL
               WHERE id IN (SELECT id FROM purchases WHERE customer_email IS NOT NULL AND created_at < $1 ORDER BY created_at LIMIT $2)",
         days: |p| p.buyer_emails_days,
+        resumable: false,
     },
 ];
 
@@ -181,14 +200,19 @@ const OPERATOR_PURGES: &[RowPurge] = &[
         kind: "operator_alerts",
         sql: "SELECT purge_operator_alerts($1, $2::int) AS n",
         days: |p| p.alerts_days,
+        resumable: false,
     },
     RowPurge {
         kind: "unattributed_stripe_payloads",
         sql: "SELECT strip_unattributed_stripe_payloads($1, $2::int) AS n",
         days: |p| p.raw_payloads_days,
+        resumable: false,
     },
 ];
 
+/// When each kind last ran to the end (`cutoff` records the run's time).
+const LAST_COMPLETED: &str =
+    "SELECT kind, max(cutoff) AS at FROM retention_runs WHERE NOT remaining GROUP BY kind";
 const RECORD_RETENTION_RUN: &str = "INSERT INTO retention_runs (kind, rows, objects, batches, remaining, cutoff, ran_at) VALUES ($1, $2, $3, $4, $5, $6, $6)";
 
 /// Purges everything past its period for every tenant, as of `now`.
@@ -197,12 +221,25 @@ pub async fn purge(
     periods: &Periods,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<RetentionReport, RetentionError> {
-    let tenants = shared::db::tenant_ids(&deps.pool.get().await.map_err(DbError::from)?).await?;
+    let c = deps.pool.get().await.map_err(DbError::from)?;
+    let tenants = shared::db::tenant_ids(&c).await?;
+    let completed: HashMap<String, chrono::DateTime<chrono::Utc>> = c
+        .query(LAST_COMPLETED, &[])
+        .await?
+        .iter()
+        .map(|r| (r.get("kind"), r.get("at")))
+        .collect();
+    drop(c);
     let mut totals: Vec<Purged> = Vec::new();
     for tenant in &tenants {
         for p in ROW_PURGES {
-            let cutoff = now - chrono::Duration::days(i64::from((p.days)(periods)));
-            let r = purge_rows(deps, *tenant, p, cutoff, periods).await?;
+            let days = chrono::Duration::days(i64::from((p.days)(periods)));
+            let cutoff = now - days;
+            let since = match completed.get(p.kind) {
+                Some(at) if p.resumable => *at - days - chrono::Duration::days(1),
+                _ => chrono::DateTime::UNIX_EPOCH,
+            };
+            let r = purge_rows(deps, *tenant, p, cutoff, since, periods).await?;
             add(&mut totals, r);
         }
         let cutoff = now - chrono::Duration::days(i64::from(periods.raw_html_days));
@@ -280,12 +317,18 @@ async fn purge_rows(
     tenant: TenantId,
     p: &RowPurge,
     cutoff: chrono::DateTime<chrono::Utc>,
+    since: chrono::DateTime<chrono::Utc>,
     periods: &Periods,
 ) -> Result<Purged, RetentionError> {
     let mut c = deps.pool.get().await.map_err(DbError::from)?;
     batched(p.kind, periods, async || {
         let tx = begin_tenant(&mut c, tenant).await?;
-        let n = tx.execute(p.sql, &[&cutoff, &periods.batch]).await?;
+        let n = if p.resumable {
+            tx.execute(p.sql, &[&cutoff, &periods.batch, &since])
+                .await?
+        } else {
+            tx.execute(p.sql, &[&cutoff, &periods.batch]).await?
+        };
         tx.commit().await?;
         Ok((n, 0, n as i64 >= periods.batch))
     })

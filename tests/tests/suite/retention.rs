@@ -664,3 +664,43 @@ async fn personal_data_past_its_period_is_stripped_or_purged_and_the_rest_kept()
     .unwrap();
     assert!(again.purged.iter().all(|p| p.rows == 0), "{again:?}");
 }
+
+#[tokio::test]
+async fn a_business_crossing_the_cutoff_after_a_completed_night_is_purged_the_next() {
+    let f = funnel(1.0).await;
+    let admin = f.db.admin().await;
+    let periods = retention::Periods::default();
+    let now = chrono::Utc::now();
+    // A completed night first: from then on the uncontacted purges read only what crossed the
+    // cutoff since (less a day), not the whole history.
+    retention::purge(&f.p.deps, &periods, now).await.unwrap();
+    let crossing: uuid::Uuid = admin
+        .query_one(
+            "UPDATE businesses SET last_seen_at = now() - interval '179 days'
+              WHERE id = (SELECT b.id FROM businesses b WHERE b.email IS NOT NULL
+                            AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) ORDER BY b.id LIMIT 1)
+              RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get("id");
+    let kept = retention::purge(&f.p.deps, &periods, now).await.unwrap();
+    let rows = |r: &retention::RetentionReport, kind: &str| {
+        r.purged
+            .iter()
+            .find(|p| p.kind == kind)
+            .map_or(0, |p| p.rows)
+    };
+    assert_eq!(rows(&kept, "uncontacted_business_emails"), 0, "not due yet");
+    let later = retention::purge(&f.p.deps, &periods, now + chrono::Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(rows(&later, "uncontacted_business_emails"), 1, "{later:?}");
+    let email: Option<String> = admin
+        .query_one("SELECT email FROM businesses WHERE id = $1", &[&crossing])
+        .await
+        .unwrap()
+        .get("email");
+    assert_eq!(email, None);
+}
