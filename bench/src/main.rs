@@ -11,6 +11,7 @@
 //!   with `--round-trips`, round trips per batch (counted by a relay in front of PostgreSQL).
 
 mod dedup;
+mod http_load;
 mod runtime_api;
 mod scale;
 
@@ -83,6 +84,17 @@ enum Command {
         events_per_email: i64,
         #[arg(long, default_value_t = 5)]
         repeat: usize,
+    },
+    /// The HTTP functions under load through the local gateway, driven by `oha`
+    Http {
+        /// The `oha` binary
+        #[arg(long)]
+        oha: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "10,50,200")]
+        concurrency: Vec<usize>,
+        /// Seconds per target and concurrency
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// De-duplication quality on labelled sets of these many businesses
     Dedup {
@@ -895,7 +907,14 @@ const BLOCKING_THREAD: &str = "lf-blocking";
 
 fn main() -> anyhow::Result<()> {
     leadfactory_cli::local::return_freed_buffers_to_the_os();
-    tokio::runtime::Builder::new_current_thread()
+    let command = Cli::parse().command;
+    // Under load the gateway serves from every core, as many Lambda instances would; the other
+    // benchmarks run on one thread so that their CPU can be attributed.
+    let mut builder = match command {
+        Command::Http { .. } => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder
         .thread_name(BLOCKING_THREAD)
         // A blocking thread that ended would take its CPU time out of /proc/self/task.
         .thread_keep_alive(Duration::from_secs(24 * 3600))
@@ -906,11 +925,11 @@ fn main() -> anyhow::Result<()> {
         .max_blocking_threads(16)
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(run(command))
 }
 
-async fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Coldstart {
             bins,
             functions,
@@ -930,6 +949,11 @@ async fn run() -> anyhow::Result<()> {
             rounds,
             invokes,
         } => webhook(batch, rounds, invokes).await,
+        Command::Http {
+            oha,
+            concurrency,
+            seconds,
+        } => http_load::http(&oha, &concurrency, seconds).await,
         Command::Dedup { businesses, seed } => {
             dedup::dedup(&businesses, seed);
             Ok(())

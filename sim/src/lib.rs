@@ -170,6 +170,12 @@ impl Simulator {
         shared::webhook::sendgrid::public_key_base64(&mail::signing_key(&self.state))
     }
 
+    /// The key itself, for a harness that posts signed events of its own (the HTTP load
+    /// benchmark) as SendGrid would.
+    pub fn sendgrid_signing_key(&self) -> p256::ecdsa::SigningKey {
+        mail::signing_key(&self.state)
+    }
+
     /// Waits until the server task ends (it ends when dropped).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
