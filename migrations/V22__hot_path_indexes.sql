@@ -38,6 +38,6 @@ CREATE INDEX purchases_customer_email ON purchases (tenant_id, customer_email) W
 -- soft-bounce count and erasure find a recipient's events by index; cleared with the payload
 -- when retention strips it.
 ALTER TABLE email_events ADD COLUMN recipient text CHECK (recipient = lower(recipient));
-UPDATE email_events SET recipient = lower(raw->>'email') WHERE raw ? 'email';
+UPDATE email_events SET recipient = lower(btrim(raw->>'email')) WHERE raw ? 'email';
 CREATE INDEX email_events_recipient ON email_events (tenant_id, recipient, occurred_at) WHERE recipient IS NOT NULL;
 DROP INDEX email_events_soft_bounces;
