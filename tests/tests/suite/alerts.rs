@@ -68,16 +68,19 @@ impl Fixture {
             .collect()
     }
 
-    /// `sent` outreach emails in the last hour, the first `bounced` of them bounced.
+    /// `sent` outreach emails in the last hour, the first `bounced` of them bounced, the others
+    /// delivered a minute after they were sent (as SendGrid's events would have recorded).
     async fn emails(&self, sent: i64, bounced: i64) {
         self.admin
             .execute(
                 "WITH b AS (
                      INSERT INTO businesses (id, tenant_id, name, name_norm)
                      SELECT gen_random_uuid(), $1, 'B' || i, 'b' || i || gen_random_uuid() FROM generate_series(1, $2::int) i RETURNING id)
-                 INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject, send_state, sent_at, delivery_status)
+                 INSERT INTO emails (id, tenant_id, campaign_id, business_id, to_email, subject, send_state, sent_at, delivery_status,
+                                     delivered_at)
                  SELECT gen_random_uuid(), $1, $3, id, 'o' || n || '.' || left(md5(id::text), 8) || '@x.example', 's', 'sent', now() - interval '1 hour',
-                        CASE WHEN n <= $4 THEN 'bounced' ELSE 'delivered' END
+                        CASE WHEN n <= $4 THEN 'bounced' ELSE 'delivered' END,
+                        CASE WHEN n <= $4 THEN NULL ELSE now() - interval '59 minutes' END
                  FROM (SELECT id, row_number() OVER () AS n FROM b) x",
                 &[&self.p.tenant.as_uuid(), &(sent as i32), &self.campaign, &bounced],
             )

@@ -331,7 +331,8 @@ async fn every_client_succeeds_against_the_simulator_and_records_the_call() {
         "{openai:?}"
     );
     let places = records.iter().find(|r| r.vendor == Vendor::Places).unwrap();
-    assert_eq!(places.cost_micros, 32_000);
+    // The search mask asks for websiteUri, an Enterprise field: $35 per 1,000.
+    assert_eq!(places.cost_micros, 35_000);
 }
 
 #[tokio::test]
