@@ -94,20 +94,16 @@ async fn load(tmp: &Path, oha: &Path, concurrency: &[usize], seconds: u64) -> an
         .await
         .context("a paid purchase")?;
     let session: String = paid.get("stripe_session_id");
-    let stripe_body = serde_json::json!({
-        "id": "evt_load_1", "object": "event", "type": "checkout.session.completed", "created": now, "livemode": false,
-        "data": { "object": {
-            "id": session, "object": "checkout.session", "payment_status": "paid", "status": "complete",
-            "amount_total": 4900, "currency": "usd", "payment_intent": format!("pi_{session}"),
-            "customer_details": { "email": "buyer@example.com" },
-            "metadata": {
-                "tenant_id": p.tenant.to_string(),
-                "report_id": paid.get::<_, uuid::Uuid>("report_id").to_string(),
-                "business_id": paid.get::<_, uuid::Uuid>("business_id").to_string(),
-            }
-        } }
-    })
-    .to_string();
+    let stripe_body = super::checkout_completed(
+        "evt_load_1",
+        &session,
+        now,
+        &serde_json::json!({
+            "tenant_id": p.tenant.to_string(),
+            "report_id": paid.get::<_, uuid::Uuid>("report_id").to_string(),
+            "business_id": paid.get::<_, uuid::Uuid>("business_id").to_string(),
+        }),
+    );
     let stripe_sig = shared::webhook::stripe::sign(
         &p.sim.state.cfg.stripe_webhook_secret,
         now,

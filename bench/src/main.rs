@@ -122,6 +122,25 @@ enum Command {
     },
 }
 
+/// A Stripe `checkout.session.completed` event for `session`, paid, with our metadata.
+fn checkout_completed(
+    event_id: &str,
+    session: &str,
+    now: i64,
+    metadata: &serde_json::Value,
+) -> String {
+    serde_json::json!({
+        "id": event_id, "object": "event", "type": "checkout.session.completed", "created": now, "livemode": false,
+        "data": { "object": {
+            "id": session, "object": "checkout.session", "payment_status": "paid", "status": "complete",
+            "amount_total": 4900, "currency": "usd", "payment_intent": format!("pi_{session}"),
+            "customer_details": { "email": "buyer@example.com" },
+            "metadata": metadata
+        } }
+    })
+    .to_string()
+}
+
 fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;

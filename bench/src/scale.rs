@@ -473,23 +473,18 @@ impl Bench {
             .context("a report nobody bought")?;
         let now = chrono::Utc::now().timestamp();
         let session = format!("cs_bench_{}", self.round);
-        let body = serde_json::json!({
-            "id": format!("evt_bench_{}", self.round), "object": "event", "type": "checkout.session.completed",
-            "created": now, "livemode": false,
-            "data": { "object": {
-                "id": session, "object": "checkout.session", "payment_status": "paid", "status": "complete",
-                "amount_total": 4900, "currency": "usd", "payment_intent": format!("pi_{session}"),
-                "customer_details": { "email": "buyer@example.com" },
-                "metadata": {
-                    "tenant_id": self.tenant.to_string(),
-                    "report_id": row.get::<_, uuid::Uuid>("report").to_string(),
-                    "business_id": row.get::<_, uuid::Uuid>("business_id").to_string(),
-                    "campaign_id": row.get::<_, uuid::Uuid>("campaign_id").to_string(),
-                    "email_id": row.get::<_, uuid::Uuid>("email").to_string(),
-                }
-            } }
-        })
-        .to_string();
+        let body = super::checkout_completed(
+            &format!("evt_bench_{}", self.round),
+            &session,
+            now,
+            &serde_json::json!({
+                "tenant_id": self.tenant.to_string(),
+                "report_id": row.get::<_, uuid::Uuid>("report").to_string(),
+                "business_id": row.get::<_, uuid::Uuid>("business_id").to_string(),
+                "campaign_id": row.get::<_, uuid::Uuid>("campaign_id").to_string(),
+                "email_id": row.get::<_, uuid::Uuid>("email").to_string(),
+            }),
+        );
         let mut r = aws_lambda_events::event::apigw::ApiGatewayV2httpRequest::default();
         r.request_context.http.method = http::Method::POST;
         r.headers.insert(
