@@ -601,7 +601,15 @@ fn signed_request(
             })
         })
         .collect();
-    let body = serde_json::Value::Array(events).to_string();
+    sendgrid_request(key, now, serde_json::Value::Array(events).to_string())
+}
+
+/// SendGrid's POST of `body` (a JSON array of events), signed at `now` as SendGrid signs it.
+fn sendgrid_request(
+    key: &p256::ecdsa::SigningKey,
+    now: i64,
+    body: String,
+) -> aws_lambda_events::event::apigw::ApiGatewayV2httpRequest {
     let sig = shared::webhook::sendgrid::sign(key, now, body.as_bytes());
     let mut r = aws_lambda_events::event::apigw::ApiGatewayV2httpRequest::default();
     r.request_context.http.method = http::Method::POST;

@@ -432,20 +432,11 @@ impl Bench {
             })
             .collect();
         let sent = events.len();
-        let body = serde_json::Value::Array(events).to_string();
-        let sig = shared::webhook::sendgrid::sign(&self.sendgrid_key, now, body.as_bytes());
-        let mut r = aws_lambda_events::event::apigw::ApiGatewayV2httpRequest::default();
-        r.request_context.http.method = http::Method::POST;
-        for (k, v) in [
-            (shared::webhook::sendgrid::SIGNATURE_HEADER, sig),
-            (shared::webhook::sendgrid::TIMESTAMP_HEADER, now.to_string()),
-        ] {
-            r.headers.insert(
-                http::HeaderName::from_bytes(k.as_bytes())?,
-                http::HeaderValue::from_str(&v)?,
-            );
-        }
-        r.body = Some(body);
+        let r = super::sendgrid_request(
+            &self.sendgrid_key,
+            now,
+            serde_json::Value::Array(events).to_string(),
+        );
         let t = Instant::now();
         let resp = sendgrid_webhook::handler(&self.sendgrid, r).await;
         let took = ms(t.elapsed());
