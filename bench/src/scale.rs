@@ -90,6 +90,7 @@ async fn measure_sizes(
         ))),
         secret: SecretString::from(STRIPE_SECRET),
         tolerance_secs: 300,
+        events: p.deps.events.clone(),
     };
     let ops_key = ops_api::keys::create(&p.deps.pool, p.tenant, "bench")
         .await?

@@ -151,6 +151,13 @@ fn print_summary(s: &RunSummary, activity: &FunnelActivity, secs: f64) {
         row("cost per qualified lead", dollars(per));
     }
     row("wall time", format!("{secs:.1} s"));
+    if !s.events.is_empty() {
+        println!();
+        println!("  domain event (the bus)          published  waiting");
+        for (t, published, waiting) in &s.events {
+            println!("  {t:<28} {published:>12} {waiting:>8}");
+        }
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -203,15 +210,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     {
         b.finish();
     }
-    // What the schedules do after a nightly: roll the funnel up, sample for QA, check alerts.
+    // The run's `RunFinished` went to the qa-sampler and analytics (the template's rules); then
+    // what the schedules do after a night: the hourly roll-up (the recipients' activity came
+    // after the run) and the alerts check.
+    pipeline.deliver_events().await?;
     let now = chrono::Utc::now();
     shared::analytics::rollup(pipeline.pool(), now.date_naive(), now.date_naive()).await?;
-    let qa = qa_sampler::sample(&pipeline.deps, qa_sampler::DEFAULT_SAMPLE, now).await?;
     let checker = alerts::Alerts::new(
         pipeline.deps.vendors.slack(&pipeline.deps.policy)?,
         alerts::Thresholds::default(),
     );
     let alerted = checker.run(&pipeline.deps, now).await?;
+    pipeline.deliver_events().await?;
     let slack: Vec<String> = sim::state::lock(&pipeline.sim.state.slack)
         .iter()
         .filter_map(|m| m["text"].as_str().map(str::to_owned))
@@ -223,7 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     print_summary(&summary, &activity, started.elapsed().as_secs_f64());
     println!(
         "\n  QA: {} leads sampled for review (`leadfactory qa list`)",
-        qa.samples
+        summary.qa_samples
     );
     println!(
         "  alerts: {} rules checked, {} posted to Slack (simulated)",
@@ -254,7 +264,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// `run --cloud`: the same night in the deployed shape. The operator's steps only: a tenant and
 /// its key, the campaign through the ops API, the nightly schedule fired; the functions finish
-/// the run; then the schedules that follow a night (analytics, QA sampler, alerts) are fired.
+/// the run, whose `RunFinished` the bus's rules hand to the qa-sampler and analytics; then the
+/// schedules that follow a night (analytics, alerts, backup) are fired.
 async fn run_cloud(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Validated as the local run does, then sent as the ops API's JSON body.
@@ -335,7 +346,6 @@ async fn cloud_night(
     cloud
         .fire(&cloud.schedule_of("analytics", Some("AfterNightly"))?)
         .await?;
-    let qa = cloud.fire(&cloud.schedule_of("qa-sampler", None)?).await?;
     let alerted = cloud
         .fire(&cloud.schedule_of("alerts", Some("EveryFiveMinutes"))?)
         .await?;
@@ -353,8 +363,8 @@ async fn cloud_night(
     println!("run {run} (deployed shape)");
     print_summary(&summary, &activity, started.elapsed().as_secs_f64());
     println!(
-        "\n  QA: {} leads sampled for review by the qa-sampler function",
-        qa["samples"]
+        "\n  QA: {} leads sampled for review by the qa-sampler function (on RunFinished)",
+        summary.qa_samples
     );
     println!(
         "  alerts: {} rules checked, {} posted to Slack (simulated)",

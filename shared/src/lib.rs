@@ -3,7 +3,8 @@
 //! Organised by concept: [`domain`] values that validate on construction, [`config`] loaded once
 //! from the environment, [`db`] (pool, migrations, tenant-scoped transactions), [`store`]
 //! (objects), [`bus`] (queue hops), [`lambda`] (HTTP helpers and the start-up error), [`obs`]
-//! (logs, PII hashing) and [`aws`] (SDK configuration); [`analytics`] and [`erasure`] are the
+//! (logs, PII hashing), [`events`] (domain events on the EventBridge bus) and [`aws`] (SDK
+//! configuration); [`analytics`] and [`erasure`] are the
 //! queries and the erasure that the functions, the ops API and the CLI all call.
 
 pub mod analytics;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod erasure;
+pub mod events;
 pub mod lambda;
 pub mod links;
 pub mod obs;

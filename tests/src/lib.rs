@@ -544,3 +544,45 @@ pub async fn moto_pipeline_bus(max_receive_count: u32) -> shared::bus::SqsBus {
     }
     shared::bus::SqsBus::new(sqs, urls)
 }
+
+/// A business and its full report ($49, six pages) in `tenant`, written as the pipeline leaves
+/// them: what a Stripe checkout's metadata names. The report's token is `token_char` 40 times.
+pub async fn business_with_report(
+    admin: &tokio_postgres::Client,
+    tenant: uuid::Uuid,
+    token_char: char,
+) -> (uuid::Uuid, uuid::Uuid) {
+    let (business, report) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    admin
+        .execute(
+            "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'Joe', 'joe')",
+            &[&business, &tenant],
+        )
+        .await
+        .expect("business");
+    admin
+        .execute(
+            "INSERT INTO reports (id, tenant_id, business_id, token, preview_key, full_key, pages, bytes, price_cents)
+             VALUES ($1, $2, $3, repeat($4, 40), 'reports/p.pdf', 'reports/f.pdf', 6, 1000, 4900)",
+            &[&report, &tenant, &business, &token_char.to_string()],
+        )
+        .await
+        .expect("report");
+    (business, report)
+}
+
+/// An event bus that refuses every event (EventBridge throttling or failing).
+pub struct RefusingBus;
+
+#[async_trait::async_trait]
+impl shared::events::Publisher for RefusingBus {
+    async fn put(
+        &self,
+        _: &[shared::events::Outgoing],
+    ) -> Result<Vec<Option<String>>, shared::events::PublishError> {
+        Err(shared::events::PublishError::Service {
+            bus: "refusing".into(),
+            detail: "ThrottlingException: rate exceeded".into(),
+        })
+    }
+}

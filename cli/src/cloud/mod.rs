@@ -1,7 +1,7 @@
 //! A local stand-in for the AWS account `infra/template.yaml` describes, to run the deployed
 //! shape on one machine: every function its own process of its real binary behind a Runtime API,
-//! the template's queues (with their dead-letter queues), bucket and secrets in moto, its SQS
-//! event sources, schedules and HTTP API routes, the database with the deployment's roles, and
+//! the template's queues (with their dead-letter queues), bucket, secrets and event bus in moto,
+//! its SQS event sources, schedules, EventBridge rules and HTTP API routes, the database with the deployment's roles, and
 //! the vendor simulator. Everything is read from the template; nothing here names a function.
 //!
 //! It is a test stand-in for AWS, never a production engine: production is Lambda, SQS and
@@ -11,6 +11,7 @@ pub mod account;
 pub mod http;
 pub mod lambda;
 pub mod operator;
+pub mod rules;
 pub mod schedule;
 pub mod sqs;
 pub mod template;
@@ -105,6 +106,8 @@ pub struct Cloud {
     pub sqs: aws_sdk_sqs::Client,
     pub clock: Clock,
     schedules: Vec<(ScheduleDef, Expression, Arc<Function>)>,
+    /// The queue each EventBridge rule delivers to (a matched event not yet handed on is here).
+    rule_queues: Vec<String>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -158,6 +161,7 @@ impl Cloud {
                 .build(),
         );
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
 
         let gateway = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -234,6 +238,18 @@ impl Cloud {
                 .insert((b.clone(), "Arn".into()), format!("arn:aws:s3:::{name}"));
             resolver.refs.insert(b.clone(), name);
         }
+        for bus in &template.buses {
+            let name =
+                resolver.resolve(&format!("Resources.{}.Name", bus.logical_id), &bus.name)?;
+            let arn = rules::create_bus(&events, &name).await?;
+            resolver
+                .attributes
+                .insert((bus.logical_id.clone(), "Arn".into()), arn);
+            resolver
+                .attributes
+                .insert((bus.logical_id.clone(), "Name".into()), name.clone());
+            resolver.refs.insert(bus.logical_id.clone(), name);
+        }
 
         for f in &template.functions {
             if !opts.bin_dir.join(&f.binary).is_file() {
@@ -267,8 +283,21 @@ impl Cloud {
         let mut tasks = Vec::new();
         let mut routes = Vec::new();
         let mut schedules = Vec::new();
+        let mut rule_queues = Vec::new();
         for f in &template.functions {
             let function = functions[&f.logical_id].clone();
+            for r in &f.rules {
+                let bus = resolver.resolve(&format!("{}.EventBusName", r.name), &r.bus)?;
+                let queue = format!(
+                    "leadfactory-{stage}-rule-{}",
+                    r.name.to_lowercase().replace('.', "-")
+                );
+                let rule = Arc::new(
+                    rules::create_rule(&events, &sqs, r, &bus, &queue, function.clone()).await?,
+                );
+                rule_queues.push(rule.queue_url.clone());
+                tasks.push(tokio::spawn(rule.run(sqs.clone(), stop_rx.clone())));
+            }
             for s in &f.sqs {
                 let q = queues.get(&s.queue).ok_or_else(|| {
                     CloudError::Template(format!(
@@ -333,6 +362,7 @@ impl Cloud {
             sqs,
             clock,
             schedules,
+            rule_queues,
             stop,
             tasks,
         })
@@ -389,11 +419,13 @@ impl Cloud {
             .collect()
     }
 
-    /// Messages on the main queues (visible, in flight or delayed), not counting DLQs.
+    /// Messages on the main queues (visible, in flight or delayed) and events matched by a rule
+    /// but not yet handed to its function, not counting DLQs.
     pub async fn outstanding(&self) -> Result<u64, CloudError> {
         let mut n = 0;
-        for q in self.queues.values().filter(|q| q.def.redrive.is_some()) {
-            n += sqs::outstanding(&self.sqs, &q.url)
+        let main = self.queues.values().filter(|q| q.def.redrive.is_some());
+        for url in main.map(|q| &q.url).chain(&self.rule_queues) {
+            n += sqs::outstanding(&self.sqs, url)
                 .await
                 .map_err(CloudError::Service)?;
         }

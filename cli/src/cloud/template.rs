@@ -74,6 +74,26 @@ pub struct ScheduleDef {
     pub input: Option<String>,
 }
 
+/// An EventBridge rule on a custom bus that targets a function (`Type: EventBridgeRule`).
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    /// `<FunctionLogicalId>.<EventName>`.
+    pub name: String,
+    pub event: String,
+    /// The bus's name, unresolved (a `Ref` of the template's bus).
+    pub bus: Value,
+    /// The event pattern, as JSON.
+    pub pattern: serde_json::Value,
+}
+
+/// A custom EventBridge bus (`AWS::Events::EventBus`).
+#[derive(Debug, Clone)]
+pub struct BusDef {
+    pub logical_id: String,
+    /// Its `Name`, unresolved.
+    pub name: Value,
+}
+
 /// An HTTP API route of a function.
 #[derive(Debug, Clone)]
 pub struct RouteDef {
@@ -94,6 +114,7 @@ pub struct FunctionDef {
     name: Value,
     pub sqs: Vec<SqsSource>,
     pub schedules: Vec<ScheduleDef>,
+    pub rules: Vec<RuleDef>,
     pub routes: Vec<RouteDef>,
 }
 
@@ -107,6 +128,7 @@ pub struct Template {
     pub queues: Vec<QueueDef>,
     /// Logical ids of the S3 buckets.
     pub buckets: Vec<String>,
+    pub buses: Vec<BusDef>,
     pub functions: Vec<FunctionDef>,
 }
 
@@ -367,6 +389,7 @@ impl Template {
             condition_defs: root.get("Conditions").cloned().unwrap_or(Value::Null),
             queues: Vec::new(),
             buckets: Vec::new(),
+            buses: Vec::new(),
             functions: Vec::new(),
         };
         for (id, res) in resources {
@@ -375,6 +398,13 @@ impl Template {
             match res.get("Type").and_then(Value::as_str) {
                 Some("AWS::SQS::Queue") => t.queues.push(Self::queue(&params, &id, &props)?),
                 Some("AWS::S3::Bucket") => t.buckets.push(id),
+                Some("AWS::Events::EventBus") => t.buses.push(BusDef {
+                    name: props
+                        .get("Name")
+                        .cloned()
+                        .ok_or_else(|| shape(format!("Resources.{id}"), "Name is missing"))?,
+                    logical_id: id,
+                }),
                 Some("AWS::Serverless::Function") => {
                     t.functions
                         .push(Self::function(&params, &id, res, globals.as_ref())?);
@@ -482,6 +512,7 @@ impl Template {
                 .unwrap_or_else(|| Value::String(id.to_owned())),
             sqs: Vec::new(),
             schedules: Vec::new(),
+            rules: Vec::new(),
             routes: Vec::new(),
         };
         let events = props
@@ -524,6 +555,21 @@ impl Template {
                         name: format!("{id}.{event}"),
                         expression: params.resolve(&at, expr)?,
                         input: p.get("Input").and_then(Value::as_str).map(str::to_owned),
+                        event,
+                    });
+                }
+                Some("EventBridgeRule") => {
+                    let pattern = p
+                        .get("Pattern")
+                        .ok_or_else(|| shape(&at, "Pattern is missing"))?;
+                    f.rules.push(RuleDef {
+                        name: format!("{id}.{event}"),
+                        bus: p
+                            .get("EventBusName")
+                            .cloned()
+                            .ok_or_else(|| shape(&at, "EventBusName is missing (the default bus carries no events of ours)"))?,
+                        pattern: serde_json::to_value(pattern)
+                            .map_err(|e| shape(&at, format!("Pattern: {e}")))?,
                         event,
                     });
                 }

@@ -132,6 +132,10 @@ pub struct LocalPipeline {
     /// The local API Gateway: storefront and webhooks (the emails' links point here).
     pub gateway_url: String,
     pub links: shared::links::LinkSigner,
+    /// The local run's event bus: what the functions published, in order.
+    pub events: shared::events::MemoryPublisher,
+    /// How many of `events` have been handed to their consumers.
+    delivered_events: std::sync::atomic::AtomicUsize,
     parallel: usize,
     buy_share: f64,
     _gateway: Task,
@@ -163,6 +167,10 @@ pub enum LocalError {
     Start(#[from] shared::lambda::StartError),
     #[error("run {0} is still running with every queue empty: its completion was never counted")]
     Unfinished(RunId),
+    #[error(transparent)]
+    Events(#[from] shared::events::EventError),
+    #[error("an event route names {0}, which the local run does not start")]
+    NoConsumer(&'static str),
 }
 
 impl LocalPipeline {
@@ -201,6 +209,7 @@ impl LocalPipeline {
         );
         env.extend(opts.env.clone());
         let vendors = VendorsConfig::load(&env)?;
+        let events = shared::events::MemoryPublisher::default();
         let deps = Deps {
             mode: shared::config::Mode::Development,
             pool: shared::db::connect(&opts.database_url, 8)?,
@@ -213,6 +222,7 @@ impl LocalPipeline {
             public_base_url: gateway_url.clone(),
             max_receive_count: opts.max_receive_count,
             pauses: shared::vendors::pauses::PauseBoard::configured(&env)?,
+            events: Some(Arc::new(events.clone())),
         };
         let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
             .map_err(|e| LocalError::Gateway(e.to_string()))?;
@@ -247,6 +257,7 @@ impl LocalPipeline {
                 bus: deps.bus.clone(),
                 secret: SecretString::from(opts.sim.stripe_webhook_secret.clone()),
                 tolerance_secs: shared::webhook::stripe::DEFAULT_TOLERANCE_SECS,
+                events: deps.events.clone(),
             },
             ops: ops_api::OpsApi {
                 pool: deps.pool.clone(),
@@ -263,6 +274,8 @@ impl LocalPipeline {
             tenant: TenantId::parse(LOCAL_TENANT)?,
             gateway_url,
             links,
+            events,
+            delivered_events: std::sync::atomic::AtomicUsize::new(0),
             parallel: opts.parallel_batches.max(1),
             buy_share: opts.buy_share,
             _gateway: Task(gateway),
@@ -285,4 +298,55 @@ impl LocalPipeline {
     pub fn pool(&self) -> &Pool {
         &self.deps.pool
     }
+
+    /// Hands each event published since the last call to the functions [`EVENT_ROUTES`] names,
+    /// as EventBridge's rules hand them in AWS: the local run's event bus.
+    pub async fn deliver_events(&self) -> Result<EventDeliveries, LocalError> {
+        use std::sync::atomic::Ordering;
+        let published = self.events.published();
+        let from = self
+            .delivered_events
+            .swap(published.len(), Ordering::SeqCst);
+        let mut out = EventDeliveries::default();
+        let today = chrono::Utc::now().date_naive();
+        for event in published.iter().skip(from) {
+            let name = event["detail-type"].as_str().unwrap_or_default().to_owned();
+            *out.published.entry(name.clone()).or_default() += 1;
+            for (_, consumer) in EVENT_ROUTES.iter().filter(|(t, _)| t.as_str() == name) {
+                match *consumer {
+                    "analytics" => {
+                        out.rollup_rows += analytics::handle(self.pool(), event, today).await?.rows;
+                    }
+                    "qa-sampler" => {
+                        out.qa_samples += qa_sampler::handle(
+                            &self.deps,
+                            event,
+                            qa_sampler::DEFAULT_SAMPLE,
+                            chrono::Utc::now(),
+                        )
+                        .await?
+                        .samples;
+                    }
+                    other => return Err(LocalError::NoConsumer(other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The functions each domain event is routed to, as the template's `EventBridgeRule` events
+/// route them (the template test checks that the two agree).
+pub const EVENT_ROUTES: &[(shared::events::DetailType, &str)] = &[
+    (shared::events::DetailType::RunFinished, "analytics"),
+    (shared::events::DetailType::RunFinished, "qa-sampler"),
+];
+
+/// What [`LocalPipeline::deliver_events`] handed on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EventDeliveries {
+    /// Events published, per detail type.
+    pub published: std::collections::BTreeMap<String, usize>,
+    pub qa_samples: u64,
+    pub rollup_rows: u64,
 }

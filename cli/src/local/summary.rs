@@ -39,6 +39,10 @@ pub struct RunSummary {
     pub failed: i64,
     pub vendors: Vec<(String, i64, i64)>,
     pub cost_micros: i64,
+    /// Leads the qa-sampler sampled from the run for review.
+    pub qa_samples: i64,
+    /// Domain events recorded since the run began: (detail type, published, still waiting).
+    pub events: Vec<(String, i64, i64)>,
 }
 
 impl RunSummary {
@@ -75,6 +79,11 @@ const COUNT_PURCHASES: &str = "SELECT count(*) AS purchased,
 const COUNT_TIERS: &str =
     "SELECT tier::text AS tier, count(*) AS scored, count(*) FILTER (WHERE qualified) AS qualified
  FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier";
+
+const QA_SAMPLES: &str = "SELECT count(*) AS n FROM qa_samples WHERE run_id = $1";
+
+const DOMAIN_EVENTS: &str = "SELECT detail_type, count(published_at) AS published, count(*) FILTER (WHERE published_at IS NULL) AS waiting
+ FROM domain_events WHERE occurred_at >= (SELECT started_at FROM runs WHERE id = $1) GROUP BY detail_type ORDER BY detail_type";
 
 const VENDOR_USAGE: &str =
     "SELECT vendor, calls, cost_micros FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor";
@@ -134,6 +143,14 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
             row.get("vendor"),
             i64::from(row.get::<_, i32>("calls")),
             cost,
+        ));
+    }
+    s.qa_samples = tx.query_one(QA_SAMPLES, &[&run.as_uuid()]).await?.get("n");
+    for row in tx.query(DOMAIN_EVENTS, &[&run.as_uuid()]).await? {
+        s.events.push((
+            row.get("detail_type"),
+            row.get("published"),
+            row.get("waiting"),
         ));
     }
     tx.commit().await?;

@@ -72,6 +72,9 @@ pub struct AlertReport {
     pub retried: usize,
     pub recoveries: usize,
     pub pauses: usize,
+    /// Domain events the sweep published, and those still waiting (the bus refused them).
+    pub events_published: usize,
+    pub events_waiting: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,8 @@ pub enum AlertError {
     Db(#[from] DbError),
     #[error("queue depth: {0}")]
     Bus(#[from] shared::bus::BusError),
+    #[error("domain events: {0}")]
+    Events(#[from] shared::events::EventError),
 }
 
 impl From<tokio_postgres::Error> for AlertError {
@@ -537,6 +542,11 @@ impl Alerts {
                 &mut report,
             )
             .await?;
+            // The sweep: this tenant's waiting events (its alerts' and runs' just recorded, and
+            // any a function recorded but did not publish).
+            let flushed = deps.publish_events(tenant).await?;
+            report.events_published += flushed.published;
+            report.events_waiting += flushed.failed;
         }
         Ok(report)
     }
@@ -657,6 +667,22 @@ impl Alerts {
             }
             if severity == "recovered" {
                 report.recoveries += 1;
+            } else if let Ledger::Tenant(tenant) = ledger {
+                let raised = shared::events::AlertRaised {
+                    header: shared::events::Header::derived(
+                        shared::events::DetailType::AlertRaised,
+                        &id.to_string(),
+                        tenant,
+                        now,
+                    ),
+                    alert_id: id,
+                    rule: f.rule.to_owned(),
+                    severity: severity.to_owned(),
+                    message: text.clone(),
+                    value: f.value,
+                    threshold: f.threshold,
+                };
+                shared::events::record(tx, &[raised]).await?;
             }
             if let (true, Ledger::Tenant(tenant)) = (f.pause, ledger) {
                 let paused = tx

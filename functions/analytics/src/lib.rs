@@ -1,10 +1,12 @@
-//! analytics: recomputes the funnel roll-up (`funnel_daily`) on its schedule (hourly, and after
-//! the nightly). The queries live in `shared::analytics`, which the ops API and the CLI read too.
+//! analytics: recomputes the funnel roll-up (`funnel_daily`) when a run finishes (its
+//! `RunFinished` event) and on its schedule (hourly, and after the nightly, as a safety net). The queries live in `shared::analytics`, which the ops API and the CLI read too.
 
 use serde_json::Value;
 use shared::analytics::{DEFAULT_DAYS, RollupReport};
 use shared::bus::Queue;
-use shared::db::{DbError, Pool};
+use shared::db::{DbError, Pool, begin_tenant};
+use shared::domain::TenantId;
+use shared::events::{self, EventError, Received, RunFinished};
 
 /// This function sends to no queue.
 pub const SENDS_TO: &[Queue] = &[];
@@ -20,14 +22,49 @@ pub fn days_asked(event: &Value) -> i64 {
         .clamp(1, 400)
 }
 
-/// Recomputes the days `event` asks for, ending `today`.
+/// This consumer's name in `consumed_events`.
+pub const CONSUMER: &str = "analytics";
+
+/// A run's `RunFinished` recomputes its tenant's days from the run's date to `today`, once per
+/// event; a schedule's event recomputes the days it asks for, ending `today`, for every tenant.
 pub async fn handle(
     pool: &Pool,
     event: &Value,
     today: chrono::NaiveDate,
-) -> Result<RollupReport, DbError> {
-    let days = days_asked(event);
-    shared::analytics::rollup(pool, today - chrono::Duration::days(days - 1), today).await
+) -> Result<RollupReport, EventError> {
+    match Received::of(event)? {
+        Received::RunFinished(run) => rollup_run(pool, &run, today).await,
+        Received::Ours(..) => Ok(RollupReport::default()),
+        Received::Other => {
+            let days = days_asked(event);
+            Ok(
+                shared::analytics::rollup(pool, today - chrono::Duration::days(days - 1), today)
+                    .await?,
+            )
+        }
+    }
+}
+
+/// The finished run's tenant, from the run's date, with the event's consumption recorded in the
+/// same transaction.
+async fn rollup_run(
+    pool: &Pool,
+    run: &RunFinished,
+    today: chrono::NaiveDate,
+) -> Result<RollupReport, EventError> {
+    let tenant = TenantId::from_uuid(run.header.tenant_id);
+    let mut c = pool.get().await.map_err(DbError::from)?;
+    let tx = begin_tenant(&mut c, tenant).await?;
+    let mut report = RollupReport {
+        tenants: 1,
+        rows: 0,
+    };
+    if events::consume(&tx, CONSUMER, &run.header).await? {
+        report.rows =
+            shared::analytics::rollup_tenant(&tx, tenant, run.run_date.min(today), today).await?;
+    }
+    tx.commit().await?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! analytics: EventBridge schedule (hourly, and after the nightly) → `funnel_daily`.
+//! analytics: `RunFinished` and EventBridge schedules (hourly, after the nightly) → `funnel_daily`.
 
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;

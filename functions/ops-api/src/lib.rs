@@ -4,7 +4,7 @@
 //! this code — keeps tenants apart. Routes (all under `/v1`, described in `docs/openapi.yaml`):
 //! health; runs and one run's stage percentiles, vendor usage and cost; campaigns (list,
 //! create, update — validated by `shared::campaign`); a campaign's funnel; experiment results;
-//! cost per lead by tier; erasure; a purchase's resend (`Idempotency-Key`); the tenant's vendor
+//! cost per lead by tier; erasure; a purchase (its buyer included) and its resend (`Idempotency-Key`); the tenant's vendor
 //! pauses (list, pause, resume — the kill switch for its own work); and CSV exports of leads, emails, purchases and costs,
 //! paged by a keyset cursor so memory stays bounded however large the table (`X-Next-After`
 //! carries the cursor of the next page).
@@ -362,6 +362,9 @@ impl OpsApi {
             }
             ("POST", ["v1", "erasure"]) => self.erase(tenant, &body).await,
             ("POST", ["v1", "subject-export"]) => self.subject_export(tenant, &body).await,
+            ("GET", ["v1", "purchases", id]) => {
+                self.purchase(tenant, uuid_of("purchase id", id)?).await
+            }
             ("POST", ["v1", "purchases", id, "resend"]) => {
                 let id = uuid_of("purchase id", id)?;
                 let key = header(req, "idempotency-key").ok_or_else(|| {
@@ -391,7 +394,7 @@ impl OpsApi {
             (
                 _,
                 ["v1", "health" | "runs" | "experiments"]
-                | ["v1", "runs" | "exports", _]
+                | ["v1", "runs" | "exports" | "purchases", _]
                 | ["v1", "vendors", "pauses"]
                 | ["v1", "costs", "tiers"]
                 | ["v1", "campaigns", _, "funnel"],
@@ -473,6 +476,33 @@ impl OpsApi {
             })).collect::<Vec<_>>() }))
         })
         .await
+    }
+
+    /// One purchase, the buyer's address included: what a `PurchasePaid` event's consumer reads
+    /// (the event names the purchase, not the buyer).
+    async fn purchase(
+        &self,
+        tenant: TenantId,
+        id: uuid::Uuid,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
+        let p = tx
+            .query_opt(PURCHASE, &[&id])
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| HttpError::not_found("no such purchase"))?;
+        tx.commit().await.map_err(internal)?;
+        type At = Option<chrono::DateTime<chrono::Utc>>;
+        Ok(ok(&json!({
+            "id": id, "report_id": p.get::<_, uuid::Uuid>("report_id"), "business_id": p.get::<_, uuid::Uuid>("business_id"),
+            "business": p.get::<_, String>("business"), "campaign_id": p.get::<_, Option<uuid::Uuid>>("campaign_id"),
+            "status": p.get::<_, String>("status"), "dispute_status": p.get::<_, Option<String>>("dispute_status"),
+            "amount_cents": p.get::<_, i64>("amount_cents"), "refunded_cents": p.get::<_, i64>("refunded_cents"),
+            "currency": p.get::<_, String>("currency"), "customer_email": p.get::<_, Option<String>>("customer_email"),
+            "created_at": p.get::<_, chrono::DateTime<chrono::Utc>>("created_at"), "paid_at": p.get::<_, At>("paid_at"),
+            "fulfilled_at": p.get::<_, At>("fulfilled_at"),
+        })))
     }
 
     async fn run(
@@ -788,6 +818,10 @@ SELECT e.id::text, e.kind, e.campaign_id::text, e.business_id::text, e.to_email,
 FROM emails e LEFT JOIN experiment_variants v ON v.id = e.variant_id
 WHERE e.created_at >= $1 AND e.created_at < $2 AND ($3::text IS NULL OR e.id > $3::text::uuid)
 ORDER BY e.id LIMIT $4";
+
+const PURCHASE: &str = "SELECT p.report_id, p.business_id, b.name AS business, p.campaign_id, p.status, p.dispute_status,
+        p.amount_cents, p.refunded_cents, p.currency::text AS currency, p.customer_email, p.created_at, p.paid_at, p.fulfilled_at
+ FROM purchases p JOIN businesses b ON b.id = p.business_id WHERE p.id = $1";
 
 const EXPORT_PURCHASES: &str = "
 SELECT p.id::text, p.report_id::text, p.business_id::text, p.campaign_id::text, p.status, p.amount_cents::text,

@@ -1,4 +1,5 @@
-//! qa-sampler: after the nightly, a deterministic sample of each finished run's top leads —
+//! qa-sampler: when a run finishes (its `RunFinished` event; the schedule after the nightly is
+//! the safety net), a deterministic sample of each finished run's top leads —
 //! qualified leads ordered by `sha256(run:business)`, the first `n` — goes into `qa_samples`
 //! with links to its score, assessment, report and email, for a person to review
 //! (`leadfactory qa list|review`). A run is sampled once: a re-run of the schedule changes
@@ -8,6 +9,7 @@ use serde::Serialize;
 use shared::bus::Queue;
 use shared::db::{DbError, Pool, begin_tenant};
 use shared::domain::TenantId;
+use shared::events::{self, EventError, Received, RunFinished};
 use shared::pipeline::Deps;
 
 /// This function sends to no queue.
@@ -62,6 +64,50 @@ pub async fn sample(
         }
         tx.commit().await?;
     }
+    Ok(report)
+}
+
+/// This consumer's name in `consumed_events`.
+pub const CONSUMER: &str = "qa-sampler";
+
+const RUN_SAMPLED: &str = "SELECT EXISTS (SELECT 1 FROM qa_samples WHERE run_id = $1) AS sampled";
+
+/// A run's `RunFinished` samples that run (once per event, and only if it has no sample yet);
+/// a schedule's event samples every recent run still without one ([`sample`]).
+pub async fn handle(
+    deps: &Deps,
+    event: &serde_json::Value,
+    n: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<SampleReport, EventError> {
+    match Received::of(event)? {
+        Received::RunFinished(run) => sample_run(deps, &run, n).await,
+        Received::Ours(..) => Ok(SampleReport::default()),
+        Received::Other => Ok(sample(deps, n, now).await?),
+    }
+}
+
+async fn sample_run(deps: &Deps, run: &RunFinished, n: i64) -> Result<SampleReport, EventError> {
+    let tenant = TenantId::from_uuid(run.header.tenant_id);
+    let mut report = SampleReport {
+        tenants: 1,
+        ..SampleReport::default()
+    };
+    let mut c = deps.pool.get().await.map_err(DbError::from)?;
+    let tx = begin_tenant(&mut c, tenant).await?;
+    let fresh = events::consume(&tx, CONSUMER, &run.header).await?;
+    let sampled: bool = tx
+        .query_one(RUN_SAMPLED, &[&run.run_id])
+        .await?
+        .get("sampled");
+    if fresh && !sampled {
+        let added = tx.execute(INSERT_SAMPLES, &[&run.run_id, &n]).await?;
+        if added > 0 {
+            report.runs_sampled = 1;
+            report.samples = added;
+        }
+    }
+    tx.commit().await?;
     Ok(report)
 }
 

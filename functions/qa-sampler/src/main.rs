@@ -1,4 +1,4 @@
-//! qa-sampler: EventBridge schedule (after the nightly) → `qa_samples`.
+//! qa-sampler: `RunFinished` (and an EventBridge schedule after the nightly) → `qa_samples`.
 
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -9,9 +9,15 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env(qa_sampler::SENDS_TO).await?;
-    run(service_fn(|_: LambdaEvent<Value>| async {
-        let report =
-            qa_sampler::sample(&deps, qa_sampler::DEFAULT_SAMPLE, chrono::Utc::now()).await?;
+    let deps = &deps;
+    run(service_fn(|event: LambdaEvent<Value>| async move {
+        let report = qa_sampler::handle(
+            deps,
+            &event.payload,
+            qa_sampler::DEFAULT_SAMPLE,
+            chrono::Utc::now(),
+        )
+        .await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

@@ -39,6 +39,9 @@ pub struct Periods {
     pub alerts_days: i32,
     /// Buyers' addresses on purchases: the accounting period.
     pub buyer_emails_days: i32,
+    /// Domain events (published long since, or given up on) and consumers' records of them:
+    /// longer than any redelivery or retry can come back.
+    pub domain_events_days: i32,
     pub batch: i64,
     pub max_batches: u32,
 }
@@ -55,6 +58,7 @@ impl Default for Periods {
             uncontacted_days: 180,
             alerts_days: 90,
             buyer_emails_days: 7 * 365,
+            domain_events_days: 30,
             batch: 1000,
             max_batches: 200,
         }
@@ -182,6 +186,19 @@ const ROW_PURGES: &[RowPurge] = &[
         kind: "sent_alerts",
         sql: "DELETE FROM sent_alerts WHERE id IN (SELECT id FROM sent_alerts WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)",
         days: |p| p.alerts_days,
+        resumable: false,
+    },
+    RowPurge {
+        kind: "domain_events",
+        sql: "DELETE FROM domain_events WHERE id IN (SELECT id FROM domain_events WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2)",
+        days: |p| p.domain_events_days,
+        resumable: false,
+    },
+    RowPurge {
+        kind: "consumed_events",
+        sql: "DELETE FROM consumed_events WHERE (consumer, event_id) IN
+              (SELECT consumer, event_id FROM consumed_events WHERE consumed_at < $1 ORDER BY consumed_at LIMIT $2)",
+        days: |p| p.domain_events_days,
         resumable: false,
     },
     RowPurge {

@@ -10,7 +10,9 @@
 //! purchase; `charge.refunded` records the refund; `charge.dispute.created` / `.closed` record
 //! the dispute (the download is refused while it is open or once it is lost). Other types are
 //! acknowledged and stored. An event of a type we act on that names no tenant we can find is
-//! kept for an operator (`unattributed_stripe_events`), never only logged.
+//! kept for an operator (`unattributed_stripe_events`), never only logged. A purchase paid or
+//! refunded records `PurchasePaid` / `PurchaseRefunded` in its transaction; they are published
+//! before the event is marked processed.
 
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::{Value, json};
@@ -33,6 +35,8 @@ pub struct WebhookDeps {
     pub bus: std::sync::Arc<dyn Bus>,
     pub secret: secrecy::SecretString,
     pub tolerance_secs: i64,
+    /// Where `PurchasePaid` and `PurchaseRefunded` are published (`LF_EVENT_BUS_NAME`).
+    pub events: Option<std::sync::Arc<dyn shared::events::Publisher>>,
 }
 
 impl WebhookDeps {
@@ -47,16 +51,23 @@ impl WebhookDeps {
         let tolerance_secs =
             r.parsed_or("LF_WEBHOOK_TOLERANCE_SECS", stripe::DEFAULT_TOLERANCE_SECS);
         let endpoint = r.optional("AWS_ENDPOINT_URL");
+        let event_bus = r.optional("LF_EVENT_BUS_NAME");
         r.finish(())?;
+        let sdk = shared::aws::LazySdk::new(endpoint);
         let bus = shared::bus::SqsBus::lazy(
-            &shared::aws::LazySdk::new(endpoint),
+            &sdk,
             std::collections::HashMap::from([(Queue::Fulfilment.name().to_owned(), queue)]),
         );
+        let events = event_bus.map(|name| {
+            std::sync::Arc::new(shared::events::EventBridgePublisher::lazy(&sdk, name))
+                as std::sync::Arc<dyn shared::events::Publisher>
+        });
         Ok(Self {
             pool: shared::db::connect(&url, 2)?,
             bus: std::sync::Arc::new(bus),
             secret,
             tolerance_secs,
+            events,
         })
     }
 }
@@ -143,6 +154,7 @@ pub async fn handle(
         send_fulfilment(deps, tenant, f).await?;
         handled.fulfilment_sent = true;
     }
+    publish_events(deps, tenant).await?;
     mark_processed(&mut client, tenant, &event.id).await?;
     if !new {
         tracing::info!(event_id = %event.id, "finished an event a previous delivery had stored but not processed");
@@ -304,7 +316,7 @@ async fn act(
             Ok(None)
         }
         Action::Refunded(c) => {
-            record_refund(tx, c).await?;
+            record_refund(tx, tenant, c).await?;
             Ok(None)
         }
         Action::Dispute(d, change) => {
@@ -334,9 +346,25 @@ async fn send_fulfilment(
         .map_err(internal)
 }
 
+/// 6. The events the purchase's change recorded (and any an earlier delivery left waiting),
+///    published before the event is marked processed: one that could not be is published by
+///    Stripe's retry.
+async fn publish_events(deps: &WebhookDeps, tenant: TenantId) -> Result<(), HttpError> {
+    let flushed = shared::events::flush(&deps.pool, deps.events.as_deref(), tenant)
+        .await
+        .map_err(internal)?;
+    if flushed.failed > 0 {
+        return Err(internal(format!(
+            "{} domain event(s) not published",
+            flushed.failed
+        )));
+    }
+    Ok(())
+}
+
 const MARK_PROCESSED: &str = "UPDATE stripe_events SET processed_at = now() WHERE event_id = $1";
 
-/// 6. The event marked processed, only once everything it asked for is done: a delivery that
+/// 7. The event marked processed, only once everything it asked for is done: a delivery that
 ///    stopped before is finished by Stripe's retry.
 async fn mark_processed(
     client: &mut shared::db::Client,
@@ -352,16 +380,44 @@ async fn mark_processed(
 
 const RECORD_REFUND: &str = "UPDATE purchases SET refunded_cents = LEAST(GREATEST(refunded_cents, $2), amount_cents),
         status = CASE WHEN LEAST(GREATEST(refunded_cents, $2), amount_cents) >= amount_cents THEN 'refunded' ELSE 'partially_refunded' END
- WHERE stripe_payment_intent = $1";
+ WHERE stripe_payment_intent = $1
+ RETURNING id, refunded_cents, amount_cents, currency::text AS currency, status";
 
 /// A refund of a purchase's payment: the refunded amount only grows, up to the amount paid.
+/// Each new refunded amount is a `PurchaseRefunded` event.
 async fn record_refund(
     tx: &tokio_postgres::Transaction<'_>,
+    tenant: TenantId,
     charge: &stripe::Charge,
 ) -> Result<(), HttpError> {
     let intent = charge.payment_intent.as_deref().unwrap_or_default();
     let refunded = charge.amount_refunded.max(0);
-    tx.execute(RECORD_REFUND, &[&intent, &refunded])
+    let rows = tx
+        .query(RECORD_REFUND, &[&intent, &refunded])
+        .await
+        .map_err(internal)?;
+    let events: Vec<shared::events::PurchaseRefunded> = rows
+        .iter()
+        .filter(|r| r.get::<_, i64>("refunded_cents") > 0)
+        .map(|r| {
+            let purchase: uuid::Uuid = r.get("id");
+            let refunded: i64 = r.get("refunded_cents");
+            shared::events::PurchaseRefunded {
+                header: shared::events::Header::derived(
+                    shared::events::DetailType::PurchaseRefunded,
+                    &format!("{purchase}:{refunded}"),
+                    tenant,
+                    chrono::Utc::now(),
+                ),
+                purchase_id: purchase,
+                refunded_cents: refunded,
+                amount_cents: r.get("amount_cents"),
+                currency: r.get("currency"),
+                fully_refunded: r.get::<_, &str>("status") == "refunded",
+            }
+        })
+        .collect();
+    shared::events::record(tx, &events)
         .await
         .map_err(internal)?;
     Ok(())
@@ -500,6 +556,7 @@ fn session_error(e: PaidError) -> HttpError {
     match e {
         PaidError::Missing(f) => HttpError::bad_request(format!("checkout session lacks {f}")),
         PaidError::Db(e) => internal(e),
+        PaidError::Event(e) => internal(e),
     }
 }
 
@@ -509,6 +566,8 @@ enum PaidError {
     Missing(&'static str),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Event(#[from] shared::events::EventError),
 }
 
 const UPSERT_PAID: &str = "INSERT INTO purchases (id, tenant_id, report_id, business_id, campaign_id, email_id, stripe_session_id, stripe_payment_intent,
@@ -518,9 +577,11 @@ const UPSERT_PAID: &str = "INSERT INTO purchases (id, tenant_id, report_id, busi
      stripe_payment_intent = coalesce(purchases.stripe_payment_intent, EXCLUDED.stripe_payment_intent),
      customer_email = coalesce(purchases.customer_email, EXCLUDED.customer_email),
      paid_at = coalesce(purchases.paid_at, now())
- RETURNING id, status = 'paid' AND fulfilled_at IS NULL AS due";
+ RETURNING id, status, status = 'paid' AND fulfilled_at IS NULL AS due, report_id, business_id, campaign_id,
+     amount_cents, currency::text AS currency, paid_at";
 
-/// Upserts the purchase as paid; returns the fulfilment to send while one is due.
+/// Upserts the purchase as paid and records `PurchasePaid` (once per purchase: its id is
+/// derived from the purchase's); returns the fulfilment to send while one is due.
 async fn record_paid(
     tx: &tokio_postgres::Transaction<'_>,
     tenant: TenantId,
@@ -549,6 +610,25 @@ async fn record_paid(
             ],
         )
         .await?;
+    let purchase: uuid::Uuid = row.get("id");
+    if row.get::<_, &str>("status") != "pending" {
+        let paid = shared::events::PurchasePaid {
+            header: shared::events::Header::derived(
+                shared::events::DetailType::PurchasePaid,
+                &purchase.to_string(),
+                tenant,
+                row.get::<_, Option<chrono::DateTime<chrono::Utc>>>("paid_at")
+                    .unwrap_or_else(chrono::Utc::now),
+            ),
+            purchase_id: purchase,
+            report_id: row.get("report_id"),
+            business_id: row.get("business_id"),
+            campaign_id: row.get("campaign_id"),
+            amount_cents: row.get("amount_cents"),
+            currency: row.get("currency"),
+        };
+        shared::events::record(tx, &[paid]).await?;
+    }
     let due: bool = row.get("due");
     Ok(due.then(|| Fulfil {
         purchase_id: row.get("id"),

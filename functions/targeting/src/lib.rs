@@ -87,7 +87,7 @@ impl CursorColumns {
     }
 }
 
-const ACTIVE_CAMPAIGNS: &str = "SELECT id, vertical, categories, zip_codes, city, daily_quota FROM campaigns WHERE status = 'active' ORDER BY name";
+const ACTIVE_CAMPAIGNS: &str = "SELECT id, name, vertical, categories, zip_codes, city, daily_quota FROM campaigns WHERE status = 'active' ORDER BY name";
 const CURSORS: &str =
     "SELECT campaign_id, location, category, next_offset, known_total FROM targeting_cursors";
 const ADVANCE_CURSORS: &str = "WITH expanded AS (
@@ -122,9 +122,10 @@ async fn target_tenant(
     let mut client = deps.pool.get().await.map_err(DbError::from)?;
     let tx = begin_tenant(&mut client, tenant).await?;
     let run = runs::begin_run(&tx, tenant, kind).await?;
-    let campaigns: Vec<CampaignPlan> = tx
-        .query(ACTIVE_CAMPAIGNS, &[])
-        .await?
+    let rows = tx.query(ACTIVE_CAMPAIGNS, &[]).await?;
+    let names: std::collections::HashMap<uuid::Uuid, String> =
+        rows.iter().map(|r| (r.get("id"), r.get("name"))).collect();
+    let campaigns: Vec<CampaignPlan> = rows
         .iter()
         .map(|r| CampaignPlan {
             id: CampaignId::from_uuid(r.get("id")),
@@ -209,6 +210,7 @@ async fn target_tenant(
     let pending = tx
         .query(IN_PROGRESS_JOBS, &[&Stage::Targeting.as_str(), &keys])
         .await?;
+    record_exhausted(&tx, tenant, run, &exhausted, &names).await?;
     // A run with nothing to do is finished at once; otherwise its last message finishes it.
     runs::finish_if_done(&tx, &[run]).await?;
     tx.commit().await?;
@@ -236,9 +238,40 @@ async fn target_tenant(
             .await?;
         tx.commit().await?;
     }
+    if let Err(e) = deps.publish_events(tenant).await {
+        tracing::warn!(%tenant, error = %e, "domain events not published; the alerts function's sweep tries again");
+    }
     tracing::info!(%tenant, %run, campaigns = campaigns.len(), expanded = sent_keys.len(), jobs = bodies.len(), "targeting done");
     if !exhausted.is_empty() {
         tracing::warn!(%tenant, campaigns = exhausted.len(), "campaigns with every area searched to its end");
     }
     Ok((run, sent_keys.len(), bodies.len(), exhausted))
+}
+
+/// `CampaignExhausted` for each campaign tonight's expansion found searched to its end, once per
+/// campaign and run (a re-fired schedule records nothing new).
+async fn record_exhausted(
+    tx: &dyn shared::db::Tx,
+    tenant: TenantId,
+    run: RunId,
+    exhausted: &[CampaignId],
+    names: &std::collections::HashMap<uuid::Uuid, String>,
+) -> Result<(), StageError> {
+    use shared::events::{CampaignExhausted, DetailType, Header};
+    let events: Vec<CampaignExhausted> = exhausted
+        .iter()
+        .map(|c| CampaignExhausted {
+            header: Header::derived(
+                DetailType::CampaignExhausted,
+                &format!("{c}:{run}"),
+                tenant,
+                chrono::Utc::now(),
+            ),
+            campaign_id: c.as_uuid(),
+            campaign_name: names.get(&c.as_uuid()).cloned().unwrap_or_default(),
+            run_id: run.as_uuid(),
+        })
+        .collect();
+    shared::events::record(tx, &events).await?;
+    Ok(())
 }

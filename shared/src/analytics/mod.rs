@@ -91,10 +91,21 @@ pub async fn rollup(
     for tenant in tenants {
         let mut c = pool.get().await?;
         let tx = begin_tenant(&mut c, tenant).await?;
-        report.rows += tx.execute(ROLLUP, &[&from, &to, &tenant.as_uuid()]).await?;
+        report.rows += rollup_tenant(&tx, tenant, from, to).await?;
         tx.commit().await?;
     }
     Ok(report)
+}
+
+/// Recomputes `funnel_daily` for `from..=to` for `tenant`, in `tx` (under its RLS); returns
+/// the rows written.
+pub async fn rollup_tenant(
+    tx: &dyn crate::db::Tx,
+    tenant: crate::domain::TenantId,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<u64, DbError> {
+    crate::db::cached::execute(tx, ROLLUP, &[&from, &to, &tenant.as_uuid()]).await
 }
 
 /// One campaign's funnel over a period, summed from `funnel_daily`.

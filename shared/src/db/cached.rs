@@ -40,6 +40,19 @@ impl Tx for deadpool_postgres::Transaction<'_> {
     }
 }
 
+/// A transaction borrowed as `tokio_postgres`'s type (through the pool's `Deref`): its statements
+/// are prepared per call, for the paths that run a statement once per request.
+#[async_trait]
+impl Tx for tokio_postgres::Transaction<'_> {
+    async fn query_cached(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        Ok(self.query(sql, params).await?)
+    }
+
+    async fn execute_cached(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+        Ok(self.execute(sql, params).await?)
+    }
+}
+
 /// Executes `sql`; the number of rows it changed.
 pub async fn execute(tx: &dyn Tx, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
     tx.execute_cached(sql, params).await

@@ -65,6 +65,9 @@ pub struct Deps {
     pub max_receive_count: u32,
     /// The vendor kill switch as this container last read it.
     pub pauses: crate::vendors::pauses::PauseBoard,
+    /// Where domain events are published (`LF_EVENT_BUS_NAME`); `None` keeps them waiting in
+    /// `domain_events`.
+    pub events: Option<Arc<dyn crate::events::Publisher>>,
 }
 
 /// `maxReceiveCount` of the queues when `LF_MAX_RECEIVE_COUNT` is not set.
@@ -97,6 +100,7 @@ impl Deps {
             .optional("LF_PUBLIC_BASE_URL")
             .unwrap_or_else(|| "https://reports.example.com".into());
         let max_receive_count = r.parsed_or("LF_MAX_RECEIVE_COUNT", DEFAULT_MAX_RECEIVE_COUNT);
+        let event_bus = r.optional("LF_EVENT_BUS_NAME");
         let mut urls = HashMap::new();
         for q in Queue::ALL {
             for (name, sent_to) in [(q.name(), sends_to.contains(q)), (q.dlq(), false)] {
@@ -114,6 +118,10 @@ impl Deps {
         let sdk = crate::aws::LazySdk::new(core.aws_endpoint_url.clone());
         let store = crate::store::from_config(&core.store, &sdk);
         let bus: Arc<dyn Bus> = Arc::new(SqsBus::lazy(&sdk, urls));
+        let events = event_bus.map(|name| {
+            Arc::new(crate::events::EventBridgePublisher::lazy(&sdk, name))
+                as Arc<dyn crate::events::Publisher>
+        });
         let fetch = match core.mode {
             Mode::Production => FetchPolicy::production(),
             Mode::Development => FetchPolicy::development(),
@@ -130,6 +138,16 @@ impl Deps {
             public_base_url,
             max_receive_count,
             pauses: crate::vendors::pauses::PauseBoard::configured(source)?,
+            events,
         })
+    }
+
+    /// Publishes the tenant's waiting domain events ([`crate::events::flush`]): after a commit
+    /// that recorded one, and on a redelivery, which may find one its first delivery left.
+    pub async fn publish_events(
+        &self,
+        tenant: crate::domain::TenantId,
+    ) -> Result<crate::events::Flushed, crate::events::EventError> {
+        crate::events::flush(&self.pool, self.events.as_deref(), tenant).await
     }
 }

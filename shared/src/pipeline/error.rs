@@ -22,6 +22,8 @@ pub enum StageError {
     },
     #[error(transparent)]
     Vendor(#[from] VendorError),
+    #[error("domain events: {0}")]
+    Events(#[from] crate::events::EventError),
 }
 
 impl From<deadpool_postgres::PoolError> for StageError {

@@ -16,6 +16,7 @@ mod data_map;
 mod db;
 mod dedup;
 mod dlq;
+mod domain_events;
 mod events;
 mod funnel;
 mod ops_api;

@@ -112,3 +112,60 @@ async fn the_sample_is_deterministic_taken_once_per_run_and_reviewable() {
         ("fail".into(), "ann".into())
     );
 }
+
+#[tokio::test]
+async fn the_runs_run_finished_samples_and_rolls_it_up_once_however_often_it_arrives() {
+    let db = TestDb::new().await;
+    let store = tempfile::tempdir().unwrap();
+    let p = testkit::local_pipeline(&db, store.path(), |_| {}).await;
+    let run = p.run(&NoProgress).await.unwrap();
+    // The function that finished the run published its RunFinished.
+    let finished: Vec<serde_json::Value> = p
+        .events
+        .published()
+        .into_iter()
+        .filter(|e| e["detail-type"] == "RunFinished")
+        .collect();
+    assert_eq!(finished.len(), 1);
+    let event = &finished[0];
+    assert_eq!(event["detail"]["run_id"], serde_json::json!(run.as_uuid()));
+    let today = chrono::Utc::now().date_naive();
+    for attempt in 0..2 {
+        let qa = qa_sampler::handle(&p.deps, event, 5, chrono::Utc::now())
+            .await
+            .unwrap();
+        let rolled = analytics::handle(p.pool(), event, today).await.unwrap();
+        if attempt == 0 {
+            assert_eq!((qa.runs_sampled, qa.samples), (1, 5));
+            assert!(rolled.rows > 0);
+        } else {
+            assert_eq!(
+                (qa.samples, rolled.rows),
+                (0, 0),
+                "a re-sent event acted on again"
+            );
+        }
+    }
+    let admin = db.admin().await;
+    let consumed: Vec<String> = admin
+        .query(
+            "SELECT consumer FROM consumed_events ORDER BY consumer",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(consumed, vec!["analytics", "qa-sampler"]);
+    // The local run hands the event on as the template's rules do (already consumed here).
+    let delivered = p.deliver_events().await.unwrap();
+    assert_eq!(delivered.published.get("RunFinished"), Some(&1));
+    assert_eq!(delivered.qa_samples, 0);
+    // An event claiming our source with a detail that is not its type's is refused, named.
+    let bad = serde_json::json!({"source": "leadfactory", "detail-type": "RunFinished", "detail": {"version": 1}});
+    let e = qa_sampler::handle(&p.deps, &bad, 5, chrono::Utc::now())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("RunFinished detail"), "{e}");
+}

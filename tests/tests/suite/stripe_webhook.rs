@@ -17,6 +17,8 @@ const SECRET: &str = "whsec_test_123";
 struct Setup {
     db: TestDb,
     bus: Arc<MemoryBus>,
+    /// What the webhook published.
+    events: shared::events::MemoryPublisher,
     deps: WebhookDeps,
     tenant: uuid::Uuid,
     report: uuid::Uuid,
@@ -26,11 +28,7 @@ struct Setup {
 async fn setup_with(bus_override: Option<Arc<dyn Bus>>) -> Setup {
     let db = TestDb::new().await;
     let admin = db.admin().await;
-    let (tenant, business, report) = (
-        uuid::Uuid::new_v4(),
-        uuid::Uuid::new_v4(),
-        uuid::Uuid::new_v4(),
-    );
+    let tenant = uuid::Uuid::new_v4();
     admin
         .execute(
             "INSERT INTO tenants (id, name) VALUES ($1, 'A')",
@@ -38,35 +36,24 @@ async fn setup_with(bus_override: Option<Arc<dyn Bus>>) -> Setup {
         )
         .await
         .unwrap();
-    admin
-        .execute(
-            "INSERT INTO businesses (id, tenant_id, name, name_norm) VALUES ($1, $2, 'Joe', 'joe')",
-            &[&business, &tenant],
-        )
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "INSERT INTO reports (id, tenant_id, business_id, token, preview_key, full_key, pages, bytes, price_cents)
-             VALUES ($1, $2, $3, repeat('k', 40), 'reports/p.pdf', 'reports/f.pdf', 6, 1000, 4900)",
-            &[&report, &tenant, &business],
-        )
-        .await
-        .unwrap();
+    let (business, report) = testkit::business_with_report(&admin, tenant, 'k').await;
     let bus = Arc::new(MemoryBus::new(QueueSpec::with_dlq(
         Queue::Fulfilment.name(),
         Duration::from_secs(30),
         3,
     )));
+    let events = shared::events::MemoryPublisher::default();
     let deps = WebhookDeps {
         pool: db.app_pool(),
         bus: bus_override.unwrap_or_else(|| bus.clone()),
         secret: SecretString::from(SECRET),
         tolerance_secs: 300,
+        events: Some(Arc::new(events.clone())),
     };
     Setup {
         db,
         bus,
+        events,
         deps,
         tenant,
         report,
@@ -605,4 +592,99 @@ async fn a_paid_session_with_fields_of_any_length_is_recorded_capped_and_fulfill
     assert_eq!(lengths.0 as usize, capped::RAW_STRING);
     assert_eq!(lengths.1 as usize, capped::RAW_STRING);
     assert!(lengths.2 < 20_000, "{lengths:?}");
+}
+
+#[tokio::test]
+async fn a_purchase_publishes_purchase_paid_once_and_each_larger_refund_a_purchase_refunded() {
+    let s = setup_with(None).await;
+    let body = completed(&s, "evt_pub_1", "cs_pub_1");
+    for _ in 0..3 {
+        handle(&s.deps, &signed(&body), now()).await.unwrap();
+    }
+    let refund = |id: &str, amount: i64| {
+        serde_json::json!({ "id": id, "object": "event", "type": "charge.refunded", "created": now(),
+            "data": { "object": { "id": "ch_pub", "object": "charge", "amount": 4900, "amount_refunded": amount,
+                                  "payment_intent": "pi_cs_pub_1", "metadata": { "tenant_id": s.tenant } } } })
+        .to_string()
+    };
+    // Stripe sends the same refund as two events sometimes; the amount is the fact.
+    for (id, amount) in [
+        ("evt_pub_2", 1000),
+        ("evt_pub_3", 1000),
+        ("evt_pub_4", 4900),
+    ] {
+        handle(&s.deps, &signed(&refund(id, amount)), now())
+            .await
+            .unwrap();
+    }
+    let published = s.events.published();
+    let of = |t: &str| -> Vec<&serde_json::Value> {
+        published
+            .iter()
+            .filter(|e| e["detail-type"] == t)
+            .map(|e| &e["detail"])
+            .collect()
+    };
+    let paid = of("PurchasePaid");
+    assert_eq!(paid.len(), 1, "{published:?}");
+    assert_eq!(paid[0]["report_id"], serde_json::json!(s.report));
+    assert_eq!(paid[0]["currency"], "usd");
+    assert!(
+        !serde_json::to_string(&published)
+            .unwrap()
+            .contains("owner@"),
+        "an event carries the buyer's address"
+    );
+    let refunds: Vec<(i64, bool)> = of("PurchaseRefunded")
+        .iter()
+        .map(|d| {
+            (
+                d["refunded_cents"].as_i64().unwrap(),
+                d["fully_refunded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(refunds, vec![(1000, false), (4900, true)]);
+}
+
+#[tokio::test]
+async fn a_purchase_paid_the_bus_refused_is_published_by_stripes_retry() {
+    let mut s = setup_with(None).await;
+    let working = s.deps.events.take();
+    s.deps.events = Some(Arc::new(testkit::RefusingBus));
+    let body = completed(&s, "evt_retry_pub", "cs_retry_pub");
+    let refused = handle(&s.deps, &signed(&body), now()).await.unwrap_err();
+    assert_eq!(refused.status, 503);
+    // The purchase is paid and its fulfilment sent; the event waits, unprocessed.
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM purchases WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        one(&s.db, "SELECT count(*) FROM domain_events WHERE published_at IS NULL AND last_publish_error IS NOT NULL").await,
+        1
+    );
+    s.deps.events = working;
+    let retried = handle(&s.deps, &signed(&body), now()).await.unwrap();
+    assert_eq!(retried.outcome, "processed");
+    assert_eq!(
+        s.events
+            .published()
+            .iter()
+            .filter(|e| e["detail-type"] == "PurchasePaid")
+            .count(),
+        1
+    );
+    assert_eq!(
+        one(
+            &s.db,
+            "SELECT count(*) FROM domain_events WHERE published_at IS NULL"
+        )
+        .await,
+        0
+    );
 }

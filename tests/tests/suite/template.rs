@@ -157,7 +157,8 @@ fn sqs_functions_read_queues_with_dlqs_and_report_partial_failures() {
                             >= 2
                     );
                 }
-                Some("Schedule" | "ScheduleV2") => {}
+                // Checked with the domain events' routes below.
+                Some("Schedule" | "ScheduleV2" | "EventBridgeRule") => {}
                 Some("HttpApi") => {
                     let path = e["Properties"]["Path"].as_str().unwrap_or_default();
                     if path.starts_with("/webhooks/") {
@@ -859,4 +860,99 @@ fn reports_and_backups_are_mirrored_to_another_region_only_when_asked() {
         );
     }
     assert!(!text.contains("/html/") && !text.contains("s3:*"), "{text}");
+}
+
+/// Each function resource by its binary's name.
+fn functions_by_binary(t: &Value) -> BTreeMap<String, Value> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(_, r)| {
+            (
+                r["Metadata"]["BuildProperties"]["Binary"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                r.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn domain_events_are_routed_as_the_local_run_routes_them_and_only_their_publishers_may_put_them() {
+    let t = template();
+    let res = &t["Resources"];
+    assert_eq!(res["EventBus"]["Type"], "AWS::Events::EventBus");
+    assert_eq!(
+        target(&t["Globals"]["Function"]["Environment"]["Variables"]["LF_EVENT_BUS_NAME"])
+            .as_deref(),
+        Some("EventBus")
+    );
+    let mut routes = BTreeSet::new();
+    let mut publishers = BTreeSet::new();
+    for (bin, f) in functions_by_binary(&t) {
+        let events = f["Properties"]["Events"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default();
+        for (name, e) in &events {
+            if e["Type"] != "EventBridgeRule" {
+                continue;
+            }
+            let p = &e["Properties"];
+            assert_eq!(
+                target(&p["EventBusName"]).as_deref(),
+                Some("EventBus"),
+                "{bin}.{name:?}"
+            );
+            assert_eq!(
+                p["Pattern"]["source"],
+                Value::from(vec!["leadfactory"]),
+                "{bin}.{name:?}"
+            );
+            for dt in p["Pattern"]["detail-type"].as_sequence().unwrap() {
+                let dt = dt.as_str().unwrap();
+                let known = shared::events::DetailType::named(dt)
+                    .unwrap_or_else(|| panic!("{bin} is routed {dt}, which nothing publishes"));
+                routes.insert((known, bin.clone()));
+            }
+        }
+        let may_put = f["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("EventBridgePutEventsPolicy"))
+            .any(|p| target(&p["EventBusName"]).as_deref() == Some("EventBus"));
+        if may_put {
+            publishers.insert(bin.clone());
+        }
+    }
+    let local: BTreeSet<(shared::events::DetailType, String)> =
+        leadfactory_cli::local::EVENT_ROUTES
+            .iter()
+            .map(|(t, f)| (*t, (*f).to_owned()))
+            .collect();
+    assert_eq!(
+        routes, local,
+        "the template's rules and the local run's routes differ"
+    );
+    // Every SQS stage finishes runs (the batch runner publishes their RunFinished); targeting
+    // (an empty night, CampaignExhausted), the Stripe webhook (purchases) and alerts (alerts,
+    // idle runs, the sweep) publish the rest. Nothing else may.
+    let mut expected: BTreeSet<String> = functions_by_binary(&t)
+        .into_iter()
+        .filter(|(_, f)| {
+            f["Properties"]["Events"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .any(|(_, e)| e["Type"] == "SQS")
+        })
+        .map(|(b, _)| b)
+        .collect();
+    expected.extend(["targeting", "stripe-webhook", "alerts"].map(str::to_owned));
+    assert_eq!(publishers, expected);
 }

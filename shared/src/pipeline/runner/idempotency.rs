@@ -149,29 +149,30 @@ pub(super) async fn claim(
 const MARK_DONE: &str = "WITH done AS (
      UPDATE processed_messages SET status = 'done', outcome = NULL, updated_at = now()
      WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3))
- SELECT finish_runs($4::uuid[])";
+ SELECT n FROM (SELECT finish_runs($4::uuid[]) AS n) f WHERE n > 0";
 
 /// Marks the records whose next hops were sent `done`, and finishes any of `runs` whose work has
-/// all ended (one pipelined round trip). The store transaction has committed, so whichever of
-/// two concurrent last batches gets here second sees no pending work and finishes the run.
+/// all ended (one pipelined round trip); returns whether it finished one. The store transaction
+/// has committed, so whichever of two concurrent last batches gets here second sees no pending
+/// work and finishes the run.
 pub(super) async fn mark_done(
     client: &deadpool_postgres::Client,
     tenant: TenantId,
     stage: &str,
     sent: &[String],
     runs: &[uuid::Uuid],
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     if sent.is_empty() && runs.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    execute_alone(
+    let finished = execute_alone(
         client,
         tenant,
         MARK_DONE,
         &[&tenant.as_uuid(), &stage, &sent, &runs],
     )
     .await?;
-    Ok(())
+    Ok(finished > 0)
 }
 
 /// The message ids of each key (a key delivered twice in one batch has two).

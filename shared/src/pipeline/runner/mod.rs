@@ -17,7 +17,9 @@
 //!    first), then the idempotency records (with the next-hop messages as their outcome) and the
 //!    run events, sent together with the commit (pipelined) as they do not depend on one
 //!    another; if it fails, the reservation of the work it would have stored is given back;
-//! 6. the next hop is sent in batches and the records marked done (one pipelined round trip).
+//! 6. the next hop is sent in batches and the records marked done (one pipelined round trip);
+//! 7. if that finished a run (or the batch holds a redelivery), the tenant's waiting domain
+//!    events (`RunFinished`) are published.
 //!
 //! Round trips per batch are constant, whatever its size. Unparseable messages, messages that
 //! cannot prove their tenant (step 1 also reads which of the runs they name the tenant holds)
@@ -313,9 +315,13 @@ pub async fn process_batch_until<H: StageHandler>(
     let mut out = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Received<H>>> = BTreeMap::new();
     let mut last_tries: HashSet<String> = HashSet::new();
+    let mut redelivered: HashSet<String> = HashSet::new();
     for m in batch {
         if m.receive_count >= deps.max_receive_count {
             last_tries.insert(m.id.clone());
+        }
+        if m.receive_count > 1 {
+            redelivered.insert(m.id.clone());
         }
         match Envelope::<H::Payload>::parse(&m.body) {
             Ok(env) => by_tenant
@@ -333,6 +339,7 @@ pub async fn process_batch_until<H: StageHandler>(
         let batch = TenantBatch {
             tenant,
             last_tries: &last_tries,
+            redelivered: ids.iter().any(|id| redelivered.contains(id)),
             deadline,
         };
         let result = match deps.pauses.blocking(&deps.pool, tenant, H::VENDORS).await {

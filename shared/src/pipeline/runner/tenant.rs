@@ -21,6 +21,9 @@ pub(super) struct TenantBatch<'a> {
     pub(super) tenant: TenantId,
     /// Ids of the messages on their last receive.
     pub(super) last_tries: &'a HashSet<String>,
+    /// Whether any of the tenant's messages was received before: its first delivery may have
+    /// stopped after recording a domain event and before publishing it.
+    pub(super) redelivered: bool,
     pub(super) deadline: Option<tokio::time::Instant>,
 }
 
@@ -65,8 +68,28 @@ pub(super) async fn process<H: StageHandler>(
         return Ok(());
     }
     let sent: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
-    idempotency::mark_done(&client, tenant, H::STAGE.as_str(), &sent, &fresh.runs).await?;
+    let finished =
+        idempotency::mark_done(&client, tenant, H::STAGE.as_str(), &sent, &fresh.runs).await?;
+    drop(client);
+    if finished || batch.redelivered {
+        publish_events(deps, tenant).await;
+    }
     Ok(())
+}
+
+/// 7. The `RunFinished` a finished run recorded (or any event a stopped delivery left waiting)
+///    published. A failure is logged, not returned: the facts are committed, and the alerts
+///    function's sweep publishes what is still waiting.
+async fn publish_events(deps: &Deps, tenant: TenantId) {
+    match deps.publish_events(tenant).await {
+        Ok(f) if f.failed > 0 => {
+            tracing::warn!(%tenant, failed = f.failed, "domain events not published; the sweep tries again");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "domain events not published; the sweep tries again");
+        }
+    }
 }
 
 /// 1. What has been done already and which of the named runs the tenant holds (the
