@@ -347,3 +347,24 @@ async fn an_event_the_bus_refused_waits_with_its_reason_and_the_next_flush_publi
         .get(0);
     assert_eq!(waiting, 0);
 }
+
+#[test]
+fn the_sample_run_finished_is_what_the_schema_says_and_what_the_consumers_read() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/run-finished.json"),
+    )
+    .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(schema("RunFinished").is_valid(&event["detail"]));
+    match shared::events::Received::of(&event).unwrap() {
+        shared::events::Received::RunFinished(r) => {
+            assert_eq!(r.status, "succeeded");
+            assert_eq!(r.stages["enrichment"].total, 53);
+        }
+        other => panic!("read as {other:?}"),
+    }
+    // A field the schema does not know is refused: the schemas say exactly what is sent.
+    let mut extra = event["detail"].clone();
+    extra["customer_email"] = "owner@example.com".into();
+    assert!(!schema("RunFinished").is_valid(&extra));
+}

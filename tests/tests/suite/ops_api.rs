@@ -739,3 +739,55 @@ async fn a_tenant_pauses_and_resumes_a_vendor_for_its_own_work_and_sees_the_oper
     let (status, _, _) = f.call("GET", "/v1/vendors/places/pause", key, None).await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test]
+async fn a_purchase_paid_events_consumer_reads_the_buyer_through_the_api() {
+    let f = fixture(true).await;
+    // The Stripe webhook behind the gateway published each paid purchase.
+    let paid: Vec<Value> =
+        f.p.events
+            .published()
+            .into_iter()
+            .filter(|e| e["detail-type"] == "PurchasePaid")
+            .map(|e| e["detail"].clone())
+            .collect();
+    assert!(!paid.is_empty(), "no PurchasePaid published");
+    let event = &paid[0];
+    let id = event["purchase_id"].as_str().unwrap();
+    let get = |key: String, id: String| {
+        let f = &f;
+        async move {
+            let resp =
+                f.c.get(format!("{}/v1/purchases/{id}", f.p.gateway_url))
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (s, b) = get(f.key.clone(), id.to_owned()).await;
+    assert_eq!(s, 200, "{b}");
+    let p: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(p["id"], event["purchase_id"]);
+    assert_eq!(p["amount_cents"], event["amount_cents"]);
+    assert_eq!(p["report_id"], event["report_id"]);
+    assert_eq!(p["status"], "paid");
+    assert!(
+        p["customer_email"]
+            .as_str()
+            .is_some_and(|e| e.contains('@')),
+        "{p}"
+    );
+    assert_eq!(get(f.key.clone(), "nope".into()).await.0, 400);
+    assert_eq!(
+        get(f.key.clone(), uuid::Uuid::new_v4().to_string()).await.0,
+        404
+    );
+    let key_b = f.second_tenant_key().await;
+    assert_eq!(
+        get(key_b, id.to_owned()).await.0,
+        404,
+        "another tenant's purchase"
+    );
+}
