@@ -673,6 +673,20 @@ mod tests {
         assert_eq!(targeting.timeout, Duration::from_secs(120));
         let ops = t.functions.iter().find(|f| f.binary == "ops-api").unwrap();
         assert_eq!(ops.routes[0].path, "/v1/{proxy+}");
+        // The event bus and the rules on it.
+        assert_eq!(t.buses.len(), 1);
+        assert_eq!(t.buses[0].logical_id, "EventBus");
+        let qa = t
+            .functions
+            .iter()
+            .find(|f| f.binary == "qa-sampler")
+            .unwrap();
+        assert_eq!(qa.rules.len(), 1);
+        assert_eq!(qa.rules[0].name, "QaSamplerFunction.RunFinished");
+        assert_eq!(
+            qa.rules[0].pattern,
+            serde_json::json!({"source": ["leadfactory"], "detail-type": ["RunFinished"]})
+        );
     }
 
     #[test]
@@ -695,6 +709,7 @@ mod tests {
             .insert("SourcingQueue".into(), "http://q/sourcing".into());
         r.refs
             .insert("ReportsQueue".into(), "http://q/reports".into());
+        r.refs.insert("EventBus".into(), "leadfactory-prod".into());
         let targeting = t
             .functions
             .iter()
@@ -705,6 +720,7 @@ mod tests {
         assert_eq!(env["LF_SECRET_ARNS"], "arn:db,arn:vendors");
         assert_eq!(env["LF_BUCKET"], "bucket-1");
         assert_eq!(env["LF_MAX_RECEIVE_COUNT"], "5");
+        assert_eq!(env["LF_EVENT_BUS_NAME"], "leadfactory-prod");
         let scoring = t.functions.iter().find(|f| f.binary == "scoring").unwrap();
         // The function's own value wins over Globals'.
         assert_eq!(scoring.environment(&r).unwrap()["LF_SECRET_ARNS"], "arn:db");
