@@ -150,6 +150,20 @@ fn print_summary(s: &RunSummary, activity: &FunnelActivity, secs: f64) {
     if let Some(per) = s.cost_per_qualified_micros() {
         row("cost per qualified lead", dollars(per));
     }
+    println!();
+    println!(
+        "  infra (Lambda, SQS, S3, events) {:>9} invocations, {:.1} GB-s {:>8}",
+        s.invocations,
+        s.mb_ms as f64 / 1_024_000.0,
+        dollars(s.infra_nanos / 1_000)
+    );
+    if let (Some(infra), Some(vendor)) = (
+        s.infra_per_1000_leads_micros(),
+        s.vendor_per_1000_leads_micros(),
+    ) {
+        row("infra per 1,000 leads", dollars(infra));
+        row("vendors per 1,000 leads", dollars(vendor));
+    }
     row("wall time", format!("{secs:.1} s"));
     if !s.events.is_empty() {
         println!();

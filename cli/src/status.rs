@@ -14,6 +14,13 @@ const STAGE_TABLE: &str = "SELECT stage, total, success, errors, skipped, p50_ms
 const VENDOR_TABLE: &str = "SELECT vendor, calls, errors, rate_limit_hits, cost_micros
  FROM run_vendor_usage WHERE run_id = $1 ORDER BY vendor";
 
+/// The run's compute and vendor spend, and the leads it found (new or stale businesses).
+const RUN_COSTS: &str = "SELECT (SELECT coalesce(sum(cost_nanos), 0)::int8 FROM compute_usage WHERE run_id = $1) AS infra_nanos,
+        (SELECT coalesce(sum(cost_micros), 0)::int8 FROM run_vendor_usage WHERE run_id = $1) AS vendor_micros,
+        (SELECT count(*) FROM run_event_logs WHERE run_id = $1 AND stage = 'sourcing' AND event = ANY('{sourced,stale,known}')) AS leads";
+
+const COMPUTE_TODAY: &str = "SELECT coalesce(sum(cost_nanos), 0)::int8 AS nanos FROM compute_cost_since(date_trunc('day', now()))";
+
 const PAUSED_VENDORS: &str = "SELECT p.vendor, coalesce(t.name, 'every tenant') AS scope, p.reason, p.paused_at, p.until
  FROM vendor_pauses p LEFT JOIN tenants t ON t.id = p.tenant_id
  WHERE p.resumed_at IS NULL AND (p.until IS NULL OR p.until > now()) ORDER BY p.paused_at, p.vendor";
@@ -137,6 +144,38 @@ pub async fn report(
             format!("${:.4}", v.get::<_, i64>("cost_micros") as f64 / 1e6)
         );
     }
+    // Compute beside vendors, per 1,000 leads the run found; and the deployment's compute today.
+    let c = client.query_one(RUN_COSTS, &[&latest]).await?;
+    let (infra, vendor, leads): (i64, i64, i64) =
+        (c.get("infra_nanos"), c.get("vendor_micros"), c.get("leads"));
+    let dollars = |micros: i64| format!("${:.4}", micros as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:>12} {:>20}\n{:<12} {:>12} {:>20}\n{:<12} {:>12} {:>20}",
+        "cost",
+        "run",
+        "per 1,000 leads",
+        "infra",
+        dollars(infra / 1_000),
+        if leads > 0 {
+            dollars(infra / leads)
+        } else {
+            "-".into()
+        },
+        "vendors",
+        dollars(vendor),
+        if leads > 0 {
+            dollars(vendor * 1_000 / leads)
+        } else {
+            "-".into()
+        },
+    );
+    let today: i64 = client.query_one(COMPUTE_TODAY, &[]).await?.get("nanos");
+    let _ = writeln!(
+        out,
+        "compute today, every tenant and the platform: {}",
+        dollars(today / 1_000)
+    );
     // Areas searched as deep as Yelp goes: their campaigns find nothing new there.
     let used_up = client
         .query(

@@ -12,6 +12,7 @@ pub mod aws;
 pub mod backup;
 pub mod bus;
 pub mod campaign;
+pub mod compute;
 pub mod config;
 pub mod db;
 pub mod domain;

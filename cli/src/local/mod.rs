@@ -112,6 +112,20 @@ pub fn memory_bus(visibility: Duration, max_receive_count: u32) -> MemoryBus {
     )
 }
 
+/// Each function's configured memory (`MemorySize`), from the template a deployment uses: the
+/// local run's compute is priced as if it ran there.
+pub fn template_memory() -> Result<std::collections::BTreeMap<String, u32>, LocalError> {
+    let t = crate::cloud::template::Template::parse(
+        include_str!("../../../infra/template.yaml"),
+        &HashMap::new(),
+    )
+    .map_err(|e| LocalError::Template(e.to_string()))?;
+    Ok(t.functions
+        .iter()
+        .map(|f| (f.binary.clone(), f.memory_mb))
+        .collect())
+}
+
 /// The local run's link secret (signed unsubscribe and download links); production reads
 /// `LF_LINK_SECRET`.
 pub const LOCAL_LINK_SECRET: &str = "leadfactory-local-link-secret-not-for-production";
@@ -171,6 +185,8 @@ pub enum LocalError {
     Events(#[from] shared::events::EventError),
     #[error("an event route names {0}, which the local run does not start")]
     NoConsumer(&'static str),
+    #[error("infra/template.yaml: {0}")]
+    Template(String),
 }
 
 impl LocalPipeline {
@@ -223,6 +239,10 @@ impl LocalPipeline {
             max_receive_count: opts.max_receive_count,
             pauses: shared::vendors::pauses::PauseBoard::configured(&env)?,
             events: Some(Arc::new(events.clone())),
+            compute: shared::compute::Meter::per_function(
+                template_memory()?,
+                shared::compute::ComputePrices::default(),
+            ),
         };
         let links = shared::links::LinkSigner::new(SecretString::from(LOCAL_LINK_SECRET))
             .map_err(|e| LocalError::Gateway(e.to_string()))?;

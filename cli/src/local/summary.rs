@@ -39,6 +39,11 @@ pub struct RunSummary {
     pub failed: i64,
     pub vendors: Vec<(String, i64, i64)>,
     pub cost_micros: i64,
+    /// The run's compute as AWS bills it (`compute_usage`): nano-dollars, invocations and
+    /// MB-milliseconds.
+    pub infra_nanos: i64,
+    pub invocations: i64,
+    pub mb_ms: i64,
     /// Leads the qa-sampler sampled from the run for review.
     pub qa_samples: i64,
     /// Domain events recorded since the run began: (detail type, published, still waiting).
@@ -46,6 +51,16 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// Compute cost per 1,000 sourced leads, in micro-dollars.
+    pub fn infra_per_1000_leads_micros(&self) -> Option<i64> {
+        (self.sourced > 0).then(|| self.infra_nanos / self.sourced)
+    }
+
+    /// Vendor cost per 1,000 sourced leads, in micro-dollars.
+    pub fn vendor_per_1000_leads_micros(&self) -> Option<i64> {
+        (self.sourced > 0).then(|| self.cost_micros * 1_000 / self.sourced)
+    }
+
     /// Vendor spend per qualified lead, the figure an agency prices against (most of a night's
     /// spend goes on businesses that never qualify).
     pub fn cost_per_qualified_micros(&self) -> Option<i64> {
@@ -79,6 +94,10 @@ const COUNT_PURCHASES: &str = "SELECT count(*) AS purchased,
 const COUNT_TIERS: &str =
     "SELECT tier::text AS tier, count(*) AS scored, count(*) FILTER (WHERE qualified) AS qualified
  FROM scores WHERE run_id = $1 GROUP BY tier ORDER BY tier";
+
+const RUN_COMPUTE: &str = "SELECT coalesce(sum(cost_nanos), 0)::int8 AS nanos, coalesce(sum(invocations), 0)::int8 AS invocations,
+        coalesce(sum(billed_ms * memory_mb), 0)::int8 AS mb_ms
+ FROM compute_usage WHERE run_id = $1";
 
 const QA_SAMPLES: &str = "SELECT count(*) AS n FROM qa_samples WHERE run_id = $1";
 
@@ -146,6 +165,10 @@ pub async fn summarize(pool: &Pool, tenant: TenantId, run: RunId) -> Result<RunS
         ));
     }
     s.qa_samples = tx.query_one(QA_SAMPLES, &[&run.as_uuid()]).await?.get("n");
+    let c = tx.query_one(RUN_COMPUTE, &[&run.as_uuid()]).await?;
+    s.infra_nanos = c.get("nanos");
+    s.invocations = c.get("invocations");
+    s.mb_ms = c.get("mb_ms");
     for row in tx.query(DOMAIN_EVENTS, &[&run.as_uuid()]).await? {
         s.events.push((
             row.get("detail_type"),

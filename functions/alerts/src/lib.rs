@@ -237,6 +237,7 @@ const DATABASE_SIZE: &str = "SELECT pg_database_size(current_database())::int8 A
                ORDER BY 2 DESC LIMIT 3) c) AS largest";
 
 /// One evaluation's health checks, each component's run of failures counted on.
+const COMPUTE_SINCE: &str = "SELECT function, invocations, cost_nanos FROM compute_cost_since($1)";
 const RECORD_HEALTH: &str = "INSERT INTO health_checks AS h (component, failures, last_error, checked_at, failing_since)
  SELECT x.c, CASE WHEN x.e IS NULL THEN 0 ELSE 1 END, x.e, $3, CASE WHEN x.e IS NULL THEN NULL ELSE $3::timestamptz END
  FROM UNNEST($1::text[], $2::text[]) AS x(c, e)
@@ -325,6 +326,7 @@ impl Alerts {
         });
         out.push(self.storage(&c).await?);
         out.extend(self.restore_drill(&c, now).await?);
+        out.push(self.infra_budget(&c, now).await?);
         Ok(out)
     }
 
@@ -430,6 +432,54 @@ impl Alerts {
                 ),
             )
         }))
+    }
+
+    /// The deployment's compute since midnight UTC (every tenant's and the platform's) against
+    /// the daily infra budget, naming the functions that cost most (the seeds' burst-compute
+    /// spend gauge).
+    async fn infra_budget(
+        &self,
+        c: &shared::db::Client,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Finding, AlertError> {
+        let t = &self.defaults;
+        let midnight = now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map_or(now, |m| m.and_utc());
+        let rows = c.query(COMPUTE_SINCE, &[&midnight]).await?;
+        let nanos: i64 = rows.iter().map(|r| r.get::<_, i64>("cost_nanos")).sum();
+        let spent_usd = nanos as f64 / 1e9;
+        let top = rows
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} ${:.2} ({} invocations)",
+                    r.get::<_, String>("function"),
+                    r.get::<_, i64>("cost_nanos") as f64 / 1e9,
+                    r.get::<_, i64>("invocations")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let used = spent_usd / t.infra_daily_budget_usd;
+        Ok(Finding::new("infra_budget", "compute").graded(
+            used,
+            (t.infra_budget_warn, t.infra_budget_critical),
+            |th| {
+                format!(
+                    "Compute today is ${spent_usd:.2}, {} of the ${:.2} daily infra budget — at or above {}. Most: {top}.",
+                    rules::pct(used),
+                    t.infra_daily_budget_usd,
+                    rules::pct(th)
+                )
+            },
+            format!(
+                "Compute today is back to {} of the daily infra budget.",
+                rules::pct(used)
+            ),
+        ))
     }
 
     /// The database's size against the storage it is given, naming its largest tables.

@@ -22,7 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         });
     }
     run(service_fn(|_: LambdaEvent<Value>| async {
-        let report = alerts.run(&deps, chrono::Utc::now()).await?;
+        let work = alerts.run(&deps, chrono::Utc::now());
+        let report = deps.compute.platform(&deps.pool, "alerts", work).await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

@@ -55,6 +55,11 @@ pub struct Thresholds {
     /// Health checks a component must fail in a row before it alerts
     /// (`HEALTH_CHECK_FAILURES_THRESHOLD`).
     pub health_failures: i32,
+    /// The deployment's daily compute budget in dollars (operators' alert, the template's
+    /// `InfraDailyBudgetUsd`): warn and critical shares of it spent since midnight UTC.
+    pub infra_daily_budget_usd: f64,
+    pub infra_budget_warn: f64,
+    pub infra_budget_critical: f64,
 }
 
 impl Default for Thresholds {
@@ -96,6 +101,9 @@ impl Default for Thresholds {
             db_storage_critical: 0.95,
             restore_drill_max_age_days: 35,
             health_failures: 2,
+            infra_daily_budget_usd: 5.0,
+            infra_budget_warn: 0.80,
+            infra_budget_critical: 1.0,
         }
     }
 }
@@ -117,6 +125,14 @@ impl Thresholds {
         t.health_failures = r.parsed_or("HEALTH_CHECK_FAILURES_THRESHOLD", t.health_failures);
         if t.health_failures < 1 {
             r.invalid("HEALTH_CHECK_FAILURES_THRESHOLD", "must be at least 1");
+        }
+        t.infra_daily_budget_usd =
+            r.parsed_or("LF_INFRA_DAILY_BUDGET_USD", t.infra_daily_budget_usd);
+        if t.infra_daily_budget_usd.is_nan() || t.infra_daily_budget_usd <= 0.0 {
+            r.invalid(
+                "LF_INFRA_DAILY_BUDGET_USD",
+                "must be a positive number of dollars",
+            );
         }
         r.finish(t)
     }

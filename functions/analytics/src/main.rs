@@ -12,7 +12,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = &deps;
     run(service_fn(|event: LambdaEvent<Value>| async move {
         let today = chrono::Utc::now().date_naive();
-        let report = analytics::handle(&deps.pool, &event.payload, today).await?;
+        let work = analytics::handle(&deps.pool, &event.payload, today);
+        let report = deps.compute.platform(&deps.pool, "analytics", work).await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

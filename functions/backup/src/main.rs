@@ -11,13 +11,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = shared::pipeline::Deps::from_env(backup::SENDS_TO).await?;
     let deps = &deps;
     run(service_fn(|event: LambdaEvent<Value>| async move {
-        if backup::is_drill(&event.payload) {
-            let report = backup::drill(&deps.pool, deps.store.as_ref()).await?;
-            return Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?);
-        }
-        let day = backup::day_of(&event.payload, chrono::Utc::now());
-        let report = backup::run(&deps.pool, deps.store.as_ref(), day).await?;
-        Ok(serde_json::to_value(report)?)
+        let work = async {
+            if backup::is_drill(&event.payload) {
+                let report = backup::drill(&deps.pool, deps.store.as_ref()).await?;
+                return Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?);
+            }
+            let day = backup::day_of(&event.payload, chrono::Utc::now());
+            let report = backup::run(&deps.pool, deps.store.as_ref(), day).await?;
+            Ok(serde_json::to_value(report)?)
+        };
+        deps.compute.platform(&deps.pool, "backup", work).await
     }))
     .await
 }

@@ -22,9 +22,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let deadline = shared::pipeline::work_deadline(event.context.deadline);
         let payload = event.payload;
         if payload.get("Records").is_none() {
-            let released =
-                delivery::release_backlog(deps, deps.bus.as_ref(), chrono::Utc::now().date_naive())
-                    .await?;
+            let work =
+                delivery::release_backlog(deps, deps.bus.as_ref(), chrono::Utc::now().date_naive());
+            let released = deps.compute.platform(&deps.pool, "delivery", work).await?;
             return Ok::<_, lambda_runtime::Error>(serde_json::to_value(released)?);
         }
         let sqs: SqsEvent = serde_json::from_value(payload)?;

@@ -4,7 +4,7 @@
 //! this code — keeps tenants apart. Routes (all under `/v1`, described in `docs/openapi.yaml`):
 //! health; runs and one run's stage percentiles, vendor usage and cost; campaigns (list,
 //! create, update — validated by `shared::campaign`); a campaign's funnel; experiment results;
-//! cost per lead by tier; erasure; a purchase (its buyer included) and its resend (`Idempotency-Key`); the tenant's vendor
+//! cost per lead by tier and compute beside vendor cost per day; erasure; a purchase (its buyer included) and its resend (`Idempotency-Key`); the tenant's vendor
 //! pauses (list, pause, resume — the kill switch for its own work); and CSV exports of leads, emails, purchases and costs,
 //! paged by a keyset cursor so memory stays bounded however large the table (`X-Next-After`
 //! carries the cursor of the next page).
@@ -360,6 +360,15 @@ impl OpsApi {
                 })
                 .await
             }
+            ("GET", ["v1", "costs", "daily"]) => {
+                let to = date(&q, "to", chrono::Utc::now().date_naive())?;
+                let from = date(&q, "from", to - chrono::Duration::days(29))?;
+                self.with_tx(tenant, async |tx| {
+                    let days = shared::analytics::daily_costs(tx, from, to).await?;
+                    Ok(json!({ "from": from, "to": to, "days": days }))
+                })
+                .await
+            }
             ("POST", ["v1", "erasure"]) => self.erase(tenant, &body).await,
             ("POST", ["v1", "subject-export"]) => self.subject_export(tenant, &body).await,
             ("GET", ["v1", "purchases", id]) => {
@@ -396,7 +405,7 @@ impl OpsApi {
                 ["v1", "health" | "runs" | "experiments"]
                 | ["v1", "runs" | "exports" | "purchases", _]
                 | ["v1", "vendors", "pauses"]
-                | ["v1", "costs", "tiers"]
+                | ["v1", "costs", "tiers" | "daily"]
                 | ["v1", "campaigns", _, "funnel"],
             ) => Err(HttpError::method_not_allowed("GET")),
             (_, ["v1", "campaigns"]) => Err(HttpError::method_not_allowed("GET, POST")),

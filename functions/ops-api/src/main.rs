@@ -18,9 +18,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queues: ops_api::wired_queues(),
     };
     let api = Arc::new(api);
+    let meter = Arc::new(
+        shared::compute::Meter::from_source(&shared::config::ProcessEnv)?
+            .flushing_after(shared::compute::HTTP_FLUSH_AFTER),
+    );
     run(service_fn(|event: LambdaEvent<ApiGatewayV2httpRequest>| {
-        let api = api.clone();
-        async move { Ok::<_, lambda_runtime::Error>(api.handler(event.payload).await) }
+        let (api, meter) = (api.clone(), meter.clone());
+        async move {
+            let work = api.handler(event.payload);
+            Ok::<_, lambda_runtime::Error>(meter.platform(&api.pool, "ops-api", work).await)
+        }
     }))
     .await
 }

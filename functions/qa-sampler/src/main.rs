@@ -11,13 +11,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = shared::pipeline::Deps::from_env(qa_sampler::SENDS_TO).await?;
     let deps = &deps;
     run(service_fn(|event: LambdaEvent<Value>| async move {
-        let report = qa_sampler::handle(
+        let work = qa_sampler::handle(
             deps,
             &event.payload,
             qa_sampler::DEFAULT_SAMPLE,
             chrono::Utc::now(),
-        )
-        .await?;
+        );
+        let report = deps
+            .compute
+            .platform(&deps.pool, "qa-sampler", work)
+            .await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

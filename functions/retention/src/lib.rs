@@ -42,6 +42,8 @@ pub struct Periods {
     /// Domain events (published long since, or given up on) and consumers' records of them:
     /// longer than any redelivery or retry can come back.
     pub domain_events_days: i32,
+    /// Compute usage and its daily roll-up: a year and a month of cost history.
+    pub compute_days: i32,
     pub batch: i64,
     pub max_batches: u32,
 }
@@ -59,6 +61,7 @@ impl Default for Periods {
             alerts_days: 90,
             buyer_emails_days: 7 * 365,
             domain_events_days: 30,
+            compute_days: 400,
             batch: 1000,
             max_batches: 200,
         }
@@ -202,6 +205,13 @@ const ROW_PURGES: &[RowPurge] = &[
         resumable: false,
     },
     RowPurge {
+        kind: "infra_daily",
+        sql: "DELETE FROM infra_daily WHERE (tenant_id, day) IN
+              (SELECT tenant_id, day FROM infra_daily WHERE day < ($1::timestamptz)::date ORDER BY day LIMIT $2)",
+        days: |p| p.compute_days,
+        resumable: false,
+    },
+    RowPurge {
         kind: "buyer_emails",
         sql: "UPDATE purchases SET customer_email = NULL
               WHERE id IN (SELECT id FROM purchases WHERE customer_email IS NOT NULL AND created_at < $1 ORDER BY created_at LIMIT $2)",
@@ -217,6 +227,12 @@ const OPERATOR_PURGES: &[RowPurge] = &[
         kind: "operator_alerts",
         sql: "SELECT purge_operator_alerts($1, $2::int) AS n",
         days: |p| p.alerts_days,
+        resumable: false,
+    },
+    RowPurge {
+        kind: "compute_usage",
+        sql: "SELECT purge_compute_usage($1, $2::int) AS n",
+        days: |p| p.compute_days,
         resumable: false,
     },
     RowPurge {

@@ -11,7 +11,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = shared::pipeline::Deps::from_env(retention::SENDS_TO).await?;
     let periods = retention::Periods::default();
     run(service_fn(|_: LambdaEvent<Value>| async {
-        let report = retention::purge(&deps, &periods, chrono::Utc::now()).await?;
+        let work = retention::purge(&deps, &periods, chrono::Utc::now());
+        let report = deps.compute.platform(&deps.pool, "retention", work).await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

@@ -9,9 +9,14 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = sendgrid_webhook::WebhookDeps::from_env().await?;
+    let meter = shared::compute::Meter::from_source(&shared::config::ProcessEnv)?
+        .flushing_after(shared::compute::HTTP_FLUSH_AFTER);
     run(service_fn(
         |event: LambdaEvent<ApiGatewayV2httpRequest>| async {
-            Ok::<_, lambda_runtime::Error>(sendgrid_webhook::handler(&deps, event.payload).await)
+            let work = sendgrid_webhook::handler(&deps, event.payload);
+            Ok::<_, lambda_runtime::Error>(
+                meter.platform(&deps.pool, "sendgrid-webhook", work).await,
+            )
         },
     ))
     .await

@@ -10,7 +10,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::obs::init_tracing();
     let deps = shared::pipeline::Deps::from_env(targeting::SENDS_TO).await?;
     run(service_fn(|event: LambdaEvent<Value>| async {
-        let report = targeting::handler(&deps, event.payload).await?;
+        let work = targeting::handler(&deps, event.payload);
+        let report = deps.compute.platform(&deps.pool, "targeting", work).await?;
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
     }))
     .await

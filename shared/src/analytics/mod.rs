@@ -97,15 +97,85 @@ pub async fn rollup(
     Ok(report)
 }
 
-/// Recomputes `funnel_daily` for `from..=to` for `tenant`, in `tx` (under its RLS); returns
-/// the rows written.
+/// The tenant's compute per day beside what its vendors cost (the whole ledger: searches too,
+/// which no campaign's funnel carries) and the leads found (the day's `funnel_daily` rows,
+/// written first): infra cost per 1,000 leads next to vendor cost.
+const INFRA_ROLLUP: &str = "
+WITH days AS (SELECT d::date AS day FROM generate_series($1::date, $2::date, interval '1 day') d),
+compute AS (SELECT occurred_at::date AS day, sum(invocations) n, sum(billed_ms * memory_mb) mb_ms, sum(cost_nanos) nanos
+            FROM compute_usage WHERE tenant_id = $3 AND occurred_at >= $1::date::timestamptz AND occurred_at < ($2::date + 1)::timestamptz
+            GROUP BY 1),
+vendor AS (SELECT occurred_at::date AS day, sum(cost_micros) micros FROM cost_ledger
+           WHERE tenant_id = $3 AND occurred_at >= $1::date::timestamptz AND occurred_at < ($2::date + 1)::timestamptz
+           GROUP BY 1),
+funnel AS (SELECT day, sum(sourced) sourced FROM funnel_daily
+           WHERE tenant_id = $3 AND day >= $1::date AND day <= $2::date GROUP BY 1)
+INSERT INTO infra_daily (tenant_id, day, invocations, gb_seconds, infra_nanos, vendor_micros, sourced, computed_at)
+SELECT $3, days.day, coalesce(compute.n, 0), coalesce(compute.mb_ms, 0)::float8 / 1024000.0, coalesce(compute.nanos, 0),
+       coalesce(vendor.micros, 0), coalesce(funnel.sourced, 0), now()
+FROM days LEFT JOIN compute USING (day) LEFT JOIN vendor USING (day) LEFT JOIN funnel USING (day)
+ON CONFLICT (tenant_id, day) DO UPDATE SET invocations = EXCLUDED.invocations, gb_seconds = EXCLUDED.gb_seconds,
+    infra_nanos = EXCLUDED.infra_nanos, vendor_micros = EXCLUDED.vendor_micros, sourced = EXCLUDED.sourced,
+    computed_at = EXCLUDED.computed_at";
+
+/// Recomputes `funnel_daily`, then `infra_daily`, for `from..=to` for `tenant`, in `tx` (under
+/// its RLS); returns the funnel rows written.
 pub async fn rollup_tenant(
     tx: &dyn crate::db::Tx,
     tenant: crate::domain::TenantId,
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
 ) -> Result<u64, DbError> {
-    crate::db::cached::execute(tx, ROLLUP, &[&from, &to, &tenant.as_uuid()]).await
+    let params: crate::db::cached::Params<'_> = &[&from, &to, &tenant.as_uuid()];
+    let rows = crate::db::cached::execute(tx, ROLLUP, params).await?;
+    crate::db::cached::execute(tx, INFRA_ROLLUP, params).await?;
+    Ok(rows)
+}
+
+/// One day of a tenant's costs: infra (compute) beside vendors, and per 1,000 leads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyCost {
+    pub day: chrono::NaiveDate,
+    pub sourced: i64,
+    pub invocations: i64,
+    pub gb_seconds: f64,
+    pub infra_micros: i64,
+    pub vendor_micros: i64,
+    /// `None` on a day that found no lead.
+    pub infra_per_1000_leads_micros: Option<i64>,
+    pub vendor_per_1000_leads_micros: Option<i64>,
+}
+
+const DAILY_COSTS: &str =
+    "SELECT day, sourced, invocations, gb_seconds, infra_nanos, vendor_micros FROM infra_daily
+ WHERE day >= $1 AND day <= $2 ORDER BY day";
+
+/// The tenant's rolled-up costs per day, `from..=to` (`tx` under its RLS).
+pub async fn daily_costs(
+    tx: &dyn crate::db::Tx,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<Vec<DailyCost>, DbError> {
+    Ok(crate::db::cached::query(tx, DAILY_COSTS, &[&from, &to])
+        .await?
+        .iter()
+        .map(|r| {
+            let sourced: i64 = r.get("sourced");
+            let infra_micros = r.get::<_, i64>("infra_nanos") / 1_000;
+            let vendor_micros: i64 = r.get("vendor_micros");
+            let per_1000 = |m: i64| (sourced > 0).then(|| m * 1_000 / sourced);
+            DailyCost {
+                day: r.get("day"),
+                sourced,
+                invocations: r.get("invocations"),
+                gb_seconds: r.get("gb_seconds"),
+                infra_micros,
+                vendor_micros,
+                infra_per_1000_leads_micros: per_1000(infra_micros),
+                vendor_per_1000_leads_micros: per_1000(vendor_micros),
+            }
+        })
+        .collect())
 }
 
 /// One campaign's funnel over a period, summed from `funnel_daily`.

@@ -107,7 +107,12 @@ impl Bus for MemoryBus {
         bodies: &[String],
         delay: Duration,
     ) -> Result<(), BusError> {
-        plan_batches(bodies)?;
+        // Priced as SQS would bill it: one request per batch.
+        let batches = plan_batches(bodies)?.len();
+        crate::compute::count(
+            crate::compute::Service::Sqs,
+            u32::try_from(batches).unwrap_or(u32::MAX),
+        );
         let mut queues = self.lock();
         let q = queues.get_mut(queue).ok_or_else(|| unknown(queue))?;
         let visible_at = Instant::now() + delay.min(super::MAX_DELAY);

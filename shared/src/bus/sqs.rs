@@ -93,6 +93,7 @@ impl SqsBus {
             .collect();
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=SEND_ATTEMPTS {
+            crate::compute::count(crate::compute::Service::Sqs, 1);
             let entries = pending
                 .iter()
                 .map(|(id, body)| {
@@ -162,6 +163,7 @@ impl Bus for SqsBus {
     }
 
     async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
+        crate::compute::count(crate::compute::Service::Sqs, 1);
         let url = self.url(queue)?;
         let out = self
             .client
@@ -192,6 +194,7 @@ impl Bus for SqsBus {
     }
 
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), BusError> {
+        crate::compute::count(crate::compute::Service::Sqs, 1);
         let url = self.url(queue)?;
         self.client
             .get()
@@ -226,6 +229,7 @@ impl Bus for SqsBus {
     }
 
     async fn depth(&self, queue: &str) -> Result<QueueDepth, BusError> {
+        crate::compute::count(crate::compute::Service::Sqs, 1);
         let url = self.url(queue)?;
         let out = self
             .client

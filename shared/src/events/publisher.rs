@@ -65,6 +65,10 @@ impl EventBridgePublisher {
 #[async_trait]
 impl Publisher for EventBridgePublisher {
     async fn put(&self, events: &[Outgoing]) -> Result<Vec<Option<String>>, PublishError> {
+        crate::compute::count(
+            crate::compute::Service::Events,
+            u32::try_from(events.len()).unwrap_or(u32::MAX),
+        );
         let service = |detail: String| PublishError::Service {
             bus: self.bus.clone(),
             detail,
@@ -131,6 +135,11 @@ impl MemoryPublisher {
 #[async_trait]
 impl Publisher for MemoryPublisher {
     async fn put(&self, events: &[Outgoing]) -> Result<Vec<Option<String>>, PublishError> {
+        // Priced as EventBridge would bill it.
+        crate::compute::count(
+            crate::compute::Service::Events,
+            u32::try_from(events.len()).unwrap_or(u32::MAX),
+        );
         let mut kept = self
             .events
             .lock()

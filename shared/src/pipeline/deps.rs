@@ -68,6 +68,8 @@ pub struct Deps {
     /// Where domain events are published (`LF_EVENT_BUS_NAME`); `None` keeps them waiting in
     /// `domain_events`.
     pub events: Option<Arc<dyn crate::events::Publisher>>,
+    /// The function's compute meter (its memory, the prices, usage not yet written).
+    pub compute: crate::compute::Meter,
 }
 
 /// `maxReceiveCount` of the queues when `LF_MAX_RECEIVE_COUNT` is not set.
@@ -114,6 +116,7 @@ impl Deps {
             }
         }
         r.finish(())?;
+        let compute = crate::compute::Meter::from_source(source)?;
         // Clients are built on first use: a cold start makes no SDK call and loads no config.
         let sdk = crate::aws::LazySdk::new(core.aws_endpoint_url.clone());
         let store = crate::store::from_config(&core.store, &sdk);
@@ -139,6 +142,7 @@ impl Deps {
             max_receive_count,
             pauses: crate::vendors::pauses::PauseBoard::configured(source)?,
             events,
+            compute,
         })
     }
 

@@ -39,6 +39,15 @@ impl Stage {
         Stage::ALL.iter().map(|s| s.as_str()).collect()
     }
 
+    /// The function (binary) that runs the stage: fulfilment is the delivery function's second
+    /// queue.
+    pub const fn function(self) -> &'static str {
+        match self {
+            Stage::Fulfilment => Stage::Delivery.as_str(),
+            other => other.as_str(),
+        }
+    }
+
     /// The name stored in run events and idempotency records.
     pub const fn as_str(self) -> &'static str {
         match self {

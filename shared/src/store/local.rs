@@ -33,6 +33,8 @@ impl ObjectWriter for LocalWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        // Priced as S3 would bill it.
+        crate::compute::count(crate::compute::Service::S3, 1);
         self.file.flush().await.map_err(LocalStore::io(&self.key))?;
         tokio::fs::rename(&self.tmp, &self.path)
             .await
@@ -121,12 +123,16 @@ impl ObjectStore for LocalStore {
         body: Bytes,
         _content_type: &str,
     ) -> Result<(), StoreError> {
+        // Priced as S3 would bill it.
+        crate::compute::count(crate::compute::Service::S3, 1);
         let (path, tmp) = self.paths_for_write(key).await?;
         tokio::fs::write(&tmp, &body).await.map_err(Self::io(key))?;
         tokio::fs::rename(&tmp, &path).await.map_err(Self::io(key))
     }
 
     async fn get_stream(&self, key: &ObjectKey) -> Result<Chunks, StoreError> {
+        // Priced as S3 would bill it.
+        crate::compute::count(crate::compute::Service::S3, 1);
         use tokio::io::AsyncReadExt;
         let file = tokio::fs::File::open(self.path(key))
             .await
@@ -159,6 +165,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
+        // Priced as S3 would bill it.
+        crate::compute::count(crate::compute::Service::S3, 1);
         tokio::fs::read(self.path(key))
             .await
             .map(Bytes::from)
@@ -166,6 +174,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        // Priced as S3 would bill it.
+        crate::compute::count(crate::compute::Service::S3, 1);
         match tokio::fs::remove_file(self.path(key)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -174,6 +184,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, StoreError> {
+        // Priced as S3 would bill it.
+        crate::compute::count(crate::compute::Service::S3, 1);
         let root = self.root.clone();
         // The directory to start from: the deepest complete segment of the prefix.
         let start = match prefix.rsplit_once('/') {

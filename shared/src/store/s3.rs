@@ -35,6 +35,11 @@ impl S3Writer {
 
     /// Uploads what is buffered as the next part, beginning the upload if need be.
     async fn upload_part(&mut self) -> Result<(), StoreError> {
+        // The part's upload, and the upload's creation before the first.
+        crate::compute::count(
+            crate::compute::Service::S3,
+            if self.upload_id.is_some() { 1 } else { 2 },
+        );
         let upload_id = match &self.upload_id {
             Some(id) => id.clone(),
             None => {
@@ -106,6 +111,7 @@ impl ObjectWriter for S3Writer {
             self.upload_part().await?;
         }
         let parts = std::mem::take(&mut self.parts);
+        crate::compute::count(crate::compute::Service::S3, 1);
         let done = self
             .client
             .complete_multipart_upload()
@@ -196,6 +202,7 @@ async fn put_object(
     content_type: &str,
     body: Bytes,
 ) -> Result<(), StoreError> {
+    crate::compute::count(crate::compute::Service::S3, 1);
     client
         .put_object()
         .bucket(bucket)
@@ -214,6 +221,7 @@ async fn get_object(
     bucket: &str,
     key: &ObjectKey,
 ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+    crate::compute::count(crate::compute::Service::S3, 1);
     client
         .get_object()
         .bucket(bucket)
@@ -264,6 +272,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        crate::compute::count(crate::compute::Service::S3, 1);
         self.client
             .get()
             .await
@@ -288,6 +297,7 @@ impl ObjectStore for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
+            crate::compute::count(crate::compute::Service::S3, 1);
             let page = page.map_err(|e| service_err(prefix, e))?;
             for obj in page.contents() {
                 if let Some(k) = obj.key() {

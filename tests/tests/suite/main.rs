@@ -9,6 +9,7 @@ mod analytics;
 mod backup;
 mod bus;
 mod cloud;
+mod compute;
 mod contract;
 mod contracts;
 mod dashboard;

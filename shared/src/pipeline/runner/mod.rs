@@ -312,7 +312,28 @@ pub async fn process_batch_until<H: StageHandler>(
     batch: Vec<Incoming>,
     deadline: Option<tokio::time::Instant>,
 ) -> BatchOutcome {
+    let ((out, shares), elapsed, requests) =
+        crate::compute::metered(process_tenants(handler, deps, batch, deadline)).await;
+    // Lambda's event source mapping receives the batch and deletes what succeeded: two SQS
+    // requests per batch the function does not make itself.
+    let usage = deps
+        .compute
+        .invocation(H::STAGE.function(), elapsed, requests, 2, &shares);
+    deps.compute.add(&deps.pool, usage).await;
+    out
+}
+
+/// Messages per tenant and run of a batch: how its compute is shared out.
+type Shares = BTreeMap<(TenantId, Option<crate::domain::RunId>), usize>;
+
+async fn process_tenants<H: StageHandler>(
+    handler: &H,
+    deps: &Deps,
+    batch: Vec<Incoming>,
+    deadline: Option<tokio::time::Instant>,
+) -> (BatchOutcome, Shares) {
     let mut out = BatchOutcome::default();
+    let mut shares = Shares::new();
     let mut by_tenant: BTreeMap<TenantId, Vec<Received<H>>> = BTreeMap::new();
     let mut last_tries: HashSet<String> = HashSet::new();
     let mut redelivered: HashSet<String> = HashSet::new();
@@ -335,6 +356,9 @@ pub async fn process_batch_until<H: StageHandler>(
         }
     }
     for (tenant, msgs) in by_tenant {
+        for (_, env) in &msgs {
+            *shares.entry((tenant, env.run_id)).or_default() += 1;
+        }
         let ids: Vec<String> = msgs.iter().map(|(id, _)| id.clone()).collect();
         let batch = TenantBatch {
             tenant,
@@ -356,7 +380,7 @@ pub async fn process_batch_until<H: StageHandler>(
             }
         }
     }
-    out
+    (out, shares)
 }
 
 /// 0. A vendor the stage calls is paused for this tenant: the messages go back on the stage's
