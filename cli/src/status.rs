@@ -19,7 +19,9 @@ const RUN_COSTS: &str = "SELECT (SELECT coalesce(sum(cost_nanos), 0)::int8 FROM 
         (SELECT coalesce(sum(cost_micros), 0)::int8 FROM run_vendor_usage WHERE run_id = $1) AS vendor_micros,
         (SELECT count(*) FROM run_event_logs WHERE run_id = $1 AND stage = 'sourcing' AND event = ANY('{sourced,stale,known}')) AS leads";
 
-const COMPUTE_TODAY: &str = "SELECT coalesce(sum(cost_nanos), 0)::int8 AS nanos FROM compute_cost_since(date_trunc('day', now()))";
+/// Since midnight UTC, read directly (the operators' roles read every row).
+const COMPUTE_TODAY: &str = "SELECT coalesce(sum(cost_nanos), 0)::int8 AS nanos FROM compute_usage
+ WHERE occurred_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'";
 
 const PAUSED_VENDORS: &str = "SELECT p.vendor, coalesce(t.name, 'every tenant') AS scope, p.reason, p.paused_at, p.until
  FROM vendor_pauses p LEFT JOIN tenants t ON t.id = p.tenant_id

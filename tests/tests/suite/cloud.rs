@@ -338,6 +338,16 @@ async fn a_nightly_fired_by_its_schedule_is_finished_by_the_functions_themselves
     assert!(ok && out.contains("yelp paused for every tenant"), "{out}");
     let (ok, status) = leadfactory(&cloud, &["status"]);
     assert!(ok && status.contains(&run.to_string()), "{status}");
+    // Compute beside vendors, per 1,000 leads, as the functions priced their invocations.
+    let infra = status
+        .lines()
+        .find(|l| l.starts_with("infra "))
+        .unwrap_or_else(|| panic!("status shows no compute cost: {status}"));
+    assert!(
+        infra.split_whitespace().all(|w| w != "$0.0000" && w != "-"),
+        "{infra}"
+    );
+    assert!(status.contains("compute today"), "{status}");
     let paused = status
         .lines()
         .find(|l| l.starts_with("yelp"))
