@@ -28,17 +28,23 @@ CREATE POLICY owner_all ON compute_usage USING (NOT pg_has_role(current_user, 'l
     WITH CHECK (NOT pg_has_role(current_user, 'leadfactory_app', 'MEMBER'));
 GRANT SELECT ON compute_usage TO leadfactory_app;
 
--- One batch's rows, its tenants' and the platform's together (a function knows no single tenant).
+-- One batch's rows, its tenants' and the platform's together (a function knows no single
+-- tenant). It travels in the transaction that marks a stage's batch done: rows it cannot write
+-- are dropped with a warning (the exception block is a subtransaction), never failing the batch.
 CREATE FUNCTION record_compute_usage(p_tenants uuid[], p_runs uuid[], p_functions text[], p_invocations int[],
                                      p_billed_ms bigint[], p_memory int[], p_sqs int[], p_s3 int[], p_events int[],
                                      p_cost bigint[])
     RETURNS void
-    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
-        INSERT INTO compute_usage (tenant_id, run_id, function, invocations, billed_ms, memory_mb,
-                                   sqs_requests, s3_requests, events, cost_nanos)
-        SELECT * FROM UNNEST(p_tenants, p_runs, p_functions, p_invocations, p_billed_ms, p_memory, p_sqs, p_s3, p_events, p_cost)
-    $$;
+BEGIN
+    INSERT INTO compute_usage (tenant_id, run_id, function, invocations, billed_ms, memory_mb,
+                               sqs_requests, s3_requests, events, cost_nanos)
+    SELECT * FROM UNNEST(p_tenants, p_runs, p_functions, p_invocations, p_billed_ms, p_memory, p_sqs, p_s3, p_events, p_cost);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'compute usage not recorded (% rows): %', cardinality(p_functions), SQLERRM;
+END
+$$;
 
 -- The deployment's compute since a time, per function: the infra budget alert's figure.
 CREATE FUNCTION compute_cost_since(p_since timestamptz)

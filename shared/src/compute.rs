@@ -62,6 +62,18 @@ pub struct Requests {
     pub events: u32,
 }
 
+impl std::ops::Sub for Requests {
+    type Output = Requests;
+
+    fn sub(self, o: Self) -> Requests {
+        Requests {
+            sqs: self.sqs.saturating_sub(o.sqs),
+            s3: self.s3.saturating_sub(o.s3),
+            events: self.events.saturating_sub(o.events),
+        }
+    }
+}
+
 impl std::ops::AddAssign for Requests {
     fn add_assign(&mut self, o: Self) {
         self.sqs += o.sqs;
@@ -94,6 +106,11 @@ pub fn count(service: Service, n: u32) {
         }
         c.set(r);
     });
+}
+
+/// The requests counted so far in the running [`metered`] scope (none outside one).
+pub fn so_far() -> Requests {
+    REQUESTS.try_with(Cell::get).unwrap_or_default()
 }
 
 /// Runs `work`, returning its output with how long it took and the requests it made.
@@ -253,6 +270,14 @@ impl Meter {
             std::mem::replace(&mut *p, Pending::new()).rows
         };
         if let Err(e) = self.record(pool, &due).await {
+            // A row the database refuses (a constraint) would be refused again and hold back
+            // every later one: dropped, named in the log. Anything else is kept for the next.
+            let refused = matches!(&e, DbError::Postgres(pg)
+                if pg.code().is_some_and(|c| c.code().starts_with("23")));
+            if refused {
+                tracing::error!(error = %e, rows = due.len(), "compute usage refused by the database; dropped");
+                return;
+            }
             tracing::warn!(error = %e, rows = due.len(), "compute usage not recorded; kept for the next write");
             let mut p = self
                 .pending
@@ -285,8 +310,9 @@ impl Meter {
             .unwrap_or(self.default_mb)
     }
 
-    /// One invocation of `function`, split over `shares` (messages per tenant and run; none: the
-    /// platform's own work) in proportion, each share its part of the milliseconds and requests.
+    /// One invocation of `function`, split over `shares` (messages per tenant and run; a share
+    /// without a tenant, or none at all, is the platform's) in proportion, each share its part of
+    /// the milliseconds and requests.
     /// The event source's own SQS requests (a receive and a delete per batch) are `source_sqs`.
     pub fn invocation(
         &self,
@@ -294,7 +320,7 @@ impl Meter {
         elapsed: Duration,
         mut requests: Requests,
         source_sqs: u32,
-        shares: &BTreeMap<(TenantId, Option<RunId>), usize>,
+        shares: &BTreeMap<(Option<TenantId>, Option<RunId>), usize>,
     ) -> Vec<Usage> {
         requests.sqs += source_sqs;
         let billed_ms = u64::try_from(elapsed.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
@@ -320,7 +346,7 @@ impl Meter {
             .keys()
             .enumerate()
             .map(|(i, (tenant, run))| Usage {
-                tenant: Some(*tenant),
+                tenant: *tenant,
                 run: *run,
                 function: function.to_owned(),
                 // The invocation itself is counted once, with the first share.
@@ -342,48 +368,75 @@ impl Meter {
         if usage.is_empty() {
             return Ok(());
         }
+        let columns = self.columns(usage);
+        let c = pool.get().await?;
+        c.execute(RECORD, &columns.params()).await?;
+        Ok(())
+    }
+
+    /// `usage` as the parameters of [`RECORD`], priced.
+    pub fn columns(&self, usage: &[Usage]) -> Columns {
         let int = |f: fn(&Usage) -> u32| -> Vec<i32> {
             usage
                 .iter()
                 .map(|u| i32::try_from(f(u)).unwrap_or(i32::MAX))
                 .collect()
         };
-        let (invocations, memory) = (int(|u| u.invocations), int(|u| u.memory_mb));
-        let (sqs, s3, events) = (
-            int(|u| u.requests.sqs),
-            int(|u| u.requests.s3),
-            int(|u| u.requests.events),
-        );
-        let tenants: Vec<Option<uuid::Uuid>> = usage
-            .iter()
-            .map(|u| u.tenant.map(|t| t.as_uuid()))
-            .collect();
-        let runs: Vec<Option<uuid::Uuid>> =
-            usage.iter().map(|u| u.run.map(|r| r.as_uuid())).collect();
-        let functions: Vec<&str> = usage.iter().map(|u| u.function.as_str()).collect();
-        let billed: Vec<i64> = usage
-            .iter()
-            .map(|u| i64::try_from(u.billed_ms).unwrap_or(i64::MAX))
-            .collect();
-        let cost: Vec<i64> = usage.iter().map(|u| u.cost_nanos(&self.prices)).collect();
-        let c = pool.get().await?;
-        c.execute(
-            RECORD,
-            &[
-                &tenants,
-                &runs,
-                &functions,
-                &invocations,
-                &billed,
-                &memory,
-                &sqs,
-                &s3,
-                &events,
-                &cost,
-            ],
-        )
-        .await?;
-        Ok(())
+        Columns {
+            tenants: usage
+                .iter()
+                .map(|u| u.tenant.map(|t| t.as_uuid()))
+                .collect(),
+            runs: usage.iter().map(|u| u.run.map(|r| r.as_uuid())).collect(),
+            functions: usage.iter().map(|u| u.function.clone()).collect(),
+            invocations: int(|u| u.invocations),
+            billed_ms: usage
+                .iter()
+                .map(|u| i64::try_from(u.billed_ms).unwrap_or(i64::MAX))
+                .collect(),
+            memory: int(|u| u.memory_mb),
+            sqs: int(|u| u.requests.sqs),
+            s3: int(|u| u.requests.s3),
+            events: int(|u| u.requests.events),
+            cost: usage.iter().map(|u| u.cost_nanos(&self.prices)).collect(),
+        }
+    }
+}
+
+/// Usage rows as the columns [`RECORD`] takes: what a caller sends with a statement of its own
+/// (the batch runner, in its last round trip).
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    tenants: Vec<Option<uuid::Uuid>>,
+    runs: Vec<Option<uuid::Uuid>>,
+    functions: Vec<String>,
+    invocations: Vec<i32>,
+    billed_ms: Vec<i64>,
+    memory: Vec<i32>,
+    sqs: Vec<i32>,
+    s3: Vec<i32>,
+    events: Vec<i32>,
+    cost: Vec<i64>,
+}
+
+impl Columns {
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
+    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.tenants,
+            &self.runs,
+            &self.functions,
+            &self.invocations,
+            &self.billed_ms,
+            &self.memory,
+            &self.sqs,
+            &self.s3,
+            &self.events,
+            &self.cost,
+        ]
     }
 }
 
@@ -402,7 +455,8 @@ fn split(x: u64, counts: &[u64]) -> Vec<u64> {
     parts
 }
 
-const RECORD: &str = "SELECT record_compute_usage($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::int8[], $6::int4[], $7::int4[], $8::int4[], $9::int4[], $10::int8[])";
+/// Writes usage rows: the columns of [`Columns`].
+pub const RECORD: &str = "SELECT record_compute_usage($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::int8[], $6::int4[], $7::int4[], $8::int4[], $9::int4[], $10::int8[])";
 
 #[cfg(test)]
 mod tests {
@@ -443,7 +497,7 @@ mod tests {
     fn a_batch_of_several_tenants_is_split_by_messages_and_the_parts_add_up() {
         let m = Meter::configured(Some(256), ComputePrices::default());
         let run = Some(RunId::from_uuid(uuid::Uuid::from_u128(9)));
-        let shares = BTreeMap::from([((t(1), run), 7), ((t(2), None), 3)]);
+        let shares = BTreeMap::from([((Some(t(1)), run), 7), ((Some(t(2)), None), 3)]);
         let u = m.invocation(
             "enrichment",
             Duration::from_millis(1_001),

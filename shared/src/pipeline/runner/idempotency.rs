@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::Outgoing;
-use crate::db::{DbError, Tx, cached, execute_alone};
+use crate::db::{DbError, Tx, cached, with_tenant_setting};
 use crate::domain::{RunId, TenantId};
 
 /// What a record holds while it is `in_progress`: the next hops, for a redelivery to send.
@@ -151,8 +151,9 @@ const MARK_DONE: &str = "WITH done AS (
      WHERE tenant_id = $1 AND stage = $2 AND key = ANY($3))
  SELECT n FROM (SELECT finish_runs($4::uuid[]) AS n) f WHERE n > 0";
 
-/// Marks the records whose next hops were sent `done`, and finishes any of `runs` whose work has
-/// all ended (one pipelined round trip); returns whether it finished one. The store transaction
+/// Marks the records whose next hops were sent `done`, finishes any of `runs` whose work has
+/// all ended and records the batch's compute (one pipelined round trip); returns whether it
+/// finished a run. The store transaction
 /// has committed, so whichever of two concurrent last batches gets here second sees no pending
 /// work and finishes the run.
 pub(super) async fn mark_done(
@@ -161,17 +162,59 @@ pub(super) async fn mark_done(
     stage: &str,
     sent: &[String],
     runs: &[uuid::Uuid],
+    compute: &crate::compute::Columns,
 ) -> Result<bool, DbError> {
-    if sent.is_empty() && runs.is_empty() {
+    let mark = !(sent.is_empty() && runs.is_empty());
+    if !mark && compute.is_empty() {
         return Ok(false);
     }
-    let finished = execute_alone(
-        client,
-        tenant,
-        MARK_DONE,
-        &[&tenant.as_uuid(), &stage, &sent, &runs],
+    let (done, record) = futures_util::future::join(
+        async {
+            if mark {
+                Ok(Some(client.prepare_cached(MARK_DONE).await?))
+            } else {
+                Ok::<_, DbError>(None)
+            }
+        },
+        async {
+            if compute.is_empty() {
+                Ok(None)
+            } else {
+                Ok::<_, DbError>(Some(client.prepare_cached(crate::compute::RECORD).await?))
+            }
+        },
     )
-    .await?;
+    .await;
+    let (done, record) = (done?, record?);
+    let begin = format!("START TRANSACTION; {}", with_tenant_setting(tenant));
+    let params = compute.params();
+    let tenant_id = tenant.as_uuid();
+    // Polled in order, each request queued on its first poll: one round trip.
+    let (begun, finished, recorded, committed) = futures_util::future::join4(
+        client.batch_execute(&begin),
+        async {
+            match &done {
+                Some(st) => {
+                    client
+                        .execute(st, &[&tenant_id, &stage, &sent, &runs])
+                        .await
+                }
+                None => Ok(0),
+            }
+        },
+        async {
+            match &record {
+                Some(st) => client.execute(st, &params).await.map(|_| ()),
+                None => Ok(()),
+            }
+        },
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let finished = finished?;
+    recorded?;
+    committed?;
     Ok(finished > 0)
 }
 

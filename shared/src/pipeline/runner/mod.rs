@@ -312,28 +312,67 @@ pub async fn process_batch_until<H: StageHandler>(
     batch: Vec<Incoming>,
     deadline: Option<tokio::time::Instant>,
 ) -> BatchOutcome {
-    let ((out, shares), elapsed, requests) =
+    // The scope in which the batch's SQS, S3 and event requests are counted.
+    let (out, _, _) =
         crate::compute::metered(process_tenants(handler, deps, batch, deadline)).await;
-    // Lambda's event source mapping receives the batch and deletes what succeeded: two SQS
-    // requests per batch the function does not make itself.
-    let usage = deps
-        .compute
-        .invocation(H::STAGE.function(), elapsed, requests, 2, &shares);
-    deps.compute.add(&deps.pool, usage).await;
     out
 }
 
-/// Messages per tenant and run of a batch: how its compute is shared out.
-type Shares = BTreeMap<(TenantId, Option<crate::domain::RunId>), usize>;
+/// One tenant's part of a batch, as its compute is recorded: from when its processing began,
+/// with the requests counted by then, over the messages it claims (id and run). The first
+/// tenant of a batch also carries the invocation and the event source's own two SQS requests
+/// (Lambda's receive of the batch and delete of what succeeded).
+pub(super) struct Metering<'a> {
+    pub(super) started: std::time::Instant,
+    pub(super) requests_before: crate::compute::Requests,
+    pub(super) claimed: &'a [(String, Option<crate::domain::RunId>)],
+    pub(super) first: bool,
+}
+
+impl Metering<'_> {
+    /// The usage so far, per run: only work a message completed is its tenant's; a failed
+    /// message (one that could not prove its tenant among them) is the platform's, so nothing
+    /// is written under a tenant no message proved.
+    pub(super) fn usage(
+        &self,
+        deps: &Deps,
+        function: &str,
+        tenant: TenantId,
+        failed: &[String],
+    ) -> Vec<crate::compute::Usage> {
+        let mut shares = BTreeMap::new();
+        for (id, run) in self.claimed {
+            let key = if failed.contains(id) {
+                (None, None)
+            } else {
+                (Some(tenant), *run)
+            };
+            *shares.entry(key).or_default() += 1usize;
+        }
+        let requests = crate::compute::so_far() - self.requests_before;
+        let mut usage = deps.compute.invocation(
+            function,
+            self.started.elapsed(),
+            requests,
+            if self.first { 2 } else { 0 },
+            &shares,
+        );
+        if !self.first {
+            for u in &mut usage {
+                u.invocations = 0;
+            }
+        }
+        usage
+    }
+}
 
 async fn process_tenants<H: StageHandler>(
     handler: &H,
     deps: &Deps,
     batch: Vec<Incoming>,
     deadline: Option<tokio::time::Instant>,
-) -> (BatchOutcome, Shares) {
+) -> BatchOutcome {
     let mut out = BatchOutcome::default();
-    let mut shares = Shares::new();
     let mut by_tenant: BTreeMap<TenantId, Vec<Received<H>>> = BTreeMap::new();
     let mut last_tries: HashSet<String> = HashSet::new();
     let mut redelivered: HashSet<String> = HashSet::new();
@@ -355,32 +394,51 @@ async fn process_tenants<H: StageHandler>(
             }
         }
     }
-    for (tenant, msgs) in by_tenant {
-        for (_, env) in &msgs {
-            *shares.entry((tenant, env.run_id)).or_default() += 1;
-        }
+    for (i, (tenant, msgs)) in by_tenant.into_iter().enumerate() {
+        let claimed: Vec<(String, Option<crate::domain::RunId>)> = msgs
+            .iter()
+            .map(|(id, env)| (id.clone(), env.run_id))
+            .collect();
+        let metering = Metering {
+            started: std::time::Instant::now(),
+            requests_before: crate::compute::so_far(),
+            claimed: &claimed,
+            first: i == 0,
+        };
         let ids: Vec<String> = msgs.iter().map(|(id, _)| id.clone()).collect();
         let batch = TenantBatch {
             tenant,
             last_tries: &last_tries,
             redelivered: ids.iter().any(|id| redelivered.contains(id)),
             deadline,
+            metering: &metering,
         };
         let result = match deps.pauses.blocking(&deps.pool, tenant, H::VENDORS).await {
             Ok(None) => tenant::process(handler, deps, &batch, msgs, &mut out).await,
-            Ok(Some(pause)) => wait_out::<H>(deps, &pause, msgs, &mut out).await,
+            Ok(Some(pause)) => wait_out::<H>(deps, &pause, msgs, &mut out)
+                .await
+                .map(|()| tenant::Metered::No),
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = result {
-            tracing::error!(stage = H::STAGE.as_str(), %tenant, error = %e, "batch failed; its messages will be redelivered");
-            for id in ids {
-                if !out.failed.contains(&id) {
-                    out.failed.push(id);
+        let metered = match result {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(stage = H::STAGE.as_str(), %tenant, error = %e, "batch failed; its messages will be redelivered");
+                for id in ids {
+                    if !out.failed.contains(&id) {
+                        out.failed.push(id);
+                    }
                 }
+                tenant::Metered::No
             }
+        };
+        // A path that did not reach the batch's last round trip records its compute alone.
+        if metered == tenant::Metered::No {
+            let usage = metering.usage(deps, H::STAGE.function(), tenant, &out.failed);
+            deps.compute.add(&deps.pool, usage).await;
         }
     }
-    (out, shares)
+    out
 }
 
 /// 0. A vendor the stage calls is paused for this tenant: the messages go back on the stage's

@@ -24,7 +24,17 @@ pub(super) struct TenantBatch<'a> {
     /// Whether any of the tenant's messages was received before: its first delivery may have
     /// stopped after recording a domain event and before publishing it.
     pub(super) redelivered: bool,
+    /// How the tenant's part of the batch is metered.
+    pub(super) metering: &'a super::Metering<'a>,
     pub(super) deadline: Option<tokio::time::Instant>,
+}
+
+/// Whether a tenant's part of a batch recorded its compute in its last round trip; a path that
+/// stopped before (a failure, a paused vendor, a hop not sent) leaves it to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Metered {
+    Yes,
+    No,
 }
 
 /// A parsed message with its id.
@@ -36,7 +46,7 @@ pub(super) async fn process<H: StageHandler>(
     batch: &TenantBatch<'_>,
     msgs: Vec<Received<H>>,
     out: &mut BatchOutcome,
-) -> Result<(), StageError> {
+) -> Result<Metered, StageError> {
     let tenant = batch.tenant;
     let tx = PipelinedTx::begin(deps.pool.get().await?, tenant);
     let runs = idempotency::runs_named(msgs.iter().map(|(_, e)| e.run_id));
@@ -65,16 +75,40 @@ pub(super) async fn process<H: StageHandler>(
     out.processed += done.items.len();
     let to_send = to_send(found.pending, &done.items, &next, &inserted, out);
     if !forward(deps, H::STAGE.as_str(), &to_send, &fresh.ids, out).await {
-        return Ok(());
+        return Ok(Metered::No);
     }
     let sent: Vec<String> = to_send.into_iter().map(|(k, _)| k).collect();
-    let finished =
-        idempotency::mark_done(&client, tenant, H::STAGE.as_str(), &sent, &fresh.runs).await?;
+    // The compute of the tenant's part travels with the last round trip.
+    let usage = batch
+        .metering
+        .usage(deps, H::STAGE.function(), tenant, &out.failed);
+    let compute = deps.compute.columns(&usage);
+    let finished = idempotency::mark_done(
+        &client,
+        tenant,
+        H::STAGE.as_str(),
+        &sent,
+        &fresh.runs,
+        &compute,
+    )
+    .await?;
     drop(client);
     if finished || batch.redelivered {
+        // After the batch's record: the publish is recorded on its own (once per run).
+        let (started, before) = (std::time::Instant::now(), crate::compute::so_far());
         publish_events(deps, tenant).await;
+        let usage = crate::compute::Usage {
+            tenant: Some(tenant),
+            run: None,
+            function: H::STAGE.function().to_owned(),
+            invocations: 0,
+            billed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            memory_mb: deps.compute.memory_mb(H::STAGE.function()),
+            requests: crate::compute::so_far() - before,
+        };
+        deps.compute.add(&deps.pool, vec![usage]).await;
     }
-    Ok(())
+    Ok(Metered::Yes)
 }
 
 /// 7. The `RunFinished` a finished run recorded (or any event a stopped delivery left waiting)
