@@ -594,7 +594,7 @@ impl Alerts {
             .await?;
             // The sweep: this tenant's waiting events (its alerts' and runs' just recorded, and
             // any a function recorded but did not publish).
-            let flushed = deps.publish_events(tenant).await?;
+            let flushed = shared::events::flush_on(&mut c, deps.events.as_deref(), tenant).await?;
             report.events_published += flushed.published;
             report.events_waiting += flushed.failed;
         }

@@ -119,7 +119,8 @@ pub async fn authenticate(
         return Ok(None);
     };
     let c = pool.get().await?;
-    let row = c.query_opt(LOOKUP_KEY, &[&prefix]).await?;
+    let st = c.prepare_cached(LOOKUP_KEY).await?;
+    let row = c.query_opt(&st, &[&prefix]).await?;
     let Some(row) = row else { return Ok(None) };
     let stored: Vec<u8> = row.get("key_hash");
     if !bool::from(stored.as_slice().ct_eq(&hash(secret))) {

@@ -421,6 +421,22 @@ impl OpsApi {
         }
     }
 
+    /// One statement's rows under the tenant's RLS, in one round trip ([`shared::db::query_alone`]),
+    /// shaped by `f`: the reads that need no more than one statement.
+    async fn read_alone(
+        &self,
+        tenant: TenantId,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        f: impl FnOnce(&[tokio_postgres::Row]) -> Value,
+    ) -> Result<ApiGatewayV2httpResponse, HttpError> {
+        let c = self.pool.get().await.map_err(internal)?;
+        let rows = shared::db::query_alone(&c, tenant, sql, params)
+            .await
+            .map_err(internal)?;
+        Ok(ok(&f(&rows)))
+    }
+
     async fn with_tx(
         &self,
         tenant: TenantId,
@@ -474,15 +490,12 @@ impl OpsApi {
         q: &HashMap<String, String>,
     ) -> Result<ApiGatewayV2httpResponse, HttpError> {
         let limit = number(q, "limit", 20, (1, 200))?;
-        self.with_tx(tenant, async |tx| {
-            let rows = tx
-                .query(RECENT_RUNS, &[&limit])
-                .await?;
-            Ok(json!({ "runs": rows.iter().map(|r| json!({
+        self.read_alone(tenant, RECENT_RUNS, &[&limit], |rows| {
+            json!({ "runs": rows.iter().map(|r| json!({
                 "id": r.get::<_, uuid::Uuid>("id"), "kind": r.get::<_, String>("kind"), "status": r.get::<_, String>("status"),
                 "run_date": r.get::<_, chrono::NaiveDate>("run_date"), "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>("started_at"),
                 "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("finished_at"), "stats": r.get::<_, Value>("stats"),
-            })).collect::<Vec<_>>() }))
+            })).collect::<Vec<_>>() })
         })
         .await
     }
@@ -547,19 +560,13 @@ impl OpsApi {
     }
 
     async fn campaigns(&self, tenant: TenantId) -> Result<ApiGatewayV2httpResponse, HttpError> {
-        self.with_tx(tenant, async |tx| {
-            let rows = tx
-                .query(
-                    CAMPAIGNS,
-                    &[],
-                )
-                .await?;
-            Ok(json!({ "campaigns": rows.iter().map(|r| json!({
+        self.read_alone(tenant, CAMPAIGNS, &[], |rows| {
+            json!({ "campaigns": rows.iter().map(|r| json!({
                 "id": r.get::<_, uuid::Uuid>("id"), "name": r.get::<_, String>("name"), "vertical": r.get::<_, String>("vertical"),
                 "status": r.get::<_, String>("status"), "daily_quota": r.get::<_, i32>("daily_quota"), "zip_codes": r.get::<_, Vec<String>>("zip_codes"),
                 "city": r.get::<_, Option<String>>("city"), "qualify_tiers": r.get::<_, Vec<String>>("qualify_tiers"),
                 "exhausted": r.get::<_, bool>("exhausted"),
-            })).collect::<Vec<_>>() }))
+            })).collect::<Vec<_>>() })
         })
         .await
     }

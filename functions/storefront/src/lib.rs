@@ -189,10 +189,10 @@ pub async fn handle(
 
 const REPORT_TENANT: &str = "SELECT report_tenant_by_token($1) AS tenant_id";
 
-async fn tenant_of_report(deps: &StorefrontDeps, token: &str) -> Result<TenantId, HttpError> {
-    let c = deps.pool.get().await.map_err(internal)?;
+async fn tenant_of_report(c: &shared::db::Client, token: &str) -> Result<TenantId, HttpError> {
+    let st = c.prepare_cached(REPORT_TENANT).await.map_err(internal)?;
     let t: Option<uuid::Uuid> = c
-        .query_one(REPORT_TENANT, &[&token])
+        .query_one(&st, &[&token])
         .await
         .map_err(internal)?
         .get("tenant_id");
@@ -223,16 +223,17 @@ const REPORT_PAGE: &str = "SELECT r.id AS report_id, b.id AS business_id, b.name
  LEFT JOIN LATERAL (SELECT id, campaign_id, to_email FROM emails WHERE report_id = r.id AND kind = 'outreach' LIMIT 1) e ON true
  WHERE r.token = $1";
 
+/// The report of `token` and its tenant: two round trips on prepared statements — the token's
+/// tenant (the definer lookup), then the page's read in a tenant-scoped transaction of its own.
 async fn report(deps: &StorefrontDeps, token: &str) -> Result<(TenantId, ReportRow), HttpError> {
-    let tenant = tenant_of_report(deps, token).await?;
-    let mut c = deps.pool.get().await.map_err(internal)?;
-    let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
-    let row = tx
-        .query_opt(REPORT_PAGE, &[&token])
+    let c = deps.pool.get().await.map_err(internal)?;
+    let tenant = tenant_of_report(&c, token).await?;
+    let row = shared::db::query_alone(&c, tenant, REPORT_PAGE, &[&token])
         .await
         .map_err(internal)?
+        .into_iter()
+        .next()
         .ok_or_else(|| HttpError::not_found("no such report"))?;
-    tx.commit().await.map_err(internal)?;
     let insights: Option<serde_json::Value> = row.get("insights");
     let problems = shared::domain::recommendation_titles(insights.as_ref());
     Ok((

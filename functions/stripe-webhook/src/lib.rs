@@ -154,7 +154,7 @@ pub async fn handle(
         send_fulfilment(deps, tenant, f).await?;
         handled.fulfilment_sent = true;
     }
-    publish_events(deps, tenant).await?;
+    publish_events(deps, &mut client, tenant).await?;
     mark_processed(&mut client, tenant, &event.id).await?;
     if !new {
         tracing::info!(event_id = %event.id, "finished an event a previous delivery had stored but not processed");
@@ -349,8 +349,12 @@ async fn send_fulfilment(
 /// 6. The events the purchase's change recorded (and any an earlier delivery left waiting),
 ///    published before the event is marked processed: one that could not be is published by
 ///    Stripe's retry.
-async fn publish_events(deps: &WebhookDeps, tenant: TenantId) -> Result<(), HttpError> {
-    let flushed = shared::events::flush(&deps.pool, deps.events.as_deref(), tenant)
+async fn publish_events(
+    deps: &WebhookDeps,
+    client: &mut shared::db::Client,
+    tenant: TenantId,
+) -> Result<(), HttpError> {
+    let flushed = shared::events::flush_on(client, deps.events.as_deref(), tenant)
         .await
         .map_err(internal)?;
     if flushed.failed > 0 {

@@ -238,7 +238,7 @@ async fn target_tenant(
             .await?;
         tx.commit().await?;
     }
-    if let Err(e) = deps.publish_events(tenant).await {
+    if let Err(e) = shared::events::flush_on(&mut client, deps.events.as_deref(), tenant).await {
         tracing::warn!(%tenant, error = %e, "domain events not published; the alerts function's sweep tries again");
     }
     tracing::info!(%tenant, %run, campaigns = campaigns.len(), expanded = sent_keys.len(), jobs = bodies.len(), "targeting done");

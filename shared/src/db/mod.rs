@@ -13,7 +13,7 @@ pub use cached::Tx;
 pub use migrate::{MIGRATIONS_APPLIED_TABLE, migrate};
 pub use pipelined::PipelinedTx;
 pub use pool::{Client, Pool, connect, pg_config, tls_connector};
-pub use tenant::{begin_tenant, execute_alone, tenant_ids, with_tenant_setting};
+pub use tenant::{begin_tenant, execute_alone, query_alone, tenant_ids, with_tenant_setting};
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

@@ -51,6 +51,30 @@ pub async fn execute_alone(
     Ok(n)
 }
 
+/// As [`execute_alone`], for a statement that returns rows: one tenant-scoped read in one
+/// round trip (the HTTP functions' reads, where begin, scope, query and commit one after the
+/// other would be four).
+pub async fn query_alone(
+    client: &deadpool_postgres::Client,
+    tenant: TenantId,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, DbError> {
+    let statement = client.prepare_cached(sql).await?;
+    let begin = format!("START TRANSACTION; {}", with_tenant_setting(tenant));
+    // `join3` polls in argument order, and each request is queued on its first poll.
+    let (begun, rows, committed) = futures_util::future::join3(
+        client.batch_execute(&begin),
+        client.query(&statement, params),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let rows = rows?;
+    committed?;
+    Ok(rows)
+}
+
 const TENANT_IDS: &str = "SELECT list_tenant_ids() AS id";
 
 /// Every tenant (through the `list_tenant_ids` definer function): scheduled jobs work tenant by

@@ -17,7 +17,7 @@ pub use detail::{
     AlertRaised, CampaignExhausted, Header, PurchasePaid, PurchaseRefunded, Received, RunFinished,
     StageCounts,
 };
-pub use outbox::{Flushed, consume, flush, record};
+pub use outbox::{Flushed, consume, flush, flush_on, record};
 pub use publisher::{
     EventBridgePublisher, MemoryPublisher, Outgoing, PublishError, Publisher, eventbridge_client,
 };

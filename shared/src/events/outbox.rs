@@ -92,11 +92,25 @@ pub async fn flush(
     publisher: Option<&dyn Publisher>,
     tenant: TenantId,
 ) -> Result<Flushed, EventError> {
+    if publisher.is_none() {
+        return Ok(Flushed::default());
+    }
+    let mut c = pool.get().await.map_err(DbError::from)?;
+    flush_on(&mut c, publisher, tenant).await
+}
+
+/// As [`flush`], on a connection the caller holds: a handler that still holds its own must not
+/// wait for a second from the pool (under load every connection is such a handler's, and none
+/// would come back).
+pub async fn flush_on(
+    c: &mut crate::db::Client,
+    publisher: Option<&dyn Publisher>,
+    tenant: TenantId,
+) -> Result<Flushed, EventError> {
     let Some(publisher) = publisher else {
         return Ok(Flushed::default());
     };
-    let mut c = pool.get().await.map_err(DbError::from)?;
-    let tx = begin_tenant(&mut c, tenant).await?;
+    let tx = begin_tenant(c, tenant).await?;
     let rows = cached::query(&tx, PENDING, &[&tenant.as_uuid(), &FLUSH_LIMIT]).await?;
     let mut flushed = Flushed::default();
     if rows.is_empty() {

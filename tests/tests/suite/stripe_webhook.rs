@@ -688,3 +688,29 @@ async fn a_purchase_paid_the_bus_refused_is_published_by_stripes_retry() {
         0
     );
 }
+
+#[tokio::test]
+async fn concurrent_deliveries_beyond_the_pool_size_all_finish() {
+    // Each delivery holds its connection until it is done; publishing its events on a second
+    // one from the pool would wait forever once every connection is such a delivery's.
+    let mut s = setup_with(None).await;
+    s.deps.pool = shared::db::connect(&s.db.app_url(), 2).unwrap();
+    let body = completed(&s, "evt_crowd", "cs_crowd");
+    let requests: Vec<_> = (0..8).map(|_| signed(&body)).collect();
+    let deliveries = requests.iter().map(|r| handle(&s.deps, r, now()));
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(deliveries),
+    )
+    .await
+    .expect("deliveries waited on each other for the pool");
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    assert_eq!(
+        s.events
+            .published()
+            .iter()
+            .filter(|e| e["detail-type"] == "PurchasePaid")
+            .count(),
+        1
+    );
+}
