@@ -42,8 +42,8 @@ const ERASE_STRIPE_PAYLOADS: &str = "UPDATE stripe_events SET payload = jsonb_bu
  WHERE NOT (payload ? 'stripped') AND strpos(lower(payload::text), $1) > 0";
 const ERASE_BUSINESS_EMAILS: &str =
     "UPDATE businesses SET email = NULL, erased_at = now() WHERE email = $1";
-const ERASE_CONTACT_EMAILS: &str = "UPDATE assessments SET contact_emails = array(SELECT e FROM unnest(contact_emails) e WHERE lower(e) <> $1)
- WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)";
+/// The homepages' published addresses, one row per (address, assessment) (V26): by index.
+const ERASE_CONTACT_EMAILS: &str = "DELETE FROM assessment_contacts WHERE address = $1";
 const ERASE_LLM_LOGS: &str =
     "DELETE FROM llm_logs WHERE strpos(lower(prompt), $1) > 0 OR strpos(lower(completion), $1) > 0";
 const ERASE_RUN_EVENTS: &str = "DELETE FROM run_event_logs WHERE strpos(lower(extra::text), $1) > 0 OR strpos(lower(entity_id), $1) > 0";
@@ -95,8 +95,8 @@ const STEPS: &[&str] = &[
     ERASE_QA_NOTES,
 ];
 
-const ASSESSMENT_HTML_FOR_EMAIL: &str = "SELECT id, raw_html_key FROM assessments
- WHERE raw_html_key IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)";
+const ASSESSMENT_HTML_FOR_EMAIL: &str = "SELECT a.id, a.raw_html_key FROM assessment_contacts c JOIN assessments a ON a.id = c.assessment_id
+ WHERE c.address = $1 AND a.raw_html_key IS NOT NULL";
 const SUPPRESS_ERASED: &str = "INSERT INTO suppressions (tenant_id, kind, value, reason, source) VALUES ($1, 'email', $2, 'erasure', $3)
  ON CONFLICT (tenant_id, kind, value) DO UPDATE SET reason = 'erasure', source = EXCLUDED.source";
 const FORGET_HTML_KEYS: &str = "UPDATE assessments SET raw_html_key = NULL WHERE id = ANY($1)";

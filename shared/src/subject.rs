@@ -54,9 +54,8 @@ pub struct HeldObject {
 const TABLES: &[(&str, &str)] = &[
     ("businesses", "SELECT to_jsonb(x) AS row FROM businesses x WHERE email = $1 ORDER BY id"),
     (
-        "assessments",
-        "SELECT to_jsonb(x) AS row FROM assessments x
-         WHERE EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1) ORDER BY id",
+        "assessment_contacts",
+        "SELECT to_jsonb(x) AS row FROM assessment_contacts x WHERE address = $1 ORDER BY assessment_id",
     ),
     ("emails", "SELECT to_jsonb(x) AS row FROM emails x WHERE to_email = $1 ORDER BY created_at, id"),
     (
@@ -81,9 +80,9 @@ const TABLES: &[(&str, &str)] = &[
 ];
 
 /// The homepages whose contact list held the address (the erasure deletes the same objects).
-const HTML_KEYS: &str = "SELECT raw_html_key FROM assessments
- WHERE raw_html_key IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(contact_emails) e WHERE lower(e) = $1)
- ORDER BY id";
+const HTML_KEYS: &str =
+    "SELECT a.raw_html_key FROM assessment_contacts c JOIN assessments a ON a.id = c.assessment_id
+ WHERE c.address = $1 AND a.raw_html_key IS NOT NULL ORDER BY a.id";
 
 /// Everything `tenant` holds about `email`.
 pub async fn export_subject(

@@ -157,6 +157,11 @@ fn statements(per_day: i64) -> Vec<String> {
                     now() - {age}
              {series}"
         ),
+        // Every homepage published its owner's address (the one outreach went to).
+        format!(
+            "INSERT INTO assessment_contacts (tenant_id, address, assessment_id)
+             SELECT {TENANT}, 'owner@gen-' || g || '.example', {assessment} {series}"
+        ),
         format!(
             "INSERT INTO scores (id, tenant_id, business_id, run_id, assessment_id, score, tier, rules_version,
                                  breakdown, qualified, scored_at)

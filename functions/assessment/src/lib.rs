@@ -252,17 +252,26 @@ const ARCHIVE_LEVEL: flate2::Compression = flate2::Compression::fast();
 
 const LOAD: &str =
     "SELECT id, name, website_url FROM businesses WHERE id = ANY($1) AND erased_at IS NULL";
-const INSERT_ASSESSMENTS: &str = "INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
+/// The assessments, and the addresses each homepage published (`assessment_contacts`, V26),
+/// in one statement: a redelivery's assessment keeps its id, drops the addresses its page no
+/// longer shows and adds the new ones.
+const INSERT_ASSESSMENTS: &str = "WITH a AS (INSERT INTO assessments SELECT * FROM jsonb_populate_recordset(NULL::assessments, $1::jsonb)
  ON CONFLICT (tenant_id, business_id, run_id) DO UPDATE SET final_url = EXCLUDED.final_url, http_status = EXCLUDED.http_status,
     fetch_error = EXCLUDED.fetch_error, https = EXCLUDED.https, has_viewport = EXCLUDED.has_viewport, title = EXCLUDED.title,
     meta_description = EXCLUDED.meta_description, h1 = EXCLUDED.h1, canonical = EXCLUDED.canonical,
     has_open_graph = EXCLUDED.has_open_graph, analytics = EXCLUDED.analytics, cms = EXCLUDED.cms,
-    copyright_year = EXCLUDED.copyright_year, contact_emails = EXCLUDED.contact_emails, contact_phones = EXCLUDED.contact_phones,
+    copyright_year = EXCLUDED.copyright_year, contact_phones = EXCLUDED.contact_phones,
     checks = EXCLUDED.checks, raw_html_key = EXCLUDED.raw_html_key, html_bytes = EXCLUDED.html_bytes,
     psi_performance = EXCLUDED.psi_performance, psi_seo = EXCLUDED.psi_seo, psi_accessibility = EXCLUDED.psi_accessibility,
     psi_best_practices = EXCLUDED.psi_best_practices, lcp_ms = EXCLUDED.lcp_ms, fcp_ms = EXCLUDED.fcp_ms, cls = EXCLUDED.cls,
     tbt_ms = EXCLUDED.tbt_ms, speed_index_ms = EXCLUDED.speed_index_ms, insights = EXCLUDED.insights,
-    skipped_paid = EXCLUDED.skipped_paid, assessed_at = EXCLUDED.assessed_at";
+    skipped_paid = EXCLUDED.skipped_paid, assessed_at = EXCLUDED.assessed_at
+    RETURNING id, tenant_id, business_id),
+ given AS (SELECT a.id, a.tenant_id, x.emails FROM a JOIN jsonb_to_recordset($2::jsonb) AS x(business_id uuid, emails text[]) USING (business_id)),
+ gone AS (DELETE FROM assessment_contacts c USING given g WHERE c.assessment_id = g.id AND c.address <> ALL (g.emails))
+ INSERT INTO assessment_contacts (tenant_id, address, assessment_id)
+ SELECT DISTINCT g.tenant_id, e, g.id FROM given g CROSS JOIN LATERAL unnest(g.emails) e
+ ON CONFLICT DO NOTHING";
 const SET_BUSINESS_EMAILS: &str =
     "UPDATE businesses b SET email = x.e, email_reason = x.r, updated_at = now()
  FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(id, e, r) WHERE b.id = x.id";
@@ -490,6 +499,7 @@ impl StageHandler for Assessment {
     ) -> Result<Vec<Vec<Outgoing>>, shared::pipeline::StageError> {
         let now = chrono::Utc::now();
         let mut rows = Vec::new();
+        let mut contacts = Vec::new();
         let mut logs = Vec::new();
         let mut email_ids = Vec::new();
         let mut emails = Vec::new();
@@ -510,7 +520,7 @@ impl StageHandler for Assessment {
                 "has_viewport": a.checks.has_viewport, "title": a.checks.title, "meta_description": a.checks.meta_description,
                 "h1": a.checks.h1, "canonical": a.checks.canonical, "has_open_graph": a.checks.has_open_graph,
                 "analytics": a.checks.analytics, "cms": a.checks.cms, "copyright_year": a.checks.copyright_year,
-                "contact_emails": a.checks.contact_emails, "contact_phones": a.checks.contact_phones,
+                "contact_phones": a.checks.contact_phones,
                 "checks": { "jquery_version": a.checks.jquery_version, "h1_count": a.checks.h1_count, "has_contact_form": a.checks.has_contact_form,
                             "image_count": a.checks.image_count, "uses_tables_for_layout": a.checks.uses_tables_for_layout,
                             "truncated": a.fetched.truncated, "fetch_ms": a.fetched.elapsed_ms, "psi_error": a.psi.as_ref().err(),
@@ -521,6 +531,10 @@ impl StageHandler for Assessment {
                 "lcp_ms": p.and_then(|p| p.lcp_ms), "fcp_ms": p.and_then(|p| p.fcp_ms), "cls": p.and_then(|p| p.cls),
                 "tbt_ms": p.and_then(|p| p.tbt_ms), "speed_index_ms": p.and_then(|p| p.speed_index_ms),
                 "insights": a.insights, "skipped_paid": a.skipped_paid, "assessed_at": now
+            }));
+            contacts.push(json!({
+                "business_id": it.env.payload.business_id.as_uuid(),
+                "emails": a.checks.contact_emails.iter().map(|e| e.to_lowercase()).collect::<Vec<_>>(),
             }));
             if let Some(l) = &a.llm {
                 logs.push(l.row(llm_log::Caller::of(&it.env), now));
@@ -534,10 +548,11 @@ impl StageHandler for Assessment {
         }
         // Independent writes, sent together.
         let rows = serde_json::Value::Array(rows);
+        let contacts = serde_json::Value::Array(contacts);
         let logged = !logs.is_empty();
         let logs = serde_json::Value::Array(logs);
         let (stored, logged, emailed) = futures_util::future::join3(
-            cached::execute(tx, INSERT_ASSESSMENTS, &[&rows]),
+            cached::execute(tx, INSERT_ASSESSMENTS, &[&rows, &contacts]),
             cached::execute_if(tx, logged, llm_log::INSERT, &[&logs]),
             cached::execute_if(
                 tx,

@@ -165,13 +165,15 @@ const ROW_PURGES: &[RowPurge] = &[
         // The old businesses by their index, each one's assessments by theirs: a lateral kept
         // apart by `OFFSET 0` (flattened into a join, the planner hashes every assessment of
         // the tenant).
-        sql: "UPDATE assessments SET contact_emails = '{}', contact_phones = '{}'
-              WHERE id IN (SELECT a.id FROM businesses b
+        sql: "WITH due AS (SELECT a.id FROM businesses b
                            CROSS JOIN LATERAL (SELECT x.id FROM assessments x WHERE x.business_id = b.id
-                                                 AND (cardinality(x.contact_emails) > 0 OR cardinality(x.contact_phones) > 0)
+                                                 AND (cardinality(x.contact_phones) > 0
+                                                      OR EXISTS (SELECT 1 FROM assessment_contacts c WHERE c.assessment_id = x.id))
                                                OFFSET 0) a
                            WHERE b.last_seen_at < $1 AND b.last_seen_at >= $3
-                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2)",
+                             AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) LIMIT $2),
+                   gone AS (DELETE FROM assessment_contacts WHERE assessment_id IN (SELECT id FROM due))
+              UPDATE assessments SET contact_phones = '{}' WHERE id IN (SELECT id FROM due)",
         days: |p| p.uncontacted_days,
         resumable: true,
     },

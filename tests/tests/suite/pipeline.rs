@@ -1166,8 +1166,9 @@ async fn the_email_goes_to_the_businesss_own_address_never_to_its_web_designer()
     // Pages that credit their designer (`mailto:` in the footer, sorting before `info@`).
     let credited: Vec<(String, Option<String>, Option<String>)> = admin
         .query(
-            "SELECT b.name, b.email, b.email_reason FROM assessments a JOIN businesses b ON b.id = a.business_id
-             WHERE $1 = ANY(a.contact_emails)",
+            "SELECT b.name, b.email, b.email_reason FROM assessment_contacts c
+             JOIN assessments a ON a.id = c.assessment_id JOIN businesses b ON b.id = a.business_id
+             WHERE c.address = $1",
             &[&sim::DESIGNER_EMAIL],
         )
         .await

@@ -276,7 +276,7 @@ async fn erasure_leaves_no_trace_of_the_address_but_the_suppression() {
         "purchases",
         "stripe_events",
         "businesses",
-        "assessments",
+        "assessment_contacts",
     ] {
         assert!(
             names.contains(&t),
@@ -547,7 +547,7 @@ async fn personal_data_past_its_period_is_stripped_or_purged_and_the_rest_kept()
              UPDATE stripe_events SET created = now() - interval '91 days' WHERE processed_at IS NOT NULL;
              UPDATE businesses SET last_seen_at = now() - interval '181 days'
               WHERE id IN (SELECT b.id FROM businesses b JOIN assessments a ON a.business_id = b.id
-                           WHERE b.email IS NOT NULL AND cardinality(a.contact_emails) > 0
+                           WHERE b.email IS NOT NULL AND EXISTS (SELECT 1 FROM assessment_contacts c WHERE c.assessment_id = a.id)
                              AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.business_id = b.id) ORDER BY b.id LIMIT 2)
                  OR id IN (SELECT business_id FROM emails ORDER BY id LIMIT 1);
              -- One of the two never had an outreach address chosen: its scraped contacts go too.
