@@ -713,11 +713,11 @@ impl OpsApi {
         file: &str,
         q: &HashMap<String, String>,
     ) -> Result<ApiGatewayV2httpResponse, HttpError> {
-        let (sql, cursor_type) = match file {
-            "leads.csv" => (EXPORT_LEADS, "uuid"),
-            "emails.csv" => (EXPORT_EMAILS, "uuid"),
-            "purchases.csv" => (EXPORT_PURCHASES, "uuid"),
-            "costs.csv" => (EXPORT_COSTS, "int8"),
+        let (sql, key) = match file {
+            "leads.csv" => (EXPORT_LEADS, ExportKey::Uuid),
+            "emails.csv" => (EXPORT_EMAILS, ExportKey::Uuid),
+            "purchases.csv" => (EXPORT_PURCHASES, ExportKey::Uuid),
+            "costs.csv" => (EXPORT_COSTS, ExportKey::Int8),
             other => {
                 return Err(HttpError::not_found(format!(
                     "no export {other:?}: leads.csv, emails.csv, purchases.csv, costs.csv"
@@ -730,28 +730,23 @@ impl OpsApi {
         let from = date(q, "from", epoch)?;
         // A period that ends before it starts has no rows (the query finds none).
         let limit = number(q, "limit", DEFAULT_PAGE, (1, MAX_PAGE))?;
-        // An empty cursor is the first page, as no cursor is.
-        let after = q.get("after").filter(|a| !a.is_empty()).cloned();
-        if let Some(a) = &after {
-            let valid = match cursor_type {
-                "uuid" => uuid_of("after", a).is_ok(),
-                _ => (1..=18).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_digit()),
-            };
-            if !valid {
-                return Err(HttpError::bad_request(format!(
-                    "after: {a:?} is not a cursor from X-Next-After"
-                )));
-            }
-        }
-        let mut c = self.pool.get().await.map_err(internal)?;
-        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
         let from_ts = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         let to_ts = (to + chrono::Duration::days(1))
             .and_hms_opt(0, 0, 0)
             .unwrap_or_default()
             .and_utc();
+        // An empty cursor is the first page, as no cursor is; a page starts after the cursor
+        // or at the period's start, whichever is later.
+        let (start_ts, start_id) = match q.get("after").filter(|a| !a.is_empty()) {
+            Some(a) => Some(key.cursor(a)?),
+            None => None,
+        }
+        .filter(|(at, _)| *at >= from_ts)
+        .unwrap_or((from_ts, key.least().to_owned()));
+        let mut c = self.pool.get().await.map_err(internal)?;
+        let tx = begin_tenant(&mut c, tenant).await.map_err(internal)?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&from_ts, &to_ts, &after, &limit];
+            [&start_ts, &start_id, &to_ts, &limit];
         let mut body: Vec<u8> = Vec::new();
         let mut n = 0i64;
         let mut last: Option<String> = None;
@@ -764,15 +759,16 @@ impl OpsApi {
             while let Some(row) = rows.next().await {
                 let row = row.map_err(internal)?;
                 let mut bytes = if n == 0 {
-                    csv_record(row.columns().iter().map(|c| c.name().to_owned()))
+                    csv_record(row.columns().iter().skip(1).map(|c| c.name().to_owned()))
                         .map_err(internal)?
                 } else {
                     Vec::new()
                 };
-                let fields: Vec<String> = (0..row.len())
+                // The first column is the page's cursor, not part of the file.
+                let cursor: Option<String> = row.get(0);
+                let fields: Vec<String> = (1..row.len())
                     .map(|i| row.get::<_, Option<String>>(i).unwrap_or_default())
                     .collect();
-                let cursor = fields.first().cloned();
                 bytes.extend(csv_record(fields.into_iter().map(safe_cell)).map_err(internal)?);
                 let grown = json_len(&bytes);
                 if n > 0 && escaped + grown > MAX_PAGE_JSON_BYTES {
@@ -818,40 +814,88 @@ fn campaign_error(e: shared::campaign::CampaignError) -> HttpError {
     }
 }
 
-// Each export: ($1 from, $2 to, $3 cursor, $4 limit); every column as text; the first column is
-// the keyset cursor.
+/// How an export's rows are keyed: a page is the rows after a (time, id) cursor, in the order
+/// of the tenant's (time, id) index (V27) — the order the rows were written, so a page reads
+/// neighbouring heap pages, not a random UUID's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExportKey {
+    Uuid,
+    Int8,
+}
+
+impl ExportKey {
+    /// The least id, so that (the period's start, it) comes before every row of the period.
+    fn least(self) -> &'static str {
+        match self {
+            ExportKey::Uuid => "00000000-0000-0000-0000-000000000000",
+            ExportKey::Int8 => "-9223372036854775808",
+        }
+    }
+
+    /// A cursor from `X-Next-After`: `<microseconds since the epoch>.<id>`.
+    fn cursor(self, a: &str) -> Result<(chrono::DateTime<chrono::Utc>, String), HttpError> {
+        let bad =
+            || HttpError::bad_request(format!("after: {a:?} is not a cursor from X-Next-After"));
+        let (micros, id) = a.split_once('.').ok_or_else(bad)?;
+        let at = (1..=17)
+            .contains(&micros.len())
+            .then_some(micros)
+            .filter(|m| m.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|m| m.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .ok_or_else(bad)?;
+        let valid = match self {
+            ExportKey::Uuid => uuid_of("after", id).is_ok(),
+            ExportKey::Int8 => {
+                (1..=18).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+            }
+        };
+        if !valid {
+            return Err(bad());
+        }
+        Ok((at, id.to_owned()))
+    }
+}
+
+// Each export: ($1, $2) the (time, id) the page starts after, $3 the period's end, $4 the
+// limit; the first column is the next page's cursor, every other column text. The plain
+// `>= $1` beside the row comparison is the index's range bound.
 const EXPORT_LEADS: &str = "
-SELECT b.id::text, b.name, b.website_url, b.email, b.phone_e164, b.city, b.zip, b.campaign_id::text,
+SELECT (extract(epoch FROM b.created_at) * 1000000)::int8::text || '.' || b.id::text AS cursor,
+       b.id::text, b.name, b.website_url, b.email, b.phone_e164, b.city, b.zip, b.campaign_id::text,
        s.score::text, s.tier::text, s.qualified::text, b.created_at::text
 FROM businesses b
 LEFT JOIN LATERAL (SELECT score, tier, qualified FROM scores WHERE business_id = b.id ORDER BY scored_at DESC LIMIT 1) s ON true
-WHERE b.created_at >= $1 AND b.created_at < $2 AND ($3::text IS NULL OR b.id > $3::text::uuid)
-ORDER BY b.id LIMIT $4";
+WHERE b.created_at >= $1 AND (b.created_at, b.id) > ($1, $2::text::uuid) AND b.created_at < $3
+ORDER BY b.created_at, b.id LIMIT $4";
 
 const EXPORT_EMAILS: &str = "
-SELECT e.id::text, e.kind, e.campaign_id::text, e.business_id::text, e.to_email, e.subject, v.key AS variant, e.send_state,
+SELECT (extract(epoch FROM e.created_at) * 1000000)::int8::text || '.' || e.id::text AS cursor,
+       e.id::text, e.kind, e.campaign_id::text, e.business_id::text, e.to_email, e.subject, v.key AS variant, e.send_state,
        e.delivery_status, e.sent_at::text, e.delivered_at::text, e.opened_at::text, e.clicked_at::text, e.created_at::text
 FROM emails e LEFT JOIN experiment_variants v ON v.id = e.variant_id
-WHERE e.created_at >= $1 AND e.created_at < $2 AND ($3::text IS NULL OR e.id > $3::text::uuid)
-ORDER BY e.id LIMIT $4";
+WHERE e.created_at >= $1 AND (e.created_at, e.id) > ($1, $2::text::uuid) AND e.created_at < $3
+ORDER BY e.created_at, e.id LIMIT $4";
 
 const PURCHASE: &str = "SELECT p.report_id, p.business_id, b.name AS business, p.campaign_id, p.status, p.dispute_status,
         p.amount_cents, p.refunded_cents, p.currency::text AS currency, p.customer_email, p.created_at, p.paid_at, p.fulfilled_at
  FROM purchases p JOIN businesses b ON b.id = p.business_id WHERE p.id = $1";
 
 const EXPORT_PURCHASES: &str = "
-SELECT p.id::text, p.report_id::text, p.business_id::text, p.campaign_id::text, p.status, p.amount_cents::text,
+SELECT (extract(epoch FROM p.created_at) * 1000000)::int8::text || '.' || p.id::text AS cursor,
+       p.id::text, p.report_id::text, p.business_id::text, p.campaign_id::text, p.status, p.amount_cents::text,
        p.refunded_cents::text, p.currency::text, p.customer_email, p.paid_at::text, p.fulfilled_at::text, p.created_at::text
 FROM purchases p
-WHERE p.created_at >= $1 AND p.created_at < $2 AND ($3::text IS NULL OR p.id > $3::text::uuid)
-ORDER BY p.id LIMIT $4";
+WHERE p.created_at >= $1 AND (p.created_at, p.id) > ($1, $2::text::uuid) AND p.created_at < $3
+ORDER BY p.created_at, p.id LIMIT $4";
 
 const EXPORT_COSTS: &str = "
-SELECT l.id::text, l.run_id::text, l.business_id::text, l.vendor, l.endpoint, l.status::text, l.units::text,
+SELECT (extract(epoch FROM l.occurred_at) * 1000000)::int8::text || '.' || l.id::text AS cursor,
+       l.id::text, l.run_id::text, l.business_id::text, l.vendor, l.endpoint, l.status::text, l.units::text,
        l.tokens_in::text, l.tokens_out::text, l.cost_micros::text, l.occurred_at::text
 FROM cost_ledger l
-WHERE l.occurred_at >= $1 AND l.occurred_at < $2 AND ($3::text IS NULL OR l.id > $3::text::int8)
-ORDER BY l.id LIMIT $4";
+WHERE l.occurred_at >= $1 AND (l.occurred_at, l.id) > ($1, $2::text::int8) AND l.occurred_at < $3
+ORDER BY l.occurred_at, l.id LIMIT $4";
 
 #[cfg(test)]
 mod tests {
@@ -877,6 +921,35 @@ mod tests {
             long.chars().count(),
             MAX_CELL_CHARS + "…[cut]".chars().count()
         );
+    }
+
+    #[test]
+    fn an_export_cursor_is_microseconds_and_an_id_of_the_exports_kind() {
+        let id = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
+        let (at, got) = ExportKey::Uuid
+            .cursor(&format!("1764850000123456.{id}"))
+            .unwrap();
+        assert_eq!(at.timestamp_micros(), 1_764_850_000_123_456);
+        assert_eq!(got, id);
+        assert_eq!(ExportKey::Int8.cursor("0.42").unwrap().1, "42");
+        for bad in [
+            "42",
+            "",
+            ".42",
+            "x.42",
+            "-5.42",
+            "99999999999999999.42",
+            "1764850000123456.",
+            "1764850000123456.-1",
+            &format!("1764850000123456.{}", id.replace('-', "")),
+        ] {
+            assert_eq!(
+                ExportKey::Uuid.cursor(bad).err().map(|e| e.status),
+                Some(400),
+                "{bad:?}"
+            );
+        }
+        assert!(ExportKey::Int8.cursor(&format!("1.{id}")).is_err());
     }
 
     #[test]

@@ -897,6 +897,19 @@ async fn the_templates_database_is_provisioned_from_its_generated_secrets_and_re
         .get("u");
     assert_eq!(user, APP_LOGIN);
     assert!(db::tenant_ids(&c).await.unwrap().is_empty());
+    // A tenant the application creates is listed through the definer door, which reads as the
+    // owner: not a superuser here, so its read policy is what lets it see the row.
+    let mut c = c;
+    let created = TenantId::from_uuid(uuid::Uuid::new_v4());
+    let tx = begin_tenant(&mut c, created).await.unwrap();
+    tx.execute(
+        "INSERT INTO tenants (id, name) VALUES ($1, 'Provisioned agency')",
+        &[&created.as_uuid()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(db::tenant_ids(&c).await.unwrap(), vec![created]);
     drop(c);
 
     // Again (every deploy): nothing to create, nothing to migrate, success.
